@@ -31,6 +31,33 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--cover-captions", action="store_true",
                         help="clip i gets caption i %% 240, so 240 clips cover every caption once")
 
+    judge = commands.add_parser("train-judge", help="train the MovingDigits judge used by `videocm eval`")
+    _add_config_arguments(judge)
+
+    evaluate = commands.add_parser(
+        "eval", help="score clips on disk (--clips) or generate and score with models (--model)",
+        description="Score a clip folder (--clips DIR) or generate clips for test captions with one or more "
+        "--model (a model folder, or the stand-ins 'real' / 'real-blurred') and compare them in one table.",
+    )
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--clips", help="clip folder: 0000.npy ... + prompts.txt (as `videocm data export` writes)")
+    source.add_argument("--model", action="append", help="model folder or stand-in; repeat to compare")
+    evaluate.add_argument("--steps", default="1,2,4,8", help="comma-separated step counts (default 1,2,4,8)")
+    evaluate.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
+    evaluate.add_argument("--n", type=int, default=240, help="clips per (model, steps) (default 240)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--teacher-model", help="model whose many-step clips PSNR/SSIM are measured against")
+    evaluate.add_argument("--teacher-steps", type=int, default=50)
+    evaluate.add_argument("--batch-size", type=int, default=16)
+    evaluate.add_argument("--json", help="write the scores as JSON here")
+    evaluate.add_argument("--report", help="write report.md, report.html, plot.png, samples.gif into this folder")
+    evaluate.add_argument("--judge", help="judge folder (default: the shipped models/judge)")
+
+    check = commands.add_parser("judge-check", help="the judge's verdict on real and corrupted test clips")
+    check.add_argument("--n", type=int, default=480)
+    check.add_argument("--judge", help="judge folder (default: the shipped models/judge)")
+    check.add_argument("--json", help="write the rows as JSON here")
+
     demo = commands.add_parser("demo", help="the main job on the built-in default (what `make demo` runs)")
     _add_config_arguments(demo)
     return parser
@@ -54,6 +81,32 @@ def _run(argv: list[str]) -> int:
         export_moving_digits(Path(args.out), args.split, args.n, args.seed, args.frames, args.size,
                              args.cover_captions)
         print(f"wrote {args.n} {args.split} clips to {args.out}")
+        return 0
+    if args.command == "train-judge":
+        from .config import load_config, write_config
+        from .evaluation.judge import JudgeConfig, train_judge
+
+        config = load_config(JudgeConfig, args.config, extra)
+        write_config(config, config.out)
+        info = train_judge(config)
+        accuracy = ", ".join(f"{k} {v:.4f}" for k, v in info["test_accuracy"].items())
+        print(f"judge saved to {config.out}; test-split accuracy: {accuracy}")
+        return 0
+    if args.command == "eval":
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        from .evaluation.cli import run_eval
+
+        return run_eval(args)
+    if args.command == "judge-check":
+        from .evaluation.evaluate import write_json
+        from .evaluation.judge import Judge
+        from .evaluation.verdicts import corruption_verdicts, verdict_table
+
+        rows = corruption_verdicts(Judge.load(args.judge), args.n)
+        print(verdict_table(rows))
+        if args.json:
+            write_json(rows, args.json)
         return 0
     if args.command == "demo":
         from .config import load_config

@@ -13,9 +13,8 @@ from pathlib import Path
 from .config import write_config
 from .data import export_moving_digits, read_clip_folder, tile, write_video
 from .data.clip_folder import clip_name
+from .evaluation.generators import MODEL_MARKER
 from .models import TextEncoder
-
-MODEL_MARKER = "videocm.json"
 
 
 @dataclass
@@ -31,7 +30,7 @@ class DemoConfig:
 
 
 def find_models(models_dir: Path) -> list[Path]:
-    """Model folders (those holding ``videocm.json``) under ``models_dir``."""
+    """Generator model folders (those holding ``videocm.json``) under ``models_dir``."""
     return sorted(p.parent for p in Path(models_dir).glob(f"*/{MODEL_MARKER}"))
 
 
@@ -51,11 +50,16 @@ def run_demo(config: DemoConfig) -> dict:
 
     encoder = TextEncoder()
     states = encoder.encode(prompts + [""])
+    from .evaluation.evaluate import score_clips
+    from .evaluation.judge import Judge
+
+    scores = score_clips(Judge.load(Path(config.models_dir) / "judge"), videos, prompts)
     models = find_models(Path(config.models_dir))
     summary = {
         "clips": len(videos),
         "clip_shape": list(videos[0].shape),
         "text_states_shape": list(states["encoder_hidden_states"].shape),
+        "judge_scores_of_real_clips": scores,
         "models": [str(m) for m in models],
         "outputs": [str(out / "clips.gif"), str(out / "controls.gif"), str(clips_dir)],
     }
@@ -66,6 +70,9 @@ def run_demo(config: DemoConfig) -> dict:
     print(f"grid of clips:    {out / 'clips.gif'}")
     print(f"grid of controls: {out / 'controls.gif'}")
     print(f"text states: {tuple(states['encoder_hidden_states'].shape)} (MiniLM, offline; last row is the empty prompt)")
+    print(f"judge on these real clips: fidelity {scores['fidelity_all']:.3f}, Fréchet distance "
+          f"{scores['frechet_distance']:.2f} (real-vs-real {scores['frechet_real_reference']:.2f}), coherence "
+          f"{scores['coherence']:.3f}")
     if models:
         print("models found: " + ", ".join(str(m) for m in models))
     else:

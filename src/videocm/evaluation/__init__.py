@@ -1,0 +1,1 @@
+"""Evaluation: the MovingDigits judge, metrics, cost, generators and the report."""

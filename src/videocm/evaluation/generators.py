@@ -1,0 +1,88 @@
+"""What ``videocm eval --model`` can generate with.
+
+A generator turns prompts and seeds into uint8 clips ``(T, H, W, 3)``, recording its cost in a
+:class:`~videocm.evaluation.cost.CostMeter`; the same seed must give the same initial noise, so a student and its
+teacher can be compared clip for clip. Model folders (with a ``videocm.json``) are loaded by the loader that the
+folder's ``family`` names in :data:`GENERATOR_LOADERS`; the stand-ins ``real`` and ``real-blurred`` render real
+test-split clips and serve tests and demos before any model exists.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+from ..data.moving_digits import Geometry, draw_clip, parse_caption
+from ..errors import VideoCMError
+from .corruptions import blurred
+from .cost import CostMeter
+
+MODEL_MARKER = "videocm.json"
+
+
+class Generator(Protocol):
+    name: str
+
+    def generate(
+        self, prompts: list[str], seeds: list[int], steps: int, guidance: float | None, meter: CostMeter
+    ) -> list[np.ndarray]: ...
+
+
+class RealClipGenerator:
+    """Stand-in generator made from real clips: for each prompt a real test-split clip with that caption, drawn
+    from the seed. With ``blur_at_one_step`` the clip is blurred with sigma ``blur_at_one_step / steps``, a crude
+    imitation of a few-step sampler that sharpens with more steps. Costs no network evaluations."""
+
+    def __init__(self, blur_at_one_step: float = 0.0, geometry: Geometry = Geometry()) -> None:
+        self.blur_at_one_step = blur_at_one_step
+        self.geometry = geometry
+        self.name = "real-blurred" if blur_at_one_step else "real"
+
+    def generate(self, prompts, seeds, steps, guidance, meter):
+        clips = []
+        with meter.phase("denoise"):
+            for prompt, seed in zip(prompts, seeds):
+                digit, colour, direction = parse_caption(prompt)
+                clip = draw_clip(np.random.default_rng([seed]), "test", self.geometry, digit, colour, direction)
+                video = clip.video
+                if self.blur_at_one_step:
+                    video = blurred(video, self.blur_at_one_step / steps)
+                clips.append(video)
+        meter.clips += len(prompts)
+        return clips
+
+
+# family name in videocm.json -> loader(folder) returning a Generator; model issues register theirs here.
+GENERATOR_LOADERS: dict[str, Callable[[Path], Generator]] = {}
+STAND_INS: dict[str, Callable[[], Generator]] = {
+    "real": RealClipGenerator,
+    "real-blurred": lambda: RealClipGenerator(blur_at_one_step=1.5),
+}
+
+
+def load_generator(spec: str) -> Generator:
+    """A stand-in by name, or a model folder holding ``videocm.json``."""
+    if spec in STAND_INS:
+        return STAND_INS[spec]()
+    folder = Path(spec)
+    if not folder.is_dir():
+        raise VideoCMError(
+            f"--model {spec}: no such folder; give a model folder (with {MODEL_MARKER}) or one of "
+            f"{', '.join(STAND_INS)}"
+        )
+    marker = folder / MODEL_MARKER
+    if not marker.is_file():
+        raise VideoCMError(f"--model {spec}: {folder} is not a videocm model folder (no {MODEL_MARKER})")
+    try:
+        family = json.loads(marker.read_text()).get("family")
+    except json.JSONDecodeError as error:
+        raise VideoCMError(f"{marker} is not valid JSON ({error.msg}, line {error.lineno})") from error
+    if family not in GENERATOR_LOADERS:
+        known = ", ".join(sorted(GENERATOR_LOADERS)) or "none yet"
+        raise VideoCMError(f"{marker} names family {family!r}, which this videocm cannot load (known: {known})")
+    generator = GENERATOR_LOADERS[family](folder)
+    generator.name = folder.name
+    return generator

@@ -1,0 +1,105 @@
+"""The evaluation report: ``report.md`` and ``report.html`` with the table, ``plot.png`` (fidelity and Fréchet
+distance against steps, a line per model) and ``samples.gif`` (a row per model and step count, real clips in the
+first row)."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+
+from ..data.video_io import tile, write_video
+
+COLUMNS = [
+    ("model", "model", "{}"), ("steps", "steps", "{}"), ("nfe", "NFE", "{:g}"),
+    ("fidelity_all", "fidelity (all)", "{:.3f}"), ("fidelity_digit", "digit", "{:.3f}"),
+    ("fidelity_colour", "colour", "{:.3f}"), ("fidelity_direction", "direction", "{:.3f}"),
+    ("frechet_distance", "Fréchet", "{:.2f}"), ("frechet_real_reference", "real-vs-real", "{:.2f}"),
+    ("coherence", "coherence", "{:.3f}"), ("psnr_vs_teacher", "PSNR vs teacher", "{:.2f}"),
+    ("ssim_vs_teacher", "SSIM vs teacher", "{:.3f}"), ("seconds_text", "s/clip text", "{:.4f}"),
+    ("seconds_denoise", "s/clip denoise", "{:.4f}"), ("seconds_decode", "s/clip decode", "{:.4f}"),
+    ("seconds_total", "s/clip total", "{:.4f}"), ("peak_memory_mb", "peak MB (RSS or CUDA)", "{:.0f}"),
+]
+
+
+def table_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    present = [c for c in COLUMNS if any(c[0] in row for row in rows)]
+    cells = [[fmt.format(row[key]) if row.get(key) is not None else "" for key, _, fmt in present] for row in rows]
+    return [title for _, title, _ in present], cells
+
+
+def markdown_table(rows: list[dict]) -> str:
+    header, cells = table_rows(rows)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in cells]
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for model in dict.fromkeys(row["model"] for row in rows):
+        mine = sorted((r for r in rows if r["model"] == model), key=lambda r: r["steps"])
+        steps = [r["steps"] for r in mine]
+        left.plot(steps, [r["fidelity_all"] for r in mine], marker="o", label=model)
+        right.plot(steps, [r["frechet_distance"] for r in mine], marker="o", label=model)
+    all_steps = sorted({r["steps"] for r in rows})
+    reference = float(np.mean([r["frechet_real_reference"] for r in rows]))
+    right.axhline(reference, color="grey", linestyle="--", label="real vs real")
+    for axis, title in ((left, "prompt fidelity (all three correct)"), (right, "Fréchet distance (judge features)")):
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(all_steps, [str(s) for s in all_steps])
+        axis.set_xlabel("sampling steps")
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    left.set_ylim(-0.02, 1.02)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def write_report(result: dict, runs, real: list[np.ndarray], folder: str | Path, scale: int = 3) -> Path:
+    """Write the report folder; returns the path of ``report.md``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = result["rows"]
+    plot(rows, folder / "plot.png")
+    grid_rows = [real] + [run.samples for run in runs]
+    width = len(real)
+    write_video(folder / "samples.gif", tile([clip for row in grid_rows for clip in row[:width]], width), scale=scale)
+    labels = ["real test clips"] + [f"{run.row['model']}, {run.row['steps']} steps" for run in runs]
+    intro = (
+        f"{result['n']} clips per row for test captions spread evenly over all 240 (seed {result['seed']}). "
+        "Fidelity: share of clips whose judged digit, colour and direction match the caption. Fréchet: distance "
+        "between judge features of the clips and of 960 real test clips, beside the same distance for real clips "
+        "with the same captions (real-vs-real). Coherence: 1.0 when the digit keeps its shape across frames."
+    )
+    if result.get("teacher"):
+        intro += f" PSNR/SSIM against the teacher ({result['teacher']}, {result['teacher_steps']} steps), same seeds."
+    samples = "\n".join(f"{i + 1}. {label}" for i, label in enumerate(labels))
+    prompts = ", ".join(f"`{p}`" for p in result["prompts_shown"])
+    markdown = (
+        f"# videocm evaluation\n\n{intro}\n\n{markdown_table(rows)}\n\n![fidelity and Fréchet distance against "
+        f"steps](plot.png)\n\n## Samples\n\n![samples](samples.gif)\n\nRows, top to bottom:\n\n{samples}\n\n"
+        f"Columns (prompts): {prompts}\n"
+    )
+    (folder / "report.md").write_text(markdown)
+    header, cells = table_rows(rows)
+    table = "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>" + "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in cells) + "</table>"
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>videocm evaluation</title><style>"
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+        "padding:4px 8px;text-align:right}img{image-rendering:pixelated;max-width:100%}</style></head><body>"
+        f"<h1>videocm evaluation</h1><p>{html.escape(intro)}</p>{table}<p><img src='plot.png'></p>"
+        f"<h2>Samples</h2><img src='samples.gif'><ol>{''.join(f'<li>{html.escape(l)}</li>' for l in labels)}</ol>"
+        f"<p>Columns (prompts): {html.escape(', '.join(result['prompts_shown']))}</p></body></html>"
+    )
+    (folder / "report.html").write_text(page)
+    return folder / "report.md"

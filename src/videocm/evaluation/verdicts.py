@@ -1,0 +1,48 @@
+"""The judge's verdict on real test clips and on corrupted versions of them (``videocm judge-check``).
+
+A trustworthy judge gives real clips full marks and does not reward what weak generators produce: blur,
+stills, jumbled frames, wrong colours, noise. Each row scores the same real test clips after one corruption.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..data.moving_digits import Geometry, make_clip
+from . import corruptions
+from .evaluate import score_clips
+from .judge import Judge
+
+CORRUPTIONS = {
+    "real": lambda clip, rng: clip.video,
+    "blurred (sigma 1)": lambda clip, rng: corruptions.blurred(clip.video, 1.0),
+    "blurred (sigma 2)": lambda clip, rng: corruptions.blurred(clip.video, 2.0),
+    "frozen (one frame repeated)": lambda clip, rng: corruptions.frozen(clip.video),
+    "shuffled frames": lambda clip, rng: corruptions.shuffled(clip.video, rng),
+    "colour-swapped": lambda clip, rng: corruptions.colour_swapped(clip.video, clip.colour),
+    "pure noise": lambda clip, rng: corruptions.pure_noise(clip.video.shape, rng),
+    "smooth noise": lambda clip, rng: corruptions.smooth_noise(clip.video.shape, rng),
+}
+
+
+def corruption_verdicts(judge: Judge, n: int = 480, seed: int = 50_000) -> list[dict]:
+    """Score ``n`` real test clips (all 240 captions covered) under each corruption, with the clips' own
+    captions as prompts."""
+    geometry = Geometry(judge.frames, judge.size)
+    clips = [make_clip(i, seed, "test", geometry, cover_captions=True) for i in range(n)]
+    prompts = [clip.caption for clip in clips]
+    rows = []
+    for name, corrupt in CORRUPTIONS.items():
+        rng = np.random.default_rng([seed, len(rows)])
+        videos = [corrupt(clip, rng) for clip in clips]
+        rows.append({"corruption": name, **score_clips(judge, videos, prompts)})
+    return rows
+
+
+def verdict_table(rows: list[dict]) -> str:
+    keys = ["fidelity_all", "fidelity_digit", "fidelity_colour", "fidelity_direction", "frechet_distance",
+            "frechet_real_reference", "coherence"]
+    lines = ["| clips | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for row in rows:
+        lines.append(f"| {row['corruption']} | " + " | ".join(f"{row[k]:.3f}" for k in keys) + " |")
+    return "\n".join(lines)
