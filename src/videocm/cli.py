@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -58,6 +59,30 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--judge", help="judge folder (default: the shipped models/judge)")
     check.add_argument("--json", help="write the rows as JSON here")
 
+    train_vae = commands.add_parser("train-vae", help="train the video VAE on MovingDigits")
+    _add_config_arguments(train_vae)
+    train_teacher = commands.add_parser("train-teacher", help="train a latent video diffusion teacher on MovingDigits")
+    _add_config_arguments(train_teacher)
+
+    captions = commands.add_parser("encode-captions",
+                                   help="precompute MiniLM states of all MovingDigits captions (and \"\")")
+    captions.add_argument("--out", required=True, help="output .safetensors file")
+    captions.add_argument("--max-length", type=int, default=16)
+
+    sample = commands.add_parser("sample", help="generate clips from prompts with a model folder")
+    sample.add_argument("--model", help="model folder (default: the shipped flow-matching teacher)")
+    prompt = sample.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt", help="one prompt")
+    prompt.add_argument("--prompts", help="text file, one prompt a line")
+    sample.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    sample.add_argument("--guidance", type=float, help="guidance scale (default: the model's)")
+    sample.add_argument("--negative-prompt", default="", help="unconditional input for guidance (default empty)")
+    sample.add_argument("--seed", type=int, default=0, help="clip i uses seed S+i")
+    sample.add_argument("--batch-size", type=int, default=16)
+    sample.add_argument("--out", required=True, help="output file, or folder with --prompts")
+    sample.add_argument("--format", choices=["mp4", "gif", "npy", "png"], help="default: from --out's suffix")
+    sample.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+
     demo = commands.add_parser("demo", help="the main job on the built-in default (what `make demo` runs)")
     _add_config_arguments(demo)
     return parser
@@ -108,6 +133,33 @@ def _run(argv: list[str]) -> int:
         if args.json:
             write_json(rows, args.json)
         return 0
+    if args.command in ("train-vae", "train-teacher"):
+        from .config import load_config
+
+        if args.command == "train-vae":
+            from .distill.vae_training import VAETrainConfig, train_vae
+
+            summary = train_vae(load_config(VAETrainConfig, args.config, extra))
+        else:
+            from .distill.teacher import TeacherConfig, train_teacher
+
+            summary = train_teacher(load_config(TeacherConfig, args.config, extra))
+        print(json.dumps(summary, indent=2))
+        return 0
+    if args.command == "encode-captions":
+        from .data.moving_digits import all_captions, caption_for
+        from .models.text_encoder import TextEncoder, save_prompt_cache
+
+        prompts = [caption_for(d, c, m) for d, c, m in all_captions()] + [""]
+        path = save_prompt_cache(TextEncoder(max_length=args.max_length), prompts, args.out)
+        print(f"wrote states of {len(prompts)} prompts to {path}")
+        return 0
+    if args.command == "sample":
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        from .sampling_cli import run_sample
+
+        return run_sample(args)
     if args.command == "demo":
         from .config import load_config
         from .demo import DemoConfig, run_demo

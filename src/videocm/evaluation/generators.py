@@ -76,6 +76,9 @@ def load_generator(spec: str) -> Generator:
     marker = folder / MODEL_MARKER
     if not marker.is_file():
         raise VideoCMError(f"--model {spec}: {folder} is not a videocm model folder (no {MODEL_MARKER})")
+    from ..pipeline import register_generators
+
+    register_generators()
     try:
         family = json.loads(marker.read_text()).get("family")
     except json.JSONDecodeError as error:

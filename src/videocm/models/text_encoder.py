@@ -96,3 +96,43 @@ class TextEncoder:
         encoded = self.encode(prompts)
         mask = encoded["encoder_attention_mask"].unsqueeze(-1).float()
         return (encoded["encoder_hidden_states"] * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+class PromptCache:
+    """Precomputed text states for a fixed set of prompts (e.g. all MovingDigits captions and ""), with
+    :class:`TextEncoder`'s ``encode`` interface; lets training run where MiniLM is not installed."""
+
+    def __init__(self, path: str | Path, device: str | torch.device = "cpu") -> None:
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not path.is_file():
+            raise VideoCMError(f"prompt cache {path} does not exist: make it with `videocm encode-captions --out {path}`")
+        tensors = load_file(path)
+        prompts_path = path.with_suffix(".prompts.txt")
+        prompts = prompts_path.read_text().split("\n")[: tensors["states"].shape[0]]
+        self.index = {p: i for i, p in enumerate(prompts)}
+        self.states = tensors["states"].to(device)
+        self.mask = tensors["mask"].to(device)
+        self.max_length = int(self.states.shape[1])
+
+    def encode(self, prompts: list[str] | str) -> dict[str, torch.Tensor]:
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        missing = [p for p in prompts if p not in self.index]
+        if missing:
+            raise VideoCMError(f"prompt {missing[0]!r} is not in the prompt cache; run with the text encoder instead")
+        rows = torch.tensor([self.index[p] for p in prompts], device=self.states.device)
+        return {"encoder_hidden_states": self.states[rows], "encoder_attention_mask": self.mask[rows]}
+
+
+def save_prompt_cache(encoder: TextEncoder, prompts: list[str], path: str | Path) -> Path:
+    """Encode ``prompts`` once and write them as ``path`` (safetensors) plus ``path.prompts.txt``."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    encoded = encoder.encode(prompts)
+    save_file({"states": encoded["encoder_hidden_states"].contiguous(),
+               "mask": encoded["encoder_attention_mask"].contiguous()}, path)
+    path.with_suffix(".prompts.txt").write_text("\n".join(prompts))
+    return path

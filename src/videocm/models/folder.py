@@ -1,0 +1,141 @@
+"""Model folders: what videocm saves and loads by path alone.
+
+    DIR/videocm.json              what the folder is (kind, family, schedule, prediction type, shapes, text
+                                  encoder, default guidance and steps)
+    DIR/vae/                      diffusers AutoencoderKLCogVideoX (config.json + safetensors)
+    DIR/transformer/ or DIR/unet/ diffusers WanTransformer3DModel / UNet3DConditionModel
+
+A VAE-only folder holds ``videocm.json`` (kind ``vae``) and ``vae/``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..diffusion import FlowSchedule, Schedule, VPSchedule, vp_schedule
+from ..errors import VideoCMError
+from .denoisers import DenoiserAdapter
+from .vae import VideoVAE
+
+MARKER = "videocm.json"
+SUBFOLDERS = {"wan": "transformer", "unet3d": "unet"}
+FORMAT_VERSION = 1
+
+
+def schedule_to_config(schedule: Schedule, **vp_arguments) -> dict:
+    if isinstance(schedule, FlowSchedule):
+        return {"type": "flow", "shift": schedule.shift, "num_train_timesteps": schedule.num_train_timesteps}
+    return {"type": "vp", "prediction_type": schedule.prediction_type,
+            "timestep_spacing": schedule.timestep_spacing, **vp_arguments}
+
+
+def schedule_from_config(config: dict) -> Schedule:
+    config = dict(config)
+    kind = config.pop("type", None)
+    if kind == "flow":
+        return FlowSchedule(shift=float(config.get("shift", 1.0)),
+                            num_train_timesteps=int(config.get("num_train_timesteps", 1000)))
+    if kind == "vp":
+        return vp_schedule(**config)
+    raise VideoCMError(f"schedule type {kind!r} is unknown: use 'flow' or 'vp'")
+
+
+def read_info(folder: Path) -> dict:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise VideoCMError(f"model folder {folder} does not exist")
+    marker = folder / MARKER
+    if not marker.is_file():
+        raise VideoCMError(f"{folder} is not a videocm model folder: it has no {MARKER}")
+    try:
+        return json.loads(marker.read_text())
+    except json.JSONDecodeError as error:
+        raise VideoCMError(f"{marker} is not valid JSON ({error.msg}, line {error.lineno})") from error
+
+
+def _require(folder: Path, part: str) -> Path:
+    path = folder / part
+    if not (path / "config.json").is_file():
+        raise VideoCMError(f"{folder} is missing its {part}/ part (config.json and weights); re-save the model")
+    return path
+
+
+def load_vae(folder: str | Path, device: str | torch.device = "cpu") -> VideoVAE:
+    """The VAE of a model folder (or of a VAE folder)."""
+    from diffusers import AutoencoderKLCogVideoX
+
+    folder = Path(folder)
+    read_info(folder)
+    vae = AutoencoderKLCogVideoX.from_pretrained(_require(folder, "vae"), torch_dtype=torch.float32)
+    return VideoVAE(vae).to(device).eval().requires_grad_(False)
+
+
+def save_vae(vae: VideoVAE, folder: str | Path, extra: dict | None = None) -> None:
+    folder = Path(folder)
+    vae.vae.save_pretrained(folder / "vae")
+    info = {"format": "videocm", "version": FORMAT_VERSION, "kind": "vae", "family": "cogvideox-vae",
+            "latent_channels": vae.latent_channels, "spatial_factor": vae.spatial_factor, **(extra or {})}
+    (folder / MARKER).write_text(json.dumps(info, indent=2))
+
+
+@dataclass
+class VideoModel:
+    """A loaded teacher or student: denoiser, VAE, schedule and what ``videocm.json`` says."""
+
+    denoiser: DenoiserAdapter
+    vae: VideoVAE
+    schedule: Schedule
+    info: dict
+    path: Path
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return tuple(self.info["latent_shape"])
+
+    @property
+    def default_guidance(self) -> float:
+        return float(self.info.get("default_guidance", 1.0))
+
+    @property
+    def default_steps(self) -> int:
+        return int(self.info.get("default_steps", 50))
+
+
+def load_network(family: str, path: Path, dtype: torch.dtype = torch.float32):
+    if family == "wan":
+        from diffusers import WanTransformer3DModel as cls
+    elif family == "unet3d":
+        from diffusers import UNet3DConditionModel as cls
+    else:
+        raise VideoCMError(f"unknown model family {family!r}: videocm loads {', '.join(SUBFOLDERS)}")
+    return cls.from_pretrained(path, torch_dtype=dtype)
+
+
+def load_model(folder: str | Path, device: str | torch.device = "cpu") -> VideoModel:
+    """Load a model folder by path alone (see the module docstring for the layout)."""
+    folder = Path(folder)
+    info = read_info(folder)
+    if info.get("kind") == "vae":
+        raise VideoCMError(f"{folder} holds only a VAE; give a teacher or student folder")
+    family = info.get("family")
+    if family not in SUBFOLDERS:
+        raise VideoCMError(f"{folder / MARKER} names family {family!r}; videocm loads {', '.join(SUBFOLDERS)}")
+    network = load_network(family, _require(folder, SUBFOLDERS[family]))
+    denoiser = DenoiserAdapter(family, network).to(device).eval().requires_grad_(False)
+    vae = load_vae(folder, device)
+    return VideoModel(denoiser, vae, schedule_from_config(info["schedule"]), info, folder)
+
+
+def save_model(folder: str | Path, denoiser: DenoiserAdapter, vae: VideoVAE, info: dict) -> None:
+    """Write a model folder: the network in diffusers format, the VAE, and ``videocm.json``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    denoiser.network.save_pretrained(folder / SUBFOLDERS[denoiser.family])
+    vae.vae.save_pretrained(folder / "vae")
+    full = {"format": "videocm", "version": FORMAT_VERSION, "family": denoiser.family,
+            "subfolder": SUBFOLDERS[denoiser.family], **info}
+    (folder / MARKER).write_text(json.dumps(full, indent=2))

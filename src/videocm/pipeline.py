@@ -1,0 +1,74 @@
+"""Text to video with a loaded model: prompts -> text states -> noise -> denoiser steps -> VAE decode -> clips.
+
+Clip ``i`` starts from noise drawn with seed ``seeds[i]`` alone, so results do not depend on the batch size and
+a student and its teacher can start from the same noise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .diffusion import sample_teacher
+from .evaluation.cost import CostMeter
+from .models.folder import VideoModel, load_model
+from .models.text_encoder import TextEncoder
+from .models.vae import to_uint8_frames
+
+_TEXT_ENCODERS: dict[tuple[int, str], TextEncoder] = {}
+
+
+def shared_text_encoder(max_length: int, device: str | torch.device = "cpu") -> TextEncoder:
+    """One cached MiniLM per (max_length, device), so prompts are encoded once per process."""
+    key = (max_length, str(device))
+    if key not in _TEXT_ENCODERS:
+        _TEXT_ENCODERS[key] = TextEncoder(max_length=max_length, device=device)
+    return _TEXT_ENCODERS[key]
+
+
+def initial_noise(seeds: list[int], shape: tuple[int, ...], device: str | torch.device = "cpu") -> torch.Tensor:
+    """``(B, *shape)`` standard normal noise, clip ``i`` drawn from seed ``seeds[i]`` alone."""
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds]).to(
+        device)
+
+
+class VideoPipeline:
+    """Generates uint8 clips ``(T, H, W, 3)`` from prompts with a teacher (many-step ODE sampler)."""
+
+    def __init__(self, model: VideoModel, device: str | torch.device = "cpu", text=None) -> None:
+        self.model = model
+        self.device = torch.device(device)
+        self.text = text or shared_text_encoder(int(model.info.get("text_max_length", 16)), device)
+        self.name = model.path.name
+
+    @classmethod
+    def from_folder(cls, folder, device: str | torch.device = "cpu") -> "VideoPipeline":
+        return cls(load_model(folder, device), device)
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[str], seeds: list[int], steps: int | None = None,
+                 guidance: float | None = None, meter: CostMeter | None = None, negative_prompt: str = "",
+                 progress: bool = False) -> list[np.ndarray]:
+        meter = meter or CostMeter()
+        steps = steps or self.model.default_steps
+        guidance = self.model.default_guidance if guidance is None else guidance
+        with meter.phase("text"):
+            cond = {k: v.to(self.device) for k, v in self.text.encode(prompts).items()}
+            uncond = ({k: v.to(self.device) for k, v in self.text.encode([negative_prompt] * len(prompts)).items()}
+                      if guidance != 1.0 else None)
+        with meter.phase("denoise"):
+            noise = initial_noise(seeds, self.model.latent_shape, self.device)
+            latents = sample_teacher(meter.counted(self.model.denoiser), noise, self.model.schedule, steps, cond,
+                                     uncond, guidance, progress=progress)
+        with meter.phase("decode"):
+            clips = to_uint8_frames(self.model.vae.decode(latents))
+        meter.clips += len(prompts)
+        return clips
+
+
+def register_generators() -> None:
+    """Let ``videocm eval --model DIR`` load teacher folders."""
+    from .evaluation.generators import GENERATOR_LOADERS
+
+    for family in ("wan", "unet3d"):
+        GENERATOR_LOADERS.setdefault(family, VideoPipeline.from_folder)
