@@ -113,5 +113,6 @@ def test_config_yaml_overrides_and_resolved_copy(tmp_path):
         load_config(ExampleConfig, None, ["--steps", "ten"])
     with pytest.raises(VideoCMError, match="does not exist"):
         load_config(ExampleConfig, tmp_path / "missing.yaml")
-    with pytest.raises(VideoCMError, match="needs a value"):
-        load_config(ExampleConfig, None, ["--steps"])
+    with pytest.raises(VideoCMError, match="expects int, got 'true'"):
+        load_config(ExampleConfig, None, ["--steps"])  # a bare flag is a boolean switch, not a number
+    assert load_config(ExampleConfig, path, ["--use-ema", "--steps", "3"]) == ExampleConfig(lr=0.001, steps=3)

@@ -64,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     train_teacher = commands.add_parser("train-teacher", help="train a latent video diffusion teacher on MovingDigits")
     _add_config_arguments(train_teacher)
 
+    distill = commands.add_parser(
+        "distill", help="distil a teacher folder into a few-step student (--method lcm)",
+        description="Distil --teacher DIR into a consistency student written to --out DIR. Any setting of the "
+                    "method's config is a --key value flag (e.g. --steps 2000 --guidance 4 --student lora); "
+                    "--resume continues a run from its newest checkpoint.")
+    distill.add_argument("--method", default="lcm", help="lcm (VideoLCM)")
+    _add_config_arguments(distill)
+
     captions = commands.add_parser("encode-captions",
                                    help="precompute MiniLM states of all MovingDigits captions (and \"\")")
     captions.add_argument("--out", required=True, help="output .safetensors file")
@@ -145,6 +153,15 @@ def _run(argv: list[str]) -> int:
 
             summary = train_teacher(load_config(TeacherConfig, args.config, extra))
         print(json.dumps(summary, indent=2))
+        return 0
+    if args.command == "distill":
+        from .config import load_config
+        from .distill.lcm import METHODS, LCMConfig, distill
+
+        if args.method not in METHODS:
+            raise VideoCMError(f"--method {args.method!r} is not known: use one of {', '.join(METHODS)}")
+        config = load_config(LCMConfig, args.config, extra + ["--method", args.method])
+        print(json.dumps(distill(config), indent=2))
         return 0
     if args.command == "encode-captions":
         from .data.moving_digits import all_captions, caption_for

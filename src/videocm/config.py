@@ -57,7 +57,8 @@ def config_from_dict(cls: type[ConfigT], values: dict[str, Any], source: str = "
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, str]:
-    """``["--lr", "1e-4", "--steps=10"]`` -> ``{"lr": "1e-4", "steps": "10"}``; dashes in keys become underscores."""
+    """``["--lr", "1e-4", "--steps=10", "--resume"]`` -> ``{"lr": "1e-4", "steps": "10", "resume": "true"}``;
+    dashes in keys become underscores, a bare flag means true."""
     result: dict[str, str] = {}
     i = 0
     while i < len(overrides):
@@ -67,9 +68,10 @@ def parse_overrides(overrides: list[str]) -> dict[str, str]:
         if "=" in token:
             key, value = token[2:].split("=", 1)
             i += 1
+        elif i + 1 >= len(overrides) or overrides[i + 1].startswith("--"):
+            key, value = token[2:], "true"  # a bare flag such as --resume switches a boolean on
+            i += 1
         else:
-            if i + 1 >= len(overrides):
-                raise VideoCMError(f"{token} needs a value: --key value")
             key, value = token[2:], overrides[i + 1]
             i += 2
         result[key.replace("-", "_")] = value

@@ -27,11 +27,43 @@ class DemoConfig:
     size: int = 32
     models_dir: str = "models"
     gif_scale: int = 4
+    generate: int = 8  # clips each shipped teacher/student generates (0: none)
+    few_steps: int = 4  # besides each model's default step count
 
 
 def find_models(models_dir: Path) -> list[Path]:
     """Generator model folders (those holding ``videocm.json``) under ``models_dir``."""
     return sorted(p.parent for p in Path(models_dir).glob(f"*/{MODEL_MARKER}"))
+
+
+def generate_with_models(models: list[Path], prompts: list[str], config: DemoConfig, out: Path,
+                         real: list) -> list[dict]:
+    """Each teacher or student generates clips for ``prompts`` at its default steps and at ``few_steps``."""
+    if not prompts:
+        return []
+    from .evaluation.cost import CostMeter
+    from .evaluation.evaluate import score_clips
+    from .evaluation.judge import Judge
+    from .models.folder import read_info
+    from .pipeline import VideoPipeline
+
+    judge = Judge.load(Path(config.models_dir) / "judge")
+    rows, grid = [], list(real)
+    for folder in models:
+        if read_info(folder).get("kind") not in ("teacher", "student"):
+            continue
+        pipeline = VideoPipeline.from_folder(folder)
+        for steps in sorted({pipeline.model.default_steps, config.few_steps}, reverse=True):
+            meter = CostMeter()
+            clips = pipeline.generate(prompts, [config.seed + i for i in range(len(prompts))], steps, meter=meter)
+            scores = score_clips(judge, clips, prompts)
+            cost = meter.summary()
+            rows.append({"model": folder.name, "steps": steps, "n": len(prompts), "nfe": cost["nfe"],
+                         "seconds_per_clip": cost["seconds_total"], "fidelity_all": scores["fidelity_all"]})
+            grid += clips
+    if rows:
+        write_video(out / "generated.gif", tile(grid, len(prompts)), scale=config.gif_scale)
+    return rows
 
 
 def run_demo(config: DemoConfig) -> dict:
@@ -55,12 +87,14 @@ def run_demo(config: DemoConfig) -> dict:
 
     scores = score_clips(Judge.load(Path(config.models_dir) / "judge"), videos, prompts)
     models = find_models(Path(config.models_dir))
+    generated = generate_with_models(models, prompts[:config.generate], config, out, videos[:config.generate])
     summary = {
         "clips": len(videos),
         "clip_shape": list(videos[0].shape),
         "text_states_shape": list(states["encoder_hidden_states"].shape),
         "judge_scores_of_real_clips": scores,
         "models": [str(m) for m in models],
+        "generated": generated,
         "outputs": [str(out / "clips.gif"), str(out / "controls.gif"), str(clips_dir)],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -75,6 +109,11 @@ def run_demo(config: DemoConfig) -> dict:
           f"{scores['coherence']:.3f}")
     if models:
         print("models found: " + ", ".join(str(m) for m in models))
+    for row in generated:
+        print(f"  {row['model']} at {row['steps']} steps: fidelity {row['fidelity_all']:.3f} on "
+              f"{row['n']} prompts, {row['seconds_per_clip']:.2f} s/clip, NFE {row['nfe']:.0f}")
+    if generated:
+        print(f"real clips (top row) and each model's clips for the same prompts: {out / 'generated.gif'}")
     else:
         print(f"no trained model under {config.models_dir}/ yet: teachers and students arrive with later issues")
     return summary

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .diffusion import sample_teacher
+from .diffusion import consistency_times, sample_consistency, sample_teacher, seeded_noise, skipping_grid
+from .errors import VideoCMError
 from .evaluation.cost import CostMeter
 from .models.folder import VideoModel, load_model
 from .models.text_encoder import TextEncoder
@@ -51,6 +52,8 @@ class VideoPipeline:
                  progress: bool = False) -> list[np.ndarray]:
         meter = meter or CostMeter()
         steps = steps or self.model.default_steps
+        if self.model.is_student:
+            return self._generate_student(prompts, seeds, steps, guidance, meter, progress)
         guidance = self.model.default_guidance if guidance is None else guidance
         with meter.phase("text"):
             cond = {k: v.to(self.device) for k, v in self.text.encode(prompts).items()}
@@ -60,6 +63,37 @@ class VideoPipeline:
             noise = initial_noise(seeds, self.model.latent_shape, self.device)
             latents = sample_teacher(meter.counted(self.model.denoiser), noise, self.model.schedule, steps, cond,
                                      uncond, guidance, progress=progress)
+        with meter.phase("decode"):
+            clips = to_uint8_frames(self.model.vae.decode(latents))
+        meter.clips += len(prompts)
+        return clips
+
+
+    def _generate_student(self, prompts, seeds, steps, guidance, meter, progress) -> list[np.ndarray]:
+        """Multistep consistency sampling: one network evaluation per step, guidance folded in or embedded."""
+        info = self.model.info
+        consistency = info["consistency"]
+        grid = skipping_grid(self.model.schedule, int(consistency["grid_points"]))
+        if not 1 <= steps <= len(grid) - 1:
+            raise VideoCMError(f"steps must be between 1 and {len(grid) - 1} for this student (its grid), got {steps}")
+        times = consistency_times(grid, steps)
+        mode = info.get("guidance", {}).get("mode", "fixed")
+        with meter.phase("text"):
+            cond = {k: v.to(self.device) for k, v in self.text.encode(prompts).items()}
+        if mode == "embedded":
+            low, high = info["guidance"]["range"]
+            w = float(info["guidance"]["default"] if guidance is None else guidance)
+            if not low <= w <= high:
+                raise VideoCMError(f"guidance {w} is outside this student's distilled range [{low}, {high}]")
+            cond["guidance"] = torch.full((len(prompts),), w, device=self.device)
+        elif guidance is not None and float(guidance) != float(info["guidance"]["scale"]):
+            raise VideoCMError(f"this student has guidance {info['guidance']['scale']} folded into its weights; "
+                               f"leave --guidance out (or distil with --guidance-range to choose it when sampling)")
+        with meter.phase("denoise"):
+            noise = initial_noise(seeds, self.model.latent_shape, self.device)
+            latents = sample_consistency(meter.counted(self.model.denoiser), noise, self.model.schedule, times, cond,
+                                         seeded_noise(seeds, self.device), float(consistency["sigma_data"]),
+                                         float(consistency["timestep_scaling"]), progress=progress)
         with meter.phase("decode"):
             clips = to_uint8_frames(self.model.vae.decode(latents))
         meter.clips += len(prompts)

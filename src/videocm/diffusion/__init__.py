@@ -3,6 +3,8 @@
 Imports torch (and numpy) only, nothing else of videocm.
 """
 
+from .consistency import (boundary_scalings, consistency_function, consistency_times, generator_noise,
+                          sample_consistency, seeded_noise, skipping_grid)
 from .predictions import PREDICTION_TYPES, predicted_noise, predicted_x0, prediction_target
 from .sampling import concat_conditioning, guided_output, network_evaluations, sample_teacher
 from .schedules import FlowSchedule, Schedule, VPSchedule, broadcast_to, make_betas, shift_sigmas, vp_schedule
@@ -13,7 +15,14 @@ __all__ = [
     "FlowSchedule",
     "Schedule",
     "VPSchedule",
+    "boundary_scalings",
     "broadcast_to",
+    "consistency_function",
+    "consistency_times",
+    "generator_noise",
+    "sample_consistency",
+    "seeded_noise",
+    "skipping_grid",
     "concat_conditioning",
     "ddim_step",
     "euler_step",

@@ -16,14 +16,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.moving_digits import Geometry, make_clip
+from ..data.moving_digits import Geometry
 from ..data.video_io import tile, write_video
 from ..diffusion import FlowSchedule, broadcast_to, prediction_target, vp_schedule
 from ..errors import VideoCMError
 from ..models.denoisers import DenoiserAdapter, UNet3DConfig, WanConfig, build_network
-from ..models.folder import load_vae, save_model, schedule_to_config
+from ..models.folder import cast_for_storage, load_vae, save_model, schedule_to_config
 from ..models.text_encoder import HIDDEN_SIZE, PromptCache, TextEncoder
-from .trainer import TrainConfig, train
+from .batches import LatentBatches
+from .trainer import TrainConfig, shard_rows, train
 
 
 @dataclass
@@ -52,12 +53,38 @@ class TeacherConfig(TrainConfig):
     wan_heads: int = 4
     wan_head_dim: int = 32
     wan_ffn_dim: int = 512
+    wan_patch: list[int] = field(default_factory=lambda: [1, 2, 2])  # (frames, height, width) per token
     unet_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
     unet_head_dim: int = 16
+    init_from: str | None = None  # a teacher folder of the same architecture to start from
+    latent_pool: int = 0  # > 0: encode this many train clips once and draw batches from them (VAE off the loop)
     # monitoring
     sample_clips: int = 48
     sample_steps: int = 25
     store_dtype: str = "float32"
+
+
+def adapt_state_dict(state: dict, network: torch.nn.Module) -> dict:
+    """``state`` reshaped for ``network`` where only the Wan temporal patch size differs.
+
+    A token covering one frame becomes one covering ``p`` frames: the patch embedding averages the ``p`` frames
+    (its kernel is repeated along time and divided by ``p``) and the output projection writes the old
+    per-frame prediction to each of them. Every other tensor must match exactly.
+    """
+    target = network.state_dict()
+    state = dict(state)
+    for name, value in list(state.items()):
+        want = target.get(name)
+        if want is None or want.shape == value.shape:
+            continue
+        if name == "patch_embedding.weight" and value.shape[2] == 1:
+            state[name] = value.repeat(1, 1, want.shape[2], 1, 1) / want.shape[2]
+        elif name.startswith("proj_out.") and want.shape[0] % value.shape[0] == 0:
+            state[name] = value.repeat(want.shape[0] // value.shape[0], *([1] * (value.dim() - 1)))
+        else:
+            raise VideoCMError(f"--init-from: {name} has shape {tuple(value.shape)}, this model needs "
+                               f"{tuple(want.shape)}; use a model of the same architecture")
+    return state
 
 
 def vp_arguments(config: TeacherConfig) -> dict:
@@ -69,7 +96,8 @@ def vp_arguments(config: TeacherConfig) -> dict:
 class TeacherTask:
     """Denoising loss for one teacher family on MovingDigits latents."""
 
-    def __init__(self, config: TeacherConfig, device: torch.device | str = "cpu") -> None:
+    def __init__(self, config: TeacherConfig, device: torch.device | str | None = None) -> None:
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if config.family not in ("wan", "unet3d"):
             raise VideoCMError(f"family {config.family!r} is unknown: use 'wan' (flow) or 'unet3d' (VP)")
         self.config = config
@@ -78,9 +106,11 @@ class TeacherTask:
         self.vae_path = Path(config.vae)
         latent_channels = self.vae.latent_channels
         sample_size = config.size // self.vae.spatial_factor
-        network_config = (WanConfig(config.wan_layers, config.wan_heads, config.wan_head_dim, config.wan_ffn_dim)
+        network_config = (WanConfig(config.wan_layers, config.wan_heads, config.wan_head_dim, config.wan_ffn_dim,
+                                    patch_size=list(config.wan_patch))
                           if config.family == "wan" else
                           UNet3DConfig(list(config.unet_channels), attention_head_dim=config.unet_head_dim))
+        torch.manual_seed(config.seed)  # the same seed gives the same initial weights
         self.model = DenoiserAdapter(config.family, build_network(config.family, latent_channels, HIDDEN_SIZE,
                                                                   sample_size, network_config))
         self.schedule = (FlowSchedule(shift=config.flow_shift) if config.family == "wan"
@@ -88,34 +118,35 @@ class TeacherTask:
         self.text = (PromptCache(config.prompt_cache) if config.prompt_cache
                      else TextEncoder(max_length=config.text_max_length))
         self.latent_shape = self.vae.latent_shape(config.frames, config.size)
+        if config.init_from:
+            from ..models.folder import SUBFOLDERS, load_network, read_info
 
-    def _batch(self, step: int, rng: np.random.Generator, device) -> tuple[torch.Tensor, dict]:
-        config = self.config
-        clips = [make_clip(int(rng.integers(2**62)), config.seed, "train", self.geometry)
-                 for _ in range(config.batch_size)]
-        videos = torch.from_numpy(np.stack([c.video for c in clips])).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
-        self.vae.to(device)
-        with torch.no_grad():
-            latents = self.vae.encode(videos.to(device))
-        captions = [("" if rng.random() < config.caption_dropout else c.caption) for c in clips]
-        text = {k: v.to(device) for k, v in self.text.encode(captions).items()}
-        return latents, text
+            info = read_info(Path(config.init_from))
+            if info.get("family") != config.family:
+                raise VideoCMError(f"--init-from {config.init_from} is a {info.get('family')} model, not {config.family}")
+            source = load_network(config.family, Path(config.init_from) / SUBFOLDERS[config.family])
+            self.model.network.load_state_dict(adapt_state_dict(source.state_dict(), self.model.network))
+        self.batches = LatentBatches(self.vae, self.geometry, self.text, config.seed, config.caption_dropout,
+                                     config.latent_pool, device)
+        self.shard = (0, 1)
+        self.micro_batch = config.batch_size
 
     def loss(self, model, step, rng, generator, device):
-        latents, text = self._batch(step, rng, device)
-        batch = latents.shape[0]
-        noise = torch.randn(latents.shape, generator=generator).to(device)
+        n = self.micro_batch
+        rows = shard_rows(n, self.shard)
+        latents, text, _ = self.batches.draw(n, rng, self.shard, device)
+        noise = torch.randn((n, *latents.shape[1:]), generator=generator)[rows].to(device)
         if self.config.family == "wan":
-            u = torch.randn(batch, generator=generator) * self.config.logit_normal_std + self.config.logit_normal_mean
+            u = torch.randn(n, generator=generator) * self.config.logit_normal_std + self.config.logit_normal_mean
             sigma = torch.sigmoid(u)
             shift = self.config.flow_shift
-            sigma = (shift * sigma / (1 + (shift - 1) * sigma)).to(device)
+            sigma = (shift * sigma / (1 + (shift - 1) * sigma))[rows].to(device)
             noisy = self.schedule.add_noise(latents, noise, sigma)
             target = noise - latents
             output = model(noisy, self.schedule.model_timestep(sigma), **text)
             loss = torch.nn.functional.mse_loss(output.float(), target)
             return loss, {}
-        t = torch.randint(0, self.schedule.num_train_timesteps, (batch,), generator=generator).to(device)
+        t = torch.randint(0, self.schedule.num_train_timesteps, (n,), generator=generator)[rows].to(device)
         alpha, sigma = self.schedule.alpha_sigma(t, device)
         noisy = self.schedule.add_noise(latents, noise, t)
         target = prediction_target(latents, noise, broadcast_to(alpha, latents), broadcast_to(sigma, latents),
@@ -173,10 +204,10 @@ class TeacherTask:
         network = model.network
         original = next(network.parameters()).dtype
         if dtype != original:
-            network.to(dtype)  # storage only: loading upcasts to float32 again
+            cast_for_storage(network, dtype)  # storage only: loading upcasts to float32 again
         save_model(out, DenoiserAdapter(self.config.family, network), self.vae.cpu(), self.info())
         if dtype != original:
-            network.to(original)
+            cast_for_storage(network, original)
 
 
 def train_teacher(config: TeacherConfig, progress: bool = True) -> dict:

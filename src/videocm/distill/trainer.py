@@ -1,14 +1,21 @@
-"""The one shared training loop (teachers, VAE, and the distillation methods of later issues).
+"""The one shared training loop (teachers, VAE, and the distillation methods).
 
 Read it top to bottom: batch and loss come from the task, then backward, gradient clipping, optimiser and
-learning-rate steps, EMA update, logging, periodic samples and checkpoints. ``accelerate`` decides the device,
-the number of processes and mixed precision; checkpoints are accelerate states plus the EMA and the step, and a
-run restarted with the same ``out`` resumes from the newest complete checkpoint, drawing the same batches it
-would have drawn (each step's randomness is seeded by ``(seed, step, process)``).
+learning-rate steps, the task's own per-step update (a consistency target network), EMA update, logging, periodic
+samples and checkpoints. ``accelerate`` decides the device, the number of processes, mixed precision and gradient
+accumulation: the same command runs on one CPU, one GPU or several processes.
+
+Determinism: each optimiser step's randomness comes from ``numpy.random.default_rng([seed, step, micro])``, the
+same on every process; a task draws the *global* batch from it and keeps its own shard (``task.shard``), so two
+processes of batch B/2 compute what one process of batch B computes, and a resumed run draws exactly the batches
+the uninterrupted run would have drawn. Checkpoints (``out/checkpoints/step-N``) hold model, optimiser, learning
+rate schedule, EMA, the task's extra state and the step; they are written under a temporary name and renamed when
+complete, the last ``keep_checkpoints`` are kept, and ``resume`` continues from the newest.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import shutil
@@ -33,7 +40,8 @@ class TrainConfig:
 
     out: str = "outputs/run"
     steps: int = 1000
-    batch_size: int = 32
+    batch_size: int = 32  # global batch per optimiser step (split over processes and accumulation micro-steps)
+    gradient_accumulation_steps: int = 1
     lr: float = 3e-4
     weight_decay: float = 0.01
     warmup_steps: int = 100
@@ -43,15 +51,18 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     sample_every: int = 1000
-    mixed_precision: str = "no"
+    mixed_precision: str = "no"  # "no", "bf16" or "fp16" (accelerate)
     seed: int = 0
     max_minutes: float = 0.0  # stop early (checkpoint and save) after this much wall time; 0 = no limit
+    resume: bool = False  # continue from the newest checkpoint in ``out``
+    cpu: bool = False  # force the CPU even when a GPU is there
 
 
 class TrainTask(Protocol):
-    """What a method gives the trainer."""
+    """What a method gives the trainer. ``shard`` is set by the trainer: ``(process_index, num_processes)``."""
 
     model: torch.nn.Module
+    shard: tuple[int, int]
 
     def loss(self, model: torch.nn.Module, step: int, rng: np.random.Generator, generator: torch.Generator,
              device: torch.device) -> tuple[torch.Tensor, dict[str, float]]: ...
@@ -59,6 +70,15 @@ class TrainTask(Protocol):
     def sample(self, model: torch.nn.Module, step: int, out: Path) -> dict[str, float]: ...
 
     def save(self, model: torch.nn.Module, out: Path) -> None: ...
+
+
+def shard_rows(total: int, shard: tuple[int, int]) -> slice:
+    """This process's contiguous share of a global batch of ``total`` rows."""
+    index, count = shard
+    if total % count:
+        raise VideoCMError(f"batch size {total} does not split over {count} processes; use a multiple of {count}")
+    size = total // count
+    return slice(index * size, (index + 1) * size)
 
 
 def learning_rate_factor(step: int, config: TrainConfig) -> float:
@@ -80,7 +100,8 @@ class _EMAState:
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
         from diffusers.training_utils import EMAModel
 
-        self.ema = EMAModel(model.parameters(), decay=decay, use_ema_warmup=True, power=0.75)
+        self.ema = EMAModel([p for p in model.parameters() if p.requires_grad], decay=decay, use_ema_warmup=True,
+                            power=0.75)
 
     def state_dict(self) -> dict:
         return self.ema.state_dict()
@@ -89,33 +110,69 @@ class _EMAState:
         self.ema.load_state_dict(state)
 
 
+class _Checkpointable:
+    """A torch object (e.g. the LR scheduler) registered with accelerate's checkpointing as it is."""
+
+    def __init__(self, obj) -> None:
+        self.obj = obj
+
+    def state_dict(self) -> dict:
+        return self.obj.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.obj.load_state_dict(state)
+
+
+def check_resume(out: Path, resume: bool) -> Path | None:
+    """The checkpoint to resume from, or a one-line error when ``out`` has one and ``resume`` is off."""
+    newest = latest_checkpoint(out)
+    if newest is not None and not resume:
+        raise VideoCMError(f"{out} already holds a run (newest checkpoint {newest.name}); pass --resume to continue "
+                           f"it or choose another --out")
+    return newest
+
+
 def train(task: TrainTask, config: TrainConfig, progress: bool = True) -> dict:
-    """Run (or resume) training; returns a summary with the final loss and wall time."""
+    """Run (or, with ``config.resume``, continue) training; returns a summary with the final loss and wall time."""
     from accelerate import Accelerator
 
     out = Path(config.out)
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    if config.gradient_accumulation_steps < 1:
+        raise VideoCMError(f"gradient_accumulation_steps must be at least 1, got {config.gradient_accumulation_steps}")
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=config.cpu,
+                              gradient_accumulation_steps=config.gradient_accumulation_steps)
+    resume_from = check_resume(out, config.resume)
+    micro_steps = config.gradient_accumulation_steps
+    micro_batch = config.batch_size // micro_steps
+    if micro_batch * micro_steps != config.batch_size:
+        raise VideoCMError(f"batch size {config.batch_size} does not split into {micro_steps} accumulation steps")
+    task.shard = (accelerator.process_index, accelerator.num_processes)
     model = task.model
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise VideoCMError("the task has no trainable parameters")
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    # stepped by hand once per optimiser step (accelerate would step it once per process)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: learning_rate_factor(s, config))
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(_Checkpointable(scheduler))
     ema = _EMAState(accelerator.unwrap_model(model), config.ema_decay) if config.ema_decay > 0 else None
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
+    for extra in getattr(task, "checkpoint_objects", lambda: [])():
+        accelerator.register_for_checkpointing(extra)
 
     start = 0
-    resume_from = latest_checkpoint(out)
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
         start = json.loads((resume_from / COMPLETE).read_text())["step"]
         accelerator.print(f"resuming from {resume_from} (step {start})")
-    log_path = out / "train_log.jsonl"
+    elif accelerator.is_main_process:
+        for log in ("train_log.jsonl", "train_log.csv"):
+            (out / log).unlink(missing_ok=True)
     began = time.time()
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc=out.name,
                disable=not (progress and accelerator.is_main_process))
@@ -127,35 +184,39 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True) -> dict:
             _save_checkpoint(accelerator, out, step, config.keep_checkpoints)
             accelerator.print(f"time limit of {config.max_minutes} min reached at step {step}; saved and stopping")
             break
-        rng = np.random.default_rng([config.seed, step, accelerator.process_index])
-        generator = torch.Generator(device="cpu").manual_seed(
-            int(rng.integers(2**63 - 1)))
         model.train()
-        with accelerator.autocast():
-            loss, logs = task.loss(model, step, rng, generator, accelerator.device)
-        if not torch.isfinite(loss):
-            last = latest_checkpoint(out)
-            raise VideoCMError(
-                f"loss became {loss.item()} at step {step}; stopped without saving. Last good checkpoint: "
-                f"{last or 'none'}. Lower --lr or raise --warmup-steps, then rerun to resume"
-            )
-        accelerator.backward(loss)
-        if config.grad_clip > 0 and accelerator.sync_gradients:
-            accelerator.clip_grad_norm_(trainable, config.grad_clip)
-        optimizer.step()
+        total = 0.0
+        for micro in range(micro_steps):
+            rng = np.random.default_rng([config.seed, step, micro])
+            generator = torch.Generator(device="cpu").manual_seed(int(rng.integers(2**63 - 1)))
+            task.micro_batch = micro_batch
+            with accelerator.accumulate(model), accelerator.autocast():
+                loss, logs = task.loss(model, step, rng, generator, accelerator.device)
+                if not torch.isfinite(loss):
+                    last = latest_checkpoint(out)
+                    raise VideoCMError(
+                        f"loss became {loss.item()} at step {step}; stopped without saving. Last good checkpoint: "
+                        f"{last or 'none'}. Lower --lr or raise --warmup-steps, then rerun with --resume"
+                    )
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and config.grad_clip > 0:
+                    accelerator.clip_grad_norm_(trainable, config.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            total += float(loss.item()) / micro_steps
         scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        if hasattr(task, "after_step"):
+            task.after_step(accelerator.unwrap_model(model))
         if ema is not None:
-            ema.ema.step(accelerator.unwrap_model(model).parameters())
-        logs = {"step": step + 1, "loss": float(loss.item()), "lr": scheduler.get_last_lr()[0], **logs}
+            ema.ema.step([p for p in accelerator.unwrap_model(model).parameters() if p.requires_grad])
+        logs = {"step": step + 1, "loss": total, "lr": scheduler.get_last_lr()[0], **logs}
         bar.set_postfix(loss=f"{logs['loss']:.4f}")
         done = step + 1
         if accelerator.is_main_process and config.sample_every > 0 and done % config.sample_every == 0:
             with _ema_weights(accelerator.unwrap_model(model), ema):
                 logs.update(task.sample(accelerator.unwrap_model(model), done, out))
-        if accelerator.is_main_process and (done % 50 == 0 or done == config.steps):
-            with open(log_path, "a") as handle:
-                handle.write(json.dumps(logs) + "\n")
+        if accelerator.is_main_process and (done % 10 == 0 or done == config.steps):
+            _write_logs(out, logs, time.time() - began)
         if done % config.checkpoint_every == 0 or done == config.steps:
             _save_checkpoint(accelerator, out, done, config.keep_checkpoints)
     accelerator.wait_for_everyone()
@@ -165,7 +226,21 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True) -> dict:
             task.save(final, out)
     return {"final_loss": logs.get("loss"), "seconds_this_run": round(time.time() - began, 1),
             "resumed_from_step": start, "steps_done": stopped_at if stopped_at is not None else config.steps,
-            "stopped_by_time_limit": stopped_at is not None}
+            "stopped_by_time_limit": stopped_at is not None, "processes": accelerator.num_processes}
+
+
+def _write_logs(out: Path, logs: dict, seconds: float) -> None:
+    """One line per logged step, as JSON lines and as CSV (columns fixed by the first row written)."""
+    row = {**logs, "seconds": round(seconds, 1)}
+    with open(out / "train_log.jsonl", "a") as handle:
+        handle.write(json.dumps(row) + "\n")
+    path = out / "train_log.csv"
+    fields = list(row) if not path.exists() else path.open().readline().strip().split(",")
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+        if handle.tell() == 0:
+            writer.writeheader()
+        writer.writerow(row)
 
 
 class _ema_weights:
@@ -185,13 +260,19 @@ class _ema_weights:
 
 
 def _save_checkpoint(accelerator, out: Path, step: int, keep: int) -> None:
+    """Write ``step-N`` under a temporary name, mark it complete, then rename: a killed save leaves no checkpoint."""
     folder = out / CHECKPOINTS / f"step-{step}"
-    if folder.exists():
-        shutil.rmtree(folder)
-    accelerator.save_state(str(folder))
+    temporary = out / CHECKPOINTS / f".tmp-step-{step}"
+    if accelerator.is_main_process and temporary.exists():
+        shutil.rmtree(temporary)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temporary))
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        # The marker is written last: a checkpoint without it (a run killed mid-save) is never resumed from.
-        (folder / COMPLETE).write_text(json.dumps({"step": step}))
+        (temporary / COMPLETE).write_text(json.dumps({"step": step}))
+        if folder.exists():
+            shutil.rmtree(folder)
+        temporary.rename(folder)
         complete = sorted((p for p in (out / CHECKPOINTS).glob("step-*") if (p / COMPLETE).is_file()),
                           key=lambda p: int(p.name.split("-")[1]))
         for old in complete[:-keep] if keep > 0 else []:

@@ -16,7 +16,7 @@ from ..data.moving_digits import Geometry, make_clip
 from ..data.video_io import tile, write_video
 from ..models.folder import save_vae
 from ..models.vae import VAEConfig, VideoVAE, build_vae, to_uint8_frames
-from .trainer import TrainConfig, train
+from .trainer import TrainConfig, shard_rows, train
 
 
 @dataclass
@@ -41,15 +41,20 @@ class VAETask:
     def __init__(self, config: VAETrainConfig) -> None:
         self.config = config
         self.geometry = Geometry(config.frames, config.size)
+        torch.manual_seed(config.seed)  # the same seed gives the same initial weights
         self.model = VideoVAE(build_vae(VAEConfig(tuple(config.block_out_channels), config.latent_channels,
                                                   size=config.size)))
+        self.shard = (0, 1)
+        self.micro_batch = config.batch_size
 
     def loss(self, model, step, rng, generator, device):
-        clips = [make_clip(int(rng.integers(2**62)), self.config.seed, "train", self.geometry)
-                 for _ in range(self.config.batch_size)]
+        n = self.micro_batch
+        rows = shard_rows(n, self.shard)
+        indices = rng.integers(2**62, size=n)[rows]
+        clips = [make_clip(int(i), self.config.seed, "train", self.geometry) for i in indices]
         videos = clips_tensor(clips).to(device)
         posterior = model.vae.encode(videos).latent_dist
-        noise = torch.randn(posterior.mean.shape, generator=generator).to(device)
+        noise = torch.randn((n, *posterior.mean.shape[1:]), generator=generator)[rows].to(device)
         latents = posterior.mean + posterior.std * noise
         recon = model.vae.decode(latents).sample
         l1 = (recon - videos).abs().mean()

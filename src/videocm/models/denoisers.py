@@ -72,9 +72,25 @@ class DenoiserAdapter(nn.Module):
             raise ValueError(f"unknown family {family!r}: use one of {', '.join(FAMILIES)}")
         self.family = family
         self.network = network
+        self.guidance_embedding: nn.Module | None = None  # set by models.student.attach_guidance_embedding
+        self.guidance_hook = None
 
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
-                encoder_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+                encoder_attention_mask: torch.Tensor | None = None, guidance: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        if self.guidance_embedding is None:
+            if guidance is not None:
+                raise ValueError("this network has no guidance embedding; do not pass guidance=")
+            return self._call_network(x, timestep, encoder_hidden_states, encoder_attention_mask)
+        if guidance is None:
+            raise ValueError("this student was distilled with a guidance embedding: pass guidance= (B,)")
+        self.guidance_hook.pending = self.guidance_embedding(guidance.to(x.device).reshape(-1))
+        try:
+            return self._call_network(x, timestep, encoder_hidden_states, encoder_attention_mask)
+        finally:
+            self.guidance_hook.pending = None
+
+    def _call_network(self, x, timestep, encoder_hidden_states, encoder_attention_mask):
         dtype = next(self.network.parameters()).dtype
         states = encoder_hidden_states
         if encoder_attention_mask is not None:

@@ -4,6 +4,8 @@
                                   encoder, default guidance and steps)
     DIR/vae/                      diffusers AutoencoderKLCogVideoX (config.json + safetensors)
     DIR/transformer/ or DIR/unet/ diffusers WanTransformer3DModel / UNet3DConditionModel
+    DIR/guidance_embedding/       a student's guidance embedding (students distilled over a guidance range)
+    DIR/lora/                     a LoRA student's adapter alone, peft format (the network above has it merged)
 
 A VAE-only folder holds ``videocm.json`` (kind ``vae``) and ``vae/``.
 """
@@ -104,6 +106,22 @@ class VideoModel:
     def default_steps(self) -> int:
         return int(self.info.get("default_steps", 50))
 
+    @property
+    def is_student(self) -> bool:
+        return self.info.get("kind") == "student"
+
+
+def cast_for_storage(network: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Cast weights for a smaller file (loading upcasts to float32 again), without diffusers' float32 warning."""
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        return network.to(dtype)
+    finally:
+        diffusers_logging.set_verbosity(level)
+
 
 def load_network(family: str, path: Path, dtype: torch.dtype = torch.float32):
     if family == "wan":
@@ -125,7 +143,12 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> VideoM
     if family not in SUBFOLDERS:
         raise VideoCMError(f"{folder / MARKER} names family {family!r}; videocm loads {', '.join(SUBFOLDERS)}")
     network = load_network(family, _require(folder, SUBFOLDERS[family]))
-    denoiser = DenoiserAdapter(family, network).to(device).eval().requires_grad_(False)
+    denoiser = DenoiserAdapter(family, network)
+    if info.get("guidance", {}).get("mode") == "embedded":
+        from .student import GUIDANCE_FOLDER, attach_guidance_embedding, load_guidance_embedding
+
+        attach_guidance_embedding(denoiser, load_guidance_embedding(folder / GUIDANCE_FOLDER))
+    denoiser = denoiser.to(device).eval().requires_grad_(False)
     vae = load_vae(folder, device)
     return VideoModel(denoiser, vae, schedule_from_config(info["schedule"]), info, folder)
 

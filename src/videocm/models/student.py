@@ -1,0 +1,141 @@
+"""What a student adds to its teacher's network: an optional guidance embedding and optional LoRA (peft).
+
+* :class:`GuidanceEmbedding`: the guidance scale ``w`` -> sinusoidal features -> MLP, added to the network's
+  timestep embedding (Wan: ``condition_embedder.time_embedder``; UNet3D: ``time_embedding``) through a forward
+  hook, so the diffusers network itself is unchanged. The last layer starts at zero: a new student computes
+  exactly what its teacher computes. One student then serves every ``w`` in its distilled range.
+* LoRA through peft's ``inject_adapter_in_model`` on the attention and feed-forward projections; a saved student
+  stores the merged network (it loads like a teacher) and, beside it, the adapter alone (``lora/``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..errors import VideoCMError
+
+GUIDANCE_FOLDER = "guidance_embedding"
+LORA_FOLDER = "lora"
+DEFAULT_LORA_TARGETS = {
+    "wan": ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"],
+    "unet3d": ["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2"],
+}
+
+
+def time_embedding_module(family: str, network: nn.Module) -> nn.Module:
+    """The module whose output is the network's timestep embedding ``(B, D)``."""
+    return network.condition_embedder.time_embedder if family == "wan" else network.time_embedding
+
+
+class GuidanceEmbedding(nn.Module):
+    """``w`` ``(B,)`` -> ``(B, out_dim)``: sinusoidal features of ``w * scale``, Linear, SiLU, Linear (zero init)."""
+
+    def __init__(self, out_dim: int, frequency_dim: int = 64, scale: float = 100.0) -> None:
+        super().__init__()
+        self.config = {"out_dim": out_dim, "frequency_dim": frequency_dim, "scale": scale}
+        self.frequency_dim, self.scale = frequency_dim, scale
+        self.linear_1 = nn.Linear(frequency_dim, out_dim)
+        self.linear_2 = nn.Linear(out_dim, out_dim)
+        nn.init.zeros_(self.linear_2.weight)
+        nn.init.zeros_(self.linear_2.bias)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        half = self.frequency_dim // 2
+        frequencies = torch.exp(-math.log(10000.0) * torch.arange(half, device=w.device, dtype=torch.float32) / half)
+        angles = (w.float() * self.scale)[:, None] * frequencies[None]
+        features = torch.cat([angles.cos(), angles.sin()], dim=-1).to(self.linear_1.weight.dtype)
+        return self.linear_2(nn.functional.silu(self.linear_1(features)))
+
+
+class GuidanceHook:
+    """Adds a pending guidance embedding to the output of the network's time embedding."""
+
+    def __init__(self) -> None:
+        self.pending: torch.Tensor | None = None
+
+    def __call__(self, module, args, output):
+        if self.pending is None:
+            return output
+        if self.pending.shape[0] != output.shape[0]:
+            raise VideoCMError(f"guidance for {self.pending.shape[0]} clips given to a batch of {output.shape[0]}")
+        return output + self.pending.to(output.dtype)
+
+
+def attach_guidance_embedding(denoiser, embedding: GuidanceEmbedding) -> None:
+    """Give a :class:`DenoiserAdapter` a guidance input: afterwards it takes ``guidance=`` ``(B,)``."""
+    hook = GuidanceHook()
+    time_embedding_module(denoiser.family, denoiser.network).register_forward_hook(hook)
+    denoiser.guidance_embedding = embedding
+    denoiser.guidance_hook = hook
+
+
+def new_guidance_embedding(denoiser) -> GuidanceEmbedding:
+    module = time_embedding_module(denoiser.family, denoiser.network)
+    out_dim = module.linear_2.out_features
+    return GuidanceEmbedding(out_dim)
+
+
+def save_guidance_embedding(embedding: GuidanceEmbedding, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(embedding.config, indent=2))
+    save_file({k: v.detach().float().cpu().contiguous() for k, v in embedding.state_dict().items()},
+              str(folder / "model.safetensors"))
+
+
+def load_guidance_embedding(folder: Path) -> GuidanceEmbedding:
+    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+        raise VideoCMError(f"{folder} is missing (config.json and model.safetensors); re-save the student")
+    embedding = GuidanceEmbedding(**json.loads((folder / "config.json").read_text()))
+    embedding.load_state_dict(load_file(str(folder / "model.safetensors")))
+    return embedding
+
+
+def add_lora(family: str, network: nn.Module, rank: int, alpha: float, targets: list[str] | None = None) -> None:
+    """Inject LoRA adapters (peft) into ``network``; afterwards only the adapters require gradients."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    targets = list(targets or DEFAULT_LORA_TARGETS[family])
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0, init_lora_weights=True)
+    network.requires_grad_(False)
+    try:
+        inject_adapter_in_model(config, network)
+    except ValueError as error:
+        raise VideoCMError(f"LoRA targets {targets} do not match this {family} network: {error}") from error
+    network.lora_config = config
+
+
+def has_lora(network: nn.Module) -> bool:
+    return hasattr(network, "lora_config")
+
+
+def merged_network_state(network: nn.Module) -> dict[str, torch.Tensor]:
+    """The network's state with every LoRA delta merged into its base weight, under the plain diffusers names."""
+    from peft.tuners.lora import LoraLayer
+
+    state = {}
+    lora_modules = {name: module for name, module in network.named_modules() if isinstance(module, LoraLayer)}
+    for name, value in network.state_dict().items():
+        if ".lora_" in name:
+            continue
+        owner = name.rsplit(".base_layer.", 1)[0] if ".base_layer." in name else None
+        plain = name.replace(".base_layer.", ".")
+        if owner in lora_modules and name.endswith("base_layer.weight"):
+            value = value + lora_modules[owner].get_delta_weight("default").to(value.dtype)
+        state[plain] = value.detach().clone()
+    return state
+
+
+def save_lora(network: nn.Module, folder: Path) -> None:
+    """The adapter alone, in peft's format (``adapter_model.safetensors`` + ``adapter_config.json``)."""
+    from peft import get_peft_model_state_dict
+
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().float().cpu().contiguous() for k, v in get_peft_model_state_dict(network).items()}
+    save_file(weights, str(folder / "adapter_model.safetensors"))
+    network.lora_config.save_pretrained(str(folder))

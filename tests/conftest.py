@@ -1,0 +1,43 @@
+"""Shared fixtures: a tiny VAE and tiny teachers of both families, trained once per test session."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from videocm.distill.teacher import TeacherConfig, train_teacher  # noqa: E402
+from videocm.distill.vae_training import VAETrainConfig, train_vae  # noqa: E402
+
+TINY_NETWORKS = dict(wan_layers=1, wan_heads=2, wan_head_dim=12, wan_ffn_dim=32, unet_channels=[16, 16],
+                     unet_head_dim=8)
+
+
+@pytest.fixture(scope="session")
+def tiny_vae(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("vae")
+    train_vae(VAETrainConfig(out=str(out), steps=2, batch_size=2, block_out_channels=[8, 8, 8], eval_clips=8,
+                             stats_clips=8, sample_every=0, checkpoint_every=100), progress=False)
+    return out
+
+
+def tiny_teacher_config(out: Path, family: str, vae: Path, **changes) -> TeacherConfig:
+    values = dict(out=str(out), family=family, vae=str(vae), steps=4, batch_size=2, warmup_steps=1,
+                  checkpoint_every=2, sample_every=0, **TINY_NETWORKS)
+    values.update(changes)
+    return TeacherConfig(**values)
+
+
+@pytest.fixture(scope="session")
+def tiny_teachers(tmp_path_factory, tiny_vae) -> dict[str, Path]:
+    folders = {}
+    for family in ("wan", "unet3d"):
+        out = tmp_path_factory.mktemp(family)
+        train_teacher(tiny_teacher_config(out, family, tiny_vae), progress=False)
+        folders[family] = out
+    return folders
+
+

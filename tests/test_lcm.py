@@ -1,0 +1,206 @@
+"""VideoLCM distillation: the loss's pieces, students (full, LoRA, guidance embedding), student folders and
+sampling, and the shared trainer's exact resume after SIGKILL and its 2-process run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from videocm.cli import main
+from videocm.distill import lcm as lcm_module
+from videocm.distill.lcm import LCMConfig, LCMTask, distill
+from videocm.errors import VideoCMError
+from videocm.models.folder import load_model
+from videocm.models.student import merged_network_state
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_lcm(teacher: Path, out: Path, **changes) -> LCMConfig:
+    values = dict(teacher=str(teacher), out=str(out), steps=4, batch_size=2, latent_pool=8, sample_every=0,
+                  checkpoint_every=2, warmup_steps=1)
+    values.update(changes)
+    return LCMConfig(**values)
+
+
+def latent_batch(task: LCMTask, n: int = 2):
+    rng = np.random.default_rng(0)
+    latents, text, _ = task.batches.draw(n, rng, (0, 1), "cpu")
+    return latents, text
+
+
+def test_teacher_target_is_one_batched_guided_forward(tiny_teachers, tmp_path, monkeypatch):
+    task = LCMTask(tiny_lcm(tiny_teachers["wan"], tmp_path, guidance=3.0), "cpu")
+    calls = []
+    real = task.teacher.forward
+
+    def counting(x, *args, **kwargs):
+        calls.append(x.shape[0])
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(task.teacher, "forward", counting)
+    loss, _ = task.loss(task.model, 0, np.random.default_rng(0), torch.Generator().manual_seed(0), "cpu")
+    assert torch.isfinite(loss) and loss.item() >= 0
+    assert calls == [4]  # conditional and unconditional of 2 clips together
+    calls.clear()
+    task.guidance = 1.0
+    task.loss(task.model, 0, np.random.default_rng(0), torch.Generator().manual_seed(0), "cpu")
+    assert calls == [2]  # w = 1: no unconditional pass
+
+
+def test_guided_teacher_output_is_cfg_per_clip():
+    def toy(x, t, states):
+        return x * states.mean(dim=(1, 2)).reshape(-1, 1, 1, 1, 1)
+
+    x = torch.randn(2, 1, 1, 2, 2)
+    cond, uncond = {"states": torch.full((2, 3, 4), 2.0)}, {"states": torch.full((2, 3, 4), 0.5)}
+    w = torch.tensor([1.5, 4.0])
+    out = lcm_module.guided_teacher_output(toy, x, torch.zeros(2), cond, uncond, w)
+    expected = 0.5 * x + w.reshape(2, 1, 1, 1, 1) * (2.0 * x - 0.5 * x)
+    torch.testing.assert_close(out, expected)
+
+
+def test_student_starts_as_its_teacher_and_guidance_embedding_starts_at_zero(tiny_teachers, tmp_path):
+    task = LCMTask(tiny_lcm(tiny_teachers["unet3d"], tmp_path, guidance_range=[2.0, 6.0]), "cpu")
+    task.model.eval()  # UNet3D's temporal convolutions use dropout in training mode
+    latents, text = latent_batch(task)
+    t = torch.tensor([500, 800])
+    with torch.no_grad():
+        teacher = task.teacher(latents, t, **text)
+        for w in (2.0, 6.0):
+            student = task.model(latents, t, **text, guidance=torch.full((2,), w))
+            torch.testing.assert_close(student, teacher)
+    with pytest.raises(ValueError, match="pass guidance="):
+        task.model(latents, t, **text)
+
+
+def test_lora_student_trains_adapters_only_and_merges_exactly(tiny_teachers, tmp_path):
+    task = LCMTask(tiny_lcm(tiny_teachers["wan"], tmp_path, student="lora", lora_rank=4), "cpu")
+    trainable = [name for name, p in task.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in name for name in trainable)
+    with torch.no_grad():
+        for name, p in task.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)  # a trained adapter
+    latents, text = latent_batch(task)
+    t = torch.tensor([300.0, 900.0])
+    merged = load_model(tiny_teachers["wan"]).denoiser
+    merged.network.load_state_dict(merged_network_state(task.model.network))
+    with torch.no_grad():
+        torch.testing.assert_close(merged(latents, t, **text), task.model(latents, t, **text), atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(task.teacher(latents, t, **text), task.model(latents, t, **text), atol=1e-4)
+
+
+def test_ema_target_follows_the_student(tiny_teachers, tmp_path):
+    task = LCMTask(tiny_lcm(tiny_teachers["wan"], tmp_path, target_decay=0.9), "cpu")
+    before = [p.clone() for p in task.target.network.parameters()]
+    with torch.no_grad():
+        for p in task.model.parameters():
+            p.add_(1.0)
+    task.after_step(task.model)
+    for old, new, online in zip(before, task.target.network.parameters(), task.model.parameters()):
+        torch.testing.assert_close(new, 0.9 * old + 0.1 * online)
+    online_task = LCMTask(tiny_lcm(tiny_teachers["wan"], tmp_path / "o", target="online"), "cpu")
+    assert online_task.target(online_task.model) is online_task.model
+
+
+@pytest.mark.parametrize("family", ["wan", "unet3d"])
+def test_distilled_student_folder_samples_in_few_steps(tiny_teachers, tmp_path, family):
+    out = tmp_path / "student"
+    summary = distill(tiny_lcm(tiny_teachers[family], out), progress=False)
+    assert summary["steps_done"] == 4
+    info = json.loads((out / "videocm.json").read_text())
+    assert info["kind"] == "student" and info["method"] == "lcm" and info["default_steps"] == 4
+    assert info["consistency"]["grid_points"] == 50 and info["consistency"]["skip"] == 1
+    assert info["guidance"] == {"mode": "fixed", "scale": 4.0}
+    assert (out / "train_log.csv").read_text().splitlines()[0].startswith("step,loss,lr")
+    scores = tmp_path / "scores.json"
+    assert main(["eval", "--model", str(out), "--steps", "1,4", "--n", "4", "--json", str(scores)]) == 0
+    rows = json.loads(scores.read_text())["rows"]
+    assert [row["nfe"] for row in rows] == [1, 4]  # one network evaluation per step, guidance folded in
+    clip = tmp_path / "clip.npy"
+    assert main(["sample", "--model", str(out), "--prompt", "a red 3 moving left", "--out", str(clip)]) == 0
+    assert np.load(clip).shape == (8, 32, 32, 3)
+
+
+def test_distill_errors_are_one_line(tiny_teachers, tmp_path, capsys):
+    teacher = str(tiny_teachers["wan"])
+    cases = [
+        (["--method", "gan"], "--method 'gan' is not known"),
+        (["--teacher", teacher, "--target", "mean"], "--target 'mean'"),
+        (["--teacher", teacher, "--guidance-range", "5,2"], "--guidance-range"),
+        (["--teacher", str(tmp_path / "none")], "does not exist"),
+    ]
+    for extra, message in cases:
+        assert main(["distill", "--out", str(tmp_path / "x")] + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err
+
+
+def run_cli(args: list[str], **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "videocm.cli", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def distill_args(teacher: Path, out: Path, steps: int) -> list[str]:
+    return ["distill", "--teacher", str(teacher), "--out", str(out), "--steps", str(steps), "--batch-size", "4",
+            "--latent-pool", "16", "--sample-every", "0", "--checkpoint-every", "2", "--warmup-steps", "1",
+            "--store-dtype", "float32"]
+
+
+def final_weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(out / "transformer" / "diffusion_pytorch_model.safetensors")
+
+
+def test_sigkilled_run_resumes_to_the_same_weights(tiny_teachers, tmp_path):
+    steps = 40
+    clean = run_cli(distill_args(tiny_teachers["wan"], tmp_path / "clean", steps))
+    assert clean.wait(timeout=600) == 0, clean.stdout.read()
+    killed_out = tmp_path / "killed"
+    run = run_cli(distill_args(tiny_teachers["wan"], killed_out, steps))
+    checkpoint = killed_out / "checkpoints" / "step-4" / "complete.json"
+    deadline = time.time() + 600
+    while not checkpoint.exists() and time.time() < deadline and run.poll() is None:
+        time.sleep(0.02)
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    assert not (killed_out / "videocm.json").exists(), "the run finished before it could be killed"
+    resumed = run_cli(distill_args(tiny_teachers["wan"], killed_out, steps) + ["--resume"])
+    output = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, output
+    assert "resuming from" in output
+    a, b = final_weights(tmp_path / "clean"), final_weights(killed_out)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=0, rtol=0, msg=key)  # exact on CPU
+
+
+def test_two_processes_match_one_with_the_same_global_batch(tiny_teachers, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    args = distill_args(tiny_teachers["wan"], tmp_path / "two", 4)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", "29533", "-m", "videocm.cli", *args, "--cpu"],
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    summary = json.loads((tmp_path / "two" / "train_summary.json").read_text())
+    assert summary["processes"] == 2
+    one = run_cli(distill_args(tiny_teachers["wan"], tmp_path / "one", 4))
+    assert one.wait(timeout=600) == 0
+    assert json.loads((tmp_path / "one" / "train_summary.json").read_text())["processes"] == 1
+    a, b = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
+    changed = 0
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=1e-5, rtol=1e-4, msg=key)
+        changed += int(not torch.equal(a[key], load_file(tiny_teachers["wan"] / "transformer" /
+                                                          "diffusion_pytorch_model.safetensors")[key]))
+    assert changed > 0  # training moved the weights, so the match is not trivial
