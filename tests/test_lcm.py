@@ -204,3 +204,26 @@ def test_two_processes_match_one_with_the_same_global_batch(tiny_teachers, tmp_p
         changed += int(not torch.equal(a[key], load_file(tiny_teachers["wan"] / "transformer" /
                                                           "diffusion_pytorch_model.safetensors")[key]))
     assert changed > 0  # training moved the weights, so the match is not trivial
+
+
+@pytest.mark.parametrize("name", ["lcm-flow", "lcm-vp"])
+def test_shipped_students_are_small_self_describing_folders(name):
+    folder = REPO / "models" / name
+    assert sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) < 10 * 2**20
+    info = json.loads((folder / "videocm.json").read_text())
+    assert info["kind"] == "student" and info["method"] == "lcm" and info["default_steps"] == 4
+    assert info["consistency"]["grid_points"] == 50
+    assert "Command" in (folder / "README.md").read_text()
+
+
+def test_shipped_flow_student_beats_its_teacher_at_four_steps():
+    from videocm.evaluation.evaluate import eval_prompts, score_clips
+    from videocm.evaluation.judge import Judge
+    from videocm.pipeline import VideoPipeline
+
+    prompts, seeds = eval_prompts(24, seed=3)
+    judge = Judge.load()
+    clips = {name: VideoPipeline.from_folder(REPO / "models" / name).generate(prompts, seeds, 4)
+             for name in ("lcm-flow", "teacher-flow")}
+    student, teacher = (score_clips(judge, clips[name], prompts) for name in ("lcm-flow", "teacher-flow"))
+    assert student["fidelity_all"] >= teacher["fidelity_all"] + 0.2

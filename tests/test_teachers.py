@@ -180,11 +180,12 @@ def test_sample_cli_errors_are_one_line(tmp_path, tiny_teachers, capsys):
 
 def test_eval_scores_a_teacher_folder(tmp_path, tiny_teachers):
     out = tmp_path / "scores.json"
-    assert main(["eval", "--model", str(tiny_teachers["wan"]), "--steps", "1,2", "--n", "4", "--json",
-                 str(out)]) == 0
+    assert main(["eval", "--model", str(tiny_teachers["wan"]), "--model", f"{tiny_teachers['unet3d']}@3",
+                 "--steps", "1,2", "--n", "4", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
-    assert [row["steps"] for row in rows] == [1, 2]
-    assert [row["nfe"] for row in rows] == [2, 4]  # conditional + unconditional per step
+    assert [(row["path"], row["steps"]) for row in rows] == [
+        (str(tiny_teachers["wan"]), 1), (str(tiny_teachers["wan"]), 2), (str(tiny_teachers["unet3d"]), 3)]
+    assert [row["nfe"] for row in rows] == [2, 4, 6]  # conditional + unconditional per step
     for row in rows:
         assert 0 <= row["fidelity_all"] <= 1 and row["n"] == 4  # conditional + unconditional per step
 

@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source = evaluate.add_mutually_exclusive_group(required=True)
     source.add_argument("--clips", help="clip folder: 0000.npy ... + prompts.txt (as `videocm data export` writes)")
-    source.add_argument("--model", action="append", help="model folder or stand-in; repeat to compare")
+    source.add_argument("--model", action="append", help="model folder or stand-in; repeat to compare; DIR@4,50 gives this model its own step counts")
     evaluate.add_argument("--steps", default="1,2,4,8", help="comma-separated step counts (default 1,2,4,8)")
     evaluate.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
     evaluate.add_argument("--n", type=int, default=240, help="clips per (model, steps) (default 240)")

@@ -38,9 +38,15 @@ def run_eval(args: argparse.Namespace) -> int:
         return 0
     if args.n < 2:
         raise VideoCMError(f"--n must be at least 2 for a Fréchet distance, got {args.n}")
+    specs, steps_for = [], {}
+    for spec in args.model:
+        path, _, own = spec.rpartition("@") if "@" in spec else (spec, "", "")
+        specs.append(path)
+        if own:
+            steps_for[path] = parse_steps(own)
     result, runs, real = evaluate_models(
-        args.model, parse_steps(args.steps), judge, args.guidance, args.n, args.seed, args.teacher_model,
-        args.teacher_steps, args.batch_size,
+        specs, parse_steps(args.steps), judge, args.guidance, args.n, args.seed, args.teacher_model,
+        args.teacher_steps, args.batch_size, steps_for=steps_for,
     )
     print(markdown_table(result["rows"]))
     if args.json:

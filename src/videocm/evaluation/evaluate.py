@@ -92,9 +92,12 @@ def generate_with_cost(generator, prompts, seeds, steps, guidance, batch_size, d
 def evaluate_models(
     specs: list[str], steps_list: list[int], judge: Judge, guidance: float | None = None, n: int = 240,
     seed: int = 0, teacher: str | None = None, teacher_steps: int = 50, batch_size: int = 16, keep: int = 8,
+    steps_for: dict[str, list[int]] | None = None,
 ) -> tuple[dict, list[ModelRun], list[np.ndarray]]:
     """Generate ``n`` clips per (model, steps) for evenly spread test captions, score them, and (with
-    ``teacher``) measure agreement with the teacher's ``teacher_steps``-step clips from the same seeds."""
+    ``teacher``) measure agreement with the teacher's ``teacher_steps``-step clips from the same seeds.
+    ``steps_for`` gives some models their own step counts instead of ``steps_list``."""
+    steps_for = steps_for or {}
     prompts, seeds = eval_prompts(n, seed)
     generators = [load_generator(spec) for spec in specs]
     teacher_clips = None
@@ -103,7 +106,7 @@ def evaluate_models(
                                               batch_size, f"teacher {teacher_steps} steps")
     runs = []
     for spec, generator in zip(specs, generators):
-        for steps in steps_list:
+        for steps in steps_for.get(spec, steps_list):
             clips, cost = generate_with_cost(generator, prompts, seeds, steps, guidance, batch_size,
                                              f"{generator.name} {steps} steps")
             row = {"model": generator.name, "path": spec, "steps": steps, "guidance": guidance}
