@@ -227,3 +227,18 @@ def test_shipped_flow_student_beats_its_teacher_at_four_steps():
              for name in ("lcm-flow", "teacher-flow")}
     student, teacher = (score_clips(judge, clips[name], prompts) for name in ("lcm-flow", "teacher-flow"))
     assert student["fidelity_all"] >= teacher["fidelity_all"] + 0.2
+
+
+def test_gradient_accumulation_equals_one_large_batch(tiny_teachers, tmp_path):
+    common = dict(steps=3, batch_size=4, store_dtype="float32", target="online")
+    distill(tiny_lcm(tiny_teachers["wan"], tmp_path / "one", **common), progress=False)
+    distill(tiny_lcm(tiny_teachers["wan"], tmp_path / "acc", gradient_accumulation_steps=2, **common),
+            progress=False)
+    a, b = final_weights(tmp_path / "one"), final_weights(tmp_path / "acc")
+    teacher = load_file(tiny_teachers["wan"] / "transformer" / "diffusion_pytorch_model.safetensors")
+    assert any(not torch.equal(a[key], teacher[key]) for key in a)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=1e-5, rtol=1e-4, msg=key)
+    with pytest.raises(VideoCMError, match="does not split into 3 accumulation steps"):
+        distill(tiny_lcm(tiny_teachers["wan"], tmp_path / "bad", gradient_accumulation_steps=3, **common),
+                progress=False)

@@ -5,9 +5,9 @@ learning-rate steps, the task's own per-step update (a consistency target networ
 samples and checkpoints. ``accelerate`` decides the device, the number of processes, mixed precision and gradient
 accumulation: the same command runs on one CPU, one GPU or several processes.
 
-Determinism: each optimiser step's randomness comes from ``numpy.random.default_rng([seed, step, micro])``, the
-same on every process; a task draws the *global* batch from it and keeps its own shard (``task.shard``), so two
-processes of batch B/2 compute what one process of batch B computes, and a resumed run draws exactly the batches
+Determinism: each optimiser step's randomness comes from ``numpy.random.default_rng([seed, step])``, the same on
+every process and micro-step; a task draws the *global* batch from it and keeps its own shard (``task.shard``), so
+two processes of batch B/2, or G accumulation micro-steps of B/G, compute what one process of batch B computes, and a resumed run draws exactly the batches
 the uninterrupted run would have drawn. Checkpoints (``out/checkpoints/step-N``) hold model, optimiser, learning
 rate schedule, EMA, the task's extra state and the step; they are written under a temporary name and renamed when
 complete, the last ``keep_checkpoints`` are kept, and ``resume`` continues from the newest.
@@ -146,9 +146,10 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True) -> dict:
                               gradient_accumulation_steps=config.gradient_accumulation_steps)
     resume_from = check_resume(out, config.resume)
     micro_steps = config.gradient_accumulation_steps
-    micro_batch = config.batch_size // micro_steps
-    if micro_batch * micro_steps != config.batch_size:
-        raise VideoCMError(f"batch size {config.batch_size} does not split into {micro_steps} accumulation steps")
+    if config.batch_size % (micro_steps * accelerator.num_processes):
+        raise VideoCMError(f"batch size {config.batch_size} does not split into {micro_steps} accumulation steps "
+                           f"on {accelerator.num_processes} processes; use a multiple of "
+                           f"{micro_steps * accelerator.num_processes}")
     task.shard = (accelerator.process_index, accelerator.num_processes)
     model = task.model
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -187,9 +188,13 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True) -> dict:
         model.train()
         total = 0.0
         for micro in range(micro_steps):
-            rng = np.random.default_rng([config.seed, step, micro])
+            # every micro-step redraws the step's global batch and keeps its own share of it, so G micro-steps
+            # of B/G rows add up to exactly one step of B rows
+            rng = np.random.default_rng([config.seed, step])
             generator = torch.Generator(device="cpu").manual_seed(int(rng.integers(2**63 - 1)))
-            task.micro_batch = micro_batch
+            task.shard = (micro * accelerator.num_processes + accelerator.process_index,
+                          micro_steps * accelerator.num_processes)
+            task.micro_batch = config.batch_size
             with accelerator.accumulate(model), accelerator.autocast():
                 loss, logs = task.loss(model, step, rng, generator, accelerator.device)
                 if not torch.isfinite(loss):
