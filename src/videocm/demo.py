@@ -41,23 +41,22 @@ def generate_with_models(models: list[Path], prompts: list[str], config: DemoCon
     """Each teacher or student generates clips for ``prompts`` at its default steps and at ``few_steps``."""
     if not prompts:
         return []
-    from .evaluation.cost import CostMeter
-    from .evaluation.evaluate import score_clips
+    from .evaluation.evaluate import generate_with_cost, score_clips
     from .evaluation.judge import Judge
     from .models.folder import read_info
     from .pipeline import VideoPipeline
 
     judge = Judge.load(Path(config.models_dir) / "judge")
+    seeds = [config.seed + i for i in range(len(prompts))]
     rows, grid = [], list(real)
     for folder in models:
         if read_info(folder).get("kind") not in ("teacher", "student"):
             continue
         pipeline = VideoPipeline.from_folder(folder)
         for steps in sorted({pipeline.model.default_steps, config.few_steps}, reverse=True):
-            meter = CostMeter()
-            clips = pipeline.generate(prompts, [config.seed + i for i in range(len(prompts))], steps, meter=meter)
+            clips, cost = generate_with_cost(pipeline, prompts, seeds, steps, None, len(prompts),
+                                             f"{folder.name} {steps} steps")
             scores = score_clips(judge, clips, prompts)
-            cost = meter.summary()
             rows.append({"model": folder.name, "steps": steps, "n": len(prompts), "nfe": cost["nfe"],
                          "seconds_per_clip": cost["seconds_total"], "fidelity_all": scores["fidelity_all"]})
             grid += clips

@@ -12,11 +12,7 @@ import torch
 from ..data.moving_digits import Geometry, make_clip
 from ..models.vae import VideoVAE
 from .trainer import shard_rows
-
-
-def videos_tensor(clips) -> torch.Tensor:
-    """uint8 clips -> ``(B, 3, T, H, W)`` in [-1, 1]."""
-    return torch.from_numpy(np.stack([c.video for c in clips])).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+from .vae_training import clips_tensor
 
 
 class LatentBatches:
@@ -41,7 +37,7 @@ class LatentBatches:
         latents, captions = [], []
         for start in range(0, n, 256):
             clips = [make_clip(i, self.seed + 1, "train", self.geometry) for i in range(start, min(n, start + 256))]
-            latents.append(self.vae.encode(videos_tensor(clips).to(device)))
+            latents.append(self.vae.encode(clips_tensor(clips).to(device)))
             captions += [c.caption for c in clips]
         return torch.cat(latents), captions
 
@@ -65,6 +61,6 @@ class LatentBatches:
             latents = self.pool[0][torch.from_numpy(picks[rows]).to(self.pool[0].device)].to(device)
         else:
             self.vae.to(device)
-            latents = self.vae.encode(videos_tensor(clips).to(device))
+            latents = self.vae.encode(clips_tensor(clips).to(device))
         text = {k: v.to(device) for k, v in self.text.encode(captions).items()}
         return latents, text, captions

@@ -17,8 +17,6 @@ The student is the teacher's network, fully fine-tuned or with LoRA (peft).
 from __future__ import annotations
 
 import copy
-import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,12 +28,12 @@ from ..diffusion import consistency_function, ode_step, skipping_grid
 from ..diffusion.sampling import concat_conditioning
 from ..errors import VideoCMError
 from ..models.denoisers import DenoiserAdapter
-from ..models.folder import cast_for_storage, load_model, save_model
+from ..models.folder import STORE_DTYPES, cast_for_storage, load_model, save_model
 from ..models.student import (GUIDANCE_FOLDER, LORA_FOLDER, add_lora, attach_guidance_embedding, has_lora,
                               merged_network_state, new_guidance_embedding, save_guidance_embedding, save_lora)
 from ..models.text_encoder import PromptCache, TextEncoder
 from .batches import LatentBatches
-from .trainer import TrainConfig, shard_rows, train
+from .trainer import TrainConfig, run_and_summarise, sample_and_score, shard_rows
 
 METHODS = ("lcm",)
 
@@ -158,6 +156,7 @@ class LCMTask:
         self.geometry = Geometry(int(video[0]), int(video[1]))
         self.batches = LatentBatches(self.vae, self.geometry, self.text, config.seed, config.caption_dropout,
                                      config.latent_pool, device)
+        self.negative = {k: v.to(device) for k, v in self.text.encode([config.negative_prompt]).items()}
         self.shard = (0, 1)
         self.micro_batch = config.batch_size
 
@@ -190,7 +189,7 @@ class LCMTask:
         student_output = model(x_high, self.schedule.model_timestep(t_high).to(device), **text, **extra)
         prediction = self._consistency(student_output, x_high, t_high)
         with torch.no_grad():
-            uncond = {k: v.to(device) for k, v in self.text.encode([config.negative_prompt] * len(w)).items()}
+            uncond = {k: v.expand(len(w), *v.shape[1:]) for k, v in self.negative.items()}
             teacher_output = guided_teacher_output(self.teacher, x_high, self.schedule.model_timestep(t_high).to(device),
                                                    text, uncond, w)
             x_low = ode_step(self.schedule, teacher_output, x_high, t_high, t_low)
@@ -234,36 +233,19 @@ class LCMTask:
         return saved
 
     def sample(self, model, step, out):
-        from ..evaluation.evaluate import eval_prompts
-        from ..evaluation.judge import Judge
-        from ..evaluation.metrics import fidelity, temporal_coherence
         from ..models.folder import VideoModel
         from ..pipeline import VideoPipeline
-        from ..data.video_io import tile, write_video
 
         device = next(model.parameters()).device
         student = self._student_for_saving(model).to(device).eval()
         pipeline = VideoPipeline(VideoModel(student, self.vae, self.schedule, self.info(), Path(self.config.out)),
                                  device, text=self.text)
-        prompts, seeds = eval_prompts(self.config.sample_clips, seed=1)
-        clips = pipeline.generate(prompts, seeds, self.config.sample_steps)
-        samples = Path(out) / "samples"
-        write_video(samples / f"step-{step:06d}.gif", tile(clips[:16], 8), scale=2)
-        scores = {"coherence": temporal_coherence(clips)}
-        try:
-            scores.update({f"fidelity_{k}": v for k, v in fidelity(Judge.load().run(clips), prompts).items()})
-        except VideoCMError:
-            pass
-        with open(samples / "scores.jsonl", "a") as handle:
-            handle.write(json.dumps({"step": step, **scores}) + "\n")
-        return scores
+        return sample_and_score(pipeline, self.config.sample_clips, self.config.sample_steps, None, out, step)
 
     def save(self, model, out):
         out = Path(out)
         student = self._student_for_saving(model)
-        dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[
-            self.config.store_dtype]
-        cast_for_storage(student.network, dtype)
+        cast_for_storage(student.network, STORE_DTYPES[self.config.store_dtype])
         save_model(out, student, self.vae.cpu(), self.info())
         if student.guidance_embedding is not None:
             save_guidance_embedding(student.guidance_embedding, out / GUIDANCE_FOLDER)
@@ -284,15 +266,6 @@ def guided_teacher_output(teacher, x, timestep, cond, uncond, w: torch.Tensor) -
 
 def distill(config: LCMConfig, progress: bool = True) -> dict:
     """Run (or resume) a distillation; writes the resolved config, the student folder and a summary."""
-    from ..config import write_config
-
     if config.method not in METHODS:
         raise VideoCMError(f"--method {config.method!r} is not known: use one of {', '.join(METHODS)}")
-    write_config(config, config.out)
-    began = time.time()
-    task = LCMTask(config)
-    summary = train(task, config, progress)
-    summary["seconds_total"] = round(time.time() - began, 1)
-    summary["trainable_parameters"] = sum(p.numel() for p in task.model.parameters() if p.requires_grad)
-    (Path(config.out) / "train_summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    return run_and_summarise(config, LCMTask, progress)

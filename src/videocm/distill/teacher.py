@@ -8,23 +8,19 @@ so classifier-free guidance works; an EMA copy of the weights for sampling. Late
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..data.moving_digits import Geometry
-from ..data.video_io import tile, write_video
 from ..diffusion import FlowSchedule, broadcast_to, prediction_target, vp_schedule
 from ..errors import VideoCMError
 from ..models.denoisers import DenoiserAdapter, UNet3DConfig, WanConfig, build_network
-from ..models.folder import cast_for_storage, load_vae, save_model, schedule_to_config
+from ..models.folder import STORE_DTYPES, cast_for_storage, load_vae, save_model, schedule_to_config
 from ..models.text_encoder import HIDDEN_SIZE, PromptCache, TextEncoder
 from .batches import LatentBatches
-from .trainer import TrainConfig, shard_rows, train
+from .trainer import TrainConfig, run_and_summarise, sample_and_score, shard_rows
 
 
 @dataclass
@@ -175,32 +171,18 @@ class TeacherTask:
 
     def sample(self, model, step, out):
         """Sample GIF of fixed prompts and a quick judge score (fidelity, coherence) at ``sample_steps``."""
-        from ..evaluation.evaluate import eval_prompts
-        from ..evaluation.judge import Judge
-        from ..evaluation.metrics import fidelity, temporal_coherence
         from ..pipeline import VideoPipeline
 
         device = next(model.parameters()).device
         self.vae.to(device)
         pipeline = VideoPipeline(self._build_model_for_sampling(model), device, text=self.text)
-        prompts, seeds = eval_prompts(self.config.sample_clips, seed=1)
-        clips = pipeline.generate(prompts, seeds, self.config.sample_steps, self.config.default_guidance)
-        samples = Path(out) / "samples"
-        write_video(samples / f"step-{step:06d}.gif", tile(clips[:16], 8), scale=2)
-        scores = {"coherence": temporal_coherence(clips)}
-        try:
-            judged = fidelity(Judge.load().run(clips), prompts)
-            scores.update({f"fidelity_{k}": v for k, v in judged.items()})
-        except VideoCMError:
-            pass
-        with open(samples / "scores.jsonl", "a") as handle:
-            handle.write(json.dumps({"step": step, **scores}) + "\n")
+        scores = sample_and_score(pipeline, self.config.sample_clips, self.config.sample_steps,
+                                  self.config.default_guidance, out, step)
         model.train()
         return scores
 
     def save(self, model, out):
-        dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[
-            self.config.store_dtype]
+        dtype = STORE_DTYPES[self.config.store_dtype]
         network = model.network
         original = next(network.parameters()).dtype
         if dtype != original:
@@ -211,14 +193,4 @@ class TeacherTask:
 
 
 def train_teacher(config: TeacherConfig, progress: bool = True) -> dict:
-    from ..config import write_config
-
-    write_config(config, config.out)
-    began = time.time()
-    task = TeacherTask(config)
-    summary = train(task, config, progress)
-    summary["seconds_total"] = round(time.time() - began, 1)
-    summary["parameters"] = sum(p.numel() for p in task.model.parameters())
-    (Path(config.out) / "train_summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
-
+    return run_and_summarise(config, TeacherTask, progress)

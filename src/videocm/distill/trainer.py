@@ -248,6 +248,44 @@ def _write_logs(out: Path, logs: dict, seconds: float) -> None:
         writer.writerow(row)
 
 
+def run_and_summarise(config: TrainConfig, make_task, progress: bool = True) -> dict:
+    """Write the resolved config, build the task, train, and write ``OUT/train_summary.json`` (with wall time and
+    the parameter counts) — what every training command does around :func:`train`."""
+    from ..config import write_config
+
+    write_config(config, config.out)
+    began = time.time()
+    task = make_task(config)
+    summary = train(task, config, progress)
+    summary["seconds_total"] = round(time.time() - began, 1)
+    summary["parameters"] = sum(p.numel() for p in task.model.parameters())
+    summary["trainable_parameters"] = sum(p.numel() for p in task.model.parameters() if p.requires_grad)
+    (Path(config.out) / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def sample_and_score(pipeline, n: int, steps: int, guidance: float | None, out: Path, step: int) -> dict[str, float]:
+    """Generate ``n`` clips for evenly spread test captions, write ``OUT/samples/step-N.gif`` (16 of them) and
+    append the judge's fidelity and the coherence to ``OUT/samples/scores.jsonl``."""
+    from ..data.video_io import tile, write_video
+    from ..evaluation.evaluate import eval_prompts
+    from ..evaluation.judge import Judge
+    from ..evaluation.metrics import fidelity, temporal_coherence
+
+    prompts, seeds = eval_prompts(n, seed=1)
+    clips = pipeline.generate(prompts, seeds, steps, guidance)
+    samples = Path(out) / "samples"
+    write_video(samples / f"step-{step:06d}.gif", tile(clips[:16], 8), scale=2)
+    scores = {"coherence": temporal_coherence(clips)}
+    try:
+        scores.update({f"fidelity_{k}": v for k, v in fidelity(Judge.load().run(clips), prompts).items()})
+    except VideoCMError:
+        pass  # the judge only takes the benchmark's clip shape
+    with open(samples / "scores.jsonl", "a") as handle:
+        handle.write(json.dumps({"step": step, **scores}) + "\n")
+    return scores
+
+
 class _ema_weights:
     """Swap EMA weights in for the duration of a block (no-op without EMA)."""
 

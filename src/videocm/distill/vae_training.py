@@ -5,7 +5,6 @@ reconstruction quality (PSNR, judge fidelity on test clips) written into the fol
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from ..data.moving_digits import Geometry, make_clip
 from ..data.video_io import tile, write_video
 from ..models.folder import save_vae
 from ..models.vae import VAEConfig, VideoVAE, build_vae, to_uint8_frames
-from .trainer import TrainConfig, shard_rows, train
+from .trainer import TrainConfig, run_and_summarise, shard_rows
 
 
 @dataclass
@@ -104,14 +103,7 @@ def reconstruction_quality(vae: VideoVAE, n: int, geometry: Geometry, out: Path 
 
 
 def train_vae(config: VAETrainConfig, progress: bool = True) -> dict:
-    from ..config import write_config
-
-    write_config(config, config.out)
-    began = time.time()
-    task = VAETask(config)
-    summary = train(task, config, progress)
-    summary["seconds_total"] = round(time.time() - began, 1)
-    info = json.loads((Path(config.out) / "videocm.json").read_text())
-    summary["reconstruction"] = info["reconstruction"]
+    summary = run_and_summarise(config, VAETask, progress)
+    summary["reconstruction"] = json.loads((Path(config.out) / "videocm.json").read_text())["reconstruction"]
     (Path(config.out) / "train_summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..diffusion import FlowSchedule, Schedule, VPSchedule, vp_schedule
+from ..diffusion import FlowSchedule, Schedule, vp_schedule
 from ..errors import VideoCMError
 from .denoisers import DenoiserAdapter
 from .vae import VideoVAE
@@ -109,6 +109,9 @@ class VideoModel:
     @property
     def is_student(self) -> bool:
         return self.info.get("kind") == "student"
+
+
+STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def cast_for_storage(network: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
