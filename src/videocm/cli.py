@@ -65,11 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arguments(train_teacher)
 
     distill = commands.add_parser(
-        "distill", help="distil a teacher folder into a few-step student (--method lcm)",
+        "distill", help="distil a teacher folder into a few-step student (--method lcm or dcm)",
         description="Distil --teacher DIR into a consistency student written to --out DIR. Any setting of the "
                     "method's config is a --key value flag (e.g. --steps 2000 --guidance 4 --student lora); "
                     "--resume continues a run from its newest checkpoint.")
-    distill.add_argument("--method", default="lcm", help="lcm (VideoLCM)")
+    distill.add_argument("--method", default="lcm", help="lcm (VideoLCM) or dcm (dual-expert consistency model)")
     _add_config_arguments(distill)
 
     captions = commands.add_parser("encode-captions",
@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     prompt.add_argument("--prompt", help="one prompt")
     prompt.add_argument("--prompts", help="text file, one prompt a line")
     sample.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    sample.add_argument("--timesteps", help="students: comma-separated sampling times, descending, instead of "
+                        "--steps (VP: 999,759,...; flow: sigmas 1.0,0.75,...)")
     sample.add_argument("--guidance", type=float, help="guidance scale (default: the model's)")
     sample.add_argument("--negative-prompt", default="", help="unconditional input for guidance (default empty)")
     sample.add_argument("--seed", type=int, default=0, help="clip i uses seed S+i")
@@ -156,12 +158,15 @@ def _run(argv: list[str]) -> int:
         return 0
     if args.command == "distill":
         from .config import load_config
-        from .distill.lcm import METHODS, LCMConfig, distill
+        from .distill.dcm import DCMConfig, distill_dcm
+        from .distill.lcm import LCMConfig, distill
 
-        if args.method not in METHODS:
-            raise VideoCMError(f"--method {args.method!r} is not known: use one of {', '.join(METHODS)}")
-        config = load_config(LCMConfig, args.config, extra + ["--method", args.method])
-        print(json.dumps(distill(config), indent=2))
+        methods = {"lcm": (LCMConfig, distill), "dcm": (DCMConfig, distill_dcm)}
+        if args.method not in methods:
+            raise VideoCMError(f"--method {args.method!r} is not known: use one of {', '.join(methods)}")
+        config_class, run = methods[args.method]
+        config = load_config(config_class, args.config, extra + ["--method", args.method])
+        print(json.dumps(run(config), indent=2))
         return 0
     if args.command == "encode-captions":
         from .data.moving_digits import all_captions, caption_for

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .diffusion import consistency_times, sample_consistency, sample_teacher, seeded_noise, skipping_grid
+from .diffusion.phased import phased_times, sample_phased, segment_bounds
 from .errors import VideoCMError
 from .evaluation.cost import CostMeter
 from .models.folder import VideoModel, load_model
@@ -49,11 +50,15 @@ class VideoPipeline:
     @torch.inference_mode()
     def generate(self, prompts: list[str], seeds: list[int], steps: int | None = None,
                  guidance: float | None = None, meter: CostMeter | None = None, negative_prompt: str = "",
-                 progress: bool = False) -> list[np.ndarray]:
+                 progress: bool = False, timesteps: list[float] | None = None) -> list[np.ndarray]:
+        """``timesteps``: explicit sampling times for a student (descending, the schedule's time), instead of
+        ``steps`` spread over its grid."""
         meter = meter or CostMeter()
         steps = steps or self.model.default_steps
         if self.model.is_student:
-            return self._generate_student(prompts, seeds, steps, guidance, meter, progress)
+            return self._generate_student(prompts, seeds, steps, guidance, meter, progress, timesteps)
+        if timesteps is not None:
+            raise VideoCMError("explicit timesteps are for students; give a teacher --steps")
         guidance = self.model.default_guidance if guidance is None else guidance
         with meter.phase("text"):
             cond = {k: v.to(self.device) for k, v in self.text.encode(prompts).items()}
@@ -69,14 +74,31 @@ class VideoPipeline:
         return clips
 
 
-    def _generate_student(self, prompts, seeds, steps, guidance, meter, progress) -> list[np.ndarray]:
-        """Multistep consistency sampling: one network evaluation per step, guidance folded in or embedded."""
+    def _generate_student(self, prompts, seeds, steps, guidance, meter, progress, timesteps=None
+                          ) -> list[np.ndarray]:
+        """Multistep consistency sampling (expert-switching for a phased student): one network evaluation per
+        step, guidance folded in or embedded."""
         info = self.model.info
         consistency = info["consistency"]
         grid = skipping_grid(self.model.schedule, int(consistency["grid_points"]))
         if not 1 <= steps <= len(grid) - 1:
             raise VideoCMError(f"steps must be between 1 and {len(grid) - 1} for this student (its grid), got {steps}")
-        times = consistency_times(grid, steps)
+        experts = self.model.experts
+        segments = (segment_bounds(info["phased"]["boundaries"], int(consistency["grid_points"]))
+                    if experts is not None else None)
+        if timesteps is not None:
+            times = torch.as_tensor(timesteps, dtype=grid.dtype)
+            values = [float(t) for t in times]
+            if not values or any(a <= b for a, b in zip(values, values[1:])) or not 0 < values[-1] <= values[0] <= float(
+                    grid[-1]):
+                raise VideoCMError(f"--timesteps {values}: give strictly descending times in (0, {float(grid[-1])}]")
+        elif experts is not None:
+            try:
+                times = phased_times(grid, segments, steps)
+            except ValueError as error:
+                raise VideoCMError(str(error)) from error
+        else:
+            times = consistency_times(grid, steps)
         mode = info.get("guidance", {}).get("mode", "fixed")
         with meter.phase("text"):
             cond = {k: v.to(self.device) for k, v in self.text.encode(prompts).items()}
@@ -91,9 +113,14 @@ class VideoPipeline:
                                f"leave --guidance out (or distil with --guidance-range to choose it when sampling)")
         with meter.phase("denoise"):
             noise = initial_noise(seeds, self.model.latent_shape, self.device)
-            latents = sample_consistency(meter.counted(self.model.denoiser), noise, self.model.schedule, times, cond,
-                                         seeded_noise(seeds, self.device), float(consistency["sigma_data"]),
-                                         float(consistency["timestep_scaling"]), progress=progress)
+            scalings = (float(consistency["sigma_data"]), float(consistency["timestep_scaling"]))
+            if experts is not None:
+                latents = sample_phased([meter.counted(e) for e in experts], noise, self.model.schedule, grid,
+                                        segments, times, cond, seeded_noise(seeds, self.device), *scalings,
+                                        progress=progress)
+            else:
+                latents = sample_consistency(meter.counted(self.model.denoiser), noise, self.model.schedule, times,
+                                             cond, seeded_noise(seeds, self.device), *scalings, progress=progress)
         with meter.phase("decode"):
             clips = to_uint8_frames(self.model.vae.decode(latents))
         meter.clips += len(prompts)

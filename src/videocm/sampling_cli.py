@@ -54,6 +54,12 @@ def run_sample(args: argparse.Namespace) -> int:
             raise VideoCMError(f"--prompts {prompts_file} holds no prompts")
     else:
         prompts = [args.prompt]
+    timesteps = None
+    if getattr(args, "timesteps", None):
+        try:
+            timesteps = [float(t) for t in args.timesteps.split(",") if t.strip()]
+        except ValueError:
+            raise VideoCMError(f"--timesteps {args.timesteps!r}: give comma-separated numbers, e.g. 999,759,499,259")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipeline = VideoPipeline.from_folder(Path(args.model) if args.model else DEFAULT_MODEL, device)
     seeds = [args.seed + i for i in range(len(prompts))]
@@ -61,7 +67,7 @@ def run_sample(args: argparse.Namespace) -> int:
     for start in tqdm(range(0, len(prompts), args.batch_size), desc="sampling", disable=len(prompts) <= 1):
         clips += pipeline.generate(prompts[start:start + args.batch_size], seeds[start:start + args.batch_size],
                                    args.steps, args.guidance, negative_prompt=args.negative_prompt,
-                                   progress=len(prompts) == 1)
+                                   progress=len(prompts) == 1, timesteps=timesteps)
     if args.prompt:
         print(f"wrote {write_clip(out, clips[0], fmt)}")
         return 0

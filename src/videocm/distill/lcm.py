@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from ..data.moving_digits import Geometry
-from ..diffusion import consistency_function, ode_step, skipping_grid
+from ..diffusion import ode_step, skipping_grid
+from ..diffusion.phased import phased_function
 from ..diffusion.sampling import concat_conditioning
 from ..errors import VideoCMError
 from ..models.denoisers import DenoiserAdapter
@@ -141,15 +142,10 @@ class LCMTask:
         self.grid = skipping_grid(self.schedule, config.grid_points)
         self.guidance = float(teacher.default_guidance if config.guidance is None else config.guidance)
         torch.manual_seed(config.seed)
-        student = copy.deepcopy(self.teacher).requires_grad_(True).train()
-        if config.guidance_range:
-            attach_guidance_embedding(student, new_guidance_embedding(student).to(device))
-        if config.student == "lora":
-            add_lora(student.family, student.network, config.lora_rank, config.lora_alpha, config.lora_targets)
-            if student.guidance_embedding is not None:
-                student.guidance_embedding.requires_grad_(True)
-        self.model = student
-        self.target = TargetNetwork(student, config.target, config.target_decay)
+        # the segment of the grid this student learns to map to its low end (LCM: all of it, to the clean end)
+        self.segment = self.student_segment()
+        self.model = self.build_student(device)
+        self.target = TargetNetwork(self.model, config.target, config.target_decay)
         max_length = int(teacher.info.get("text_max_length", 16))
         self.text = PromptCache(config.prompt_cache) if config.prompt_cache else TextEncoder(max_length=max_length)
         video = teacher.info.get("video_shape", [8, 32, 32])
@@ -159,6 +155,21 @@ class LCMTask:
         self.negative = {k: v.to(device) for k, v in self.text.encode([config.negative_prompt]).items()}
         self.shard = (0, 1)
         self.micro_batch = config.batch_size
+
+    def student_segment(self) -> tuple[int, int]:
+        return (0, self.config.grid_points)
+
+    def build_student(self, device) -> DenoiserAdapter:
+        """The teacher's network, fully trainable or with LoRA, optionally with a guidance embedding."""
+        config = self.config
+        student = copy.deepcopy(self.teacher).requires_grad_(True).train()
+        if config.guidance_range:
+            attach_guidance_embedding(student, new_guidance_embedding(student).to(device))
+        if config.student == "lora":
+            add_lora(student.family, student.network, config.lora_rank, config.lora_alpha, config.lora_targets)
+            if student.guidance_embedding is not None:
+                student.guidance_embedding.requires_grad_(True)
+        return student
 
     def checkpoint_objects(self) -> list:
         return [self.target] if self.target.network is not None else []
@@ -173,17 +184,25 @@ class LCMTask:
         return torch.full((n,), self.guidance)
 
     def _consistency(self, output, x, t):
-        return consistency_function(self.schedule, output, x, t, self.config.sigma_data, self.config.timestep_scaling)
+        """The student's map of ``(x, t)`` to its segment's low end (LCM: ``f(x, t)``, to the clean end)."""
+        end = self.grid[self.segment[0]].to(x.device)
+        return phased_function(self.schedule, output, x, t, end, self.config.sigma_data, self.config.timestep_scaling)
+
+    def extra_losses(self, prediction, target, latents, text, rows, rng, generator, device):
+        """Terms a method adds to the consistency loss (none for LCM): ``(loss, logs)``."""
+        return prediction.new_zeros(()), {}
 
     def loss(self, model, step, rng, generator, device):
         config = self.config
         n = self.micro_batch
         rows = shard_rows(n, self.shard)
         latents, text, _ = self.batches.draw(n, rng, self.shard, device)
-        index = torch.from_numpy(rng.integers(0, config.grid_points - config.skip + 1, size=n))[rows]
+        low, high = self.segment
+        skip = min(config.skip, high - low)
+        index = torch.from_numpy(rng.integers(low, high - skip + 1, size=n))[rows]
         w = self._guidance(n, rng)[rows].to(device)
         noise = torch.randn((n, *latents.shape[1:]), generator=generator)[rows].to(device)
-        t_high, t_low = self.grid[index + config.skip].to(device), self.grid[index].to(device)
+        t_high, t_low = self.grid[index + skip].to(device), self.grid[index].to(device)
         x_high = self.schedule.add_noise(latents, noise, t_high)
         extra = {"guidance": w} if config.guidance_range else {}
         student_output = model(x_high, self.schedule.model_timestep(t_high).to(device), **text, **extra)
@@ -201,7 +220,10 @@ class LCMTask:
             loss = (torch.sqrt(difference**2 + config.huber_c**2) - config.huber_c).mean()
         else:
             loss = (difference**2).mean()
-        return loss, {}
+        extra, logs = self.extra_losses(prediction, target, latents, text, rows, rng, generator, device)
+        if logs:
+            logs = {"consistency": float(loss.detach()), **logs}
+        return loss + extra, logs
 
     # ---- folders and monitoring -------------------------------------------------------------------------------
 

@@ -159,6 +159,8 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True) -> dict:
     # stepped by hand once per optimiser step (accelerate would step it once per process)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: learning_rate_factor(s, config))
     model, optimizer = accelerator.prepare(model, optimizer)
+    if hasattr(task, "prepare"):
+        task.prepare(accelerator)  # the task's own modules and optimisers (e.g. DCM's discriminator)
     accelerator.register_for_checkpointing(_Checkpointable(scheduler))
     ema = _EMAState(accelerator.unwrap_model(model), config.ema_decay) if config.ema_decay > 0 else None
     if ema is not None:

@@ -93,6 +93,7 @@ class VideoModel:
     schedule: Schedule
     info: dict
     path: Path
+    experts: list | None = None  # a phased (DCM) student's networks, highest-noise segment first
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
@@ -152,8 +153,21 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> VideoM
 
         attach_guidance_embedding(denoiser, load_guidance_embedding(folder / GUIDANCE_FOLDER))
     denoiser = denoiser.to(device).eval().requires_grad_(False)
+    experts = _load_experts(folder, denoiser, info) if "phased" in info else None
     vae = load_vae(folder, device)
-    return VideoModel(denoiser, vae, schedule_from_config(info["schedule"]), info, folder)
+    return VideoModel(denoiser, vae, schedule_from_config(info["schedule"]), info, folder, experts)
+
+
+def _load_experts(folder: Path, denoiser: DenoiserAdapter, info: dict) -> list[DenoiserAdapter]:
+    """The base network, then each LoRA expert found in ``experts/``; segments without one use the lowest found."""
+    from .experts import EXPERTS_FOLDER, load_expert
+
+    phases = int(info["phased"]["phases"])
+    experts = [denoiser]
+    for j in range(1, phases):
+        path = folder / EXPERTS_FOLDER / f"expert-{j}"
+        experts.append(load_expert(denoiser, path).eval() if path.is_dir() else experts[-1])
+    return experts
 
 
 def save_model(folder: str | Path, denoiser: DenoiserAdapter, vae: VideoVAE, info: dict) -> None:

@@ -1,0 +1,402 @@
+"""DCM: dual-expert consistency distillation (Lv et al. 2025), generalised to K phases.
+
+The skipping grid is split at inner boundaries (:mod:`videocm.diffusion.phased`); each expert learns the phased
+consistency map of its segment, from any point of it to the segment's low end. Training runs one stage per expert,
+each a full run of the shared trainer (``OUT/stages/expert-J-NAME``, own checkpoints, ``--resume`` continues the
+first unfinished stage):
+
+1. *Semantic expert* (highest-noise segment): the teacher's network, fully fine-tuned, with the consistency loss
+   plus the **temporal coherence loss** (MSE between the student's and the target's latent frame differences at
+   stride ``d``).
+2. *Detail expert(s)* (the lower segments): the semantic expert frozen and shared, a peft LoRA and the expert's own
+   copies of the timestep/condition embedding and output norm/projection (:func:`models.experts.tied_expert`),
+   with the consistency loss plus a **GAN loss** (the consistency target, "real", and the student's prediction,
+   "fake", re-noised with shared noise to a random time of the expert's segment; the frozen teacher reads both;
+   light heads on every s-th block's features give per-frame logits; hinge loss; discriminator and generator
+   updated alternately, each with its own optimiser) and a **feature-matching loss** (MSE between the teacher's
+   features on fake and on real, computed from the same teacher forward).
+
+Target: the online student (DCM's choice, no EMA) by default. The student folder is the semantic network (loads
+like a teacher) plus ``experts/expert-J`` per LoRA expert; ``videocm sample --steps N`` splits N between experts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..diffusion.phased import segment_bounds
+from ..diffusion.sampling import concat_conditioning
+from ..errors import VideoCMError
+from ..models.denoisers import DenoiserAdapter
+from ..models.experts import (EXPERTS_FOLDER, FeatureTap, feature_blocks, load_expert, save_expert, tied_expert)
+from ..models.folder import STORE_DTYPES, VideoModel, cast_for_storage, load_model, save_model
+from .lcm import LCMConfig, LCMTask
+from .trainer import check_resume, run_and_summarise, sample_and_score, shard_rows
+
+DONE = "stage_done.json"
+
+
+@dataclass
+class DCMConfig(LCMConfig):
+    """``videocm distill --method dcm``: every field is a ``--key value`` flag."""
+
+    method: str = "dcm"
+    out: str = "outputs/dcm"
+    target: str = "online"  # DCM: the online student gives the target
+    phases: int = 2  # K segments, one expert each (1 = LCM with phased bookkeeping, 2 = DCM)
+    boundaries: list[int] = field(default_factory=list)  # K-1 inner grid indices; empty: the default split
+    boundary_timesteps: list[float] = field(default_factory=list)  # or in the schedule's time (VP step, flow sigma)
+    semantic_share: float = 0.3  # default split: the semantic expert owns this top fraction of the grid
+    # stages: steps, learning rate and wall-time cap of each (minutes 0 = no cap)
+    semantic_steps: int = 1000
+    detail_steps: int = 1000
+    semantic_lr: float = 1e-4
+    detail_lr: float = 1e-4
+    semantic_minutes: float = 0.0
+    detail_minutes: float = 0.0
+    semantic_from: str | None = None  # reuse the semantic expert of a finished DCM run or student folder
+    # semantic expert: temporal coherence
+    temporal_weight: float = 1.0
+    temporal_stride: int = 3
+    # detail expert(s): LoRA and own modules, GAN and feature matching
+    detail_lora_rank: int = 16
+    detail_lora_alpha: float = 32.0
+    detail_lora_targets: list[str] = field(default_factory=list)  # empty: to_q, to_k, to_v, to_out.0
+    gan_weight: float = 0.5  # DCM: 0.1 x 5 on the hinge generator loss
+    feature_matching_weight: float = 0.1  # DCM: 0.1 x lambda_fm (1 for Hunyuan)
+    disc_every: int = 2  # heads on every s-th teacher block
+    disc_lr: float = 1e-4
+    disc_betas: list[float] = field(default_factory=lambda: [0.0, 0.999])
+    store_dtype: str = "float16"
+
+
+def resolve_boundaries(config: DCMConfig, grid: torch.Tensor) -> list[int]:
+    """The K-1 inner grid indices (ascending) from ``boundaries``, ``boundary_timesteps`` or the default split."""
+    n, k = config.grid_points, config.phases
+    if k < 1:
+        raise VideoCMError(f"--phases must be at least 1, got {k}")
+    if config.boundaries and config.boundary_timesteps:
+        raise VideoCMError("give --boundaries (grid indices) or --boundary-timesteps, not both")
+    if config.boundary_timesteps:
+        indices = [int(torch.argmin((grid.float() - float(t)).abs())) for t in config.boundary_timesteps]
+    elif config.boundaries:
+        indices = [int(b) for b in config.boundaries]
+    else:
+        if not 0 < config.semantic_share < 1:
+            raise VideoCMError(f"--semantic-share must be between 0 and 1, got {config.semantic_share}")
+        top = round(n * (1 - config.semantic_share))
+        indices = [round(top * j / (k - 1)) for j in range(1, k)] if k > 1 else []
+    if len(indices) != k - 1:
+        raise VideoCMError(f"--phases {k} needs {k - 1} boundaries, got {len(indices)}: {indices}")
+    try:
+        segment_bounds(indices, n)
+    except ValueError as error:
+        raise VideoCMError(f"boundaries: {error}") from error
+    return sorted(indices)
+
+
+def temporal_coherence_loss(prediction: torch.Tensor, target: torch.Tensor, stride: int) -> torch.Tensor:
+    """MSE between the latent frame differences ``x[:, :, d:] - x[:, :, :-d]`` of prediction and target
+    ``(B, C, T, H, W)``; the stride is clamped to ``T - 1`` (zero for single-frame latents)."""
+    stride = min(int(stride), prediction.shape[2] - 1)
+    if stride < 1:
+        return prediction.new_zeros(())
+    difference = prediction[:, :, stride:] - prediction[:, :, :-stride]
+    wanted = target[:, :, stride:] - target[:, :, :-stride]
+    return nn.functional.mse_loss(difference.float(), wanted.float())
+
+
+class DiscriminatorHead(nn.Module):
+    """A feature map ``(B, D, T, H, W)`` -> per-frame logits ``(B, T)``: 1x1 conv, GroupNorm, LeakyReLU, residual,
+    1x1 conv to one channel, mean over space. Works for any T, H, W."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(channels, channels, 1)
+        self.norm = nn.GroupNorm(math.gcd(channels, 32), channels)
+        self.act = nn.LeakyReLU(0.2)
+        self.logit = nn.Conv3d(channels, 1, 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        hidden = features + self.act(self.norm(self.conv(features)))
+        return self.logit(hidden).mean(dim=(3, 4)).flatten(1)
+
+
+class FeatureDiscriminator(nn.Module):
+    """One :class:`DiscriminatorHead` per tapped teacher block."""
+
+    def __init__(self, channels: list[int]) -> None:
+        super().__init__()
+        self.heads = nn.ModuleList(DiscriminatorHead(c) for c in channels)
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [head(f) for head, f in zip(self.heads, features)]
+
+
+def hinge_discriminator_loss(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
+    return sum(torch.relu(1 - r).mean() + torch.relu(1 + f).mean() for r, f in zip(real, fake)) / len(real)
+
+
+def hinge_generator_loss(fake: list[torch.Tensor]) -> torch.Tensor:
+    return sum(-f.mean() for f in fake) / len(fake)
+
+
+def feature_matching_loss(fake: list[torch.Tensor], real: list[torch.Tensor]) -> torch.Tensor:
+    return sum(nn.functional.mse_loss(f.float(), r.float()) for f, r in zip(fake, real)) / len(fake)
+
+
+def expert_names(phases: int) -> list[str]:
+    if phases == 1:
+        return ["semantic"]
+    return ["semantic", *[f"middle-{j}" for j in range(1, phases - 1)], "detail"]
+
+
+class DCMStageTask(LCMTask):
+    """One stage: expert ``expert`` (0 = semantic, full network; >0 = LoRA expert on the frozen semantic one)."""
+
+    def __init__(self, config: DCMConfig, expert: int, semantic: DenoiserAdapter | None = None,
+                 trained: list[DenoiserAdapter] | None = None, device=None) -> None:
+        self.expert, self.semantic_network, self.trained_experts = expert, semantic, list(trained or [])
+        self.boundary_indices: list[int] = []
+        super().__init__(config, device)
+        self.heads = None
+        if expert > 0 and (config.gan_weight > 0 or config.feature_matching_weight > 0):
+            self.tap = FeatureTap(self.teacher, feature_blocks(self.teacher, config.disc_every))
+            self.heads = FeatureDiscriminator(self._feature_channels()).to(next(self.model.parameters()).device)
+            betas = tuple(float(b) for b in config.disc_betas)
+            self.disc_optimizer = torch.optim.AdamW(self.heads.parameters(), lr=config.disc_lr, betas=betas,
+                                                    weight_decay=0.0)
+        self.accelerator = None
+
+    # ---- the expert and its segment ----------------------------------------------------------------------------
+
+    def student_segment(self) -> tuple[int, int]:
+        self.boundary_indices = resolve_boundaries(self.config, self.grid)
+        return segment_bounds(self.boundary_indices, self.config.grid_points)[self.expert]
+
+    def build_student(self, device) -> DenoiserAdapter:
+        config = self.config
+        if config.student != "full" or config.guidance_range:
+            raise VideoCMError("DCM trains a full semantic expert with fixed guidance; drop --student lora and "
+                               "--guidance-range")
+        if self.expert == 0:
+            return super().build_student(device)
+        if self.semantic_network is None:
+            raise VideoCMError("a detail stage needs the trained semantic expert")
+        base = self.semantic_network.to(device)
+        expert = tied_expert(base, config.detail_lora_rank, config.detail_lora_alpha, config.detail_lora_targets)
+        return expert.to(device).train()
+
+    def _feature_channels(self) -> list[int]:
+        device = next(self.teacher.parameters()).device
+        shape = (1, *self.teacher_info["latent_shape"])
+        text = self.negative
+        with torch.no_grad(), self.tap(shape) as tap:
+            self.teacher(torch.zeros(shape, device=device), self.schedule.model_timestep(self.grid[1:2]).to(device),
+                         **text)
+        return [f.shape[1] for f in tap.features]
+
+    # ---- trainer hooks -------------------------------------------------------------------------------------------
+
+    def prepare(self, accelerator) -> None:
+        """Called by the trainer after it prepared the student: the discriminator and its optimiser join the run
+        (several processes, checkpoints)."""
+        self.accelerator = accelerator
+        if self.heads is not None:
+            self.heads, self.disc_optimizer = accelerator.prepare(self.heads, self.disc_optimizer)
+
+    def extra_losses(self, prediction, target, latents, text, rows, rng, generator, device):
+        config, logs = self.config, {}
+        total = prediction.new_zeros(())
+        if self.expert == 0 and config.temporal_weight > 0:
+            coherence = temporal_coherence_loss(prediction, target, config.temporal_stride)
+            total = total + config.temporal_weight * coherence
+            logs["temporal"] = float(coherence.detach())
+        if self.heads is not None:
+            adversarial, matching, disc = self._adversarial(prediction, target, text, rows, rng, generator, device)
+            total = total + config.gan_weight * adversarial + config.feature_matching_weight * matching
+            logs.update({"gan_generator": float(adversarial.detach()), "feature_matching": float(matching.detach()),
+                         "gan_discriminator": disc})
+        return total, logs
+
+    def _adversarial(self, fake, real, text, rows, rng, generator, device):
+        """Discriminator step, then the generator's hinge and feature-matching terms, from one teacher forward."""
+        n = self.micro_batch
+        low, high = self.segment
+        index = torch.from_numpy(rng.integers(low + 1, high + 1, size=n))[rows]
+        noise = torch.randn((n, *fake.shape[1:]), generator=generator)[rows].to(device)
+        t = self.grid[index].to(device)
+        both = torch.cat([self.schedule.add_noise(real.detach(), noise, t), self.schedule.add_noise(fake, noise, t)])
+        timestep = self.schedule.model_timestep(t).to(device)
+        with self.tap(tuple(both.shape)) as tap:
+            self.teacher(both, torch.cat([timestep, timestep]), **concat_conditioning(text, text))
+        real_features = [f[: len(fake)].detach() for f in tap.features]
+        fake_features = [f[len(fake):] for f in tap.features]
+        # discriminator step on detached features (its own optimiser; accelerate handles accumulation and sync)
+        logits = self.heads([torch.cat([r, f.detach()]) for r, f in zip(real_features, fake_features)])
+        disc_loss = hinge_discriminator_loss([x[: len(fake)] for x in logits], [x[len(fake):] for x in logits])
+        if not torch.isfinite(disc_loss):
+            raise VideoCMError(f"the discriminator loss became {disc_loss.item()}; lower --disc-lr and rerun with "
+                               f"--resume")
+        if self.accelerator is not None:
+            self.accelerator.backward(disc_loss)
+        else:
+            disc_loss.backward()
+        self.disc_optimizer.step()
+        self.disc_optimizer.zero_grad(set_to_none=True)
+        # generator terms through frozen copies of the heads' weights: no gradient reaches the discriminator
+        heads = self.accelerator.unwrap_model(self.heads) if self.accelerator is not None else self.heads
+        frozen = {k: v.detach() for k, v in heads.named_parameters()}
+        fake_logits = torch.func.functional_call(heads, frozen, (fake_features,))
+        return (hinge_generator_loss(fake_logits), feature_matching_loss(fake_features, real_features),
+                float(disc_loss.detach()))
+
+    # ---- folders and monitoring ----------------------------------------------------------------------------------
+
+    def experts_for_sampling(self, model) -> list[DenoiserAdapter]:
+        """Every segment's network as far as trained: semantic, finished experts, this one; a segment not yet
+        trained falls back to the lowest network available."""
+        networks = ([model] if self.expert == 0 else [self.semantic_network, *self.trained_experts, model])
+        return networks + [networks[-1]] * (self.config.phases - len(networks))
+
+    def info(self) -> dict:
+        info = super().info()
+        c = self.config
+        info["consistency"]["target"] = c.target
+        info["phased"] = {
+            "phases": c.phases, "boundaries": self.boundary_indices,
+            "boundary_times": [float(self.grid[b]) for b in self.boundary_indices],
+            "experts": expert_names(c.phases)[: c.phases],
+        }
+        return info
+
+    def sample(self, model, step, out):
+        from ..pipeline import VideoPipeline
+
+        experts = [e.eval() for e in self.experts_for_sampling(model)]
+        video_model = VideoModel(experts[0], self.vae, self.schedule, self.info(), Path(self.config.out),
+                                 experts=experts)
+        pipeline = VideoPipeline(video_model, next(model.parameters()).device, text=self.text)
+        try:
+            return sample_and_score(pipeline, self.config.sample_clips, self.config.sample_steps, None, out, step)
+        finally:
+            model.train()
+
+    def save(self, model, out):
+        """The stage's expert: the full network (semantic) or the LoRA and own modules (detail)."""
+        folder = Path(out) / "expert"
+        if folder.exists():
+            shutil.rmtree(folder)
+        if self.expert == 0:
+            save_model(folder, model, self.vae.cpu(), self.info())
+        else:
+            save_expert(model, folder, STORE_DTYPES[self.config.store_dtype])
+
+
+def stage_config(config: DCMConfig, expert: int) -> DCMConfig:
+    """The trainer settings of one stage: its steps, learning rate, time cap and folder."""
+    semantic = expert == 0
+    steps = config.semantic_steps if semantic else config.detail_steps
+    minutes = config.semantic_minutes if semantic else config.detail_minutes
+    if minutes <= 0 and config.max_minutes > 0:
+        total = config.semantic_steps + config.detail_steps * (config.phases - 1)
+        minutes = config.max_minutes * steps / total
+    name = expert_names(config.phases)[expert]
+    return dataclasses.replace(config, steps=steps, lr=config.semantic_lr if semantic else config.detail_lr,
+                               max_minutes=minutes, ema_decay=0.0,
+                               out=str(Path(config.out) / "stages" / f"expert-{expert}-{name}"),
+                               warmup_steps=min(config.warmup_steps, max(1, steps // 10)))
+
+
+def _semantic_from(path: Path, device) -> DenoiserAdapter:
+    """The semantic network of a finished DCM run folder or DCM student folder."""
+    candidates = [path / "stages" / "expert-0-semantic" / "expert", path]
+    for candidate in candidates:
+        if (candidate / "videocm.json").is_file():
+            model = load_model(candidate, device)
+            return model.denoiser
+    raise VideoCMError(f"--semantic-from {path}: no DCM run or student folder there (need videocm.json)")
+
+
+def distill_dcm(config: DCMConfig, progress: bool = True) -> dict:
+    """Run (or resume) every stage, then assemble the student folder ``OUT`` (semantic network + experts)."""
+    from ..config import write_config
+
+    from accelerate import PartialState
+
+    out = Path(config.out)
+    if config.phases < 1:
+        raise VideoCMError(f"--phases must be at least 1, got {config.phases}")
+    stages_root = out / "stages"
+    started = [p for p in stages_root.glob("expert-*") if (p / DONE).is_file() or (p / "checkpoints").is_dir()]
+    if started and not config.resume:
+        raise VideoCMError(f"{out} already holds a DCM run; pass --resume to continue it or choose another --out")
+    state = PartialState(cpu=config.cpu)
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        write_config(config, out)
+    device = state.device
+    summaries, experts, semantic = {}, [], None
+    for expert in range(config.phases):
+        stage = stage_config(config, expert)
+        folder = Path(stage.out)
+        if expert == 0 and config.semantic_from:
+            semantic = _semantic_from(Path(config.semantic_from), device).requires_grad_(False)
+            summaries["semantic"] = {"from": str(config.semantic_from)}
+            continue
+        if (folder / DONE).is_file():
+            summaries[expert_names(config.phases)[expert]] = json.loads((folder / DONE).read_text())
+        else:
+            check_resume(folder, stage.resume)
+            summary = run_and_summarise(
+                stage, lambda c, e=expert: DCMStageTask(c, e, semantic, experts, device), progress)
+            state.wait_for_everyone()  # the stage's expert is written by the main process
+            if state.is_main_process:
+                (folder / DONE).write_text(json.dumps(summary, indent=2))
+            summaries[expert_names(config.phases)[expert]] = summary
+        if expert == 0:
+            semantic = load_model(folder / "expert", device).denoiser.requires_grad_(False)
+        else:
+            experts.append(load_expert(semantic, folder / "expert"))
+    summary = {"stages": summaries, "student": str(out)}
+    if state.is_main_process:
+        summary["phased"] = _assemble(config, semantic, experts)["phased"]
+        (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    state.wait_for_everyone()
+    return summary
+
+
+def _assemble(config: DCMConfig, semantic: DenoiserAdapter, experts: list[DenoiserAdapter]) -> dict:
+    """Write ``OUT``: the semantic network in diffusers format, ``experts/expert-J`` and ``videocm.json``."""
+    out = Path(config.out)
+    teacher = load_model(config.teacher, "cpu")
+    grid_task = _InfoOnly(config, teacher)
+    info = grid_task.info()
+    network = cast_for_storage(semantic.cpu(), STORE_DTYPES[config.store_dtype])
+    save_model(out, network, teacher.vae, info)
+    if (out / EXPERTS_FOLDER).exists():
+        shutil.rmtree(out / EXPERTS_FOLDER)
+    for j, expert in enumerate(experts, start=1):
+        save_expert(expert.cpu(), out / EXPERTS_FOLDER / f"expert-{j}", STORE_DTYPES[config.store_dtype])
+    semantic.float()
+    return info
+
+
+class _InfoOnly(DCMStageTask):
+    """The folder description of a DCM student without building a training task."""
+
+    def __init__(self, config: DCMConfig, teacher: VideoModel) -> None:
+        from ..diffusion import skipping_grid
+
+        self.config, self.teacher_info = config, teacher.info
+        self.grid = skipping_grid(teacher.schedule, config.grid_points)
+        self.guidance = float(teacher.default_guidance if config.guidance is None else config.guidance)
+        self.boundary_indices = resolve_boundaries(config, self.grid)
