@@ -242,3 +242,30 @@ def test_gradient_accumulation_equals_one_large_batch(tiny_teachers, tmp_path):
     with pytest.raises(VideoCMError, match="does not split into 3 accumulation steps"):
         distill(tiny_lcm(tiny_teachers["wan"], tmp_path / "bad", gradient_accumulation_steps=3, **common),
                 progress=False)
+
+
+def test_bf16_mixed_precision_runs_under_autocast_on_cpu(tiny_teachers, tmp_path):
+    """--mixed-precision bf16 goes through accelerate's autocast (CPU too): the networks compute in bfloat16,
+    the master weights stay float32 and training still moves them."""
+    config = tiny_lcm(tiny_teachers["wan"], tmp_path / "bf16", steps=2, mixed_precision="bf16", store_dtype="float32")
+    seen = []
+    original = LCMTask.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.model.network.proj_out.register_forward_hook(lambda m, a, out: seen.append(out.dtype))
+
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # accelerate's state is per process: start clean
+    lcm_module.LCMTask.__init__ = spy
+    try:
+        summary = distill(config, progress=False)
+    finally:
+        lcm_module.LCMTask.__init__ = original
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert torch.bfloat16 in seen and np.isfinite(summary["final_loss"])
+    student = load_file(tmp_path / "bf16" / "transformer" / "diffusion_pytorch_model.safetensors")
+    teacher = load_file(tiny_teachers["wan"] / "transformer" / "diffusion_pytorch_model.safetensors")
+    assert all(v.dtype == torch.float32 for v in student.values())
+    assert any(not torch.equal(student[k], teacher[k]) for k in teacher)
