@@ -340,3 +340,22 @@ def test_bad_dcm_settings_are_one_line_errors(tiny_teachers, tmp_path):
     distill_dcm(tiny_dcm(tiny_teachers["wan"], out, semantic_steps=1, detail_steps=1), progress=False)
     with pytest.raises(VideoCMError, match="grid points"):
         VideoPipeline.from_folder(out).generate(["a red 1"], [0], 10)
+
+
+def test_demo_distils_the_shipped_flow_teacher_and_writes_a_report(tmp_path):
+    from videocm.demo import DemoConfig, run_demo
+
+    out = tmp_path / "demo"
+    config = DemoConfig(out=str(out), n=4, models_dir=str(REPO / "models"), teacher=str(REPO / "models" / "teacher-flow"),
+                        compare=str(REPO / "models" / "lcm-flow"), semantic_steps=2, detail_steps=2, latent_pool=16,
+                        batch_size=4, eval_n=4, eval_steps=[1, 2])
+    summary = run_demo(config)
+    rows = summary["distilled"]["rows"]
+    assert {(row["model"], row["steps"]) for row in rows} >= {("dcm-student", 1), ("dcm-student", 2),
+                                                             ("lcm-flow", 2), ("teacher-flow", 50)}
+    assert all(0 <= row["fidelity_all"] <= 1 for row in rows)
+    for name in ("report.md", "plot.png", "samples.gif", "results.json"):
+        assert (out / "report" / name).is_file()
+    assert len(load_model(out / "dcm-student").experts) == 2
+    again = run_demo(config)  # a rerun reuses the finished student
+    assert again["distilled"]["student"] == summary["distilled"]["student"]

@@ -1,13 +1,16 @@
 """``videocm demo``: the main job on the built-in default, small enough for a 2-core CPU.
 
-Until the teacher and distillation issues land it renders MovingDigits clips (videos and their structure
-controls) to GIFs, encodes their captions with the offline MiniLM, and lists the trained models it finds.
+1. Renders MovingDigits test clips and their structure videos to GIFs and scores them with the judge.
+2. Distils the shipped flow teacher (``models/teacher-flow``) with a short DCM schedule (by default 3 minutes for
+   the semantic expert and 5 for the detail expert), into ``OUT/dcm-student``; a rerun reuses or resumes it.
+3. Evaluates that student against the teacher (50 and 4 steps) and the shipped LCM student (``models/lcm-flow``)
+   at 1, 2 and 4 steps, and writes the report (table, plot, GIF grid) to ``OUT/report``.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import write_config
@@ -29,6 +32,18 @@ class DemoConfig:
     gif_scale: int = 4
     generate: int = 8  # clips each shipped teacher/student generates (0: none)
     few_steps: int = 4  # besides each model's default step count
+    # the DCM run and its evaluation
+    distill: bool = True
+    teacher: str = "models/teacher-flow"
+    compare: str = "models/lcm-flow"
+    semantic_minutes: float = 3.0
+    detail_minutes: float = 5.0
+    semantic_steps: int = 2000
+    detail_steps: int = 1200
+    latent_pool: int = 2048
+    batch_size: int = 16
+    eval_n: int = 48
+    eval_steps: list[int] = field(default_factory=lambda: [1, 2, 4])
 
 
 def find_models(models_dir: Path) -> list[Path]:
@@ -65,6 +80,33 @@ def generate_with_models(models: list[Path], prompts: list[str], config: DemoCon
     return rows
 
 
+def distil_and_evaluate(config: DemoConfig, out: Path) -> dict:
+    """A short DCM run from the shipped flow teacher, then one evaluation beside the teacher and the LCM student."""
+    from .distill.dcm import DCMConfig, distill_dcm
+    from .evaluation.evaluate import evaluate_models, write_json
+    from .evaluation.judge import Judge
+    from .evaluation.report import markdown_table, write_report
+
+    student = out / "dcm-student"
+    resume = (student / "stages").exists()
+    if not (student / "videocm.json").is_file() or resume:
+        distill_dcm(DCMConfig(
+            teacher=config.teacher, out=str(student), semantic_minutes=config.semantic_minutes,
+            detail_minutes=config.detail_minutes, semantic_steps=config.semantic_steps,
+            detail_steps=config.detail_steps, latent_pool=config.latent_pool, batch_size=config.batch_size,
+            sample_every=0, checkpoint_every=100, seed=config.seed, resume=resume))
+    steps_for = {config.teacher: sorted({50, max(config.eval_steps)}, reverse=True)}
+    specs = [str(student), config.compare, config.teacher] if Path(config.compare).is_dir() else [
+        str(student), config.teacher]
+    result, runs, real = evaluate_models(specs, list(config.eval_steps), Judge.load(Path(config.models_dir) / "judge"),
+                                         n=config.eval_n, seed=config.seed, teacher=config.teacher,
+                                         teacher_steps=50, steps_for=steps_for)
+    write_json(result, out / "report" / "results.json")
+    report = write_report(result, runs, real, out / "report")
+    return {"student": str(student), "report": str(report), "table": markdown_table(result["rows"]),
+            "rows": result["rows"]}
+
+
 def run_demo(config: DemoConfig) -> dict:
     import numpy as np
 
@@ -86,7 +128,9 @@ def run_demo(config: DemoConfig) -> dict:
 
     scores = score_clips(Judge.load(Path(config.models_dir) / "judge"), videos, prompts)
     models = find_models(Path(config.models_dir))
-    generated = generate_with_models(models, prompts[:config.generate], config, out, videos[:config.generate])
+    generated = ([] if config.distill else
+                 generate_with_models(models, prompts[:config.generate], config, out, videos[:config.generate]))
+    distilled = distil_and_evaluate(config, out) if config.distill else None
     summary = {
         "clips": len(videos),
         "clip_shape": list(videos[0].shape),
@@ -94,6 +138,7 @@ def run_demo(config: DemoConfig) -> dict:
         "judge_scores_of_real_clips": scores,
         "models": [str(m) for m in models],
         "generated": generated,
+        "distilled": {k: v for k, v in (distilled or {}).items() if k != "table"},
         "outputs": [str(out / "clips.gif"), str(out / "controls.gif"), str(clips_dir)],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -113,6 +158,8 @@ def run_demo(config: DemoConfig) -> dict:
               f"{row['n']} prompts, {row['seconds_per_clip']:.2f} s/clip, NFE {row['nfe']:.0f}")
     if generated:
         print(f"real clips (top row) and each model's clips for the same prompts: {out / 'generated.gif'}")
-    else:
-        print(f"no trained model under {config.models_dir}/ yet: teachers and students arrive with later issues")
+    if distilled:
+        print(f"\nDCM student distilled from {config.teacher}: {distilled['student']}")
+        print(distilled["table"])
+        print(f"report (table, plot, GIF grid): {distilled['report']}")
     return summary
