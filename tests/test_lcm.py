@@ -269,3 +269,21 @@ def test_bf16_mixed_precision_runs_under_autocast_on_cpu(tiny_teachers, tmp_path
     teacher = load_file(tiny_teachers["wan"] / "transformer" / "diffusion_pytorch_model.safetensors")
     assert all(v.dtype == torch.float32 for v in student.values())
     assert any(not torch.equal(student[k], teacher[k]) for k in teacher)
+
+
+def test_stop_at_step_keeps_the_schedule_of_the_full_run(tiny_teachers, tmp_path):
+    """--stop-at-step M stops a run planned for N steps at M, with the learning rates of the N-step schedule: its
+    step-M weights equal the full run's step-M checkpoint (a 3-step schedule would give other weights)."""
+    runs = {"full": {}, "cut": {"stop_at_step": 3}, "short": {"steps": 3}}
+    for name, change in runs.items():
+        values = {"steps": 6, "warmup_steps": 1, "checkpoint_every": 3, "keep_checkpoints": 3, **change}
+        summary = distill(tiny_lcm(tiny_teachers["wan"], tmp_path / name, **values), progress=False)
+        assert summary["steps_done"] == (6 if name == "full" else 3)
+
+    def weights(name):
+        return load_file(tmp_path / name / "checkpoints" / "step-3" / "model.safetensors")
+
+    full, cut, short = weights("full"), weights("cut"), weights("short")
+    assert all(torch.equal(full[k], cut[k]) for k in full)
+    assert any(not torch.equal(full[k], short[k]) for k in full)
+    assert (tmp_path / "cut" / "videocm.json").is_file()

@@ -62,6 +62,8 @@ class DCMConfig(LCMConfig):
     detail_lr: float = 1e-4
     semantic_minutes: float = 15.0
     detail_minutes: float = 25.0
+    semantic_stop_step: int = 0  # stop the stage at this step while keeping its schedule (step-matched ablations)
+    detail_stop_step: int = 0
     semantic_from: str | None = None  # reuse the semantic expert of a finished DCM run or student folder
     # semantic expert: temporal coherence
     temporal_weight: float = 1.0
@@ -317,6 +319,7 @@ def stage_config(config: DCMConfig, expert: int) -> DCMConfig:
     name = expert_names(config.phases)[expert]
     return dataclasses.replace(config, steps=steps, lr=config.semantic_lr if semantic else config.detail_lr,
                                max_minutes=minutes, ema_decay=0.0,
+                               stop_at_step=config.semantic_stop_step if semantic else config.detail_stop_step,
                                out=str(Path(config.out) / "stages" / f"expert-{expert}-{name}"),
                                warmup_steps=min(config.warmup_steps, max(1, steps // 10)))
 

@@ -54,6 +54,7 @@ class TrainConfig:
     mixed_precision: str = "no"  # "no", "bf16" or "fp16" (accelerate)
     seed: int = 0
     max_minutes: float = 0.0  # stop early (checkpoint and save) after this much wall time; 0 = no limit
+    stop_at_step: int = 0  # stop early (checkpoint and save) at this step, keeping the schedule of ``steps``; 0 = off
     resume: bool = False  # continue from the newest checkpoint in ``out``
     cpu: bool = False  # force the CPU even when a GPU is there
 
@@ -182,10 +183,12 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True) -> dict:
     logs: dict[str, float] = {}
     stopped_at = None
     for step in bar:
-        if config.max_minutes > 0 and time.time() - began > config.max_minutes * 60:
+        timed_out = config.max_minutes > 0 and time.time() - began > config.max_minutes * 60
+        if timed_out or 0 < config.stop_at_step <= step:
             stopped_at = step
             _save_checkpoint(accelerator, out, step, config.keep_checkpoints)
-            accelerator.print(f"time limit of {config.max_minutes} min reached at step {step}; saved and stopping")
+            reason = f"time limit of {config.max_minutes} min" if timed_out else "--stop-at-step"
+            accelerator.print(f"{reason} reached at step {step}; saved and stopping")
             break
         model.train()
         total = 0.0
