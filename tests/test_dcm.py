@@ -359,3 +359,25 @@ def test_demo_distils_the_shipped_flow_teacher_and_writes_a_report(tmp_path):
     assert len(load_model(out / "dcm-student").experts) == 2
     again = run_demo(config)  # a rerun reuses the finished student
     assert again["distilled"]["student"] == summary["distilled"]["student"]
+
+
+@pytest.mark.parametrize("name", ["dcm-flow", "dcm-vp"])
+def test_shipped_dcm_students_are_small_two_expert_folders(name):
+    folder = REPO / "models" / name
+    assert sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) < 10 * 2**20
+    info = json.loads((folder / "videocm.json").read_text())
+    assert info["method"] == "dcm" and info["phased"]["boundaries"] == [35] and info["default_steps"] == 4
+    model = load_model(folder)
+    assert len(model.experts) == 2 and model.experts[1] is not model.experts[0]
+    assert "Command" in (folder / "README.md").read_text()
+
+
+def test_shipped_flow_dcm_student_beats_its_teacher_at_four_steps():
+    from videocm.evaluation.evaluate import eval_prompts, score_clips
+    from videocm.evaluation.judge import Judge
+
+    prompts, seeds = eval_prompts(24, seed=3)
+    judge = Judge.load()
+    scores = {name: score_clips(judge, VideoPipeline.from_folder(REPO / "models" / name).generate(prompts, seeds, 4),
+                                prompts) for name in ("dcm-flow", "teacher-flow")}
+    assert scores["dcm-flow"]["fidelity_all"] >= scores["teacher-flow"]["fidelity_all"] + 0.2
