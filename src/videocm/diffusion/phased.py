@@ -57,14 +57,14 @@ def phased_function(schedule: Schedule, output: torch.Tensor, x: torch.Tensor, t
     """
     s = torch.as_tensor(s).to(x.device)
     t = torch.as_tensor(t).to(x.device)
-    consistency = consistency_function(schedule, output, x, t, sigma_data, timestep_scaling)
-    if bool((s == 0).all()):
-        return consistency
+    final = s == 0
+    if bool(final.all()):
+        return consistency_function(schedule, output, x, t, sigma_data, timestep_scaling)
     jump = ode_step(schedule, output, x, t, s)
-    if bool((s != 0).all()):
-        return jump
-    final = (s == 0).reshape(-1, *([1] * (x.ndim - 1)))
-    return torch.where(final, consistency, jump)
+    if not bool(final.any()):
+        return jump  # no segment ends at the clean end: the consistency function is not needed
+    consistency = consistency_function(schedule, output, x, t, sigma_data, timestep_scaling)
+    return torch.where(final.reshape(-1, *([1] * (x.ndim - 1))), consistency, jump)
 
 
 def split_steps(num_steps: int, segments: list[tuple[int, int]]) -> list[int]:
