@@ -77,6 +77,38 @@ def build_parser() -> argparse.ArgumentParser:
     captions.add_argument("--out", required=True, help="output .safetensors file")
     captions.add_argument("--max-length", type=int, default=16)
 
+    encode = commands.add_parser(
+        "encode", help="precompute a teacher's VAE latents and text states of your videos (a latent cache)",
+        description="Encode every usable video of --data (a folder of .mp4/.webm/.gif with captions.jsonl, "
+                    "metadata.csv or a NAME.txt beside each video) with --teacher's VAE and text encoder into --out "
+                    "(safetensors shards + index.json). Unusable videos are reported by name and skipped; a "
+                    "killed run is finished by running the same command again.")
+    encode.add_argument("--teacher", required=True, help="teacher: a diffusers pipeline folder or videocm model folder")
+    encode.add_argument("--data", required=True, help="folder of videos with captions")
+    encode.add_argument("--out", required=True, help="cache folder to write")
+    encode.add_argument("--frames", type=int, help="frames per clip (default: the teacher's)")
+    encode.add_argument("--height", type=int, help="clip height in pixels (default: the teacher's)")
+    encode.add_argument("--width", type=int, help="clip width in pixels (default: the teacher's)")
+    encode.add_argument("--max-sequence-length", type=int, help="text tokens (default: the pipeline's)")
+    encode.add_argument("--frame-stride", type=int, default=0,
+                        help="take every N-th frame from the start (default 0: spread the frames over the video)")
+    encode.add_argument("--batch-size", type=int, default=4)
+    encode.add_argument("--shard-size", type=int, default=64, help="clips per safetensors shard")
+    encode.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+
+    export = commands.add_parser(
+        "export", help="hand a student back to diffusers (pipeline folder, model folder or LoRA, plus scheduler)",
+        description="Write --model (a student folder) to --out for diffusers: 'pipeline' (students of a diffusers "
+                    "pipeline teacher; DiffusionPipeline.from_pretrained(OUT) loads it), 'model' (the denoiser "
+                    "folder and scheduler alone) or 'lora' (pytorch_lora_weights.safetensors for load_lora_weights).")
+    export.add_argument("--model", required=True, help="student folder (from `videocm distill`)")
+    export.add_argument("--out", required=True, help="new folder to write")
+    export.add_argument("--format", choices=["pipeline", "model", "lora"],
+                        help="default: pipeline for students of diffusers pipelines, else model")
+    export.add_argument("--copy", action="store_true", help="copy the teacher's other parts instead of linking them")
+    export.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                        help="weights' storage dtype")
+
     sample = commands.add_parser("sample", help="generate clips from prompts with a model folder")
     sample.add_argument("--model", help="model folder (default: the shipped flow-matching teacher)")
     prompt = sample.add_mutually_exclusive_group(required=True)
@@ -92,6 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", required=True, help="output file, or folder with --prompts")
     sample.add_argument("--format", choices=["mp4", "gif", "npy", "png"], help="default: from --out's suffix")
     sample.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    sample.add_argument("--noise", choices=["diffusers", "videocm"], default="diffusers",
+                        help="students' re-noising: 'diffusers' (default) continues clip i's generator, seeded S+i, "
+                        "as a diffusers pipeline does, so an exported student gives the same clip there; 'videocm' "
+                        "uses one seed per step, as `videocm eval` does")
+    sample.add_argument("--frames", type=int, help="diffusers pipeline teachers: frames (4k+1 for CogVideoX, Wan, "
+                        "HunyuanVideo; default the pipeline's)")
+    sample.add_argument("--height", type=int, help="diffusers pipeline teachers: height in pixels")
+    sample.add_argument("--width", type=int, help="diffusers pipeline teachers: width in pixels")
+    sample.add_argument("--max-sequence-length", type=int, help="diffusers pipeline teachers: text tokens")
 
     demo = commands.add_parser("demo", help="the main job on the built-in default (what `make demo` runs)")
     _add_config_arguments(demo)
@@ -175,6 +216,33 @@ def _run(argv: list[str]) -> int:
         prompts = [caption_for(d, c, m) for d, c, m in all_captions()] + [""]
         path = save_prompt_cache(TextEncoder(max_length=args.max_length), prompts, args.out)
         print(f"wrote states of {len(prompts)} prompts to {path}")
+        return 0
+    if args.command == "export":
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        from .models.export import USAGE_FILE, export_student
+
+        out = export_student(args.model, args.out, args.format, args.copy, args.dtype)
+        print(f"exported {args.model} to {out}; see {out / USAGE_FILE}")
+        return 0
+    if args.command == "encode":
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        import torch
+
+        from .distill.batches import encode_video_folder
+        from .distill.lcm import video_shape_override
+        from .models.folder import load_model
+
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        teacher = load_model(args.teacher, device, video_shape_override(args), args.max_sequence_length)
+        text = teacher.text
+        if text is None:
+            from .models.text_encoder import TextEncoder
+
+            text = TextEncoder(max_length=int(teacher.info.get("text_max_length", 16)), device=device)
+        encode_video_folder(teacher, text, Path(args.data), Path(args.out), args.frame_stride, args.batch_size,
+                            args.shard_size, device)
         return 0
     if args.command == "sample":
         if extra:

@@ -1,7 +1,10 @@
 """Text to video with a loaded model: prompts -> text states -> noise -> denoiser steps -> VAE decode -> clips.
 
 Clip ``i`` starts from noise drawn with seed ``seeds[i]`` alone, so results do not depend on the batch size and
-a student and its teacher can start from the same noise.
+a student and its teacher can start from the same noise. A student's re-noising noise comes, with
+``noise="videocm"`` (evaluations), from one seed per (clip, step); with ``noise="diffusers"`` (``videocm
+sample``), from clip ``i``'s generator continued after its starting noise, as a diffusers pipeline called with
+``generator=torch.Generator().manual_seed(seeds[i])`` draws it, so an exported student gives the same clip there.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import numpy as np
 import torch
 
 from .diffusion import consistency_times, sample_consistency, sample_teacher, seeded_noise, skipping_grid
+from .diffusion.consistency import NoiseSource
 from .diffusion.phased import phased_times, sample_phased, segment_bounds
 from .errors import VideoCMError
 from .evaluation.cost import CostMeter
@@ -34,13 +38,39 @@ def initial_noise(seeds: list[int], shape: tuple[int, ...], device: str | torch.
         device)
 
 
+NOISE_MODES = ("videocm", "diffusers")
+
+
+def sampling_noise(seeds: list[int], shape: tuple[int, ...], mode: str, device: str | torch.device = "cpu",
+                   frames_first: bool = False) -> tuple[torch.Tensor, NoiseSource]:
+    """Starting noise ``(B, *shape)`` and the re-noising source of a student (see the module docstring).
+
+    ``frames_first``: re-noising noise drawn as ``(T, C, h, w)`` per clip, as ``TextToVideoSDPipeline`` draws it
+    (it steps its scheduler on frames stacked as a batch)."""
+    if mode == "videocm":
+        return initial_noise(seeds, shape, device), seeded_noise(seeds, device)
+    if mode != "diffusers":
+        raise VideoCMError(f"noise mode {mode!r}: use one of {', '.join(NOISE_MODES)}")
+    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+    def draw(step: int, step_shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.stack([torch.randn(step_shape[1:], generator=g) for g in generators]).to(device)
+
+    def draw_frames_first(step: int, step_shape: tuple[int, ...]) -> torch.Tensor:
+        channels, frames, *rest = step_shape[1:]
+        return torch.stack([torch.randn((frames, channels, *rest), generator=g).transpose(0, 1)
+                            for g in generators]).to(device)
+
+    return draw(0, (len(seeds), *shape)), (draw_frames_first if frames_first else draw)
+
+
 class VideoPipeline:
     """Generates uint8 clips ``(T, H, W, 3)`` from prompts with a teacher (many-step ODE sampler)."""
 
     def __init__(self, model: VideoModel, device: str | torch.device = "cpu", text=None) -> None:
         self.model = model
         self.device = torch.device(device)
-        self.text = text or shared_text_encoder(int(model.info.get("text_max_length", 16)), device)
+        self.text = text or model.text or shared_text_encoder(int(model.info.get("text_max_length", 16)), device)
         self.name = model.path.name
 
     @classmethod
@@ -50,13 +80,14 @@ class VideoPipeline:
     @torch.inference_mode()
     def generate(self, prompts: list[str], seeds: list[int], steps: int | None = None,
                  guidance: float | None = None, meter: CostMeter | None = None, negative_prompt: str = "",
-                 progress: bool = False, timesteps: list[float] | None = None) -> list[np.ndarray]:
+                 progress: bool = False, timesteps: list[float] | None = None, noise: str = "videocm"
+                 ) -> list[np.ndarray]:
         """``timesteps``: explicit sampling times for a student (descending, the schedule's time), instead of
-        ``steps`` spread over its grid."""
+        ``steps`` spread over its grid. ``noise``: a student's re-noising convention (module docstring)."""
         meter = meter or CostMeter()
         steps = steps or self.model.default_steps
         if self.model.is_student:
-            return self._generate_student(prompts, seeds, steps, guidance, meter, progress, timesteps)
+            return self._generate_student(prompts, seeds, steps, guidance, meter, progress, timesteps, noise)
         if timesteps is not None:
             raise VideoCMError("explicit timesteps are for students; give a teacher --steps")
         guidance = self.model.default_guidance if guidance is None else guidance
@@ -74,8 +105,8 @@ class VideoPipeline:
         return clips
 
 
-    def _generate_student(self, prompts, seeds, steps, guidance, meter, progress, timesteps=None
-                          ) -> list[np.ndarray]:
+    def _generate_student(self, prompts, seeds, steps, guidance, meter, progress, timesteps=None,
+                          noise_mode: str = "videocm") -> list[np.ndarray]:
         """Multistep consistency sampling (expert-switching for a phased student): one network evaluation per
         step, guidance folded in or embedded."""
         info = self.model.info
@@ -112,15 +143,15 @@ class VideoPipeline:
             raise VideoCMError(f"this student has guidance {info['guidance']['scale']} folded into its weights; "
                                f"leave --guidance out (or distil with --guidance-range to choose it when sampling)")
         with meter.phase("denoise"):
-            noise = initial_noise(seeds, self.model.latent_shape, self.device)
+            noise, renoise = sampling_noise(seeds, self.model.latent_shape, noise_mode, self.device,
+                                            info.get("pipeline_class") == "TextToVideoSDPipeline")
             scalings = (float(consistency["sigma_data"]), float(consistency["timestep_scaling"]))
             if experts is not None:
                 latents = sample_phased([meter.counted(e) for e in experts], noise, self.model.schedule, grid,
-                                        segments, times, cond, seeded_noise(seeds, self.device), *scalings,
-                                        progress=progress)
+                                        segments, times, cond, renoise, *scalings, progress=progress)
             else:
                 latents = sample_consistency(meter.counted(self.model.denoiser), noise, self.model.schedule, times,
-                                             cond, seeded_noise(seeds, self.device), *scalings, progress=progress)
+                                             cond, renoise, *scalings, progress=progress)
         with meter.phase("decode"):
             clips = to_uint8_frames(self.model.vae.decode(latents))
         meter.clips += len(prompts)
@@ -131,5 +162,5 @@ def register_generators() -> None:
     """Let ``videocm eval --model DIR`` load teacher folders."""
     from .evaluation.generators import GENERATOR_LOADERS
 
-    for family in ("wan", "unet3d"):
+    for family in ("wan", "unet3d", "cogvideox", "hunyuan"):
         GENERATOR_LOADERS.setdefault(family, VideoPipeline.from_folder)

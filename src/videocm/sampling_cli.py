@@ -28,7 +28,7 @@ def write_clip(path: Path, clip: np.ndarray, fmt: str) -> Path:
 
         iio.imwrite(path, np.concatenate(list(clip.repeat(4, 1).repeat(4, 2)), axis=1))  # frames side by side
     else:
-        write_video(path, clip, scale=4)
+        write_video(path, clip, scale=4 if clip.shape[1] < 128 else 1)  # small clips enlarged to be seen
     return path
 
 
@@ -61,13 +61,22 @@ def run_sample(args: argparse.Namespace) -> int:
         except ValueError:
             raise VideoCMError(f"--timesteps {args.timesteps!r}: give comma-separated numbers, e.g. 999,759,499,259")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipeline = VideoPipeline.from_folder(Path(args.model) if args.model else DEFAULT_MODEL, device)
+    from .models.folder import load_model
+
+    shape = [getattr(args, key, None) for key in ("frames", "height", "width")]
+    if any(v is not None for v in shape) and not all(v is not None for v in shape):
+        raise VideoCMError("give --frames, --height and --width together (they size a diffusers pipeline's clips)")
+    model = load_model(Path(args.model) if args.model else DEFAULT_MODEL, device,
+                       video_shape=shape if all(v is not None for v in shape) else None,
+                       max_sequence_length=getattr(args, "max_sequence_length", None))
+    pipeline = VideoPipeline(model, device)
     seeds = [args.seed + i for i in range(len(prompts))]
     clips: list[np.ndarray] = []
     for start in tqdm(range(0, len(prompts), args.batch_size), desc="sampling", disable=len(prompts) <= 1):
         clips += pipeline.generate(prompts[start:start + args.batch_size], seeds[start:start + args.batch_size],
                                    args.steps, args.guidance, negative_prompt=args.negative_prompt,
-                                   progress=len(prompts) == 1, timesteps=timesteps)
+                                   progress=len(prompts) == 1, timesteps=timesteps,
+                                   noise=getattr(args, "noise", "diffusers"))
     if args.prompt:
         print(f"wrote {write_clip(out, clips[0], fmt)}")
         return 0

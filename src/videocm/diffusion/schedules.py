@@ -157,10 +157,21 @@ def vp_schedule(
     set_alpha_to_one: bool = True,
     timestep_spacing: str = "leading",
     steps_offset: int = 0,
+    snr_shift_scale: float = 1.0,
 ) -> VPSchedule:
-    """Build a :class:`VPSchedule` from the same arguments as diffusers' ``DDIMScheduler``."""
-    betas = make_betas(beta_schedule, beta_start, beta_end, num_train_timesteps, zero_terminal_snr)
-    alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+    """Build a :class:`VPSchedule` from the same arguments as diffusers' ``DDIMScheduler`` (``snr_shift_scale``:
+    ``CogVideoXDDIMScheduler``'s SNR shift, applied to ``abar`` before the zero-terminal-SNR rescale)."""
+    if snr_shift_scale == 1.0:
+        betas = make_betas(beta_schedule, beta_start, beta_end, num_train_timesteps, zero_terminal_snr)
+        alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+    else:
+        betas = make_betas(beta_schedule, beta_start, beta_end, num_train_timesteps, False)
+        alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+        alphas_cumprod = alphas_cumprod / (snr_shift_scale + (1 - snr_shift_scale) * alphas_cumprod)
+        if zero_terminal_snr:
+            root = alphas_cumprod.sqrt()
+            first, last = root[0].clone(), root[-1].clone()
+            alphas_cumprod = ((root - last) * (first / (first - last))) ** 2
     final = 1.0 if set_alpha_to_one else float(alphas_cumprod[0])
     return VPSchedule(alphas_cumprod, prediction_type, final, timestep_spacing, steps_offset)  # type: ignore[arg-type]
 

@@ -6,6 +6,8 @@ the step's generator, and each process keeps its own rows, so the data do not de
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -29,6 +31,10 @@ class LatentBatches:
         self.pool: tuple[torch.Tensor, list[str]] | None = None
         if pool_size > 0:
             self.pool = self._encode_pool(pool_size, device)
+
+    def sample_prompts(self) -> list[str] | None:
+        """Captions for monitoring samples (None: the MovingDigits test captions)."""
+        return None
 
     @torch.no_grad()
     def _encode_pool(self, n: int, device) -> tuple[torch.Tensor, list[str]]:
@@ -64,3 +70,92 @@ class LatentBatches:
             latents = self.vae.encode(clips_tensor(clips).to(device))
         text = {k: v.to(device) for k, v in self.text.encode(captions).items()}
         return latents, text, captions
+
+
+def cache_fingerprint(teacher, data: Path, frame_stride: int) -> dict:
+    """What a latent cache depends on: the teacher (path, clip shape, text length) and the video folder."""
+    info = teacher.info
+    return {"teacher": str(Path(info.get("pipeline", teacher.path)).resolve()),
+            "video_shape": list(info["video_shape"]), "latent_shape": list(info["latent_shape"]),
+            "max_sequence_length": info.get("max_sequence_length", info.get("text_max_length")),
+            "data": str(Path(data).resolve()), "frame_stride": int(frame_stride)}
+
+
+def encode_video_folder(teacher, text, data: Path, out: Path, frame_stride: int = 0, batch_size: int = 4,
+                        shard_size: int = 64, device: torch.device | str = "cpu", progress: bool = True) -> dict:
+    """``videocm encode``: the teacher's VAE latents and text states of every usable video of ``data``, written
+    once into a latent cache at ``out`` (resumed if a killed run left it half-written). Returns its index."""
+    from ..data.latent_cache import write_latent_cache
+    from ..data.video_folder import load_clip, scan_video_folder
+    from .vae_training import clips_tensor
+
+    frames, height, width = (int(v) for v in teacher.info["video_shape"])
+    report = scan_video_folder(data, frames)
+    print(report.summary())
+    vae = teacher.vae.to(device)
+
+    @torch.no_grad()
+    def encode_videos(videos: np.ndarray) -> torch.Tensor:
+        pixels = torch.from_numpy(videos).permute(0, 4, 1, 2, 3).float().div(127.5).sub(1).to(device)
+        return vae.encode(pixels).cpu()
+
+    def encode_texts(captions: list[str]) -> dict[str, torch.Tensor]:
+        return {k: v.cpu() for k, v in text.encode(captions).items()}
+
+    index = write_latent_cache(out, report.usable, lambda item: load_clip(item.path, frames, height, width,
+                                                                          frame_stride),
+                               encode_videos, encode_texts, cache_fingerprint(teacher, data, frame_stride),
+                               shard_size=shard_size, batch_size=batch_size, progress=progress)
+    skipped = len(report.skipped) + len(index.get("skipped", []))
+    print(f"latent cache {out}: {index['count']} clips encoded, {skipped} videos skipped")
+    return index
+
+
+def ensure_latent_cache(teacher, text, data: Path, cache: str, frame_stride: int, device):
+    """``data`` as a :class:`LatentCache`: a finished cache is used as it is; a video folder is encoded into
+    ``cache`` first (or the half-written cache there finished)."""
+    from ..data.latent_cache import LatentCache, cache_status
+    from ..errors import VideoCMError
+
+    data = Path(data)
+    if (data / "index.json").is_file() or (data / "progress.json").is_file():
+        loaded = LatentCache(data)
+        expected = cache_fingerprint(teacher, Path(loaded.fingerprint.get("data", data)), frame_stride)
+        for key in ("teacher", "latent_shape", "max_sequence_length"):
+            if loaded.fingerprint.get(key) != expected[key]:
+                raise VideoCMError(f"latent cache {data} was encoded with {key} {loaded.fingerprint.get(key)}, this "
+                                   f"run needs {expected[key]}: encode again with `videocm encode`")
+        return loaded
+    if not data.is_dir():
+        raise VideoCMError(f"--data {data} does not exist: give a folder of videos with captions or a latent cache")
+    status = cache_status(cache, cache_fingerprint(teacher, data, frame_stride))
+    if status != "complete":
+        encode_video_folder(teacher, text, data, Path(cache), frame_stride, device=device)
+    return LatentCache(cache)
+
+
+class CachedLatentBatches:
+    """Training batches from a :class:`data.latent_cache.LatentCache`: latents and the text states stored with
+    them; a dropped caption gets the empty prompt's states (from ``text``)."""
+
+    def __init__(self, cache, text, caption_dropout: float = 0.0) -> None:
+        self.cache, self.caption_dropout = cache, caption_dropout
+        self.empty = text.encode([""]) if caption_dropout > 0 else None
+
+    def sample_prompts(self) -> list[str]:
+        return list(dict.fromkeys(self.cache.captions))[:16]
+
+    @torch.no_grad()
+    def draw(self, n: int, rng: np.random.Generator, shard: tuple[int, int],
+             device: torch.device | str) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[str]]:
+        rows = shard_rows(n, shard)
+        picks = rng.integers(len(self.cache), size=n)
+        dropped = rng.random(n) < self.caption_dropout
+        latents, text, captions = self.cache.get(picks[rows].tolist())
+        keep = torch.from_numpy(~dropped[rows])
+        if self.empty is not None and not keep.all():
+            for key, value in text.items():
+                empty = self.empty[key].to(value.dtype).expand_as(value)
+                text[key] = torch.where(keep.view(-1, *([1] * (value.dim() - 1))), value, empty)
+            captions = [c if k else "" for c, k in zip(captions, keep.tolist())]
+        return latents.float().to(device), {k: v.to(device) for k, v in text.items()}, captions

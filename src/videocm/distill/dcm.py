@@ -38,7 +38,7 @@ from ..errors import VideoCMError
 from ..models.denoisers import DenoiserAdapter
 from ..models.experts import (EXPERTS_FOLDER, FeatureTap, feature_blocks, load_expert, save_expert, tied_expert)
 from ..models.folder import STORE_DTYPES, VideoModel, cast_for_storage, load_model, save_model
-from .lcm import LCMConfig, LCMTask
+from .lcm import LCMConfig, LCMTask, load_teacher
 from .trainer import check_resume, run_and_summarise, sample_and_score, shard_rows
 
 DONE = "stage_done.json"
@@ -292,7 +292,8 @@ class DCMStageTask(LCMTask):
                                  experts=experts)
         pipeline = VideoPipeline(video_model, next(model.parameters()).device, text=self.text)
         try:
-            return sample_and_score(pipeline, self.config.sample_clips, self.config.sample_steps, None, out, step)
+            return sample_and_score(pipeline, self.config.sample_clips, self.config.sample_steps, None, out, step,
+                                    self.batches.sample_prompts())
         finally:
             model.train()
 
@@ -385,7 +386,7 @@ def distill_dcm(config: DCMConfig, progress: bool = True) -> dict:
 def _assemble(config: DCMConfig, semantic: DenoiserAdapter, experts: list[DenoiserAdapter]) -> dict:
     """Write ``OUT``: the semantic network in diffusers format, ``experts/expert-J`` and ``videocm.json``."""
     out = Path(config.out)
-    teacher = load_model(config.teacher, "cpu")
+    teacher = load_teacher(config, "cpu")
     grid_task = _InfoOnly(config, teacher)
     info = grid_task.info()
     network = cast_for_storage(semantic.cpu(), STORE_DTYPES[config.store_dtype])

@@ -72,10 +72,19 @@ class LCMConfig(TrainConfig):
     lora_rank: int = 16
     lora_alpha: float = 16.0
     lora_targets: list[str] = field(default_factory=list)  # empty: attention and feed-forward projections
-    # data
+    # data: MovingDigits (default), or your own videos: a video folder (encoded once into a latent cache under
+    # OUT/latent-cache, or --cache DIR) or a cache written by `videocm encode`
+    data: str | None = None
+    cache: str | None = None
+    frame_stride: int = 0  # frames picked from your videos: 0 = spread over the clip, s = every s-th from the start
     latent_pool: int = 4096
     prompt_cache: str | None = None
     caption_dropout: float = 0.0
+    # diffusers pipeline teachers: the clip shape to distil at (default: the pipeline's) and the text length
+    frames: int | None = None
+    height: int | None = None
+    width: int | None = None
+    max_sequence_length: int | None = None
     # output
     default_steps: int = 4
     sample_clips: int = 48
@@ -101,6 +110,37 @@ def check_config(config: LCMConfig, teacher_info: dict) -> None:
         raise VideoCMError(f"--default-steps must be between 1 and --grid-points, got {config.default_steps}")
     if teacher_info.get("kind") != "teacher":
         raise VideoCMError(f"{config.teacher} is a {teacher_info.get('kind')} folder; --teacher needs a teacher")
+
+
+def video_shape_override(config) -> list[int] | None:
+    """``[frames, height, width]`` from ``--frames --height --width`` (all three or none)."""
+    shape = [config.frames, config.height, config.width]
+    if all(v is None for v in shape):
+        return None
+    if any(v is None for v in shape):
+        raise VideoCMError("give --frames, --height and --width together (the clip shape to distil at)")
+    return [int(v) for v in shape]
+
+
+def load_teacher(config, device):
+    """The teacher of a distillation config: a videocm folder or a diffusers pipeline folder."""
+    return load_model(config.teacher, device, video_shape_override(config), config.max_sequence_length)
+
+
+def training_batches(config, teacher, text, device):
+    """Latent batches of the run: MovingDigits clips, or the user's videos through a latent cache."""
+    if config.data is None:
+        if "pipeline" in teacher.info:
+            raise VideoCMError(f"{config.teacher} is a diffusers pipeline: give your videos with --data DIR "
+                               f"(a folder of videos with captions, or a cache from `videocm encode`)")
+        video = teacher.info.get("video_shape", [8, 32, 32])
+        return LatentBatches(teacher.vae, Geometry(int(video[0]), int(video[1])), text, config.seed,
+                             config.caption_dropout, config.latent_pool, device)
+    from .batches import CachedLatentBatches, ensure_latent_cache
+
+    cache = ensure_latent_cache(teacher, text, Path(config.data), config.cache or str(Path(config.out) / "latent-cache"),
+                                config.frame_stride, device)
+    return CachedLatentBatches(cache, text, config.caption_dropout)
 
 
 class TargetNetwork:
@@ -134,24 +174,26 @@ class LCMTask:
     def __init__(self, config: LCMConfig, device: torch.device | str | None = None) -> None:
         device = torch.device(device or ("cuda" if torch.cuda.is_available() and not config.cpu else "cpu"))
         self.config = config
-        teacher = load_model(config.teacher, device)
+        teacher = load_teacher(config, device)
         check_config(config, teacher.info)
         self.teacher_info = teacher.info
         self.teacher = teacher.denoiser.eval().requires_grad_(False)
         self.vae, self.schedule = teacher.vae, teacher.schedule
         self.grid = skipping_grid(self.schedule, config.grid_points)
         self.guidance = float(teacher.default_guidance if config.guidance is None else config.guidance)
+        if self.teacher.embeds_guidance:  # HunyuanVideo: the scale goes into the network, no second forward
+            if config.guidance_range:
+                raise VideoCMError("this teacher embeds guidance in its network; --guidance-range is not supported")
+            self.teacher.embedded_guidance = self.guidance
         torch.manual_seed(config.seed)
         # the segment of the grid this student learns to map to its low end (LCM: all of it, to the clean end)
         self.segment = self.student_segment()
         self.model = self.build_student(device)
         self.target = TargetNetwork(self.model, config.target, config.target_decay)
         max_length = int(teacher.info.get("text_max_length", 16))
-        self.text = PromptCache(config.prompt_cache) if config.prompt_cache else TextEncoder(max_length=max_length)
-        video = teacher.info.get("video_shape", [8, 32, 32])
-        self.geometry = Geometry(int(video[0]), int(video[1]))
-        self.batches = LatentBatches(self.vae, self.geometry, self.text, config.seed, config.caption_dropout,
-                                     config.latent_pool, device)
+        self.text = (teacher.text or (PromptCache(config.prompt_cache) if config.prompt_cache
+                                      else TextEncoder(max_length=max_length)))
+        self.batches = training_batches(config, teacher, self.text, device)
         self.negative = {k: v.to(device) for k, v in self.text.encode([config.negative_prompt]).items()}
         self.shard = (0, 1)
         self.micro_batch = config.batch_size
@@ -178,10 +220,11 @@ class LCMTask:
         self.target.update(model)
 
     def _guidance(self, n: int, rng: np.random.Generator) -> torch.Tensor:
+        """The classifier-free guidance scale of each clip (1 where the teacher embeds guidance itself)."""
         if self.config.guidance_range:
             low, high = self.config.guidance_range
             return torch.from_numpy(rng.uniform(low, high, size=n)).float()
-        return torch.full((n,), self.guidance)
+        return torch.full((n,), 1.0 if self.teacher.embeds_guidance else self.guidance)
 
     def _consistency(self, output, x, t):
         """The student's map of ``(x, t)`` to its segment's low end (LCM: ``f(x, t)``, to the clean end)."""
@@ -241,6 +284,8 @@ class LCMTask:
                             "timestep_scaling": c.timestep_scaling, "target": c.target},
             "student": c.student, "teacher": str(c.teacher),
         })
+        if "embedded_guidance" in info:  # the scale the network itself was given while distilling
+            info["embedded_guidance"] = self.guidance
         return info
 
     def _student_for_saving(self, model: DenoiserAdapter) -> DenoiserAdapter:
@@ -262,7 +307,8 @@ class LCMTask:
         student = self._student_for_saving(model).to(device).eval()
         pipeline = VideoPipeline(VideoModel(student, self.vae, self.schedule, self.info(), Path(self.config.out)),
                                  device, text=self.text)
-        return sample_and_score(pipeline, self.config.sample_clips, self.config.sample_steps, None, out, step)
+        return sample_and_score(pipeline, self.config.sample_clips, self.config.sample_steps, None, out, step,
+                                self.batches.sample_prompts())
 
     def save(self, model, out):
         out = Path(out)

@@ -269,15 +269,21 @@ def run_and_summarise(config: TrainConfig, make_task, progress: bool = True) -> 
     return summary
 
 
-def sample_and_score(pipeline, n: int, steps: int, guidance: float | None, out: Path, step: int) -> dict[str, float]:
-    """Generate ``n`` clips for evenly spread test captions, write ``OUT/samples/step-N.gif`` (16 of them) and
-    append the judge's fidelity and the coherence to ``OUT/samples/scores.jsonl``."""
+def sample_and_score(pipeline, n: int, steps: int, guidance: float | None, out: Path, step: int,
+                     prompts: list[str] | None = None) -> dict[str, float]:
+    """Generate ``n`` clips for evenly spread test captions (or ``prompts``, e.g. the user's own captions), write
+    ``OUT/samples/step-N.gif`` (16 of them) and append the judge's fidelity (MovingDigits clips only) and the
+    coherence to ``OUT/samples/scores.jsonl``."""
     from ..data.video_io import tile, write_video
     from ..evaluation.evaluate import eval_prompts
     from ..evaluation.judge import Judge
     from ..evaluation.metrics import fidelity, temporal_coherence
 
-    prompts, seeds = eval_prompts(n, seed=1)
+    if prompts:
+        prompts = [prompts[i % len(prompts)] for i in range(n)]
+        seeds = list(range(1, n + 1))
+    else:
+        prompts, seeds = eval_prompts(n, seed=1)
     clips = pipeline.generate(prompts, seeds, steps, guidance)
     samples = Path(out) / "samples"
     write_video(samples / f"step-{step:06d}.gif", tile(clips[:16], 8), scale=2)

@@ -28,6 +28,8 @@ EXPERTS_FOLDER = "experts"
 OWN_MODULES = {
     "wan": ["condition_embedder", "scale_shift_table", "norm_out", "proj_out"],
     "unet3d": ["time_embedding", "conv_norm_out", "conv_out"],
+    "cogvideox": ["time_embedding", "norm_out", "proj_out"],
+    "hunyuan": ["time_text_embed", "norm_out", "proj_out"],
 }
 DETAIL_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
@@ -104,6 +106,10 @@ def feature_blocks(denoiser: DenoiserAdapter, every: int) -> list[nn.Module]:
     network = denoiser.network
     if denoiser.family == "wan":
         blocks = list(network.blocks)
+    elif denoiser.family == "cogvideox":
+        blocks = list(network.transformer_blocks)
+    elif denoiser.family == "hunyuan":
+        blocks = [*network.transformer_blocks, *network.single_transformer_blocks]
     else:
         blocks = [*network.down_blocks, network.mid_block, *network.up_blocks]
     if every < 1:
@@ -144,10 +150,15 @@ class FeatureTap:
 
     def _as_video(self, hidden: torch.Tensor) -> torch.Tensor:
         batch, _, frames, height, width = self._shape
-        if self.denoiser.family == "wan":
-            pt, ph, pw = self.denoiser.network.config.patch_size
-            grid = (frames // pt, height // ph, width // pw)
-            return hidden.transpose(1, 2).reshape(batch, hidden.shape[-1], *grid)
+        if self.denoiser.family != "unet3d":  # transformers: tokens in (frame, row, column) order
+            config = self.denoiser.network.config
+            if self.denoiser.family == "wan":
+                pt, ph, pw = config.patch_size
+            else:
+                pt, ph, pw = config.get("patch_size_t") or 1, config.patch_size, config.patch_size
+            grid = (-(-frames // pt), height // ph, width // pw)
+            tokens = grid[0] * grid[1] * grid[2]
+            return hidden[:, :tokens].transpose(1, 2).reshape(batch, hidden.shape[-1], *grid)
         # UNet3D runs frames as batch rows: (B*T, C, h, w)
         channels, h, w = hidden.shape[1:]
         return hidden.reshape(batch, frames, channels, h, w).transpose(1, 2)

@@ -24,7 +24,9 @@ from .denoisers import DenoiserAdapter
 from .vae import VideoVAE
 
 MARKER = "videocm.json"
-SUBFOLDERS = {"wan": "transformer", "unet3d": "unet"}
+SUBFOLDERS = {"wan": "transformer", "unet3d": "unet", "cogvideox": "transformer", "hunyuan": "transformer"}
+NETWORK_CLASSES = {"wan": "WanTransformer3DModel", "unet3d": "UNet3DConditionModel",
+                   "cogvideox": "CogVideoXTransformer3DModel", "hunyuan": "HunyuanVideoTransformer3DModel"}
 FORMAT_VERSION = 1
 
 
@@ -94,6 +96,7 @@ class VideoModel:
     info: dict
     path: Path
     experts: list | None = None  # a phased (DCM) student's networks, highest-noise segment first
+    text: object | None = None  # a diffusers pipeline's text encoder (None: videocm's MiniLM)
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
@@ -127,19 +130,28 @@ def cast_for_storage(network: torch.nn.Module, dtype: torch.dtype) -> torch.nn.M
         diffusers_logging.set_verbosity(level)
 
 
-def load_network(family: str, path: Path, dtype: torch.dtype = torch.float32):
-    if family == "wan":
-        from diffusers import WanTransformer3DModel as cls
-    elif family == "unet3d":
-        from diffusers import UNet3DConditionModel as cls
-    else:
+def network_class(family: str):
+    import diffusers
+
+    if family not in NETWORK_CLASSES:
         raise VideoCMError(f"unknown model family {family!r}: videocm loads {', '.join(SUBFOLDERS)}")
-    return cls.from_pretrained(path, torch_dtype=dtype)
+    return getattr(diffusers, NETWORK_CLASSES[family])
 
 
-def load_model(folder: str | Path, device: str | torch.device = "cpu") -> VideoModel:
-    """Load a model folder by path alone (see the module docstring for the layout)."""
+def load_network(family: str, path: Path, dtype: torch.dtype = torch.float32):
+    return network_class(family).from_pretrained(path, torch_dtype=dtype)
+
+
+def load_model(folder: str | Path, device: str | torch.device = "cpu", video_shape: list[int] | None = None,
+               max_sequence_length: int | None = None) -> VideoModel:
+    """Load a model folder by path alone (see the module docstring for the layout), or a diffusers pipeline
+    folder as a teacher (``video_shape`` ``[frames, height, width]`` and ``max_sequence_length`` override the
+    pipeline's defaults; see :mod:`models.pipelines`)."""
+    from .pipelines import is_pipeline_folder, load_pipeline_teacher, pipeline_parts
+
     folder = Path(folder)
+    if is_pipeline_folder(folder) and not (folder / MARKER).is_file():
+        return load_pipeline_teacher(folder, device, video_shape, max_sequence_length)
     info = read_info(folder)
     if info.get("kind") == "vae":
         raise VideoCMError(f"{folder} holds only a VAE; give a teacher or student folder")
@@ -153,9 +165,18 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> VideoM
 
         attach_guidance_embedding(denoiser, load_guidance_embedding(folder / GUIDANCE_FOLDER))
     denoiser = denoiser.to(device).eval().requires_grad_(False)
+    denoiser.embedded_guidance = info.get("embedded_guidance")
     experts = _load_experts(folder, denoiser, info) if "phased" in info else None
-    vae = load_vae(folder, device)
-    return VideoModel(denoiser, vae, schedule_from_config(info["schedule"]), info, folder, experts)
+    text = None
+    if "pipeline" in info:  # a student of a pipeline teacher: text encoder and VAE stay in the teacher's folder
+        pipeline = Path(info["pipeline"])
+        if not pipeline.is_dir():
+            raise VideoCMError(f"{folder} takes its text encoder and VAE from the pipeline {pipeline}, which is "
+                               f"not there: put the teacher pipeline back or edit \"pipeline\" in {folder / MARKER}")
+        _, vae, text = pipeline_parts(pipeline, family, device, int(info["max_sequence_length"]), True)
+    else:
+        vae = load_vae(folder, device)
+    return VideoModel(denoiser, vae, schedule_from_config(info["schedule"]), info, folder, experts, text)
 
 
 def _load_experts(folder: Path, denoiser: DenoiserAdapter, info: dict) -> list[DenoiserAdapter]:
@@ -171,11 +192,13 @@ def _load_experts(folder: Path, denoiser: DenoiserAdapter, info: dict) -> list[D
 
 
 def save_model(folder: str | Path, denoiser: DenoiserAdapter, vae: VideoVAE, info: dict) -> None:
-    """Write a model folder: the network in diffusers format, the VAE, and ``videocm.json``."""
+    """Write a model folder: the network in diffusers format, the VAE, and ``videocm.json`` (models of a
+    diffusers pipeline teacher keep no VAE copy: ``info["pipeline"]`` names the folder it comes from)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     denoiser.network.save_pretrained(folder / SUBFOLDERS[denoiser.family])
-    vae.vae.save_pretrained(folder / "vae")
+    if "pipeline" not in info:
+        vae.vae.save_pretrained(folder / "vae")
     full = {"format": "videocm", "version": FORMAT_VERSION, "family": denoiser.family,
             "subfolder": SUBFOLDERS[denoiser.family], **info}
     (folder / MARKER).write_text(json.dumps(full, indent=2))

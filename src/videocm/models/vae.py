@@ -1,5 +1,6 @@
 """The video VAE: diffusers' ``AutoencoderKLCogVideoX`` with a small config (4x spatial, no temporal
-compression), wrapped so latents come out normalised per channel (zero mean, unit std over training clips).
+compression) for the built-in teachers, or a diffusers pipeline's own VAE (CogVideoX, Wan, HunyuanVideo, or
+ModelScope's image VAE frame by frame), wrapped so latents come out normalised as the pipeline normalises them.
 
 Videos are float ``(B, 3, T, H, W)`` in [-1, 1]; latents ``(B, C, T, H/4, W/4)``.
 """
@@ -34,38 +35,87 @@ def build_vae(config: VAEConfig) -> AutoencoderKLCogVideoX:
 
 
 class VideoVAE(torch.nn.Module):
-    """A CogVideoX-style VAE plus per-channel latent statistics (stored in its config as ``latents_mean`` /
-    ``latents_std``): ``encode`` returns normalised latents, ``decode`` takes them back to pixels."""
+    """A diffusers video (or image) VAE whose ``encode`` returns normalised latents ``(B, C, T', h, w)`` and whose
+    ``decode`` takes them back to pixels ``(B, 3, T, H, W)`` in [-1, 1].
 
-    def __init__(self, vae: AutoencoderKLCogVideoX) -> None:
+    Normalisation, ``(raw - mean) / std``: per-channel ``latents_mean`` / ``latents_std`` from the VAE's config
+    (videocm's own VAEs, Wan), or, with ``normalisation="config"`` and no such statistics, the pipeline's
+    ``scaling_factor`` and ``shift_factor`` (CogVideoX, HunyuanVideo, ModelScope's image VAE). An image VAE
+    (``AutoencoderKL``) is applied frame by frame, as ``TextToVideoSDPipeline`` does.
+    """
+
+    def __init__(self, vae, normalisation: str = "statistics") -> None:
         super().__init__()
         self.vae = vae
-        channels = vae.config.latent_channels
-        mean = vae.config.latents_mean or [0.0] * channels
-        std = vae.config.latents_std or [1.0] * channels
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1, 1), persistent=False)
+        config = vae.config
+        channels = self.latent_channels
+        mean, std = config.get("latents_mean"), config.get("latents_std")
+        if mean and std:
+            mean, std = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+        elif normalisation == "config":
+            scale = float(config.get("scaling_factor") or 1.0)
+            mean = torch.full((channels,), float(config.get("shift_factor") or 0.0))
+            std = torch.full((channels,), 1.0 / scale)
+        else:
+            mean, std = torch.zeros(channels), torch.ones(channels)
+        self.register_buffer("mean", mean.view(1, -1, 1, 1, 1), persistent=False)
+        self.register_buffer("std", std.view(1, -1, 1, 1, 1), persistent=False)
+
+    @property
+    def per_frame(self) -> bool:
+        """An image VAE (2D, ``AutoencoderKL``), applied to each frame."""
+        return type(self.vae).__name__ == "AutoencoderKL"
 
     @property
     def latent_channels(self) -> int:
-        return int(self.vae.config.latent_channels)
+        config = self.vae.config
+        return int(config.get("z_dim") or config.get("latent_channels"))
 
     @property
     def spatial_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        config = self.vae.config
+        factor = config.get("scale_factor_spatial") or config.get("spatial_compression_ratio")
+        return int(factor) if factor else 2 ** (len(config.block_out_channels) - 1)
 
-    def latent_shape(self, frames: int, size: int) -> tuple[int, int, int, int]:
-        return (self.latent_channels, frames, size // self.spatial_factor, size // self.spatial_factor)
+    @property
+    def temporal_factor(self) -> int:
+        if self.per_frame:
+            return 1
+        config = self.vae.config
+        return int(config.get("scale_factor_temporal") or config.get("temporal_compression_ratio") or 1)
+
+    def latent_frames(self, frames: int) -> int:
+        factor = self.temporal_factor
+        return frames if factor == 1 else (frames - 1) // factor + 1
+
+    def latent_shape(self, frames: int, height: int, width: int | None = None) -> tuple[int, int, int, int]:
+        width = height if width is None else width
+        return (self.latent_channels, self.latent_frames(frames), height // self.spatial_factor,
+                width // self.spatial_factor)
+
+    def _frames_as_batch(self, videos: torch.Tensor) -> torch.Tensor:
+        return videos.transpose(1, 2).flatten(0, 1)  # (B, C, T, H, W) -> (B*T, C, H, W)
+
+    def _batch_as_frames(self, images: torch.Tensor, batch: int) -> torch.Tensor:
+        return images.unflatten(0, (batch, -1)).transpose(1, 2)
 
     def encode(self, videos: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
                ) -> torch.Tensor:
-        posterior = self.vae.encode(videos.to(self.vae.dtype)).latent_dist
+        inputs = videos.to(self.vae.dtype)
+        if self.per_frame:
+            inputs = self._frames_as_batch(inputs)
+        posterior = self.vae.encode(inputs).latent_dist
         latents = posterior.sample(generator) if sample else posterior.mode()
+        if self.per_frame:
+            latents = self._batch_as_frames(latents, videos.shape[0])
         return (latents.float() - self.mean) / self.std
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        raw = latents.float() * self.std + self.mean
-        return self.vae.decode(raw.to(self.vae.dtype)).sample.float().clamp(-1, 1)
+        raw = (latents.float() * self.std + self.mean).to(self.vae.dtype)
+        if self.per_frame:
+            frames = self.vae.decode(self._frames_as_batch(raw)).sample
+            return self._batch_as_frames(frames, latents.shape[0]).float().clamp(-1, 1)
+        return self.vae.decode(raw).sample.float().clamp(-1, 1)
 
     def set_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Record per-channel latent statistics in the config (so they are saved) and the buffers."""

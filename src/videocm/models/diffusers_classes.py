@@ -1,0 +1,161 @@
+"""What a diffusers pipeline loads from an exported student (``videocm export``), as diffusers classes:
+
+* :class:`FlowConsistencyScheduler`: the multistep consistency sampler of a flow-matching student as a
+  ``SchedulerMixin`` (``set_timesteps`` / ``step``), for ``WanPipeline`` and ``HunyuanVideoPipeline``. VP students
+  use diffusers' own ``LCMScheduler``.
+* :class:`ExpertSwitchingModel`: a DCM student's experts behind one ``ModelMixin`` that runs, at each call, the
+  expert owning the timestep; saved and loaded with ``save_pretrained`` / ``from_pretrained``.
+
+Both are importable as ``videocm.FlowConsistencyScheduler`` / ``videocm.ExpertSwitchingModel``, so a pipeline's
+``model_index.json`` can name them as ``["videocm", "..."]``. The math is :mod:`videocm.diffusion`'s, so a pipeline
+with these gives the clips ``videocm sample`` gives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from diffusers import ConfigMixin, ModelMixin, SchedulerMixin
+from diffusers.configuration_utils import FrozenDict, register_to_config
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+from torch import nn
+
+from ..diffusion import FlowSchedule, consistency_function, consistency_times, skipping_grid
+
+
+@dataclass
+class FlowConsistencySchedulerOutput(BaseOutput):
+    prev_sample: torch.Tensor
+    denoised: torch.Tensor
+
+
+class FlowConsistencyScheduler(SchedulerMixin, ConfigMixin):
+    """Multistep consistency sampling of a flow-matching student (LCM's sampler on the flow ODE).
+
+    ``set_timesteps(n)`` picks ``n`` of the student's ``original_inference_steps`` grid sigmas as ``LCMScheduler``
+    picks timesteps; ``step`` maps ``(x, sigma)`` to the clean estimate ``c_skip x + c_out (x - sigma v)`` and, unless
+    it is the last step, re-noises it to the next sigma with noise from ``generator`` (or :attr:`generator`, for
+    pipelines such as ``WanPipeline`` that do not pass theirs: set ``pipe.scheduler.generator = generator``).
+    """
+
+    order = 1
+    _compatibles: list = []
+
+    @register_to_config
+    def __init__(self, num_train_timesteps: int = 1000, shift: float = 1.0, original_inference_steps: int = 50,
+                 sigma_data: float = 0.5, timestep_scaling: float = 10.0) -> None:
+        self.schedule = FlowSchedule(shift=shift, num_train_timesteps=num_train_timesteps)
+        self.grid = skipping_grid(self.schedule, original_inference_steps)
+        self.init_noise_sigma = 1.0
+        self.generator: torch.Generator | None = None
+        self.num_inference_steps: int | None = None
+        self._step_index: int | None = None
+        self._begin_index: int | None = None
+        self.set_timesteps(min(4, original_inference_steps))
+
+    @property
+    def step_index(self) -> int | None:
+        return self._step_index
+
+    @property
+    def begin_index(self) -> int | None:
+        return self._begin_index
+
+    def set_begin_index(self, begin_index: int = 0) -> None:
+        self._begin_index = begin_index
+
+    def set_timesteps(self, num_inference_steps: int | None = None, device: str | torch.device | None = None,
+                      sigmas: list[float] | None = None, **unused) -> None:
+        """``num_inference_steps`` grid sigmas (descending), or explicit ``sigmas`` in (0, 1]."""
+        if sigmas is not None:
+            chosen = torch.as_tensor(sigmas, dtype=torch.float32)
+        else:
+            if num_inference_steps is None:
+                raise ValueError("give num_inference_steps or sigmas")
+            chosen = consistency_times(self.grid, int(num_inference_steps)).to(torch.float32)
+        self.num_inference_steps = len(chosen)
+        self.sigmas = torch.cat([chosen, chosen.new_zeros(1)]).to(device)
+        self.timesteps = self.schedule.model_timestep(chosen).to(device)
+        self._step_index = None
+        self._begin_index = None
+
+    def scale_model_input(self, sample: torch.Tensor, timestep=None) -> torch.Tensor:
+        return sample
+
+    def _index_for(self, timestep) -> int:
+        if self._begin_index is not None:
+            return self._begin_index
+        matches = (self.timesteps.to(torch.as_tensor(timestep).device) == timestep).nonzero()
+        return int(matches[0]) if len(matches) else 0
+
+    def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
+             generator: torch.Generator | None = None, return_dict: bool = True):
+        if self.num_inference_steps is None:
+            raise ValueError("call set_timesteps before step")
+        if self._step_index is None:
+            self._step_index = self._index_for(timestep)
+        i = self._step_index
+        sigma = self.sigmas[i].cpu()
+        denoised = consistency_function(self.schedule, model_output.float(), sample.float(), sigma,
+                                        self.config.sigma_data, self.config.timestep_scaling).to(sample.dtype)
+        if i + 1 < self.num_inference_steps:
+            noise = randn_tensor(model_output.shape, generator=generator or self.generator,
+                                 device=model_output.device, dtype=denoised.dtype)
+            prev_sample = self.schedule.add_noise(denoised, noise, self.sigmas[i + 1].cpu())
+        else:
+            prev_sample = denoised
+        self._step_index += 1
+        if not return_dict:
+            return prev_sample, denoised
+        return FlowConsistencySchedulerOutput(prev_sample=prev_sample, denoised=denoised)
+
+    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+                  ) -> torch.Tensor:
+        return self.schedule.add_noise(original_samples, noise, timesteps.float() / self.config.num_train_timesteps)
+
+    def __len__(self) -> int:
+        return self.config.num_train_timesteps
+
+
+class ExpertSwitchingModel(ModelMixin, ConfigMixin):
+    """Experts of one diffusers class; a call runs the expert owning its timestep.
+
+    ``boundary_timesteps`` (descending, in the network's timestep units): expert ``j`` runs for timesteps above
+    ``boundary_timesteps[j]`` (and at or below the one before); the last expert below all of them, as DCM's
+    phased sampler assigns them. The experts' own config keys read through (``model.config.patch_size``), so a
+    pipeline treats this model as its usual denoiser.
+    """
+
+    @register_to_config
+    def __init__(self, expert_class: str = "WanTransformer3DModel", expert_config: dict | None = None,
+                 boundary_timesteps: list[float] | None = None) -> None:
+        super().__init__()
+        import diffusers
+
+        network_class = getattr(diffusers, expert_class)
+        count = len(boundary_timesteps or []) + 1
+        self.experts = nn.ModuleList([network_class.from_config(dict(expert_config or {})) for _ in range(count)])
+
+    @property
+    def config(self) -> FrozenDict:
+        own = self._internal_dict
+        return FrozenDict({**(own.get("expert_config") or {}), **own})
+
+    def expert_index(self, timestep) -> int:
+        value = float(torch.as_tensor(timestep).flatten()[0])
+        for index, boundary in enumerate(self.config.boundary_timesteps or []):
+            if value > float(boundary):
+                return index
+        return len(self.experts) - 1
+
+    def forward(self, *args, **kwargs):
+        timestep = kwargs["timestep"] if "timestep" in kwargs else args[1]
+        return self.experts[self.expert_index(timestep)](*args, **kwargs)
+
+    @contextlib.contextmanager
+    def cache_context(self, name: str, **kwargs):
+        """Pipelines open a cache context per call; the experts cache nothing across calls here."""
+        yield

@@ -1,0 +1,196 @@
+"""``videocm export``: a student handed back to diffusers.
+
+Formats (``--format``):
+
+* ``pipeline`` (default for students of a diffusers pipeline teacher): ``OUT`` is a complete pipeline folder of
+  the teacher's class that ``DiffusionPipeline.from_pretrained(OUT)`` loads: the student's denoiser (full
+  weights; for DCM an :class:`ExpertSwitchingModel`), a scheduler for it, and the teacher's other parts (text
+  encoders, tokenizers, VAE) linked (``--copy``: copied).
+* ``model``: the denoiser alone as a diffusers model folder (``OUT/transformer`` or ``OUT/unet``) plus
+  ``OUT/scheduler``; for students of videocm's own teachers, whose text encoder no diffusers pipeline takes.
+* ``lora``: a LoRA student's adapter as ``OUT/pytorch_lora_weights.safetensors`` (what the pipeline's
+  ``load_lora_weights`` reads, with the teacher's denoiser) plus ``OUT/scheduler``.
+
+Schedulers: diffusers' ``LCMScheduler`` for VP students (same grid, scalings and timestep choice as
+``videocm sample``); :class:`FlowConsistencyScheduler` for flow-matching students.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..errors import VideoCMError
+from .folder import NETWORK_CLASSES, SUBFOLDERS, load_model, read_info
+
+FORMATS = ("pipeline", "model", "lora")
+USAGE_FILE = "HOW_TO_USE.md"
+
+
+def student_scheduler(info: dict):
+    """The diffusers scheduler that samples this student as ``videocm sample`` does."""
+    schedule, consistency = info["schedule"], info["consistency"]
+    common = {"original_inference_steps": int(consistency["grid_points"]),
+              "timestep_scaling": float(consistency["timestep_scaling"])}
+    if schedule["type"] == "flow":
+        from .diffusers_classes import FlowConsistencyScheduler
+
+        return FlowConsistencyScheduler(num_train_timesteps=int(schedule.get("num_train_timesteps", 1000)),
+                                        shift=float(schedule["shift"]), sigma_data=float(consistency["sigma_data"]),
+                                        **common)
+    if float(schedule.get("snr_shift_scale", 1.0)) != 1.0:
+        raise VideoCMError("this student's schedule has CogVideoX's snr_shift_scale, which diffusers' LCMScheduler "
+                           "cannot express; sample it with `videocm sample`")
+    if float(consistency["sigma_data"]) != 0.5:
+        raise VideoCMError("LCMScheduler fixes sigma_data at 0.5; this student was distilled with "
+                           f"{consistency['sigma_data']}")
+    from diffusers import LCMScheduler
+
+    return LCMScheduler(
+        num_train_timesteps=int(schedule.get("num_train_timesteps", 1000)), beta_start=float(schedule["beta_start"]),
+        beta_end=float(schedule["beta_end"]), beta_schedule=schedule["beta_schedule"],
+        prediction_type=schedule["prediction_type"], rescale_betas_zero_snr=bool(schedule.get("zero_terminal_snr")),
+        set_alpha_to_one=bool(schedule.get("set_alpha_to_one", True)), clip_sample=False,
+        timestep_spacing="leading", steps_offset=0, **common)
+
+
+def _check_exportable(model, fmt: str) -> None:
+    info = model.info
+    if info.get("kind") != "student":
+        raise VideoCMError(f"{model.path} is a {info.get('kind')}; `videocm export` hands back students")
+    if info.get("guidance", {}).get("mode") == "embedded":
+        raise VideoCMError("this student takes its guidance scale through a videocm guidance embedding, which no "
+                           "diffusers pipeline feeds; distil with a fixed --guidance to export it")
+    if fmt == "pipeline" and "pipeline" not in info:
+        raise VideoCMError(f"{model.path} was distilled from a videocm teacher (MiniLM text), which no diffusers "
+                           f"pipeline runs: use --format model (the denoiser and scheduler alone)")
+    if fmt == "lora" and (model.experts is not None or not (Path(model.path) / "lora").is_dir()):
+        raise VideoCMError(f"{model.path} holds no LoRA adapter (distil with --student lora); use --format "
+                           f"{'pipeline' if 'pipeline' in info else 'model'}")
+
+
+def _denoiser_for_export(model):
+    """The network to save: the student's own, or for DCM an ExpertSwitchingModel of its merged experts."""
+    if model.experts is None:
+        return model.denoiser.network
+    import copy
+
+    from ..diffusion import skipping_grid
+    from ..diffusion.phased import segment_bounds
+    from .diffusers_classes import ExpertSwitchingModel
+    from .student import merged_network_state
+
+    info = model.info
+    grid_points = int(info["consistency"]["grid_points"])
+    grid = skipping_grid(model.schedule, grid_points)
+    segments = segment_bounds(info["phased"]["boundaries"], grid_points)
+    boundaries = [float(model.schedule.model_timestep(grid[low])) for low, _ in segments[:-1]]
+    base = model.denoiser.network
+    wrapper = ExpertSwitchingModel(expert_class=type(base).__name__, expert_config=dict(base.config),
+                                   boundary_timesteps=boundaries)
+    for target, expert in zip(wrapper.experts, model.experts):
+        network = expert.network
+        state = merged_network_state(network) if any(".lora_" in k for k in network.state_dict()) else \
+            copy.deepcopy(network.state_dict())
+        target.load_state_dict(state)
+    return wrapper
+
+
+def _lora_state(model) -> dict[str, torch.Tensor]:
+    """The peft adapter of ``lora/``, under the names diffusers' ``load_lora_weights`` expects."""
+    from safetensors.torch import load_file
+
+    weights = load_file(str(Path(model.path) / "lora" / "adapter_model.safetensors"))
+    prefix = SUBFOLDERS[model.info["family"]] if model.info["family"] == "unet3d" else "transformer"
+    return {f"{prefix}.{name}": value for name, value in weights.items()}
+
+
+def export_student(student: str | Path, out: str | Path, fmt: str | None = None, copy: bool = False,
+                   dtype: str = "float32") -> Path:
+    """Write ``student`` to ``out`` in ``fmt`` (see the module docstring); returns ``out``."""
+    from .folder import STORE_DTYPES, cast_for_storage
+
+    student, out = Path(student), Path(out)
+    info = read_info(student)
+    fmt = fmt or ("pipeline" if "pipeline" in info else "model")
+    if fmt not in FORMATS:
+        raise VideoCMError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if dtype not in STORE_DTYPES:
+        raise VideoCMError(f"--dtype {dtype!r}: use one of {', '.join(STORE_DTYPES)}")
+    if out.exists() and any(out.iterdir()):
+        raise VideoCMError(f"{out} exists and is not empty: choose a new --out")
+    model = load_model(student, "cpu")
+    _check_exportable(model, fmt)
+    out.mkdir(parents=True, exist_ok=True)
+    scheduler = student_scheduler(info)
+    scheduler.save_pretrained(out / "scheduler")
+    family = info["family"]
+    part = SUBFOLDERS[family]
+    if fmt == "lora":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in _lora_state(model).items()}, str(out / "pytorch_lora_weights.safetensors"))
+    else:
+        network = _denoiser_for_export(model)
+        cast_for_storage(network, STORE_DTYPES[dtype])
+        network.save_pretrained(out / part)
+    if fmt == "pipeline":
+        _write_pipeline(Path(info["pipeline"]), out, part, type(scheduler).__name__, model.experts is not None, copy)
+    (out / USAGE_FILE).write_text(usage(info, fmt, out, type(scheduler).__name__, model.experts is not None))
+    return out
+
+
+def _write_pipeline(teacher: Path, out: Path, part: str, scheduler_class: str, phased: bool, copy: bool) -> None:
+    """``model_index.json`` of the teacher with the student's denoiser and scheduler; other parts linked or copied."""
+    index = json.loads((teacher / "model_index.json").read_text())
+    for name, entry in index.items():
+        if name.startswith("_") or not isinstance(entry, list) or entry[0] is None or name in (part, "scheduler"):
+            continue
+        source, target = teacher / name, out / name
+        if copy:
+            shutil.copytree(source, target)
+        else:
+            target.symlink_to(source.resolve(), target_is_directory=True)
+    index["scheduler"] = ["videocm" if scheduler_class == "FlowConsistencyScheduler" else "diffusers", scheduler_class]
+    if phased:
+        index[part] = ["videocm", "ExpertSwitchingModel"]
+    (out / "model_index.json").write_text(json.dumps(index, indent=2))
+
+
+def usage(info: dict, fmt: str, out: Path, scheduler_class: str, phased: bool) -> str:
+    """A short guide written beside the export: how to run it in diffusers."""
+    steps = int(info.get("default_steps", 4))
+    family = info["family"]
+    flow = scheduler_class == "FlowConsistencyScheduler"
+    guidance = (f"guidance_scale={info.get('embedded_guidance')}" if family == "hunyuan"
+                else "guidance_scale=1.0  # guidance is folded into the student: no CFG pass")
+    lines = [f"# Using this videocm export ({fmt})", "",
+             f"Student of `{info.get('teacher')}` ({info.get('method')}, {family}); sample in {steps} steps.", ""]
+    if fmt == "pipeline":
+        shape = info["video_shape"]
+        lines += ["```python", "import torch", "from diffusers import DiffusionPipeline", "",
+                  f'pipe = DiffusionPipeline.from_pretrained("{out}")',
+                  "generator = torch.Generator().manual_seed(0)"]
+        if flow:
+            lines.append("pipe.scheduler.generator = generator  # re-noising noise (pipelines do not pass theirs)")
+        lines += [f'video = pipe("your prompt", num_inference_steps={steps}, {guidance},',
+                  f"             num_frames={shape[0]}, height={shape[1]}, width={shape[2]}, generator=generator)"
+                  ".frames[0]", "```"]
+        if phased:
+            lines += ["", "The denoiser is a `videocm.ExpertSwitchingModel` (DCM's experts, switched by timestep): "
+                      "`pip install videocm` where the pipeline runs."]
+    elif fmt == "lora":
+        lines += ["```python", "pipe = DiffusionPipeline.from_pretrained(TEACHER_PIPELINE)",
+                  f'pipe.load_lora_weights("{out}")',
+                  f'pipe.scheduler = {"videocm." if flow else "diffusers."}{scheduler_class}.from_pretrained('
+                  f'"{out}", subfolder="scheduler")', "```"]
+    else:
+        lines += [f"`{SUBFOLDERS[family]}/` is a diffusers `{NETWORK_CLASSES[family]}`"
+                  f"{' wrapped in videocm.ExpertSwitchingModel' if phased else ''}; `scheduler/` its "
+                  f"`{scheduler_class}`."]
+    if flow:
+        lines += ["", "`FlowConsistencyScheduler` comes from videocm (`pip install videocm`)."]
+    return "\n".join(lines) + "\n"

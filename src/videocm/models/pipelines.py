@@ -1,0 +1,269 @@
+"""Teachers from diffusers pipeline folders: what ``videocm distill --teacher PIPELINE_DIR`` loads.
+
+A pipeline folder is what ``DiffusionPipeline.save_pretrained`` writes (``model_index.json`` plus one subfolder per
+component). The layout is recognised from ``model_index.json``'s ``_class_name``:
+
+    TextToVideoSDPipeline  ModelScope-style text-to-video: UNet3D, image VAE per frame, CLIP text, VP (epsilon)
+    CogVideoXPipeline      CogVideoX transformer (rotary embeddings), CogVideoX VAE, T5, VP v-prediction with
+                           zero terminal SNR and CogVideoX's SNR shift
+    WanPipeline            Wan transformer, Wan VAE (per-channel latent statistics), UMT5, flow matching + shift
+    HunyuanVideoPipeline   HunyuanVideo transformer (guidance embedded, pooled CLIP states, attention mask),
+                           HunyuanVideo VAE, Llama + CLIP, flow matching + shift
+
+From the folder come the denoiser, the VAE with the pipeline's latent normalisation, the text encoder(s) with the
+pipeline's own ``encode_prompt`` (so templates, padding and pooled states are exactly the pipeline's) and, from
+the scheduler's config, the noise schedule and prediction type. Nothing is downloaded: a missing part is a
+one-line error naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..diffusion import FlowSchedule, Schedule, vp_schedule
+from ..errors import VideoCMError
+from .denoisers import DenoiserAdapter
+from .vae import VideoVAE
+
+MODEL_INDEX = "model_index.json"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What videocm needs to know about one diffusers pipeline class (defaults are the pipeline's own)."""
+
+    family: str
+    denoiser: str
+    text_parts: tuple[str, ...]
+    frames: int
+    height: int
+    width: int
+    guidance: float
+    max_sequence_length: int
+
+
+LAYOUTS = {
+    "TextToVideoSDPipeline": Layout("unet3d", "unet", ("text_encoder", "tokenizer"), 16, 256, 256, 9.0, 77),
+    "CogVideoXPipeline": Layout("cogvideox", "transformer", ("text_encoder", "tokenizer"), 49, 480, 720, 6.0, 226),
+    "WanPipeline": Layout("wan", "transformer", ("text_encoder", "tokenizer"), 81, 480, 832, 5.0, 512),
+    "HunyuanVideoPipeline": Layout("hunyuan", "transformer",
+                                   ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"),
+                                   129, 720, 1280, 6.0, 256),
+}
+FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler",)
+
+
+def is_pipeline_folder(folder: str | Path) -> bool:
+    return (Path(folder) / MODEL_INDEX).is_file()
+
+
+def read_model_index(folder: str | Path) -> tuple[dict, Layout]:
+    """``model_index.json`` and the layout it names; one-line errors for unknown layouts and missing parts."""
+    folder = Path(folder)
+    path = folder / MODEL_INDEX
+    if not path.is_file():
+        raise VideoCMError(f"{folder} is not a diffusers pipeline folder: it has no {MODEL_INDEX}")
+    try:
+        index = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise VideoCMError(f"{path} is not valid JSON ({error.msg}, line {error.lineno})") from error
+    name = index.get("_class_name")
+    if name not in LAYOUTS:
+        raise VideoCMError(f"{folder} holds a {name} pipeline; videocm distils {', '.join(LAYOUTS)}")
+    layout = LAYOUTS[name]
+    for part in (layout.denoiser, "vae", "scheduler", *layout.text_parts):
+        entry = index.get(part)
+        if not entry or entry[0] is None:
+            raise VideoCMError(f"{folder}: {MODEL_INDEX} lists no {part}; a {name} needs one")
+        subfolder = folder / part
+        if not subfolder.is_dir() or not any(subfolder.iterdir()):
+            raise VideoCMError(f"{folder} is missing its {part}/ part ({MODEL_INDEX} lists {entry[1]}); copy the "
+                               f"complete pipeline folder (videocm never downloads)")
+    return index, layout
+
+
+def schedule_config_from_scheduler(config: dict) -> dict:
+    """videocm's schedule config (see :func:`models.folder.schedule_from_config`) from a diffusers scheduler's."""
+    name = config.get("_class_name", "")
+    flow = (name in FLOW_SCHEDULERS or config.get("use_flow_sigmas") or config.get("prediction_type") ==
+            "flow_prediction")
+    if flow:
+        if config.get("use_dynamic_shifting"):
+            raise VideoCMError(f"{name} with use_dynamic_shifting is not supported: set a fixed shift in its "
+                               f"scheduler_config.json")
+        shift = config.get("flow_shift") if config.get("use_flow_sigmas") else config.get("shift")
+        return {"type": "flow", "shift": float(shift or 1.0),
+                "num_train_timesteps": int(config.get("num_train_timesteps", 1000))}
+    if config.get("trained_betas"):
+        raise VideoCMError(f"{name} with trained_betas is not supported: use a beta_schedule")
+    schedule = {"type": "vp", "beta_schedule": config.get("beta_schedule", "linear"),
+                "beta_start": float(config.get("beta_start", 0.0001)),
+                "beta_end": float(config.get("beta_end", 0.02)),
+                "num_train_timesteps": int(config.get("num_train_timesteps", 1000)),
+                "prediction_type": config.get("prediction_type", "epsilon"),
+                "zero_terminal_snr": bool(config.get("rescale_betas_zero_snr", False)),
+                "set_alpha_to_one": bool(config.get("set_alpha_to_one", True)),
+                "timestep_spacing": config.get("timestep_spacing", "leading"),
+                "steps_offset": int(config.get("steps_offset", 0))}
+    if "snr_shift_scale" in config:
+        schedule["snr_shift_scale"] = float(config["snr_shift_scale"])
+    return schedule
+
+
+def _schedule(config: dict) -> Schedule:
+    config = dict(config)
+    if config.pop("type") == "flow":
+        return FlowSchedule(shift=config["shift"], num_train_timesteps=config["num_train_timesteps"])
+    return vp_schedule(**config)
+
+
+class PipelineText:
+    """A pipeline's text encoder(s) through the pipeline's own ``encode_prompt``, cached per prompt.
+
+    ``encode(prompts)`` returns the keyword arguments of :class:`DenoiserAdapter`: ``encoder_hidden_states``
+    ``(B, L, D)`` and, for HunyuanVideo, ``encoder_attention_mask`` ``(B, L)`` and ``pooled_projections``.
+    """
+
+    def __init__(self, pipeline, family: str, max_sequence_length: int, cache_size: int = 4096) -> None:
+        self.pipeline, self.family = pipeline, family
+        self.max_length = max_sequence_length
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
+        self.encoded_count = 0
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.pipeline.text_encoder.parameters()).device
+
+    def to(self, device) -> "PipelineText":
+        for name in ("text_encoder", "text_encoder_2"):
+            module = getattr(self.pipeline, name, None)
+            if module is not None:
+                module.to(device)
+        return self
+
+    @torch.no_grad()
+    def _encode_uncached(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        pipe, device = self.pipeline, self.device
+        if self.family == "unet3d":
+            states, _ = pipe.encode_prompt(prompts, device, 1, False)
+            return {"encoder_hidden_states": states}
+        if self.family == "hunyuan":
+            states, pooled, mask = pipe.encode_prompt(prompt=prompts, prompt_2=prompts, device=device,
+                                                      max_sequence_length=self.max_length)
+            return {"encoder_hidden_states": states, "encoder_attention_mask": mask, "pooled_projections": pooled}
+        states, _ = pipe.encode_prompt(prompt=prompts, do_classifier_free_guidance=False,
+                                       max_sequence_length=self.max_length, device=device)
+        return {"encoder_hidden_states": states}
+
+    def encode(self, prompts: list[str] | str) -> dict[str, torch.Tensor]:
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
+        if missing:
+            encoded = self._encode_uncached(missing)
+            self.encoded_count += len(missing)
+            for i, prompt in enumerate(missing):
+                self._cache[prompt] = {k: v[i].float().clone() for k, v in encoded.items()}
+        for prompt in prompts:
+            self._cache.move_to_end(prompt)
+        rows = [self._cache[p] for p in prompts]
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return {key: torch.stack([row[key] for row in rows]) for key in rows[0]}
+
+
+def load_pipeline(folder: str | Path, device: str | torch.device = "cpu", without_denoiser: bool = False):
+    """The diffusers pipeline of ``folder`` (float32, offline) and its :class:`Layout`."""
+    from diffusers import DiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
+
+    index, layout = read_model_index(folder)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    skip = {layout.denoiser: None} if without_denoiser else {}
+    from transformers.utils import logging as transformers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    try:
+        pipeline = DiffusionPipeline.from_pretrained(folder, dtype=torch.float32, local_files_only=True, **skip)
+    except (OSError, ValueError, EnvironmentError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise VideoCMError(f"cannot load the pipeline in {folder}: {first}") from error
+    finally:
+        diffusers_logging.set_verbosity(level)
+        diffusers_logging.enable_progress_bar()
+    pipeline.set_progress_bar_config(disable=True)
+    for name in ("vae", "text_encoder", "text_encoder_2", layout.denoiser):
+        module = getattr(pipeline, name, None)
+        if module is not None:
+            module.to(device).eval().requires_grad_(False)
+    return pipeline, layout
+
+
+def pipeline_info(folder: Path, pipeline, layout: Layout, video_shape: list[int] | None = None,
+                  max_sequence_length: int | None = None) -> dict:
+    """``videocm.json``-style information for a pipeline teacher at ``video_shape`` ``[frames, height, width]``."""
+    name = type(pipeline).__name__
+    frames, height, width = video_shape or _default_video_shape(pipeline, layout)
+    vae = VideoVAE(pipeline.vae, normalisation="config")
+    if vae.temporal_factor > 1 and (frames - 1) % vae.temporal_factor:
+        raise VideoCMError(f"{name} needs 4k+1 frames (its VAE compresses time {vae.temporal_factor}x); got "
+                           f"{frames}: use e.g. {(frames - 1) // vae.temporal_factor * vae.temporal_factor + 1}")
+    if height % (vae.spatial_factor * 2) or width % (vae.spatial_factor * 2):
+        raise VideoCMError(f"height and width must be multiples of {vae.spatial_factor * 2} for {name}, got "
+                           f"{height}x{width}")
+    schedule = schedule_config_from_scheduler(dict(pipeline.scheduler.config))
+    prediction = "flow" if schedule["type"] == "flow" else schedule["prediction_type"]
+    info = {"kind": "teacher", "family": layout.family, "source": "diffusers-pipeline",
+            "pipeline": str(Path(folder).resolve()), "pipeline_class": name, "schedule": schedule,
+            "prediction_type": prediction, "latent_shape": list(vae.latent_shape(frames, height, width)),
+            "video_shape": [frames, height, width], "default_guidance": layout.guidance, "default_steps": 50,
+            "max_sequence_length": int(max_sequence_length or layout.max_sequence_length)}
+    if layout.family == "hunyuan":
+        info["embedded_guidance"] = layout.guidance
+    return info
+
+
+def _default_video_shape(pipeline, layout: Layout) -> list[int]:
+    config = getattr(pipeline, layout.denoiser).config
+    if layout.family == "unet3d":
+        side = int(config.sample_size) * VideoVAE(pipeline.vae).spatial_factor
+        return [layout.frames, side, side]
+    if layout.family == "cogvideox":
+        factor = VideoVAE(pipeline.vae).spatial_factor
+        return [int(config.get("sample_frames", layout.frames)), config.sample_height * factor,
+                config.sample_width * factor]
+    return [layout.frames, layout.height, layout.width]
+
+
+def pipeline_parts(folder: str | Path, family: str, device, max_sequence_length: int, without_denoiser: bool):
+    """``(pipeline, VideoVAE, PipelineText)`` of a pipeline folder."""
+    pipeline, layout = load_pipeline(folder, device, without_denoiser)
+    if layout.family != family:
+        raise VideoCMError(f"{folder} is a {layout.family} pipeline, this model is {family}")
+    vae = VideoVAE(pipeline.vae, normalisation="config").to(device).eval().requires_grad_(False)
+    return pipeline, vae, PipelineText(pipeline, family, max_sequence_length)
+
+
+def load_pipeline_teacher(folder: str | Path, device: str | torch.device = "cpu",
+                          video_shape: list[int] | None = None, max_sequence_length: int | None = None):
+    """A :class:`models.folder.VideoModel` teacher from a diffusers pipeline folder."""
+    from .folder import VideoModel
+
+    folder = Path(folder)
+    pipeline, layout = load_pipeline(folder, device)
+    info = pipeline_info(folder, pipeline, layout, video_shape, max_sequence_length)
+    denoiser = DenoiserAdapter(layout.family, getattr(pipeline, layout.denoiser))
+    denoiser.embedded_guidance = info.get("embedded_guidance")
+    vae = VideoVAE(pipeline.vae, normalisation="config").to(device).eval().requires_grad_(False)
+    text = PipelineText(pipeline, layout.family, info["max_sequence_length"])
+    return VideoModel(denoiser.to(device).eval().requires_grad_(False), vae, _schedule(info["schedule"]), info,
+                      folder, text=text)
