@@ -41,27 +41,33 @@ def initial_noise(seeds: list[int], shape: tuple[int, ...], device: str | torch.
 NOISE_MODES = ("videocm", "diffusers")
 
 
-def sampling_noise(seeds: list[int], shape: tuple[int, ...], mode: str, device: str | torch.device = "cpu",
-                   frames_first: bool = False) -> tuple[torch.Tensor, NoiseSource]:
-    """Starting noise ``(B, *shape)`` and the re-noising source of a student (see the module docstring).
+# diffusers pipelines that draw noise frame-major, (T, C, h, w) per clip: (starting noise, re-noising noise).
+# TextToVideoSDPipeline steps its scheduler on frames stacked as a batch; CogVideoX keeps latents (B, T, C, h, w).
+FRAMES_FIRST = {"TextToVideoSDPipeline": (False, True), "CogVideoXPipeline": (True, True)}
 
-    ``frames_first``: re-noising noise drawn as ``(T, C, h, w)`` per clip, as ``TextToVideoSDPipeline`` draws it
-    (it steps its scheduler on frames stacked as a batch)."""
+
+def sampling_noise(seeds: list[int], shape: tuple[int, ...], mode: str, device: str | torch.device = "cpu",
+                   pipeline_class: str | None = None) -> tuple[torch.Tensor, NoiseSource]:
+    """Starting noise ``(B, *shape)`` and the re-noising source of a student (see the module docstring);
+    ``pipeline_class``: the diffusers pipeline whose drawing order ``noise="diffusers"`` follows."""
     if mode == "videocm":
         return initial_noise(seeds, shape, device), seeded_noise(seeds, device)
     if mode != "diffusers":
         raise VideoCMError(f"noise mode {mode!r}: use one of {', '.join(NOISE_MODES)}")
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    initial_frames_first, renoise_frames_first = FRAMES_FIRST.get(pipeline_class, (False, False))
 
-    def draw(step: int, step_shape: tuple[int, ...]) -> torch.Tensor:
-        return torch.stack([torch.randn(step_shape[1:], generator=g) for g in generators]).to(device)
+    def drawer(frames_first: bool) -> NoiseSource:
+        def draw(step: int, step_shape: tuple[int, ...]) -> torch.Tensor:
+            clip_shape = step_shape[1:]
+            if frames_first:
+                channels, frames, *rest = clip_shape
+                return torch.stack([torch.randn((frames, channels, *rest), generator=g).transpose(0, 1)
+                                    for g in generators]).to(device)
+            return torch.stack([torch.randn(clip_shape, generator=g) for g in generators]).to(device)
+        return draw
 
-    def draw_frames_first(step: int, step_shape: tuple[int, ...]) -> torch.Tensor:
-        channels, frames, *rest = step_shape[1:]
-        return torch.stack([torch.randn((frames, channels, *rest), generator=g).transpose(0, 1)
-                            for g in generators]).to(device)
-
-    return draw(0, (len(seeds), *shape)), (draw_frames_first if frames_first else draw)
+    return drawer(initial_frames_first)(0, (len(seeds), *shape)), drawer(renoise_frames_first)
 
 
 class VideoPipeline:
@@ -144,7 +150,7 @@ class VideoPipeline:
                                f"leave --guidance out (or distil with --guidance-range to choose it when sampling)")
         with meter.phase("denoise"):
             noise, renoise = sampling_noise(seeds, self.model.latent_shape, noise_mode, self.device,
-                                            info.get("pipeline_class") == "TextToVideoSDPipeline")
+                                            info.get("pipeline_class"))
             scalings = (float(consistency["sigma_data"]), float(consistency["timestep_scaling"]))
             if experts is not None:
                 latents = sample_phased([meter.counted(e) for e in experts], noise, self.model.schedule, grid,

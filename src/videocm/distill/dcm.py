@@ -322,6 +322,7 @@ def stage_config(config: DCMConfig, expert: int) -> DCMConfig:
                                max_minutes=minutes, ema_decay=0.0,
                                stop_at_step=config.semantic_stop_step if semantic else config.detail_stop_step,
                                out=str(Path(config.out) / "stages" / f"expert-{expert}-{name}"),
+                               cache=config.cache or str(Path(config.out) / "latent-cache"),  # one for all stages
                                warmup_steps=min(config.warmup_steps, max(1, steps // 10)))
 
 

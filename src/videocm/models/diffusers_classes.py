@@ -24,6 +24,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
 from ..diffusion import FlowSchedule, consistency_function, consistency_times, skipping_grid
+from ..diffusion.phased import owning_expert, phased_times, segment_bounds
+from ..diffusion.solvers import ode_step
 
 
 @dataclass
@@ -39,6 +41,10 @@ class FlowConsistencyScheduler(SchedulerMixin, ConfigMixin):
     picks timesteps; ``step`` maps ``(x, sigma)`` to the clean estimate ``c_skip x + c_out (x - sigma v)`` and, unless
     it is the last step, re-noises it to the next sigma with noise from ``generator`` (or :attr:`generator`, for
     pipelines such as ``WanPipeline`` that do not pass theirs: set ``pipe.scheduler.generator = generator``).
+
+    ``phase_boundaries`` (grid indices; DCM): the phased sampler of :func:`videocm.diffusion.phased.sample_phased`:
+    steps split between the segments, an ODE jump to the next sigma in segments that do not end at 0, and the
+    consistency step above in the last one.
     """
 
     order = 1
@@ -46,9 +52,11 @@ class FlowConsistencyScheduler(SchedulerMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, num_train_timesteps: int = 1000, shift: float = 1.0, original_inference_steps: int = 50,
-                 sigma_data: float = 0.5, timestep_scaling: float = 10.0) -> None:
+                 sigma_data: float = 0.5, timestep_scaling: float = 10.0, use_given_sigmas: bool = False,
+                 phase_boundaries: list[int] | None = None) -> None:
         self.schedule = FlowSchedule(shift=shift, num_train_timesteps=num_train_timesteps)
         self.grid = skipping_grid(self.schedule, original_inference_steps)
+        self.segments = segment_bounds(phase_boundaries or [], original_inference_steps)
         self.init_noise_sigma = 1.0
         self.generator: torch.Generator | None = None
         self.num_inference_steps: int | None = None
@@ -69,13 +77,19 @@ class FlowConsistencyScheduler(SchedulerMixin, ConfigMixin):
 
     def set_timesteps(self, num_inference_steps: int | None = None, device: str | torch.device | None = None,
                       sigmas: list[float] | None = None, **unused) -> None:
-        """``num_inference_steps`` grid sigmas (descending), or explicit ``sigmas`` in (0, 1]."""
-        if sigmas is not None:
+        """``num_inference_steps`` of the student's grid sigmas (descending).
+
+        Pipelines such as ``HunyuanVideoPipeline`` always pass their own ``sigmas`` (a spacing for many-step
+        samplers): by default only their number is used; ``use_given_sigmas=True`` samples at them as given."""
+        if sigmas is not None and self.config.use_given_sigmas:
             chosen = torch.as_tensor(sigmas, dtype=torch.float32)
         else:
-            if num_inference_steps is None:
+            count = num_inference_steps if num_inference_steps is not None else (
+                len(sigmas) if sigmas is not None else None)
+            if count is None:
                 raise ValueError("give num_inference_steps or sigmas")
-            chosen = consistency_times(self.grid, int(num_inference_steps)).to(torch.float32)
+            chosen = (phased_times(self.grid, self.segments, int(count)) if len(self.segments) > 1
+                      else consistency_times(self.grid, int(count))).to(torch.float32)
         self.num_inference_steps = len(chosen)
         self.sigmas = torch.cat([chosen, chosen.new_zeros(1)]).to(device)
         self.timesteps = self.schedule.model_timestep(chosen).to(device)
@@ -99,6 +113,14 @@ class FlowConsistencyScheduler(SchedulerMixin, ConfigMixin):
             self._step_index = self._index_for(timestep)
         i = self._step_index
         sigma = self.sigmas[i].cpu()
+        segment_end = self.grid[self.segments[owning_expert(sigma, self.grid, self.segments)][0]]
+        if float(segment_end) > 0:  # a DCM segment above the clean end: one deterministic ODE jump
+            following = self.sigmas[i + 1].cpu() if i + 1 < self.num_inference_steps else self.schedule.terminal
+            prev_sample = ode_step(self.schedule, model_output.float(), sample.float(), sigma, following)
+            prev_sample = prev_sample.to(sample.dtype)
+            self._step_index += 1
+            return (prev_sample, prev_sample) if not return_dict else FlowConsistencySchedulerOutput(
+                prev_sample=prev_sample, denoised=prev_sample)
         denoised = consistency_function(self.schedule, model_output.float(), sample.float(), sigma,
                                         self.config.sigma_data, self.config.timestep_scaling).to(sample.dtype)
         if i + 1 < self.num_inference_steps:

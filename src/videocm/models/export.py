@@ -38,9 +38,13 @@ def student_scheduler(info: dict):
     if schedule["type"] == "flow":
         from .diffusers_classes import FlowConsistencyScheduler
 
+        boundaries = [int(b) for b in info["phased"]["boundaries"]] if "phased" in info else None
         return FlowConsistencyScheduler(num_train_timesteps=int(schedule.get("num_train_timesteps", 1000)),
                                         shift=float(schedule["shift"]), sigma_data=float(consistency["sigma_data"]),
-                                        **common)
+                                        phase_boundaries=boundaries, **common)
+    if "phased" in info:
+        raise VideoCMError("VP DCM students switch between ODE jumps and consistency steps, which diffusers' "
+                           "LCMScheduler cannot do; sample them with `videocm sample` (flow DCM students export)")
     if float(schedule.get("snr_shift_scale", 1.0)) != 1.0:
         raise VideoCMError("this student's schedule has CogVideoX's snr_shift_scale, which diffusers' LCMScheduler "
                            "cannot express; sample it with `videocm sample`")
@@ -89,7 +93,8 @@ def _denoiser_for_export(model):
     segments = segment_bounds(info["phased"]["boundaries"], grid_points)
     boundaries = [float(model.schedule.model_timestep(grid[low])) for low, _ in segments[:-1]]
     base = model.denoiser.network
-    wrapper = ExpertSwitchingModel(expert_class=type(base).__name__, expert_config=dict(base.config),
+    config = {k: v for k, v in base.config.items() if not k.startswith("_")}
+    wrapper = ExpertSwitchingModel(expert_class=type(base).__name__, expert_config=config,
                                    boundary_timesteps=boundaries)
     for target, expert in zip(wrapper.experts, model.experts):
         network = expert.network

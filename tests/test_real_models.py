@@ -1,0 +1,209 @@
+"""Real model classes end to end: tiny random-initialised diffusers pipelines of the four layouts (saved with
+``save_pretrained``, loaded back through the code a user's checkpoint takes), distilled from a folder of video
+files, sampled, exported, and run in the diffusers pipeline itself.
+
+Tolerance of "the same clip": the exported pipeline's float frames against ``videocm sample``'s uint8 frames differ
+by at most 2/255 (uint8 rounding is 0.5/255; the rest is float32 summation order).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tiny_pipelines import LAYOUTS, SPECS, build_tiny_pipeline, call_kwargs
+from videocm.cli import main
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+SHAPE = ["--frames", "9", "--height", "32", "--width", "32"]
+TEXT = {"unet3d": [], "cogvideox": ["--max-sequence-length", "16"], "wan": ["--max-sequence-length", "16"],
+        "hunyuan": ["--max-sequence-length", "16"]}
+PROMPT = "a red 3 moving left"
+TOLERANCE = 2 / 255
+
+
+@pytest.fixture(scope="module")
+def pipelines(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("pipelines")
+    return {layout: build_tiny_pipeline(layout, root / layout) for layout in LAYOUTS}
+
+
+@pytest.fixture(scope="module")
+def video_folder(tmp_path_factory) -> Path:
+    """Six MovingDigits clips as mp4 and gif with captions.jsonl, plus a corrupt file and a too-short clip."""
+    from videocm.data.moving_digits import Geometry, make_clip
+    from videocm.data.video_io import write_video
+
+    folder = tmp_path_factory.mktemp("videos")
+    lines = []
+    for i in range(6):
+        clip = make_clip(i, 0, "train", Geometry(12, 32))
+        name = f"clip{i}.{'gif' if i % 2 else 'mp4'}"
+        write_video(folder / name, clip.video, fps=8)
+        lines.append({"file": name, "caption": clip.caption})
+    (folder / "broken.mp4").write_bytes(b"this is not a video")
+    write_video(folder / "short.mp4", make_clip(9, 0, "train", Geometry(4, 32)).video)
+    lines += [{"file": "broken.mp4", "caption": "a broken clip"}, {"file": "short.mp4", "caption": "a short clip"}]
+    (folder / "captions.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return folder
+
+
+def distil(layout, method, teacher, data, out, *extra) -> None:
+    steps = (["--steps", "2"] if method == "lcm" else
+             ["--semantic-steps", "1", "--detail-steps", "1", "--grid-points", "20"])
+    code = main(["distill", "--method", method, "--teacher", str(teacher), "--data", str(data), "--out", str(out),
+                 *SHAPE, *TEXT[layout], *steps, "--batch-size", "2", "--sample-every", "0", "--cpu", "true", *extra])
+    assert code == 0
+
+
+def videocm_clip(student: Path, out: Path, seed: int = 5, steps: int = 2) -> np.ndarray:
+    assert main(["sample", "--model", str(student), "--prompt", PROMPT, "--out", str(out), "--steps", str(steps),
+                 "--seed", str(seed)]) == 0
+    return np.load(out)
+
+
+def diffusers_clip(pipe, layout: str, guidance: float, seed: int = 5, steps: int = 2) -> np.ndarray:
+    generator = torch.Generator().manual_seed(seed)
+    pipe.scheduler.generator = generator  # used by videocm's scheduler; LCMScheduler gets it from the pipeline
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(PROMPT, num_inference_steps=steps, guidance_scale=guidance, generator=generator, output_type="np",
+                **call_kwargs(layout)).frames[0]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_pipeline_folder_loads_as_a_teacher(pipelines, layout):
+    from videocm.models.folder import load_model
+    from videocm.pipeline import VideoPipeline
+
+    teacher = load_model(pipelines[layout], "cpu", video_shape=[9, 32, 32], max_sequence_length=16)
+    expected = {"unet3d": ("vp", "epsilon"), "cogvideox": ("vp", "v_prediction"), "wan": ("flow", "flow"),
+                "hunyuan": ("flow", "flow")}[layout]
+    assert (teacher.info["schedule"]["type"], teacher.info["prediction_type"]) == expected
+    assert teacher.info["family"] == layout and teacher.info["pipeline_class"] == SPECS[layout]["pipeline"]
+    latent = list(SPECS[layout]["latent_shape"][1:])
+    if SPECS[layout]["latent_layout"] == "BTChw":  # videocm keeps (C, T, h, w) for every family
+        latent[0], latent[1] = latent[1], latent[0]
+    assert teacher.info["latent_shape"] == latent
+    text = teacher.text.encode([PROMPT, ""])
+    assert (("pooled_projections" in text) and ("encoder_attention_mask" in text)) == (layout == "hunyuan")
+    assert not torch.equal(text["encoder_hidden_states"][0], text["encoder_hidden_states"][1])
+    if layout == "wan":  # Wan's pipeline zeroes the states past the prompt's tokens
+        assert float(text["encoder_hidden_states"][1, 2:].abs().max()) == 0.0
+    if layout == "cogvideox":
+        assert teacher.schedule.zero_terminal_snr
+    clips = VideoPipeline(teacher).generate([PROMPT], [0], steps=3)
+    assert clips[0].shape == (9, 32, 32, 3) and clips[0].dtype == np.uint8 and clips[0].std() > 0
+
+
+def test_missing_or_unknown_parts_are_one_line_errors(pipelines, video_folder, tmp_path, capsys):
+    broken = tmp_path / "wan"
+    shutil.copytree(pipelines["wan"], broken)
+    shutil.rmtree(broken / "text_encoder")
+    code = main(["distill", "--teacher", str(broken), "--data", str(video_folder), "--out", str(tmp_path / "o"),
+                 *SHAPE])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "text_encoder" in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    index = json.loads((broken / "model_index.json").read_text())
+    index["_class_name"] = "StableDiffusionPipeline"
+    (broken / "model_index.json").write_text(json.dumps(index))
+    assert main(["sample", "--model", str(broken), "--prompt", "x", "--out", str(tmp_path / "x.npy")]) == 2
+    assert "StableDiffusionPipeline" in capsys.readouterr().err
+    assert main(["distill", "--teacher", str(pipelines["wan"]), "--out", str(tmp_path / "p")]) == 2
+    assert "--data" in capsys.readouterr().err  # a pipeline teacher needs the user's videos
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_lcm_student_of_each_layout_matches_in_the_diffusers_pipeline(pipelines, video_folder, tmp_path, layout,
+                                                                       capsys):
+    import videocm  # noqa: F401 - diffusers loads videocm's scheduler by name once videocm is imported
+    from diffusers import DiffusionPipeline
+
+    student = tmp_path / "student"
+    distil(layout, "lcm", pipelines[layout], video_folder, student)
+    out = capsys.readouterr()
+    assert "6 usable videos, 2 skipped" in out.out and "broken.mp4" in out.err and "short.mp4" in out.err
+    info = json.loads((student / "videocm.json").read_text())
+    assert info["kind"] == "student" and not (student / "vae").exists()  # VAE and text stay in the pipeline
+    ours = videocm_clip(student, tmp_path / "clip.npy").astype(np.float32) / 255
+    assert main(["export", "--model", str(student), "--out", str(tmp_path / "export")]) == 0
+    pipe = DiffusionPipeline.from_pretrained(tmp_path / "export")
+    expected = {"unet3d": "LCMScheduler", "cogvideox": "LCMScheduler", "wan": "FlowConsistencyScheduler",
+                "hunyuan": "FlowConsistencyScheduler"}[layout]
+    assert type(pipe.scheduler).__name__ == expected and type(pipe).__name__ == SPECS[layout]["pipeline"]
+    theirs = diffusers_clip(pipe, layout, info.get("embedded_guidance", 1.0))
+    assert theirs.shape == ours.shape
+    assert np.abs(theirs - ours).max() <= TOLERANCE
+    # the teacher pipeline's own clip differs: the export really runs the student
+    teacher = DiffusionPipeline.from_pretrained(pipelines[layout])
+    assert np.abs(diffusers_clip(teacher, layout, info.get("embedded_guidance", 1.0)) - ours).max() > 0.05
+
+
+@pytest.mark.parametrize("layout", ["wan", "hunyuan", "unet3d"])
+def test_dcm_student_exports_an_expert_switching_model(pipelines, video_folder, tmp_path, layout, capsys):
+    import videocm  # noqa: F401
+    from diffusers import DiffusionPipeline
+
+    student = tmp_path / "student"
+    distil(layout, "dcm", pipelines[layout], video_folder, student)
+    assert len(list((tmp_path / "student").glob("latent-cache/shard-*.safetensors"))) >= 1  # one cache, all stages
+    ours = videocm_clip(student, tmp_path / "clip.npy", steps=4).astype(np.float32) / 255
+    code = main(["export", "--model", str(student), "--out", str(tmp_path / "export")])
+    if layout == "unet3d":  # VP DCM: LCMScheduler cannot run the phased sampler; a clear refusal
+        assert code == 2 and "LCMScheduler" in capsys.readouterr().err
+        return
+    assert code == 0
+    pipe = DiffusionPipeline.from_pretrained(tmp_path / "export")
+    assert type(pipe.transformer).__name__ == "ExpertSwitchingModel" and len(pipe.transformer.experts) == 2
+    assert pipe.transformer.config.patch_size == pipe.transformer.experts[0].config.patch_size
+    info = json.loads((student / "videocm.json").read_text())
+    theirs = diffusers_clip(pipe, layout, info.get("embedded_guidance", 1.0), steps=4)
+    assert np.abs(theirs - ours).max() <= TOLERANCE
+
+
+def test_lora_student_exports_for_load_lora_weights(pipelines, video_folder, tmp_path):
+    import videocm  # noqa: F401
+    from diffusers import DiffusionPipeline
+
+    student = tmp_path / "student"
+    distil("wan", "lcm", pipelines["wan"], video_folder, student, "--student", "lora", "--lora-rank", "4",
+           "--lr", "1e-2")
+    ours = videocm_clip(student, tmp_path / "clip.npy").astype(np.float32) / 255
+    assert main(["export", "--model", str(student), "--out", str(tmp_path / "lora"), "--format", "lora"]) == 0
+    assert (tmp_path / "lora" / "pytorch_lora_weights.safetensors").is_file()
+    pipe = DiffusionPipeline.from_pretrained(pipelines["wan"])
+    before = diffusers_clip(pipe, "wan", 1.0)
+    pipe.load_lora_weights(tmp_path / "lora")
+    pipe.scheduler = videocm.FlowConsistencyScheduler.from_pretrained(tmp_path / "lora", subfolder="scheduler")
+    theirs = diffusers_clip(pipe, "wan", 1.0)
+    assert np.abs(theirs - ours).max() <= TOLERANCE
+    assert np.abs(before - ours).max() > 0.05
+
+
+def test_encode_command_writes_a_cache_training_reads(pipelines, video_folder, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    args = ["encode", "--teacher", str(pipelines["wan"]), "--data", str(video_folder), "--out", str(cache), *SHAPE,
+            "--max-sequence-length", "16", "--shard-size", "4"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "6 clips encoded, 2 videos skipped" in out
+    index = json.loads((cache / "index.json").read_text())
+    assert index["count"] == 6 and len(index["shards"]) == 2 and index["complete"]
+    from videocm.data.latent_cache import LatentCache
+
+    loaded = LatentCache(cache)
+    assert tuple(loaded.latents.shape) == (6, 4, 3, 4, 4)
+    assert "a " in loaded.captions[0] and loaded.texts["encoder_hidden_states"].shape[:2] == (6, 16)
+    assert main(args) == 0  # a finished cache: nothing to do, same index
+    assert json.loads((cache / "index.json").read_text()) == index
+    distil("wan", "lcm", pipelines["wan"], cache, tmp_path / "student")
+    assert not (tmp_path / "student" / "latent-cache").exists()  # trained from the given cache
+    # a cache made for another clip shape is refused with a one-line error
+    code = main(["distill", "--teacher", str(pipelines["wan"]), "--data", str(cache), "--out", str(tmp_path / "x"),
+                 "--frames", "5", "--height", "32", "--width", "32", "--max-sequence-length", "16"])
+    assert code == 2 and "latent_shape" in capsys.readouterr().err
