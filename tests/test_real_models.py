@@ -185,6 +185,23 @@ def test_lora_student_exports_for_load_lora_weights(pipelines, video_folder, tmp
     assert np.abs(before - ours).max() > 0.05
 
 
+def test_gradient_checkpointing_gives_the_same_gradients(pipelines, video_folder, tmp_path):
+    from videocm.distill.lcm import LCMConfig, LCMTask
+
+    gradients = []
+    for checkpointing in (False, True):
+        config = LCMConfig(teacher=str(pipelines["wan"]), data=str(video_folder), cache=str(tmp_path / "cache"),
+                           out=str(tmp_path / "run"), frames=9, height=32, width=32, max_sequence_length=16,
+                           batch_size=2, gradient_checkpointing=checkpointing, cpu=True)
+        task = LCMTask(config, "cpu")
+        assert task.model.network.is_gradient_checkpointing == checkpointing
+        loss, _ = task.loss(task.model, 0, np.random.default_rng(0), torch.Generator().manual_seed(0), "cpu")
+        loss.backward()
+        gradients.append(torch.cat([p.grad.flatten() for p in task.model.parameters() if p.grad is not None]))
+    assert gradients[0].abs().sum() > 0
+    torch.testing.assert_close(gradients[0], gradients[1], rtol=1e-4, atol=1e-6)
+
+
 def test_encode_command_writes_a_cache_training_reads(pipelines, video_folder, tmp_path, capsys):
     cache = tmp_path / "cache"
     args = ["encode", "--teacher", str(pipelines["wan"]), "--data", str(video_folder), "--out", str(cache), *SHAPE,
@@ -201,7 +218,7 @@ def test_encode_command_writes_a_cache_training_reads(pipelines, video_folder, t
     assert "a " in loaded.captions[0] and loaded.texts["encoder_hidden_states"].shape[:2] == (6, 16)
     assert main(args) == 0  # a finished cache: nothing to do, same index
     assert json.loads((cache / "index.json").read_text()) == index
-    distil("wan", "lcm", pipelines["wan"], cache, tmp_path / "student")
+    distil("wan", "lcm", pipelines["wan"], cache, tmp_path / "student", "--gradient-checkpointing", "true")
     assert not (tmp_path / "student" / "latent-cache").exists()  # trained from the given cache
     # a cache made for another clip shape is refused with a one-line error
     code = main(["distill", "--teacher", str(pipelines["wan"]), "--data", str(cache), "--out", str(tmp_path / "x"),

@@ -195,6 +195,8 @@ class DCMStageTask(LCMTask):
             raise VideoCMError("a detail stage needs the trained semantic expert")
         base = self.semantic_network.to(device)
         expert = tied_expert(base, config.detail_lora_rank, config.detail_lora_alpha, config.detail_lora_targets)
+        if config.gradient_checkpointing:
+            expert.network.enable_gradient_checkpointing()
         return expert.to(device).train()
 
     def _feature_channels(self) -> list[int]:

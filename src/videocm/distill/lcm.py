@@ -69,6 +69,7 @@ class LCMConfig(TrainConfig):
     huber_c: float = 0.001
     # student
     student: str = "full"  # "full" fine-tune or "lora"
+    gradient_checkpointing: bool = False  # recompute the student's block activations in the backward (less memory)
     lora_rank: int = 16
     lora_alpha: float = 16.0
     lora_targets: list[str] = field(default_factory=list)  # empty: attention and feed-forward projections
@@ -207,6 +208,8 @@ class LCMTask:
         student = copy.deepcopy(self.teacher).requires_grad_(True).train()
         if config.guidance_range:
             attach_guidance_embedding(student, new_guidance_embedding(student).to(device))
+        if config.gradient_checkpointing:
+            student.network.enable_gradient_checkpointing()
         if config.student == "lora":
             add_lora(student.family, student.network, config.lora_rank, config.lora_alpha, config.lora_targets)
             if student.guidance_embedding is not None:
