@@ -116,6 +116,10 @@ def test_missing_or_unknown_parts_are_one_line_errors(pipelines, video_folder, t
     assert "StableDiffusionPipeline" in capsys.readouterr().err
     assert main(["distill", "--teacher", str(pipelines["wan"]), "--out", str(tmp_path / "p")]) == 2
     assert "--data" in capsys.readouterr().err  # a pipeline teacher needs the user's videos
+    for frames, wanted in (("8", "4k+1"), ("5", "8k+1")):  # the video VAE's frame rules, before any work
+        assert main(["sample", "--model", str(pipelines["cogvideox"]), "--prompt", "x", "--out", str(tmp_path / "c.npy"),
+                     "--frames", frames, "--height", "32", "--width", "32"]) == 2
+        assert wanted in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -217,6 +217,10 @@ def pipeline_info(folder: Path, pipeline, layout: Layout, video_shape: list[int]
     if vae.temporal_factor > 1 and (frames - 1) % vae.temporal_factor:
         raise VideoCMError(f"{name} needs 4k+1 frames (its VAE compresses time {vae.temporal_factor}x); got "
                            f"{frames}: use e.g. {(frames - 1) // vae.temporal_factor * vae.temporal_factor + 1}")
+    if layout.family == "cogvideox" and vae.latent_frames(frames) % 2 == 0:
+        # CogVideoX's VAE decodes an even number of latent frames into 4T frames, not 1 + 4(T - 1)
+        raise VideoCMError(f"{name} needs 8k+1 frames (an odd number of latent frames); got {frames}: use e.g. "
+                           f"{max(9, (frames - 1) // 8 * 8 + 1)}")
     if height % (vae.spatial_factor * 2) or width % (vae.spatial_factor * 2):
         raise VideoCMError(f"height and width must be multiples of {vae.spatial_factor * 2} for {name}, got "
                            f"{height}x{width}")
