@@ -139,8 +139,11 @@ def training_batches(config, teacher, text, device):
                              config.caption_dropout, config.latent_pool, device)
     from .batches import CachedLatentBatches, ensure_latent_cache
 
-    cache = ensure_latent_cache(teacher, text, Path(config.data), config.cache or str(Path(config.out) / "latent-cache"),
-                                config.frame_stride, device)
+    from accelerate import PartialState
+
+    with PartialState(cpu=config.cpu).main_process_first():  # one process encodes, the others then read the cache
+        cache = ensure_latent_cache(teacher, text, Path(config.data),
+                                    config.cache or str(Path(config.out) / "latent-cache"), config.frame_stride, device)
     return CachedLatentBatches(cache, text, config.caption_dropout)
 
 
