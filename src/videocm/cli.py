@@ -231,17 +231,13 @@ def _run(argv: list[str]) -> int:
         import torch
 
         from .distill.batches import encode_video_folder
-        from .distill.lcm import video_shape_override
+        from .distill.lcm import teacher_text, video_shape_override
         from .models.folder import load_model
 
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         teacher = load_model(args.teacher, device, video_shape_override(args), args.max_sequence_length)
-        text = teacher.text
-        if text is None:
-            from .models.text_encoder import TextEncoder
-
-            text = TextEncoder(max_length=int(teacher.info.get("text_max_length", 16)), device=device)
-        encode_video_folder(teacher, text, Path(args.data), Path(args.out), args.frame_stride, args.batch_size,
+        encode_video_folder(teacher, teacher_text(teacher, device=device), Path(args.data), Path(args.out),
+                            args.frame_stride, args.batch_size,
                             args.shard_size, device)
         return 0
     if args.command == "sample":

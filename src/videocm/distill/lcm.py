@@ -128,6 +128,15 @@ def load_teacher(config, device):
     return load_model(config.teacher, device, video_shape_override(config), config.max_sequence_length)
 
 
+def teacher_text(teacher, prompt_cache: str | None = None, device="cpu"):
+    """The teacher's text encoder: its diffusers pipeline's, else a MiniLM prompt cache or MiniLM itself."""
+    if teacher.text is not None:
+        return teacher.text
+    if prompt_cache:
+        return PromptCache(prompt_cache)
+    return TextEncoder(max_length=int(teacher.info.get("text_max_length", 16)), device=device)
+
+
 def training_batches(config, teacher, text, device):
     """Latent batches of the run: MovingDigits clips, or the user's videos through a latent cache."""
     if config.data is None:
@@ -194,9 +203,7 @@ class LCMTask:
         self.segment = self.student_segment()
         self.model = self.build_student(device)
         self.target = TargetNetwork(self.model, config.target, config.target_decay)
-        max_length = int(teacher.info.get("text_max_length", 16))
-        self.text = (teacher.text or (PromptCache(config.prompt_cache) if config.prompt_cache
-                                      else TextEncoder(max_length=max_length)))
+        self.text = teacher_text(teacher, config.prompt_cache)
         self.batches = training_batches(config, teacher, self.text, device)
         self.negative = {k: v.to(device) for k, v in self.text.encode([config.negative_prompt]).items()}
         self.shard = (0, 1)

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 
-from ..diffusion import FlowSchedule, Schedule, vp_schedule
 from ..errors import VideoCMError
 from .denoisers import DenoiserAdapter
 from .vae import VideoVAE
@@ -116,13 +115,6 @@ def schedule_config_from_scheduler(config: dict) -> dict:
     return schedule
 
 
-def _schedule(config: dict) -> Schedule:
-    config = dict(config)
-    if config.pop("type") == "flow":
-        return FlowSchedule(shift=config["shift"], num_train_timesteps=config["num_train_timesteps"])
-    return vp_schedule(**config)
-
-
 class PipelineText:
     """A pipeline's text encoder(s) through the pipeline's own ``encode_prompt``, cached per prompt.
 
@@ -140,13 +132,6 @@ class PipelineText:
     @property
     def device(self) -> torch.device:
         return next(self.pipeline.text_encoder.parameters()).device
-
-    def to(self, device) -> "PipelineText":
-        for name in ("text_encoder", "text_encoder_2"):
-            module = getattr(self.pipeline, name, None)
-            if module is not None:
-                module.to(device)
-        return self
 
     @torch.no_grad()
     def _encode_uncached(self, prompts: list[str]) -> dict[str, torch.Tensor]:
@@ -208,12 +193,16 @@ def load_pipeline(folder: str | Path, device: str | torch.device = "cpu", withou
     return pipeline, layout
 
 
-def pipeline_info(folder: Path, pipeline, layout: Layout, video_shape: list[int] | None = None,
+def pipeline_vae(pipeline, device: str | torch.device = "cpu") -> VideoVAE:
+    """The pipeline's VAE, normalising latents as the pipeline does."""
+    return VideoVAE(pipeline.vae, normalisation="config").to(device).eval().requires_grad_(False)
+
+
+def pipeline_info(folder: Path, pipeline, layout: Layout, vae: VideoVAE, video_shape: list[int] | None = None,
                   max_sequence_length: int | None = None) -> dict:
     """``videocm.json``-style information for a pipeline teacher at ``video_shape`` ``[frames, height, width]``."""
     name = type(pipeline).__name__
-    frames, height, width = video_shape or _default_video_shape(pipeline, layout)
-    vae = VideoVAE(pipeline.vae, normalisation="config")
+    frames, height, width = video_shape or _default_video_shape(pipeline, layout, vae.spatial_factor)
     if vae.temporal_factor > 1 and (frames - 1) % vae.temporal_factor:
         raise VideoCMError(f"{name} needs 4k+1 frames (its VAE compresses time {vae.temporal_factor}x); got "
                            f"{frames}: use e.g. {(frames - 1) // vae.temporal_factor * vae.temporal_factor + 1}")
@@ -236,13 +225,12 @@ def pipeline_info(folder: Path, pipeline, layout: Layout, video_shape: list[int]
     return info
 
 
-def _default_video_shape(pipeline, layout: Layout) -> list[int]:
+def _default_video_shape(pipeline, layout: Layout, factor: int) -> list[int]:
     config = getattr(pipeline, layout.denoiser).config
     if layout.family == "unet3d":
-        side = int(config.sample_size) * VideoVAE(pipeline.vae).spatial_factor
+        side = int(config.sample_size) * factor
         return [layout.frames, side, side]
     if layout.family == "cogvideox":
-        factor = VideoVAE(pipeline.vae).spatial_factor
         return [int(config.get("sample_frames", layout.frames)), config.sample_height * factor,
                 config.sample_width * factor]
     return [layout.frames, layout.height, layout.width]
@@ -253,21 +241,20 @@ def pipeline_parts(folder: str | Path, family: str, device, max_sequence_length:
     pipeline, layout = load_pipeline(folder, device, without_denoiser)
     if layout.family != family:
         raise VideoCMError(f"{folder} is a {layout.family} pipeline, this model is {family}")
-    vae = VideoVAE(pipeline.vae, normalisation="config").to(device).eval().requires_grad_(False)
-    return pipeline, vae, PipelineText(pipeline, family, max_sequence_length)
+    return pipeline, pipeline_vae(pipeline, device), PipelineText(pipeline, family, max_sequence_length)
 
 
 def load_pipeline_teacher(folder: str | Path, device: str | torch.device = "cpu",
                           video_shape: list[int] | None = None, max_sequence_length: int | None = None):
     """A :class:`models.folder.VideoModel` teacher from a diffusers pipeline folder."""
-    from .folder import VideoModel
+    from .folder import VideoModel, schedule_from_config
 
     folder = Path(folder)
     pipeline, layout = load_pipeline(folder, device)
-    info = pipeline_info(folder, pipeline, layout, video_shape, max_sequence_length)
+    vae = pipeline_vae(pipeline, device)
+    info = pipeline_info(folder, pipeline, layout, vae, video_shape, max_sequence_length)
     denoiser = DenoiserAdapter(layout.family, getattr(pipeline, layout.denoiser))
     denoiser.embedded_guidance = info.get("embedded_guidance")
-    vae = VideoVAE(pipeline.vae, normalisation="config").to(device).eval().requires_grad_(False)
     text = PipelineText(pipeline, layout.family, info["max_sequence_length"])
-    return VideoModel(denoiser.to(device).eval().requires_grad_(False), vae, _schedule(info["schedule"]), info,
-                      folder, text=text)
+    return VideoModel(denoiser.to(device).eval().requires_grad_(False), vae, schedule_from_config(info["schedule"]),
+                      info, folder, text=text)
