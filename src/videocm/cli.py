@@ -133,6 +133,38 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--height", type=int, help="diffusers pipeline teachers: height in pixels")
     sample.add_argument("--width", type=int, help="diffusers pipeline teachers: width in pixels")
     sample.add_argument("--max-sequence-length", type=int, help="diffusers pipeline teachers: text tokens")
+    sample.add_argument("--control-model", help="control branch folder (videocm train-control); works with the "
+                        "teacher it was trained on and, unchanged, with any student of that teacher")
+    sample.add_argument("--control", help="control video: .npy uint8 (T, H, W, 1) silhouette, or a video/GIF of it")
+    sample.add_argument("--control-scale", type=float, default=1.0,
+                        help="multiplies the control residuals (default 1; 0 switches the control off)")
+
+    train_control = commands.add_parser(
+        "train-control", help="train a ControlNet-style control branch on a teacher (MovingDigits silhouettes)",
+        description="Train a control branch (a trainable copy of the early blocks of --teacher's network joined "
+                    "through zero-initialised projections) on MovingDigits clips with their silhouettes as control. "
+                    "Any setting of the config is a --key value flag (e.g. --steps 3000 --control-blocks 4); "
+                    "--resume continues from the newest checkpoint.")
+    _add_config_arguments(train_control)
+
+    eval_control = commands.add_parser(
+        "eval-control", help="control fidelity (per-frame IoU with the silhouette, caption colour) of models with a "
+                             "control branch",
+        description="Generate clips for held-out MovingDigits clips' captions and silhouettes with each --model "
+                    "(DIR@STEPS,STEPS: a teacher or a student) and the same --control-model, and score how well they "
+                    "follow the control.")
+    eval_control.add_argument("--control-model", required=True, help="control branch folder")
+    eval_control.add_argument("--model", action="append", required=True,
+                              help="model folder with its step counts, e.g. models/lcm-flow@1,2,4 (repeatable)")
+    eval_control.add_argument("--n", type=int, default=96, help="clips per row")
+    eval_control.add_argument("--seed", type=int, default=0)
+    eval_control.add_argument("--batch-size", type=int, default=16)
+    eval_control.add_argument("--guidance", type=float, help="teachers' guidance (default: the model's)")
+    eval_control.add_argument("--judge", help="judge folder (default: the shipped models/judge)")
+    eval_control.add_argument("--baseline", action="store_true",
+                              help="add a row for the first model at its first step count without the control")
+    eval_control.add_argument("--json", help="write the results as JSON here")
+    eval_control.add_argument("--report", help="write a report folder (report.md, samples.gif) here")
 
     demo = commands.add_parser("demo", help="the main job on the built-in default (what `make demo` runs)")
     _add_config_arguments(demo)
@@ -197,6 +229,18 @@ def _run(argv: list[str]) -> int:
             summary = train_teacher(load_config(TeacherConfig, args.config, extra))
         print(json.dumps(summary, indent=2))
         return 0
+    if args.command == "train-control":
+        from .config import load_config
+        from .distill.control import ControlConfig, train_control
+
+        print(json.dumps(train_control(load_config(ControlConfig, args.config, extra)), indent=2))
+        return 0
+    if args.command == "eval-control":
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        from .evaluation.control_cli import run_eval_control
+
+        return run_eval_control(args)
     if args.command == "distill":
         from .config import load_config
         from .distill.dcm import DCMConfig, distill_dcm

@@ -83,24 +83,51 @@ class VideoPipeline:
     def from_folder(cls, folder, device: str | torch.device = "cpu") -> "VideoPipeline":
         return cls(load_model(folder, device), device)
 
+    def use_control(self, branch, scale: float = 1.0) -> "VideoPipeline":
+        """Join a control branch (:mod:`models.control`) to every network of the model, unchanged; afterwards
+        :meth:`generate` takes ``controls``. ``branch=None`` removes it."""
+        from .models.control import attach_control
+
+        attach_control([self.model.denoiser, *(self.model.experts or [])], branch, scale, f"model {self.name}")
+        return self
+
+    def _conditioning(self, prompts: list[str], controls) -> dict[str, torch.Tensor]:
+        """Text states of ``prompts`` and, with ``controls`` (uint8 silhouettes ``(T, H, W, 1)``, one per
+        prompt), their control latents."""
+        cond = {k: v.to(self.device) for k, v in self.text.encode(prompts).items()}
+        if controls is not None:
+            from .models.control import control_tensor, encode_control
+
+            if self.model.denoiser.control_branch is None:
+                raise VideoCMError("controls given to a pipeline without a control model (use_control)")
+            if len(controls) != len(prompts):
+                raise VideoCMError(f"{len(controls)} controls for {len(prompts)} prompts: give one per prompt")
+            cond["control"] = encode_control(self.model.vae, control_tensor(list(controls))).to(self.device)
+        return cond
+
     @torch.inference_mode()
     def generate(self, prompts: list[str], seeds: list[int], steps: int | None = None,
                  guidance: float | None = None, meter: CostMeter | None = None, negative_prompt: str = "",
-                 progress: bool = False, timesteps: list[float] | None = None, noise: str = "videocm"
-                 ) -> list[np.ndarray]:
+                 progress: bool = False, timesteps: list[float] | None = None, noise: str = "videocm",
+                 controls: list[np.ndarray] | None = None) -> list[np.ndarray]:
         """``timesteps``: explicit sampling times for a student (descending, the schedule's time), instead of
-        ``steps`` spread over its grid. ``noise``: a student's re-noising convention (module docstring)."""
+        ``steps`` spread over its grid. ``noise``: a student's re-noising convention (module docstring).
+        ``controls``: one uint8 silhouette ``(T, H, W, 1)`` per prompt, for a pipeline with a control branch."""
         meter = meter or CostMeter()
         steps = steps or self.model.default_steps
         if self.model.is_student:
-            return self._generate_student(prompts, seeds, steps, guidance, meter, progress, timesteps, noise)
+            return self._generate_student(prompts, seeds, steps, guidance, meter, progress, timesteps, noise,
+                                          controls)
         if timesteps is not None:
             raise VideoCMError("explicit timesteps are for students; give a teacher --steps")
         guidance = self.model.default_guidance if guidance is None else guidance
         with meter.phase("text"):
-            cond = {k: v.to(self.device) for k, v in self.text.encode(prompts).items()}
-            uncond = ({k: v.to(self.device) for k, v in self.text.encode([negative_prompt] * len(prompts)).items()}
-                      if guidance != 1.0 else None)
+            cond = self._conditioning(prompts, controls)
+            uncond = None
+            if guidance != 1.0:
+                uncond = {k: v.to(self.device) for k, v in self.text.encode([negative_prompt] * len(prompts)).items()}
+                if "control" in cond:  # the control applies to both halves of guidance, as in ControlNet
+                    uncond["control"] = cond["control"]
         with meter.phase("denoise"):
             noise = initial_noise(seeds, self.model.latent_shape, self.device)
             latents = sample_teacher(meter.counted(self.model.denoiser), noise, self.model.schedule, steps, cond,
@@ -110,9 +137,8 @@ class VideoPipeline:
         meter.clips += len(prompts)
         return clips
 
-
     def _generate_student(self, prompts, seeds, steps, guidance, meter, progress, timesteps=None,
-                          noise_mode: str = "videocm") -> list[np.ndarray]:
+                          noise_mode: str = "videocm", controls=None) -> list[np.ndarray]:
         """Multistep consistency sampling (expert-switching for a phased student): one network evaluation per
         step, guidance folded in or embedded."""
         info = self.model.info
@@ -138,7 +164,7 @@ class VideoPipeline:
             times = consistency_times(grid, steps)
         mode = info.get("guidance", {}).get("mode", "fixed")
         with meter.phase("text"):
-            cond = {k: v.to(self.device) for k, v in self.text.encode(prompts).items()}
+            cond = self._conditioning(prompts, controls)
         if mode == "embedded":
             low, high = info["guidance"]["range"]
             w = float(info["guidance"]["default"] if guidance is None else guidance)

@@ -70,13 +70,24 @@ def run_sample(args: argparse.Namespace) -> int:
                        video_shape=shape if all(v is not None for v in shape) else None,
                        max_sequence_length=getattr(args, "max_sequence_length", None))
     pipeline = VideoPipeline(model, device)
+    controls = None
+    if getattr(args, "control_model", None) or getattr(args, "control", None):
+        if not (args.control_model and args.control):
+            raise VideoCMError("give --control-model and --control together (the branch and the control video)")
+        from .models.control import load_control, read_control
+
+        branch, _ = load_control(args.control_model, device)
+        pipeline.use_control(branch, args.control_scale)
+        control = read_control(args.control, tuple(model.info["video_shape"]))
+        controls = [control] * len(prompts)
     seeds = [args.seed + i for i in range(len(prompts))]
     clips: list[np.ndarray] = []
     for start in tqdm(range(0, len(prompts), args.batch_size), desc="sampling", disable=len(prompts) <= 1):
         clips += pipeline.generate(prompts[start:start + args.batch_size], seeds[start:start + args.batch_size],
                                    args.steps, args.guidance, negative_prompt=args.negative_prompt,
                                    progress=len(prompts) == 1, timesteps=timesteps,
-                                   noise=getattr(args, "noise", "diffusers"))
+                                   noise=getattr(args, "noise", "diffusers"),
+                                   controls=None if controls is None else controls[start:start + args.batch_size])
     if args.prompt:
         print(f"wrote {write_clip(out, clips[0], fmt)}")
         return 0

@@ -21,14 +21,15 @@ class LatentBatches:
     """Latents of train-split clips (encoded on the fly, or once into a pool of ``pool_size``) and text states.
 
     ``text`` is a :class:`TextEncoder` or :class:`PromptCache`; captions are replaced by ``""`` with probability
-    ``caption_dropout``.
+    ``caption_dropout``. With ``control`` the clips' silhouettes are encoded too (:func:`models.control.
+    encode_control`) and :meth:`draw_with_control` hands them out beside the latents.
     """
 
     def __init__(self, vae: VideoVAE, geometry: Geometry, text, seed: int, caption_dropout: float = 0.0,
-                 pool_size: int = 0, device: torch.device | str = "cpu") -> None:
+                 pool_size: int = 0, device: torch.device | str = "cpu", control: bool = False) -> None:
         self.vae, self.geometry, self.text = vae, geometry, text
-        self.seed, self.caption_dropout = seed, caption_dropout
-        self.pool: tuple[torch.Tensor, list[str]] | None = None
+        self.seed, self.caption_dropout, self.control = seed, caption_dropout, control
+        self.pool: tuple[torch.Tensor, list[str], torch.Tensor | None] | None = None
         if pool_size > 0:
             self.pool = self._encode_pool(pool_size, device)
 
@@ -36,23 +37,44 @@ class LatentBatches:
         """Captions for monitoring samples (None: the MovingDigits test captions)."""
         return None
 
-    @torch.no_grad()
-    def _encode_pool(self, n: int, device) -> tuple[torch.Tensor, list[str]]:
-        """Latents of ``n`` train clips (drawn with seed ``seed + 1``), encoded once on ``device``."""
+    def _encode(self, clips, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        from ..models.control import control_tensor, encode_control
+
         self.vae.to(device)
-        latents, captions = [], []
-        for start in range(0, n, 256):
-            clips = [make_clip(i, self.seed + 1, "train", self.geometry) for i in range(start, min(n, start + 256))]
-            latents.append(self.vae.encode(clips_tensor(clips).to(device)))
-            captions += [c.caption for c in clips]
-        return torch.cat(latents), captions
+        latents = self.vae.encode(clips_tensor(clips).to(device))
+        controls = encode_control(self.vae, control_tensor([c.control for c in clips])) if self.control else None
+        return latents, controls
 
     @torch.no_grad()
+    def _encode_pool(self, n: int, device) -> tuple[torch.Tensor, list[str], torch.Tensor | None]:
+        """Latents of ``n`` train clips (drawn with seed ``seed + 1``), encoded once on ``device``."""
+        latents, controls, captions = [], [], []
+        for start in range(0, n, 256):
+            clips = [make_clip(i, self.seed + 1, "train", self.geometry) for i in range(start, min(n, start + 256))]
+            encoded = self._encode(clips, device)
+            latents.append(encoded[0])
+            controls.append(encoded[1])
+            captions += [c.caption for c in clips]
+        return torch.cat(latents), captions, torch.cat(controls) if self.control else None
+
     def draw(self, n: int, rng: np.random.Generator, shard: tuple[int, int],
              device: torch.device | str) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[str]]:
         """This process's rows of a global batch of ``n``: latents ``(n / processes, C, T, h, w)``, text states
         and the (possibly dropped) captions."""
+        latents, _, text, captions = self._draw(n, rng, shard, device)
+        return latents, text, captions
+
+    def draw_with_control(self, n: int, rng: np.random.Generator, shard: tuple[int, int], device: torch.device | str
+                          ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], list[str]]:
+        """As :meth:`draw`, with the control latents of the same clips second."""
+        if not self.control:
+            raise ValueError("these batches were made without control=True")
+        return self._draw(n, rng, shard, device)
+
+    @torch.no_grad()
+    def _draw(self, n, rng, shard, device):
         rows = shard_rows(n, shard)
+        controls = None
         if self.pool is not None:
             picks = rng.integers(len(self.pool[1]), size=n)
             captions = [self.pool[1][r] for r in picks]
@@ -64,12 +86,14 @@ class LatentBatches:
         dropped = rng.random(n) < self.caption_dropout
         captions = ["" if drop else caption for drop, caption in zip(dropped, captions)][rows]
         if self.pool is not None:
-            latents = self.pool[0][torch.from_numpy(picks[rows]).to(self.pool[0].device)].to(device)
+            chosen = torch.from_numpy(picks[rows]).to(self.pool[0].device)
+            latents = self.pool[0][chosen].to(device)
+            if self.control:
+                controls = self.pool[2][chosen].to(device)
         else:
-            self.vae.to(device)
-            latents = self.vae.encode(clips_tensor(clips).to(device))
+            latents, controls = self._encode(clips, device)
         text = {k: v.to(device) for k, v in self.text.encode(captions).items()}
-        return latents, text, captions
+        return latents, controls, text, captions
 
 
 def cache_fingerprint(teacher, data: Path, frame_stride: int) -> dict:

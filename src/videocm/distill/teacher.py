@@ -89,6 +89,34 @@ def vp_arguments(config: TeacherConfig) -> dict:
             "timestep_spacing": "trailing"}
 
 
+def denoising_loss(denoiser, schedule, latents: torch.Tensor, generator: torch.Generator, n: int, rows: slice,
+                   logit_normal_mean: float = 0.0, logit_normal_std: float = 1.0, snr_gamma: float = 5.0
+                   ) -> torch.Tensor:
+    """The plain denoising loss of a schedule on this process's ``rows`` of a global batch of ``n`` (noise and
+    noise levels are drawn for all ``n`` from ``generator``, so they do not depend on the process count).
+
+    Flow: velocity ``noise - x0`` at logit-normal sigmas, shifted by the schedule's shift. VP: v-prediction MSE
+    weighted by min-SNR-gamma. ``denoiser(noisy, model_timestep)`` -> prediction.
+    """
+    device = latents.device
+    noise = torch.randn((n, *latents.shape[1:]), generator=generator)[rows].to(device)
+    if isinstance(schedule, FlowSchedule):
+        sigma = torch.sigmoid(torch.randn(n, generator=generator) * logit_normal_std + logit_normal_mean)
+        shift = schedule.shift
+        sigma = (shift * sigma / (1 + (shift - 1) * sigma))[rows].to(device)
+        output = denoiser(schedule.add_noise(latents, noise, sigma), schedule.model_timestep(sigma))
+        return torch.nn.functional.mse_loss(output.float(), noise - latents)
+    t = torch.randint(0, schedule.num_train_timesteps, (n,), generator=generator)[rows].to(device)
+    alpha, sigma = schedule.alpha_sigma(t, device)
+    target = prediction_target(latents, noise, broadcast_to(alpha, latents), broadcast_to(sigma, latents),
+                               schedule.prediction_type)
+    output = denoiser(schedule.add_noise(latents, noise, t), t)
+    snr = alpha**2 / sigma.clamp(min=1e-8) ** 2
+    weight = torch.minimum(snr, torch.full_like(snr, snr_gamma)) / (snr + 1)
+    per_sample = ((output.float() - target) ** 2).mean(dim=(1, 2, 3, 4))
+    return (per_sample * weight).mean()
+
+
 class TeacherTask:
     """Denoising loss for one teacher family on MovingDigits latents."""
 
@@ -131,27 +159,9 @@ class TeacherTask:
         n = self.micro_batch
         rows = shard_rows(n, self.shard)
         latents, text, _ = self.batches.draw(n, rng, self.shard, device)
-        noise = torch.randn((n, *latents.shape[1:]), generator=generator)[rows].to(device)
-        if self.config.family == "wan":
-            u = torch.randn(n, generator=generator) * self.config.logit_normal_std + self.config.logit_normal_mean
-            sigma = torch.sigmoid(u)
-            shift = self.config.flow_shift
-            sigma = (shift * sigma / (1 + (shift - 1) * sigma))[rows].to(device)
-            noisy = self.schedule.add_noise(latents, noise, sigma)
-            target = noise - latents
-            output = model(noisy, self.schedule.model_timestep(sigma), **text)
-            loss = torch.nn.functional.mse_loss(output.float(), target)
-            return loss, {}
-        t = torch.randint(0, self.schedule.num_train_timesteps, (n,), generator=generator)[rows].to(device)
-        alpha, sigma = self.schedule.alpha_sigma(t, device)
-        noisy = self.schedule.add_noise(latents, noise, t)
-        target = prediction_target(latents, noise, broadcast_to(alpha, latents), broadcast_to(sigma, latents),
-                                   "v_prediction")
-        output = model(noisy, t, **text)
-        snr = (alpha**2 / sigma.clamp(min=1e-8) ** 2)
-        weight = torch.minimum(snr, torch.full_like(snr, self.config.snr_gamma)) / (snr + 1)
-        per_sample = ((output.float() - target) ** 2).mean(dim=(1, 2, 3, 4))
-        return (per_sample * weight).mean(), {}
+        c = self.config
+        return denoising_loss(lambda noisy, timestep: model(noisy, timestep, **text), self.schedule, latents,
+                              generator, n, rows, c.logit_normal_mean, c.logit_normal_std, c.snr_gamma), {}
 
     def info(self) -> dict:
         c = self.config

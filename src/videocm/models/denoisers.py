@@ -86,6 +86,9 @@ class DenoiserAdapter(nn.Module):
         # ``guidance_scale``; sent as ``1000 * scale``, as HunyuanVideoPipeline does)
         self.embedded_guidance: float | None = None
         self._rotary_cache: dict = {}
+        # a control branch (models.control.attach_control): its residuals join the network when ``control=`` is given
+        self.control_branch: nn.Module | None = None
+        self.control_scale = 1.0
 
     @property
     def embeds_guidance(self) -> bool:
@@ -94,8 +97,12 @@ class DenoiserAdapter(nn.Module):
 
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
                 encoder_attention_mask: torch.Tensor | None = None, guidance: torch.Tensor | None = None,
-                pooled_projections: torch.Tensor | None = None) -> torch.Tensor:
-        text = (encoder_hidden_states, encoder_attention_mask, pooled_projections)
+                pooled_projections: torch.Tensor | None = None, control: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """``control``: control latents ``(B, C', T, h, w)`` for the attached control branch."""
+        if control is not None and self.control_branch is None:
+            raise ValueError("control latents given to a denoiser without a control branch (attach_control)")
+        text = (encoder_hidden_states, encoder_attention_mask, pooled_projections, control)
         if self.guidance_embedding is None:
             if guidance is not None:
                 raise ValueError("this network has no guidance embedding; do not pass guidance=")
@@ -108,11 +115,21 @@ class DenoiserAdapter(nn.Module):
         finally:
             self.guidance_hook.pending = None
 
-    def _call_network(self, x, timestep, encoder_hidden_states, encoder_attention_mask, pooled_projections):
-        dtype = next(self.network.parameters()).dtype
+    def _call_network(self, x, timestep, encoder_hidden_states, encoder_attention_mask, pooled_projections,
+                      control=None):
         states = encoder_hidden_states
         if encoder_attention_mask is not None and self.family in ("wan", "unet3d"):
             states = states * encoder_attention_mask.unsqueeze(-1).to(states.dtype)
+        if control is None:
+            return self._run_network(x, timestep, states, encoder_attention_mask, pooled_projections, {})
+        branch = self.control_branch
+        residuals = branch(x, timestep, states, control)
+        with branch.joined(self.network, residuals, self.control_scale) as extra:
+            return self._run_network(x, timestep, states, encoder_attention_mask, pooled_projections, extra)
+
+    def _run_network(self, x, timestep, states, encoder_attention_mask, pooled_projections, extra: dict):
+        """``extra``: keyword arguments a control branch adds to the network's call (UNet3D's residuals)."""
+        dtype = next(self.network.parameters()).dtype
         states = states.to(dtype)
         if self.family == "wan":
             out = self.network(hidden_states=x.to(dtype), timestep=timestep, encoder_hidden_states=states,
@@ -136,7 +153,7 @@ class DenoiserAdapter(nn.Module):
                                encoder_attention_mask=mask, pooled_projections=pooled, guidance=guidance,
                                return_dict=False)[0]
         else:
-            out = self.network(x.to(dtype), timestep, encoder_hidden_states=states, return_dict=False)[0]
+            out = self.network(x.to(dtype), timestep, encoder_hidden_states=states, return_dict=False, **extra)[0]
         return out.to(x.dtype)
 
     def _rotary(self, shape: tuple[int, ...], device: torch.device):

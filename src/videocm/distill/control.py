@@ -1,0 +1,129 @@
+"""Training a control branch on a frozen teacher (``videocm train-control``).
+
+The loss is the teacher's own denoising loss (:func:`distill.teacher.denoising_loss`: flow matching for flow
+teachers, min-SNR v-prediction for VP ones) on MovingDigits train clips, with the clip's silhouette as the
+control; only the branch learns. Captions are dropped at the teacher's rate, so guidance keeps working with a
+control (both halves of guidance see it). ``init_control`` continues from a saved branch, for example to
+fine-tune it on another model of the same architecture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..data.moving_digits import Geometry
+from ..errors import VideoCMError
+from ..models.control import CONTROL_FAMILIES, attach_control, load_control, new_control_branch, save_control
+from ..models.folder import load_model
+from ..models.text_encoder import PromptCache, TextEncoder
+from .batches import LatentBatches
+from .teacher import denoising_loss
+from .trainer import TrainConfig, run_and_summarise, shard_rows
+
+
+@dataclass
+class ControlConfig(TrainConfig):
+    teacher: str = "models/teacher-flow"
+    control_blocks: int = 4  # Wan: transformer blocks copied into the branch (the UNet copies its down path)
+    init_control: str | None = None  # a control model to continue from
+    caption_dropout: float = 0.1
+    prompt_cache: str | None = None
+    latent_pool: int = 0  # > 0: encode this many train clips and silhouettes once (the VAE off the loop)
+    logit_normal_mean: float = 0.0
+    logit_normal_std: float = 1.0
+    snr_gamma: float = 5.0
+    sample_clips: int = 32
+    sample_steps: int = 25
+    guidance: float | None = None  # for monitoring samples; None: the teacher's default
+
+
+class ControlTask:
+    """Trains ``model`` (the branch) through the frozen teacher it is joined to."""
+
+    def __init__(self, config: ControlConfig, device: torch.device | str | None = None) -> None:
+        device = device or ("cuda" if torch.cuda.is_available() and not config.cpu else "cpu")
+        self.config = config
+        self.teacher = load_model(config.teacher, device)
+        info = self.teacher.info
+        if self.teacher.is_student:
+            raise VideoCMError(f"--teacher {config.teacher} is a student; train the control branch on its teacher "
+                               f"and sample the student with it (videocm sample --model STUDENT --control-model ...)")
+        if self.teacher.denoiser.family not in CONTROL_FAMILIES:
+            raise VideoCMError(f"control branches are built for {' and '.join(CONTROL_FAMILIES)} networks; "
+                               f"{config.teacher} is {self.teacher.denoiser.family}")
+        if info.get("dataset") != "MovingDigits-v1":
+            raise VideoCMError(f"train-control trains on MovingDigits silhouettes; {config.teacher} was not trained "
+                               f"on MovingDigits (its videocm.json names dataset {info.get('dataset')!r})")
+        frames, height, width = info["video_shape"]
+        if height != width:
+            raise VideoCMError(f"MovingDigits clips are square; {config.teacher} makes {height}x{width} clips")
+        self.geometry = Geometry(frames, height)
+        vae = self.teacher.vae
+        if config.init_control:
+            branch, _ = load_control(config.init_control)
+        else:
+            torch.manual_seed(config.seed)
+            branch = new_control_branch(self.teacher.denoiser.family, self.teacher.denoiser.network,
+                                        config.control_blocks, vae.latent_channels)
+        self.model = branch.train().requires_grad_(True)
+        attach_control([self.teacher.denoiser], self.model, where=f"teacher {config.teacher}")
+        text = (PromptCache(config.prompt_cache) if config.prompt_cache
+                else TextEncoder(max_length=int(info.get("text_max_length", 16))))
+        self.batches = LatentBatches(vae, self.geometry, text, config.seed, config.caption_dropout,
+                                     config.latent_pool, device, control=True)
+        self.text = text
+        self.shard = (0, 1)
+        self.micro_batch = config.batch_size
+
+    def prepare(self, accelerator) -> None:
+        self.teacher.denoiser.to(accelerator.device)
+        self.teacher.vae.to(accelerator.device)
+
+    def loss(self, model, step, rng, generator, device):
+        n = self.micro_batch
+        rows = shard_rows(n, self.shard)
+        latents, controls, text, _ = self.batches.draw_with_control(n, rng, self.shard, device)
+        teacher = self.teacher.denoiser
+        teacher.control_branch = model  # the prepared (possibly wrapped) branch, so gradients reach it
+        c = self.config
+        loss = denoising_loss(lambda noisy, timestep: teacher(noisy, timestep, **text, control=controls),
+                              self.teacher.schedule, latents, generator, n, rows, c.logit_normal_mean,
+                              c.logit_normal_std, c.snr_gamma)
+        return loss, {}
+
+    def info(self) -> dict:
+        teacher = self.teacher
+        return {"teacher": str(Path(self.config.teacher)), "control_blocks": self.model.config.num_blocks,
+                "control_encoding": "the model's VAE, grey silhouette on all three channels",
+                "video_shape": list(teacher.info["video_shape"]), "latent_shape": list(teacher.latent_shape),
+                "schedule": teacher.info["schedule"], "dataset": "MovingDigits-v1 silhouettes",
+                "default_guidance": teacher.default_guidance}
+
+    def sample(self, model, step, out):
+        """Control fidelity of the teacher with the branch at ``sample_steps`` on held-out clips."""
+        from ..evaluation.control import control_eval_set, control_scores
+        from ..pipeline import VideoPipeline
+
+        was_training = model.training
+        model.eval()
+        pipeline = VideoPipeline(self.teacher, next(model.parameters()).device, text=self.text)
+        attach_control([self.teacher.denoiser], model)
+        prompts, controls, seeds, _ = control_eval_set(self.config.sample_clips, 0, self.geometry)
+        clips = []
+        for start in range(0, len(prompts), 16):
+            part = slice(start, start + 16)
+            clips += pipeline.generate(prompts[part], seeds[part], self.config.sample_steps, self.config.guidance,
+                                       controls=controls[part])
+        scores = control_scores(clips, controls, prompts)
+        model.train(was_training)
+        return {"sample_iou": scores["iou"], "sample_iou_mismatched": scores["iou_mismatched"]}
+
+    def save(self, model, out):
+        save_control(out, model, self.info())
+
+
+def train_control(config: ControlConfig, progress: bool = True) -> dict:
+    return run_and_summarise(config, ControlTask, progress)

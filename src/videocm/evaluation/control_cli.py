@@ -1,0 +1,149 @@
+"""``videocm eval-control``: control fidelity of teachers and students sharing one control branch.
+
+Rows, each over the same held-out clips (captions as prompts, silhouettes as controls, one seed per clip):
+
+* ``real clips through the VAE``: the test clips encoded and decoded, the ceiling for any latent model;
+* with ``--baseline``: the first model at its first step count *without* the control, the chance level of a
+  model that only reads the caption;
+* every ``--model DIR@STEPS,...`` with the control branch, at each step count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..data.moving_digits import Geometry
+from ..errors import VideoCMError
+from .cli import parse_steps
+from .control import control_eval_set, control_scores
+from .cost import CostMeter
+from .evaluate import write_json
+
+COLUMNS = [("model", "model"), ("steps", "steps"), ("control", "control"), ("nfe", "NFE"), ("iou", "IoU"),
+           ("iou_worst_frame", "IoU worst frame"), ("iou_mismatched", "IoU other clip's control"),
+           ("colour", "colour"), ("digit", "digit"), ("direction", "direction"), ("fidelity_all", "all three"),
+           ("seconds_per_clip", "s/clip")]
+
+
+def control_table(rows: list[dict]) -> str:
+    def cell(value) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(row.get(key)) for key, _ in COLUMNS) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def parse_model_spec(spec: str) -> tuple[str, list[int] | None]:
+    path, _, steps = spec.rpartition("@") if "@" in spec else (spec, "", "")
+    return path, parse_steps(steps) if steps else None
+
+
+def _generate(pipeline, prompts, seeds, controls, steps, guidance, batch_size, desc):
+    meter = CostMeter()
+    clips: list[np.ndarray] = []
+    began = time.perf_counter()
+    for start in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False):
+        part = slice(start, start + batch_size)
+        clips += pipeline.generate(prompts[part], seeds[part], steps, guidance, meter,
+                                   controls=None if controls is None else controls[part])
+    seconds = time.perf_counter() - began
+    return clips, {"nfe": round(meter.summary()["nfe"]), "seconds_per_clip": seconds / len(prompts)}
+
+
+def evaluate_control(control_folder: str, specs: list[str], n: int = 96, seed: int = 0, batch_size: int = 16,
+                     guidance: float | None = None, judge=None, baseline: bool = False, keep: int = 8
+                     ) -> tuple[dict, list[tuple[str, list[np.ndarray]]]]:
+    """Scores per row (see the module docstring) and the first ``keep`` clips of each row, for a report."""
+    from ..models.control import load_control
+    from ..models.folder import load_model
+    from ..models.vae import to_uint8_frames
+    from ..pipeline import VideoPipeline
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    branch, info = load_control(control_folder, device)
+    frames, height, width = info["video_shape"]
+    if height != width:
+        raise VideoCMError(f"{control_folder} was trained on {height}x{width} clips; MovingDigits clips are square")
+    prompts, controls, seeds, real = control_eval_set(n, seed, Geometry(frames, height))
+    rows: list[dict] = []
+    samples: list[tuple[str, list[np.ndarray]]] = [
+        ("control", [np.repeat(c, 3, axis=-1) for c in controls[:keep]]), ("real test clips", real[:keep])]
+    parsed = [parse_model_spec(spec) for spec in specs]
+    pipelines = []
+    for path, steps in parsed:
+        model = load_model(path, device)
+        pipelines.append((VideoPipeline(model, device), steps or [model.default_steps]))
+    # the ceiling: real clips through the VAE the models decode with
+    vae = pipelines[0][0].model.vae
+    with torch.no_grad():
+        videos = torch.from_numpy(np.stack(real)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+        reconstructed = []
+        for start in range(0, n, batch_size):
+            reconstructed += to_uint8_frames(vae.decode(vae.encode(videos[start:start + batch_size].to(device))))
+    rows.append({"model": "real clips through the VAE", "steps": None, "control": "-",
+                 **control_scores(reconstructed, controls, prompts, judge)})
+    if baseline:
+        pipeline, steps = pipelines[0]
+        clips, cost = _generate(pipeline, prompts, seeds, None, steps[0], guidance, batch_size,
+                                f"{pipeline.name} {steps[0]} steps, no control")
+        rows.append({"model": pipeline.name, "path": str(parsed[0][0]), "steps": steps[0], "control": "none",
+                     **control_scores(clips, controls, prompts, judge), **cost})
+        samples.append((f"{pipeline.name}, {steps[0]} steps, no control", clips[:keep]))
+    for (path, _), (pipeline, steps) in zip(parsed, pipelines):
+        pipeline.use_control(branch, 1.0)
+        for count in steps:
+            clips, cost = _generate(pipeline, prompts, seeds, controls, count, guidance, batch_size,
+                                    f"{pipeline.name} {count} steps")
+            rows.append({"model": pipeline.name, "path": str(path), "steps": count, "control": "branch",
+                         **control_scores(clips, controls, prompts, judge), **cost})
+            samples.append((f"{pipeline.name}, {count} steps", clips[:keep]))
+    result = {"n": n, "seed": seed, "control_model": str(control_folder), "control_info": info,
+              "foreground_threshold": 64, "prompts_shown": prompts[:keep], "rows": rows}
+    return result, samples
+
+
+def write_control_report(result: dict, samples, folder: str | Path, scale: int = 3) -> Path:
+    from ..data.video_io import write_video
+    from ..data.video_io import tile
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    width = len(samples[0][1])
+    write_video(folder / "samples.gif", tile([clip for _, row in samples for clip in row[:width]], width),
+                scale=scale)
+    labels = "\n".join(f"{i + 1}. {label}" for i, (label, _) in enumerate(samples))
+    prompts = ", ".join(f"`{p}`" for p in result["prompts_shown"])
+    markdown = (
+        f"# Control fidelity\n\n{result['n']} held-out MovingDigits clips (test-split sprites), their captions as "
+        f"prompts and their silhouettes as the control, control branch `{result['control_model']}`. IoU: "
+        f"intersection over union of the generated foreground (brightest channel >= 64 of 255) with the "
+        f"silhouette's, per frame, averaged; worst frame: each clip's lowest frame IoU, averaged; other clip's "
+        f"control: the same clips scored against the next clip's silhouette (chance level). Colour, digit, "
+        f"direction: the judge's heads against the caption.\n\n{control_table(result['rows'])}\n\n"
+        f"## Samples\n\n![samples](samples.gif)\n\nRows, top to bottom:\n\n{labels}\n\nColumns (prompts): {prompts}\n")
+    (folder / "report.md").write_text(markdown)
+    return folder / "report.md"
+
+
+def run_eval_control(args: argparse.Namespace) -> int:
+    from .judge import Judge
+
+    if args.n < 2:
+        raise VideoCMError(f"--n must be at least 2 (the mismatched-control score pairs clips), got {args.n}")
+    result, samples = evaluate_control(args.control_model, args.model, args.n, args.seed, args.batch_size,
+                                       args.guidance, Judge.load(args.judge), args.baseline)
+    print(control_table(result["rows"]))
+    if args.json:
+        write_json(result, args.json)
+    if args.report:
+        print(f"report: {write_control_report(result, samples, args.report)}")
+    return 0
