@@ -4,6 +4,7 @@ control files and the IoU metric."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 
 from videocm.cli import main
 from videocm.data.moving_digits import make_clip
-from videocm.distill.control import ControlConfig, ControlTask, train_control
+from videocm.distill.control import ControlConfig, ControlConsistencyTask, ControlTask, train_control
 from videocm.errors import VideoCMError
 from videocm.evaluation.control import control_eval_set, control_scores, frame_iou
 from videocm.models.control import (attach_control, encode_control, control_tensor, load_control,
@@ -222,3 +223,29 @@ def test_pipeline_control_errors(tiny_teachers):
 def test_train_control_refuses_students_and_other_data(tiny_teachers, tmp_path, capsys):
     code = main(["train-control", "--teacher", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
     assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_fine_tuning_a_branch_for_a_student_trains_only_the_branch(tiny_teachers, tmp_path, capsys):
+    from videocm.distill.lcm import LCMConfig, distill
+
+    teacher = tiny_teachers["wan"]
+    student = tmp_path / "student"
+    distill(LCMConfig(teacher=str(teacher), out=str(student), steps=2, batch_size=2, latent_pool=8,
+                      sample_every=0, checkpoint_every=2, warmup_steps=1), progress=False)
+    base = ControlConfig(out=str(tmp_path / "control"), teacher=str(teacher), steps=2, batch_size=2,
+                         warmup_steps=1, checkpoint_every=2, sample_every=0, control_blocks=1, lr=1e-2)
+    train_control(base, progress=False)
+    code = main(["train-control", "--teacher", str(teacher), "--student", str(student), "--out",
+                 str(tmp_path / "x")])
+    assert code == 2 and "--init-control" in capsys.readouterr().err
+    tuned_config = dataclasses.replace(base, out=str(tmp_path / "tuned"), student=str(student),
+                                init_control=str(tmp_path / "control"), steps=3)
+    task = ControlConsistencyTask(tuned_config, "cpu")
+    before = {k: v.clone() for k, v in task.student.denoiser.network.state_dict().items()}
+    train_control(tuned_config, progress=False)
+    original, _ = load_control(tmp_path / "control")
+    tuned, info = load_control(tmp_path / "tuned")
+    assert info["fine_tuned_for"] == str(student)
+    assert any(not torch.equal(a, b) for a, b in zip(original.state_dict().values(), tuned.state_dict().values()))
+    after = load_model(student).denoiser.network.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)

@@ -113,14 +113,18 @@ def sample_consistency(
     x = noise
     batch = x.shape[0]
     denoised = x
+    # copied to the device once before the loop: the times, the network timesteps and every step's re-noising
+    # noise (drawn in the same order as step by step, so the clips are the same)
+    on_device = times.to(x.device)
+    timesteps = schedule.model_timestep(on_device).to(x.device)
+    fresh = [noise_source(i, tuple(x.shape)) for i in range(len(times) - 1)]
+    fresh = torch.stack(fresh).to(device=x.device, dtype=x.dtype) if fresh else None
     for i in tqdm(range(len(times)), desc="sampling", disable=not progress, leave=False):
-        t = times[i]
-        timestep = schedule.model_timestep(t).to(x.device).expand(batch)
-        output = denoiser(x, timestep, **cond)
+        t = on_device[i]
+        output = denoiser(x, timesteps[i].expand(batch), **cond)
         denoised = consistency_function(schedule, output, x, t, sigma_data, timestep_scaling)
         if i + 1 < len(times):
-            fresh = noise_source(i, tuple(x.shape)).to(device=x.device, dtype=denoised.dtype)
-            x = schedule.add_noise(denoised, fresh, times[i + 1])
+            x = schedule.add_noise(denoised, fresh[i].to(denoised.dtype), on_device[i + 1])
         if callback is not None:
-            callback({"step": i, "t": t, "x": x, "x0": denoised})
+            callback({"step": i, "t": times[i], "x": x, "x0": denoised})
     return denoised

@@ -113,21 +113,27 @@ def sample_phased(
         raise ValueError(f"timesteps must be strictly descending, got {[float(t) for t in times]}")
     noise_source = noise_source or generator_noise()
     x, batch = noise, noise.shape[0]
+    # decisions (which expert, which end) on the host; the tensors the steps use copied to the device once
+    ends = [float(grid[segments[owning_expert(t, grid, segments)][0]]) for t in times]
+    following = torch.cat([times[1:], torch.as_tensor([schedule.terminal], dtype=times.dtype)])
+    on_device, next_on_device = times.to(x.device), following.to(x.device)
+    timesteps = schedule.model_timestep(on_device).to(x.device)
+    renoised = [i for i in range(len(times) - 1) if ends[i] <= 0]
+    fresh = {i: noise_source(i, tuple(x.shape)) for i in renoised}  # drawn in step order, as before
+    fresh = {i: v.to(device=x.device, dtype=x.dtype) for i, v in fresh.items()}
+    denoised = x
     for i in tqdm(range(len(times)), desc="sampling", disable=not progress, leave=False):
-        t = times[i]
-        expert = owning_expert(t, grid, segments)
-        end = grid[segments[expert][0]]
-        output = experts[expert](x, schedule.model_timestep(t).to(x.device).expand(batch), **cond)
-        following = times[i + 1] if i + 1 < len(times) else torch.zeros_like(t)
-        if float(end) > 0:
-            x = ode_step(schedule, output, x, t, following if i + 1 < len(times) else schedule.terminal)
+        t = on_device[i]
+        expert = owning_expert(times[i], grid, segments)
+        output = experts[expert](x, timesteps[i].expand(batch), **cond)
+        if ends[i] > 0:
+            x = ode_step(schedule, output, x, t, next_on_device[i])
             denoised = x
         else:
             denoised = consistency_function(schedule, output, x, t, sigma_data, timestep_scaling)
             x = denoised
             if i + 1 < len(times):
-                fresh = noise_source(i, tuple(x.shape)).to(device=x.device, dtype=denoised.dtype)
-                x = schedule.add_noise(denoised, fresh, following)
+                x = schedule.add_noise(denoised, fresh[i].to(denoised.dtype), next_on_device[i])
         if callback is not None:
-            callback({"step": i, "t": t, "expert": expert, "x": x, "x0": denoised})
+            callback({"step": i, "t": times[i], "expert": expert, "x": x, "x0": denoised})
     return denoised

@@ -73,15 +73,16 @@ def sample_teacher(
     times = schedule.sampling_times(num_steps) if times is None else times
     x = noise
     batch = x.shape[0]
-    steps = range(len(times) - 1)
-    for i in tqdm(steps, desc="sampling", disable=not progress, leave=False):
-        t, s = times[i], times[i + 1]
-        timestep = schedule.model_timestep(t).to(x.device).expand(batch)
-        output = guided_output(denoiser, x, timestep, cond, uncond, guidance_scale)
+    # everything the loop needs on the device, copied once: no host-device traffic between network calls
+    on_device = times.to(x.device)
+    timesteps = schedule.model_timestep(on_device).to(x.device)
+    for i in tqdm(range(len(times) - 1), desc="sampling", disable=not progress, leave=False):
+        t, s = on_device[i], on_device[i + 1]
+        output = guided_output(denoiser, x, timesteps[i].expand(batch), cond, uncond, guidance_scale)
         if callback is not None:
             x0, _ = x0_and_noise(schedule, output, x, t)
             x = ode_step(schedule, output, x, t, s)
-            callback({"step": i, "t": t, "x": x, "x0": x0})
+            callback({"step": i, "t": times[i], "x": x, "x0": x0})
         else:
             x = ode_step(schedule, output, x, t, s)
     return x

@@ -99,6 +99,13 @@ class VPSchedule:
             raise ValueError(
                 f"unknown timestep_spacing {self.timestep_spacing!r}: use one of {', '.join(TIMESTEP_SPACINGS)}"
             )
+        object.__setattr__(self, "_tables", {})  # alphas_cumprod per device: copied once, not at every step
+
+    def _table(self, device: torch.device) -> torch.Tensor:
+        key = str(device)
+        if key not in self._tables:
+            self._tables[key] = self.alphas_cumprod.to(device)
+        return self._tables[key]
 
     @property
     def num_train_timesteps(self) -> int:
@@ -116,7 +123,7 @@ class VPSchedule:
     def alpha_sigma(self, t: Tensorish, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(alpha_t, sigma_t)`` float32 tensors of ``t``'s shape; ``t == -1`` gives the clean end."""
         t = _as_tensor(t, torch.long, device)
-        table = self.alphas_cumprod.to(t.device)
+        table = self._table(t.device)
         abar = torch.where(t >= 0, table[t.clamp(min=0)], torch.full_like(table[:1], self.final_alpha_cumprod))
         return abar.sqrt(), (1 - abar).sqrt()
 

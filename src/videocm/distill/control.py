@@ -1,10 +1,14 @@
-"""Training a control branch on a frozen teacher (``videocm train-control``).
+"""Training a control branch on a frozen teacher (``videocm train-control``), and fine-tuning it for a student.
 
-The loss is the teacher's own denoising loss (:func:`distill.teacher.denoising_loss`: flow matching for flow
-teachers, min-SNR v-prediction for VP ones) on MovingDigits train clips, with the clip's silhouette as the
-control; only the branch learns. Captions are dropped at the teacher's rate, so guidance keeps working with a
-control (both halves of guidance see it). ``init_control`` continues from a saved branch, for example to
-fine-tune it on another model of the same architecture.
+:class:`ControlTask`: the loss is the teacher's own denoising loss (:func:`distill.teacher.denoising_loss`: flow
+matching for flow teachers, min-SNR v-prediction for VP ones) on MovingDigits train clips, with the clip's
+silhouette as the control; only the branch learns. Captions are dropped at the teacher's rate, so guidance keeps
+working with a control (both halves of guidance see it). ``init_control`` continues from a saved branch.
+
+:class:`ControlConsistencyTask` (``--student DIR --init-control DIR``): the optional fine-tune of a branch for one
+consistency student. The teacher with the original branch (both frozen) takes one guided ODE step across the
+skipping interval, and the student's consistency function with the trainable branch is pulled towards that of the
+student with an EMA copy of the branch, exactly VideoLCM's loss with the branch as the only trainable part.
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ class ControlConfig(TrainConfig):
     sample_clips: int = 32
     sample_steps: int = 25
     guidance: float | None = None  # for monitoring samples; None: the teacher's default
+    # fine-tuning a trained branch for a consistency student (needs init_control)
+    student: str | None = None
+    target_decay: float = 0.95
+    huber_c: float = 0.001
 
 
 class ControlTask:
@@ -125,5 +133,89 @@ class ControlTask:
         save_control(out, model, self.info())
 
 
+class ControlConsistencyTask(ControlTask):
+    """Fine-tunes a teacher's branch for a consistency student (see the module docstring)."""
+
+    def __init__(self, config: ControlConfig, device: torch.device | str | None = None) -> None:
+        if not config.init_control:
+            raise VideoCMError("--student fine-tunes a trained control branch for that student: give --init-control "
+                               "CONTROL_DIR (the branch trained on its teacher)")
+        super().__init__(config, device)
+        device = next(self.teacher.denoiser.network.parameters()).device
+        student = load_model(config.student, device)
+        info = student.info
+        if not student.is_student or "phased" in info:
+            raise VideoCMError(f"--student {config.student} must be a single-network consistency student (videocm "
+                               f"distill --method lcm); phased (DCM) students use the branch unchanged")
+        if info.get("guidance", {}).get("mode") != "fixed":
+            raise VideoCMError(f"--student {config.student} takes its guidance as an input; fine-tuning a branch "
+                               f"is supported for students with guidance folded in")
+        teacher_branch, _ = load_control(config.init_control, device)
+        attach_control([self.teacher.denoiser], teacher_branch, where=f"teacher {config.teacher}")
+        self.student = student
+        attach_control([student.denoiser], self.model, where=f"student {config.student}")
+        from ..diffusion import skipping_grid
+        from .lcm import TargetNetwork
+
+        consistency = info["consistency"]
+        self.grid = skipping_grid(self.teacher.schedule, int(consistency["grid_points"]))
+        self.skip = int(consistency["skip"])
+        self.scalings = (float(consistency["sigma_data"]), float(consistency["timestep_scaling"]))
+        self.guidance = float(info["guidance"]["scale"])
+        self.negative = {k: v.to(device) for k, v in self.text.encode([info.get("negative_prompt", "")]).items()}
+        self.target = TargetNetwork(self.model, "ema", config.target_decay)
+
+    def prepare(self, accelerator) -> None:
+        super().prepare(accelerator)
+        self.student.denoiser.to(accelerator.device)
+
+    def checkpoint_objects(self) -> list:
+        return [self.target]
+
+    def after_step(self, model) -> None:
+        self.target.update(model)
+
+    def loss(self, model, step, rng, generator, device):
+        from ..diffusion import ode_step
+        from ..diffusion.phased import phased_function
+        from .lcm import guided_teacher_output
+
+        n = self.micro_batch
+        rows = shard_rows(n, self.shard)
+        latents, controls, text, _ = self.batches.draw_with_control(n, rng, self.shard, device)
+        schedule, grid = self.teacher.schedule, self.grid
+        index = torch.from_numpy(rng.integers(0, len(grid) - self.skip, size=n))[rows]
+        noise = torch.randn((n, *latents.shape[1:]), generator=generator)[rows].to(device)
+        t_high, t_low = grid[index + self.skip].to(device), grid[index].to(device)
+        x_high = schedule.add_noise(latents, noise, t_high)
+        cond = {**text, "control": controls}
+        end = grid[0].to(device)
+        student = self.student.denoiser
+        student.control_branch = model
+        prediction = phased_function(schedule, student(x_high, schedule.model_timestep(t_high).to(device), **cond),
+                                     x_high, t_high, end, *self.scalings)
+        with torch.no_grad():
+            uncond = {k: v.expand(x_high.shape[0], *v.shape[1:]) for k, v in self.negative.items()}
+            uncond["control"] = controls
+            w = torch.full((x_high.shape[0],), self.guidance, device=device)
+            teacher_output = guided_teacher_output(self.teacher.denoiser, x_high,
+                                                   schedule.model_timestep(t_high).to(device), cond, uncond, w)
+            x_low = ode_step(schedule, teacher_output, x_high, t_high, t_low)
+            student.control_branch = self.target(model)
+            target = phased_function(schedule, student(x_low, schedule.model_timestep(t_low).to(device), **cond),
+                                     x_low, t_low, end, *self.scalings)
+            student.control_branch = model
+        difference = prediction.float() - target.float()
+        c = self.config.huber_c
+        return (torch.sqrt(difference**2 + c**2) - c).mean(), {}
+
+    def info(self) -> dict:
+        return {**super().info(), "fine_tuned_for": str(Path(self.config.student)),
+                "fine_tuned_from": str(Path(self.config.init_control))}
+
+    def sample(self, model, step, out):
+        return {}
+
+
 def train_control(config: ControlConfig, progress: bool = True) -> dict:
-    return run_and_summarise(config, ControlTask, progress)
+    return run_and_summarise(config, ControlConsistencyTask if config.student else ControlTask, progress)

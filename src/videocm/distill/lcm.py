@@ -70,6 +70,7 @@ class LCMConfig(TrainConfig):
     # student
     student: str = "full"  # "full" fine-tune or "lora"
     gradient_checkpointing: bool = False  # recompute the student's block activations in the backward (less memory)
+    teacher_dtype: str = "auto"  # the frozen teacher's weights: auto = bfloat16 on a GPU, float32 on the CPU
     lora_rank: int = 16
     lora_alpha: float = 16.0
     lora_targets: list[str] = field(default_factory=list)  # empty: attention and feed-forward projections
@@ -156,6 +157,18 @@ def training_batches(config, teacher, text, device):
     return CachedLatentBatches(cache, text, config.caption_dropout)
 
 
+TEACHER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_teacher_dtype(name: str, device) -> torch.dtype:
+    """``auto``: bfloat16 on a GPU (half the memory and bandwidth of the frozen teacher), float32 on the CPU."""
+    if name == "auto":
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    if name not in TEACHER_DTYPES:
+        raise VideoCMError(f"--teacher-dtype {name!r}: use auto, {', '.join(TEACHER_DTYPES)}")
+    return TEACHER_DTYPES[name]
+
+
 class TargetNetwork:
     """The consistency target: an EMA copy of the student (checkpointed with the run) or the student itself."""
 
@@ -202,6 +215,9 @@ class LCMTask:
         # the segment of the grid this student learns to map to its low end (LCM: all of it, to the clean end)
         self.segment = self.student_segment()
         self.model = self.build_student(device)
+        self.teacher_dtype = resolve_teacher_dtype(config.teacher_dtype, device)
+        if self.teacher_dtype != torch.float32:  # after the student copied the teacher in full precision
+            cast_for_storage(self.teacher, self.teacher_dtype)
         self.target = TargetNetwork(self.model, config.target, config.target_decay)
         self.text = teacher_text(teacher, config.prompt_cache)
         self.batches = training_batches(config, teacher, self.text, device)
@@ -263,11 +279,13 @@ class LCMTask:
         extra = {"guidance": w} if config.guidance_range else {}
         student_output = model(x_high, self.schedule.model_timestep(t_high).to(device), **text, **extra)
         prediction = self._consistency(student_output, x_high, t_high)
-        with torch.no_grad():
+        with torch.inference_mode():  # the frozen teacher: no autograd bookkeeping at all
             uncond = {k: v.expand(len(w), *v.shape[1:]) for k, v in self.negative.items()}
             teacher_output = guided_teacher_output(self.teacher, x_high, self.schedule.model_timestep(t_high).to(device),
                                                    text, uncond, w)
             x_low = ode_step(self.schedule, teacher_output, x_high, t_high, t_low)
+        x_low = x_low.clone()  # an ordinary tensor again, for the target network below
+        with torch.no_grad():
             target_network = self.target(model)
             target_output = target_network(x_low, self.schedule.model_timestep(t_low).to(device), **text, **extra)
             target = self._consistency(target_output, x_low, t_low)

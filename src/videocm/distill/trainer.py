@@ -133,8 +133,9 @@ def check_resume(out: Path, resume: bool) -> Path | None:
     return newest
 
 
-def train(task: TrainTask, config: TrainConfig, progress: bool = True) -> dict:
-    """Run (or, with ``config.resume``, continue) training; returns a summary with the final loss and wall time."""
+def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=None) -> dict:
+    """Run (or, with ``config.resume``, continue) training; returns a summary with the final loss and wall time.
+    ``on_step(done)`` is called after every optimiser step (the benchmark times steps with it)."""
     from accelerate import Accelerator
 
     out = Path(config.out)
@@ -222,6 +223,8 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True) -> dict:
         logs = {"step": step + 1, "loss": total, "lr": scheduler.get_last_lr()[0], **logs}
         bar.set_postfix(loss=f"{logs['loss']:.4f}")
         done = step + 1
+        if on_step is not None:
+            on_step(done)
         if accelerator.is_main_process and config.sample_every > 0 and done % config.sample_every == 0:
             with _ema_weights(accelerator.unwrap_model(model), ema):
                 logs.update(task.sample(accelerator.unwrap_model(model), done, out))

@@ -105,7 +105,7 @@ def evaluate_control(control_folder: str, specs: list[str], n: int = 96, seed: i
                                     f"{pipeline.name} {count} steps")
             rows.append({"model": pipeline.name, "path": str(path), "steps": count, "control": "branch",
                          **control_scores(clips, controls, prompts, judge), **cost})
-            samples.append((f"{pipeline.name}, {count} steps", clips[:keep]))
+            samples.append((f"{pipeline.name}, {count} step{'s' if count != 1 else ''}", clips[:keep]))
     result = {"n": n, "seed": seed, "control_model": str(control_folder), "control_info": info,
               "foreground_threshold": 64, "prompts_shown": prompts[:keep], "rows": rows}
     return result, samples
@@ -121,6 +121,12 @@ def write_control_report(result: dict, samples, folder: str | Path, scale: int =
     write_video(folder / "samples.gif", tile([clip for _, row in samples for clip in row[:width]], width),
                 scale=scale)
     labels = "\n".join(f"{i + 1}. {label}" for i, (label, _) in enumerate(samples))
+    frames = len(result["rows"][0]["iou_per_frame"])
+    per_frame = "\n".join(
+        ["| model | steps | control | " + " | ".join(f"frame {t}" for t in range(frames)) + " |",
+         "|" + "---|" * (frames + 3)] +
+        [f"| {row['model']} | {row.get('steps') or '-'} | {row['control']} | " +
+         " | ".join(f"{v:.3f}" for v in row["iou_per_frame"]) + " |" for row in result["rows"]])
     prompts = ", ".join(f"`{p}`" for p in result["prompts_shown"])
     markdown = (
         f"# Control fidelity\n\n{result['n']} held-out MovingDigits clips (test-split sprites), their captions as "
@@ -129,6 +135,7 @@ def write_control_report(result: dict, samples, folder: str | Path, scale: int =
         f"silhouette's, per frame, averaged; worst frame: each clip's lowest frame IoU, averaged; other clip's "
         f"control: the same clips scored against the next clip's silhouette (chance level). Colour, digit, "
         f"direction: the judge's heads against the caption.\n\n{control_table(result['rows'])}\n\n"
+        f"## IoU per frame\n\n{per_frame}\n\n"
         f"## Samples\n\n![samples](samples.gif)\n\nRows, top to bottom:\n\n{labels}\n\nColumns (prompts): {prompts}\n")
     (folder / "report.md").write_text(markdown)
     return folder / "report.md"

@@ -1,0 +1,303 @@
+"""``videocm bench``: what sampling and distillation cost, against what they could cost, measured in one run.
+
+Sampling (per model, step count and batch size): end-to-end seconds per clip, split into text encoding, denoising,
+VAE decoding and writing the files (mp4, as ``videocm sample`` writes them), with the text cache emptied before
+each repeat so every repeat encodes its prompts; network evaluations (NFE) per clip; peak memory. Each student row
+carries its speed-up over the guided teacher measured in the same run, end to end and for the denoising loop alone,
+beside the NFE limit (teacher NFE / student NFE): the speed-up the step count alone would give. The median of
+``repeats`` runs after one warm-up run is reported.
+
+Distillation (LCM and each DCM stage): seconds per optimiser step of the real trainer (after warm-up steps) and
+peak memory, and the ratio of one step to its cost floor measured on the same batch: one student forward and
+backward, one guided teacher forward (conditional and unconditional in one batch) and one target forward. A ratio
+near 1 means the step does nothing beyond the three network passes it cannot avoid.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import VideoCMError
+from .cost import CostMeter, PeakMemory
+
+ROOT = Path(__file__).resolve().parents[3]
+FAMILY_MODELS = {
+    "flow": ("models/teacher-flow", ["models/lcm-flow", "models/dcm-flow"]),
+    "vp": ("models/teacher-vp", ["models/lcm-vp", "models/dcm-vp"]),
+}
+
+
+@dataclass
+class BenchConfig:
+    """``videocm bench``: every field is a ``--key value`` flag."""
+
+    family: str = "flow"  # which shipped teacher and students ("flow" or "vp"); --teacher/--students override
+    teacher: str | None = None
+    students: list[str] = field(default_factory=list)
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 16])
+    teacher_steps: int = 50
+    student_steps: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    repeats: int = 3
+    sampling: bool = True
+    distillation: bool = True
+    distill_batch_size: int = 16
+    distill_warmup_steps: int = 3
+    distill_timed_steps: int = 10
+    floor_repeats: int = 5
+    device: str | None = None
+    threads: int = 0  # torch threads (0: torch's default)
+    out: str = "benchmarks/results/bench.json"
+
+
+def machine() -> dict:
+    """What the figures were measured on."""
+    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpu_threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+# --- sampling ---
+
+def time_sampling(pipeline, prompts: list[str], seeds: list[int], steps: int, guidance: float | None,
+                  repeats: int, folder: Path) -> dict:
+    """Median end-to-end seconds per clip (and per phase) over ``repeats`` runs after a warm-up run."""
+    from ..sampling_cli import write_clip
+
+    runs = []
+    for repeat in range(repeats + 1):
+        cache = getattr(pipeline.text, "_cache", None)
+        if cache is not None:
+            cache.clear()  # every repeat encodes its prompts, as a fresh request would
+        meter = CostMeter()
+        with PeakMemory() as memory:
+            _sync()
+            began = time.perf_counter()
+            clips = pipeline.generate(prompts, seeds, steps, guidance, meter)
+            with meter.phase("write"):
+                for i, clip in enumerate(clips):
+                    write_clip(folder / f"{i:04d}", clip, "mp4")
+            total = time.perf_counter() - began
+        if repeat == 0:
+            continue  # warm-up: allocator, lazy imports, first-call kernels
+        n = len(prompts)
+        runs.append({"seconds_per_clip": total / n, "nfe": meter.network_rows / n,
+                     **{f"seconds_{k}": v / n for k, v in meter.seconds.items()},
+                     "peak_memory_mb": memory.peak_mb})
+    keys = runs[0].keys()
+    return {k: _median([r[k] for r in runs]) for k in keys}
+
+
+def bench_sampling(config: BenchConfig, device: str, progress=print) -> list[dict]:
+    from ..evaluation.evaluate import eval_prompts
+    from ..pipeline import VideoPipeline
+
+    teacher_path, student_paths = _models(config)
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for batch in config.batch_sizes:
+            prompts, seeds = eval_prompts(batch)
+            teacher = VideoPipeline.from_folder(ROOT / teacher_path if not Path(teacher_path).exists()
+                                                else teacher_path, device)
+            row = {"model": teacher.name, "kind": "teacher", "steps": config.teacher_steps, "batch": batch,
+                   "guidance": teacher.model.default_guidance,
+                   **time_sampling(teacher, prompts, seeds, config.teacher_steps, None, config.repeats,
+                                   Path(scratch))}
+            rows.append(row)
+            progress(_sampling_line(row))
+            base = row
+            for path in student_paths:
+                student = VideoPipeline.from_folder(ROOT / path if not Path(path).exists() else path, device)
+                for steps in config.student_steps:
+                    measured = time_sampling(student, prompts, seeds, steps, None, config.repeats, Path(scratch))
+                    row = {"model": student.name, "kind": "student", "steps": steps, "batch": batch, **measured}
+                    row["speedup"] = base["seconds_per_clip"] / row["seconds_per_clip"]
+                    row["denoise_speedup"] = base["seconds_denoise"] / row["seconds_denoise"]
+                    row["nfe_limit"] = base["nfe"] / row["nfe"]
+                    row["denoise_share_of_limit"] = row["denoise_speedup"] / row["nfe_limit"]
+                    rows.append(row)
+                    progress(_sampling_line(row))
+    return rows
+
+
+def _sampling_line(row: dict) -> str:
+    extra = (f"  speed-up {row['speedup']:.1f}x (denoise {row['denoise_speedup']:.1f}x, NFE limit "
+             f"{row['nfe_limit']:.1f}x)" if "speedup" in row else "")
+    return (f"{row['model']:>14} {row['steps']:>3} steps batch {row['batch']:>2}: {row['seconds_per_clip']:.4f} "
+            f"s/clip{extra}")
+
+
+def _models(config: BenchConfig) -> tuple[str, list[str]]:
+    if config.family not in FAMILY_MODELS:
+        raise VideoCMError(f"--family {config.family!r}: use one of {', '.join(FAMILY_MODELS)}")
+    teacher, students = FAMILY_MODELS[config.family]
+    return config.teacher or teacher, list(config.students) or students
+
+
+# --- distillation ---
+
+def _timed(function, repeats: int) -> float:
+    function()  # warm-up
+    times = []
+    for _ in range(repeats):
+        _sync()
+        began = time.perf_counter()
+        function()
+        _sync()
+        times.append(time.perf_counter() - began)
+    return _median(times)
+
+
+def cost_floor(task, repeats: int) -> dict:
+    """Seconds of the three passes a consistency distillation step cannot avoid, on one batch of the task."""
+    from ..distill.lcm import guided_teacher_output
+
+    device = next(task.model.parameters()).device
+    n = task.micro_batch
+    rng = np.random.default_rng(0)
+    latents, text, _ = task.batches.draw(n, rng, (0, 1), device)
+    timestep = torch.full((n,), float(task.schedule.model_timestep(task.grid[len(task.grid) // 2])), device=device)
+    x = torch.randn_like(latents)
+    extra = {"guidance": torch.full((n,), 4.0, device=device)} if task.config.guidance_range else {}
+    w = task._guidance(n, rng).to(device)
+    uncond = {k: v.expand(n, *v.shape[1:]) for k, v in task.negative.items()}
+    model = task.model
+
+    def student_pass():
+        output = model(x, timestep, **text, **extra)
+        output.float().square().mean().backward()
+        model.zero_grad(set_to_none=True)
+
+    def teacher_pass():
+        with torch.inference_mode():
+            guided_teacher_output(task.teacher, x, timestep, text, uncond, w)
+
+    def target_pass():
+        with torch.no_grad():
+            task.target(model)(x, timestep, **text, **extra)
+
+    parts = {"student_forward_backward": _timed(student_pass, repeats),
+             "teacher_guided_forward": _timed(teacher_pass, repeats),
+             "target_forward": _timed(target_pass, repeats)}
+    return {**parts, "floor": sum(parts.values())}
+
+
+def time_training(task, config, warmup: int, timed: int) -> dict:
+    """Seconds per optimiser step of the shared trainer on ``task`` (steps after ``warmup``), and peak memory."""
+    from ..distill.trainer import train
+
+    marks: dict[int, float] = {}
+
+    def on_step(step: int) -> None:
+        _sync()
+        marks[step] = time.perf_counter()
+
+    with PeakMemory() as memory:
+        train(task, config, progress=False, on_step=on_step)
+    seconds = (marks[warmup + timed] - marks[warmup]) / timed
+    return {"seconds_per_step": seconds, "steps_per_second": 1 / seconds, "peak_memory_mb": memory.peak_mb}
+
+
+def bench_distillation(config: BenchConfig, device: str, progress=print) -> list[dict]:
+    import dataclasses
+
+    from ..distill.dcm import DCMConfig, DCMStageTask, stage_config
+    from ..distill.lcm import LCMConfig, LCMTask
+
+    teacher, _ = _models(config)
+    steps = config.distill_warmup_steps + config.distill_timed_steps
+    common = dict(teacher=teacher, batch_size=config.distill_batch_size, steps=steps, sample_every=0,
+                  checkpoint_every=10**9, latent_pool=max(256, config.distill_batch_size), warmup_steps=1,
+                  cpu=device == "cpu")
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        lcm = LCMConfig(out=str(Path(scratch) / "lcm"), ema_decay=0.0, **common)
+        task = LCMTask(lcm, device)
+        rows.append({"method": "lcm", "stage": "-", "batch": lcm.batch_size,
+                     **time_training(task, lcm, config.distill_warmup_steps, config.distill_timed_steps)})
+        rows[-1].update(cost_floor(task, config.floor_repeats))
+        progress(_distill_line(rows[-1]))
+        dcm = DCMConfig(out=str(Path(scratch) / "dcm"), **common)
+        semantic = None
+        for expert, name in ((0, "semantic"), (1, "detail")):
+            stage = dataclasses.replace(stage_config(dcm, expert), steps=steps, checkpoint_every=10**9)
+            task = DCMStageTask(stage, expert, semantic, None, device)
+            rows.append({"method": "dcm", "stage": name, "batch": stage.batch_size,
+                         **time_training(task, stage, config.distill_warmup_steps, config.distill_timed_steps)})
+            rows[-1].update(cost_floor(task, config.floor_repeats))
+            progress(_distill_line(rows[-1]))
+            if expert == 0:
+                semantic = task.model.eval().requires_grad_(False)
+    for row in rows:
+        row["ratio_to_floor"] = row["seconds_per_step"] / row["floor"]
+    return rows
+
+
+def _distill_line(row: dict) -> str:
+    return (f"{row['method']} {row['stage']:>8}: {row['seconds_per_step']:.3f} s/step, floor {row['floor']:.3f} s "
+            f"({row['seconds_per_step'] / row['floor']:.2f}x)")
+
+
+# --- tables ---
+
+def sampling_table(rows: list[dict]) -> str:
+    lines = ["| model | steps | batch | NFE | s/clip | text | denoise | decode | write | peak MB | speed-up | "
+             "denoise speed-up | NFE limit | denoise / limit |", "|" + "---|" * 14]
+    for r in rows:
+        def f(key, fmt):
+            return format(r[key], fmt) if key in r else "-"
+        lines.append(f"| {r['model']} | {r['steps']} | {r['batch']} | {r['nfe']:.0f} | {r['seconds_per_clip']:.4f} | "
+                     f"{f('seconds_text', '.4f')} | {f('seconds_denoise', '.4f')} | {f('seconds_decode', '.4f')} | "
+                     f"{f('seconds_write', '.4f')} | {r['peak_memory_mb']:.0f} | {f('speedup', '.1f')} | "
+                     f"{f('denoise_speedup', '.1f')} | {f('nfe_limit', '.1f')} | {f('denoise_share_of_limit', '.2f')} |")
+    return "\n".join(lines)
+
+
+def distillation_table(rows: list[dict]) -> str:
+    lines = ["| method | stage | batch | s/step | steps/s | peak MB | student fwd+bwd | teacher guided fwd | "
+             "target fwd | floor | step / floor |", "|" + "---|" * 11]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['stage']} | {r['batch']} | {r['seconds_per_step']:.3f} | "
+                     f"{r['steps_per_second']:.2f} | {r['peak_memory_mb']:.0f} | {r['student_forward_backward']:.3f} | "
+                     f"{r['teacher_guided_forward']:.3f} | {r['target_forward']:.3f} | {r['floor']:.3f} | "
+                     f"{r['ratio_to_floor']:.2f} |")
+    return "\n".join(lines)
+
+
+def run_bench(config: BenchConfig) -> dict:
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if min(config.batch_sizes, default=0) < 1 or config.repeats < 1:
+        raise VideoCMError("--batch-sizes and --repeats must be at least 1")
+    result = {"machine": machine(), "device": device, "config": asdict(config)}
+    if config.sampling:
+        result["sampling"] = bench_sampling(config, device)
+        print(sampling_table(result["sampling"]))
+    if config.distillation:
+        result["distillation"] = bench_distillation(config, device)
+        print(distillation_table(result["distillation"]))
+    out = Path(config.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    return result
