@@ -53,6 +53,7 @@ class BenchConfig:
     distill_warmup_steps: int = 3
     distill_timed_steps: int = 10
     floor_repeats: int = 5
+    disc_every: int = 2  # DCM detail stage: discriminator heads on every n-th teacher block (as distill's default)
     device: str | None = None
     threads: int = 0  # torch threads (0: torch's default)
     out: str = "benchmarks/results/bench.json"
@@ -211,6 +212,7 @@ def time_training(task, config, warmup: int, timed: int) -> dict:
         _sync()
         marks[step] = time.perf_counter()
 
+    Path(config.out).mkdir(parents=True, exist_ok=True)
     with PeakMemory() as memory:
         train(task, config, progress=False, on_step=on_step)
     seconds = (marks[warmup + timed] - marks[warmup]) / timed
@@ -236,7 +238,7 @@ def bench_distillation(config: BenchConfig, device: str, progress=print) -> list
                      **time_training(task, lcm, config.distill_warmup_steps, config.distill_timed_steps)})
         rows[-1].update(cost_floor(task, config.floor_repeats))
         progress(_distill_line(rows[-1]))
-        dcm = DCMConfig(out=str(Path(scratch) / "dcm"), **common)
+        dcm = DCMConfig(out=str(Path(scratch) / "dcm"), disc_every=config.disc_every, **common)
         semantic = None
         for expert, name in ((0, "semantic"), (1, "detail")):
             stage = dataclasses.replace(stage_config(dcm, expert), steps=steps, checkpoint_every=10**9)
