@@ -55,6 +55,9 @@ def test_bench_measures_sampling_and_distillation_against_their_limits(tiny_teac
         assert row["floor"] == pytest.approx(parts)
         assert row["ratio_to_floor"] == pytest.approx(row["seconds_per_step"] / row["floor"])
         assert row["seconds_per_step"] > 0 and row["peak_memory_mb"] > 0
+    detail = distilled[2]
+    assert detail["floor_with_adversarial"] == pytest.approx(detail["floor"] + detail["teacher_features_forward_backward"])
+    assert "floor_with_adversarial" not in distilled[0]
     assert "| lcm | - | 2 |" in distillation_table(distilled)
     assert sampling_table(rows).count("\n") == len(rows) + 1
 

@@ -83,6 +83,14 @@ class VideoPipeline:
     def from_folder(cls, folder, device: str | torch.device = "cpu") -> "VideoPipeline":
         return cls(load_model(folder, device), device)
 
+    def compile(self) -> "VideoPipeline":
+        """``torch.compile`` every network of the model and the VAE decoder, in place (``nn.Module.compile``). The
+        first call with a new batch size pays the compilation (tens of seconds here); later calls run faster."""
+        for network in {id(d.network): d.network for d in [self.model.denoiser, *(self.model.experts or [])]}.values():
+            network.compile()
+        self.model.vae.vae.decoder.compile()
+        return self
+
     def use_control(self, branch, scale: float = 1.0) -> "VideoPipeline":
         """Join a control branch (:mod:`models.control`) to every network of the model, unchanged; afterwards
         :meth:`generate` takes ``controls``. ``branch=None`` removes it."""

@@ -2,7 +2,8 @@
 
 Sampling (per model, step count and batch size): end-to-end seconds per clip, split into text encoding, denoising,
 VAE decoding and writing the files (mp4, as ``videocm sample`` writes them), with the text cache emptied before
-each repeat so every repeat encodes its prompts; network evaluations (NFE) per clip; peak memory. Each student row
+each repeat so every repeat encodes its prompts (the empty negative prompt stays encoded, which favours the
+teacher); network evaluations (NFE) per clip; peak memory. Each student row
 carries its speed-up over the guided teacher measured in the same run, end to end and for the denoising loop alone,
 beside the NFE limit (teacher NFE / student NFE): the speed-up the step count alone would give. The median of
 ``repeats`` runs after one warm-up run is reported.
@@ -56,6 +57,7 @@ class BenchConfig:
     disc_every: int = 2  # DCM detail stage: discriminator heads on every n-th teacher block (as distill's default)
     device: str | None = None
     threads: int = 0  # torch threads (0: torch's default)
+    compile: bool = False  # torch.compile the networks and the VAE decoder (the warm-up run pays the compilation)
     out: str = "benchmarks/results/bench.json"
 
 
@@ -88,7 +90,8 @@ def time_sampling(pipeline, prompts: list[str], seeds: list[int], steps: int, gu
     for repeat in range(repeats + 1):
         cache = getattr(pipeline.text, "_cache", None)
         if cache is not None:
-            cache.clear()  # every repeat encodes its prompts, as a fresh request would
+            cache.clear()  # every repeat encodes its prompts, as a fresh request would;
+            pipeline.text.encode([""])  # the negative prompt stays encoded, as a serving pipeline keeps it
         meter = CostMeter()
         with PeakMemory() as memory:
             _sync()
@@ -99,26 +102,25 @@ def time_sampling(pipeline, prompts: list[str], seeds: list[int], steps: int, gu
                     write_clip(folder / f"{i:04d}", clip, "mp4")
             total = time.perf_counter() - began
         if repeat == 0:
-            continue  # warm-up: allocator, lazy imports, first-call kernels
+            warmup = total  # allocator, lazy imports, first-call kernels (and torch.compile's compilation)
+            continue
         n = len(prompts)
         runs.append({"seconds_per_clip": total / n, "nfe": meter.network_rows / n,
                      **{f"seconds_{k}": v / n for k, v in meter.seconds.items()},
                      "peak_memory_mb": memory.peak_mb})
     keys = runs[0].keys()
-    return {k: _median([r[k] for r in runs]) for k in keys}
+    return {**{k: _median([r[k] for r in runs]) for k in keys}, "warmup_seconds": warmup}
 
 
 def bench_sampling(config: BenchConfig, device: str, progress=print) -> list[dict]:
     from ..evaluation.evaluate import eval_prompts
-    from ..pipeline import VideoPipeline
 
     teacher_path, student_paths = _models(config)
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as scratch:
         for batch in config.batch_sizes:
             prompts, seeds = eval_prompts(batch)
-            teacher = VideoPipeline.from_folder(ROOT / teacher_path if not Path(teacher_path).exists()
-                                                else teacher_path, device)
+            teacher = _pipeline(teacher_path, device, config.compile)
             row = {"model": teacher.name, "kind": "teacher", "steps": config.teacher_steps, "batch": batch,
                    "guidance": teacher.model.default_guidance,
                    **time_sampling(teacher, prompts, seeds, config.teacher_steps, None, config.repeats,
@@ -127,7 +129,7 @@ def bench_sampling(config: BenchConfig, device: str, progress=print) -> list[dic
             progress(_sampling_line(row))
             base = row
             for path in student_paths:
-                student = VideoPipeline.from_folder(ROOT / path if not Path(path).exists() else path, device)
+                student = _pipeline(path, device, config.compile)
                 for steps in config.student_steps:
                     measured = time_sampling(student, prompts, seeds, steps, None, config.repeats, Path(scratch))
                     row = {"model": student.name, "kind": "student", "steps": steps, "batch": batch, **measured}
@@ -138,6 +140,13 @@ def bench_sampling(config: BenchConfig, device: str, progress=print) -> list[dic
                     rows.append(row)
                     progress(_sampling_line(row))
     return rows
+
+
+def _pipeline(path: str, device: str, compile_networks: bool):
+    from ..pipeline import VideoPipeline
+
+    pipeline = VideoPipeline.from_folder(path if Path(path).exists() else ROOT / path, device)
+    return pipeline.compile() if compile_networks else pipeline
 
 
 def _sampling_line(row: dict) -> str:
@@ -199,7 +208,19 @@ def cost_floor(task, repeats: int) -> dict:
     parts = {"student_forward_backward": _timed(student_pass, repeats),
              "teacher_guided_forward": _timed(teacher_pass, repeats),
              "target_forward": _timed(target_pass, repeats)}
-    return {**parts, "floor": sum(parts.values())}
+    result = {**parts, "floor": sum(parts.values())}
+    if getattr(task, "heads", None) is not None:
+        # DCM's detail stage adds what its GAN and feature-matching terms need: one teacher forward over real and
+        # fake (2B rows) with the features tapped, and the backward through it to the fake half
+        def adversarial_pass():
+            both = torch.cat([x, x.detach().clone().requires_grad_(True)])
+            with task.tap(tuple(both.shape)) as tap:
+                task.teacher(both, torch.cat([timestep, timestep]), **{k: torch.cat([v, v]) for k, v in text.items()})
+            sum(f[n:].float().square().mean() for f in tap.features).backward()
+
+        result["teacher_features_forward_backward"] = _timed(adversarial_pass, repeats)
+        result["floor_with_adversarial"] = result["floor"] + result["teacher_features_forward_backward"]
+    return result
 
 
 def time_training(task, config, warmup: int, timed: int) -> dict:
@@ -251,6 +272,8 @@ def bench_distillation(config: BenchConfig, device: str, progress=print) -> list
                 semantic = task.model.eval().requires_grad_(False)
     for row in rows:
         row["ratio_to_floor"] = row["seconds_per_step"] / row["floor"]
+        if "floor_with_adversarial" in row:
+            row["ratio_to_floor_with_adversarial"] = row["seconds_per_step"] / row["floor_with_adversarial"]
     return rows
 
 
@@ -276,12 +299,14 @@ def sampling_table(rows: list[dict]) -> str:
 
 def distillation_table(rows: list[dict]) -> str:
     lines = ["| method | stage | batch | s/step | steps/s | peak MB | student fwd+bwd | teacher guided fwd | "
-             "target fwd | floor | step / floor |", "|" + "---|" * 11]
+             "target fwd | floor | step / floor | + GAN teacher pass | step / floor with it |", "|" + "---|" * 13]
     for r in rows:
+        gan = (f"{r['teacher_features_forward_backward']:.3f} | {r['ratio_to_floor_with_adversarial']:.2f}"
+               if "floor_with_adversarial" in r else "- | -")
         lines.append(f"| {r['method']} | {r['stage']} | {r['batch']} | {r['seconds_per_step']:.3f} | "
                      f"{r['steps_per_second']:.2f} | {r['peak_memory_mb']:.0f} | {r['student_forward_backward']:.3f} | "
                      f"{r['teacher_guided_forward']:.3f} | {r['target_forward']:.3f} | {r['floor']:.3f} | "
-                     f"{r['ratio_to_floor']:.2f} |")
+                     f"{r['ratio_to_floor']:.2f} | {gan} |")
     return "\n".join(lines)
 
 
