@@ -9,7 +9,8 @@ beside the NFE limit (teacher NFE / student NFE): the speed-up the step count al
 ``repeats`` runs after one warm-up run is reported.
 
 Distillation (LCM and each DCM stage): seconds per optimiser step of the real trainer (after warm-up steps) and
-peak memory, and the ratio of one step to its cost floor measured on the same batch: one student forward and
+peak memory (on the CPU the process's resident set, whole and above what it held when the run began: ``run
+MB``), and the ratio of one step to its cost floor measured on the same batch: one student forward and
 backward, one guided teacher forward (conditional and unconditional in one batch) and one target forward. A ratio
 near 1 means the step does nothing beyond the three network passes it cannot avoid.
 """
@@ -107,7 +108,7 @@ def time_sampling(pipeline, prompts: list[str], seeds: list[int], steps: int, gu
         n = len(prompts)
         runs.append({"seconds_per_clip": total / n, "nfe": meter.network_rows / n,
                      **{f"seconds_{k}": v / n for k, v in meter.seconds.items()},
-                     "peak_memory_mb": memory.peak_mb})
+                     "peak_memory_mb": memory.peak_mb, "memory_above_start_mb": memory.above_start_mb})
     keys = runs[0].keys()
     return {**{k: _median([r[k] for r in runs]) for k in keys}, "warmup_seconds": warmup}
 
@@ -128,6 +129,7 @@ def bench_sampling(config: BenchConfig, device: str, progress=print) -> list[dic
             rows.append(row)
             progress(_sampling_line(row))
             base = row
+            del teacher
             for path in student_paths:
                 student = _pipeline(path, device, config.compile)
                 for steps in config.student_steps:
@@ -139,6 +141,7 @@ def bench_sampling(config: BenchConfig, device: str, progress=print) -> list[dic
                     row["denoise_share_of_limit"] = row["denoise_speedup"] / row["nfe_limit"]
                     rows.append(row)
                     progress(_sampling_line(row))
+                del student
     return rows
 
 
@@ -237,7 +240,8 @@ def time_training(task, config, warmup: int, timed: int) -> dict:
     with PeakMemory() as memory:
         train(task, config, progress=False, on_step=on_step)
     seconds = (marks[warmup + timed] - marks[warmup]) / timed
-    return {"seconds_per_step": seconds, "steps_per_second": 1 / seconds, "peak_memory_mb": memory.peak_mb}
+    return {"seconds_per_step": seconds, "steps_per_second": 1 / seconds, "peak_memory_mb": memory.peak_mb,
+            "memory_above_start_mb": memory.above_start_mb}
 
 
 def bench_distillation(config: BenchConfig, device: str, progress=print) -> list[dict]:
@@ -285,26 +289,28 @@ def _distill_line(row: dict) -> str:
 # --- tables ---
 
 def sampling_table(rows: list[dict]) -> str:
-    lines = ["| model | steps | batch | NFE | s/clip | text | denoise | decode | write | peak MB | speed-up | "
-             "denoise speed-up | NFE limit | denoise / limit |", "|" + "---|" * 14]
+    lines = ["| model | steps | batch | NFE | s/clip | text | denoise | decode | write | peak MB | run MB | speed-up | "
+             "denoise speed-up | NFE limit | denoise / limit |", "|" + "---|" * 15]
     for r in rows:
         def f(key, fmt):
             return format(r[key], fmt) if key in r else "-"
         lines.append(f"| {r['model']} | {r['steps']} | {r['batch']} | {r['nfe']:.0f} | {r['seconds_per_clip']:.4f} | "
                      f"{f('seconds_text', '.4f')} | {f('seconds_denoise', '.4f')} | {f('seconds_decode', '.4f')} | "
-                     f"{f('seconds_write', '.4f')} | {r['peak_memory_mb']:.0f} | {f('speedup', '.1f')} | "
+                     f"{f('seconds_write', '.4f')} | {r['peak_memory_mb']:.0f} | {f('memory_above_start_mb', '.0f')} | "
+                     f"{f('speedup', '.1f')} | "
                      f"{f('denoise_speedup', '.1f')} | {f('nfe_limit', '.1f')} | {f('denoise_share_of_limit', '.2f')} |")
     return "\n".join(lines)
 
 
 def distillation_table(rows: list[dict]) -> str:
-    lines = ["| method | stage | batch | s/step | steps/s | peak MB | student fwd+bwd | teacher guided fwd | "
-             "target fwd | floor | step / floor | + GAN teacher pass | step / floor with it |", "|" + "---|" * 13]
+    lines = ["| method | stage | batch | s/step | steps/s | peak MB | run MB | student fwd+bwd | teacher guided fwd | "
+             "target fwd | floor | step / floor | + GAN teacher pass | step / floor with it |", "|" + "---|" * 14]
     for r in rows:
         gan = (f"{r['teacher_features_forward_backward']:.3f} | {r['ratio_to_floor_with_adversarial']:.2f}"
                if "floor_with_adversarial" in r else "- | -")
         lines.append(f"| {r['method']} | {r['stage']} | {r['batch']} | {r['seconds_per_step']:.3f} | "
-                     f"{r['steps_per_second']:.2f} | {r['peak_memory_mb']:.0f} | {r['student_forward_backward']:.3f} | "
+                     f"{r['steps_per_second']:.2f} | {r['peak_memory_mb']:.0f} | {r['memory_above_start_mb']:.0f} | "
+                     f"{r['student_forward_backward']:.3f} | "
                      f"{r['teacher_guided_forward']:.3f} | {r['target_forward']:.3f} | {r['floor']:.3f} | "
                      f"{r['ratio_to_floor']:.2f} | {gan} |")
     return "\n".join(lines)

@@ -22,6 +22,22 @@ def parse_steps(text: str) -> list[int]:
     return steps
 
 
+def parse_model_spec(spec: str) -> tuple[str, list[int] | None]:
+    """``DIR@1,2,4`` -> (``DIR``, [1, 2, 4]); ``DIR`` alone -> (``DIR``, None)."""
+    path, _, steps = spec.rpartition("@") if "@" in spec else (spec, "", "")
+    return path, parse_steps(steps) if steps else None
+
+
+def print_and_save(table: str, result: dict, json_path: str | None, report=None) -> int:
+    """What every evaluation command ends with: the table, then the JSON and the report folder when asked."""
+    print(table)
+    if json_path:
+        write_json(result, json_path)
+    if report is not None:
+        print(f"report: {report()}")
+    return 0
+
+
 def run_eval(args: argparse.Namespace) -> int:
     judge = Judge.load(args.judge)
     if args.clips:
@@ -40,17 +56,13 @@ def run_eval(args: argparse.Namespace) -> int:
         raise VideoCMError(f"--n must be at least 2 for a Fréchet distance, got {args.n}")
     specs, steps_for = [], {}
     for spec in args.model:
-        path, _, own = spec.rpartition("@") if "@" in spec else (spec, "", "")
+        path, own = parse_model_spec(spec)
         specs.append(path)
         if own:
-            steps_for[path] = parse_steps(own)
+            steps_for[path] = own
     result, runs, real = evaluate_models(
         specs, parse_steps(args.steps), judge, args.guidance, args.n, args.seed, args.teacher_model,
         args.teacher_steps, args.batch_size, steps_for=steps_for,
     )
-    print(markdown_table(result["rows"]))
-    if args.json:
-        write_json(result, args.json)
-    if args.report:
-        print(f"report: {write_report(result, runs, real, args.report)}")
-    return 0
+    return print_and_save(markdown_table(result["rows"]), result, args.json,
+                          (lambda: write_report(result, runs, real, args.report)) if args.report else None)

@@ -20,10 +20,9 @@ from tqdm.auto import tqdm
 
 from ..data.moving_digits import Geometry
 from ..errors import VideoCMError
-from .cli import parse_steps
+from .cli import parse_model_spec, print_and_save
 from .control import control_eval_set, control_scores
 from .cost import CostMeter
-from .evaluate import write_json
 
 COLUMNS = [("model", "model"), ("steps", "steps"), ("control", "control"), ("nfe", "NFE"), ("iou", "IoU"),
            ("iou_worst_frame", "IoU worst frame"), ("iou_mismatched", "IoU other clip's control"),
@@ -40,11 +39,6 @@ def control_table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cell(row.get(key)) for key, _ in COLUMNS) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def parse_model_spec(spec: str) -> tuple[str, list[int] | None]:
-    path, _, steps = spec.rpartition("@") if "@" in spec else (spec, "", "")
-    return path, parse_steps(steps) if steps else None
 
 
 def _generate(pipeline, prompts, seeds, controls, steps, guidance, batch_size, desc):
@@ -148,9 +142,5 @@ def run_eval_control(args: argparse.Namespace) -> int:
         raise VideoCMError(f"--n must be at least 2 (the mismatched-control score pairs clips), got {args.n}")
     result, samples = evaluate_control(args.control_model, args.model, args.n, args.seed, args.batch_size,
                                        args.guidance, Judge.load(args.judge), args.baseline)
-    print(control_table(result["rows"]))
-    if args.json:
-        write_json(result, args.json)
-    if args.report:
-        print(f"report: {write_control_report(result, samples, args.report)}")
-    return 0
+    return print_and_save(control_table(result["rows"]), result, args.json,
+                          (lambda: write_control_report(result, samples, args.report)) if args.report else None)
