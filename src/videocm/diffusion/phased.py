@@ -114,7 +114,8 @@ def sample_phased(
     noise_source = noise_source or generator_noise()
     x, batch = noise, noise.shape[0]
     # decisions (which expert, which end) on the host; the tensors the steps use copied to the device once
-    ends = [float(grid[segments[owning_expert(t, grid, segments)][0]]) for t in times]
+    owners = [owning_expert(t, grid, segments) for t in times]
+    ends = [float(grid[segments[j][0]]) for j in owners]
     following = torch.cat([times[1:], torch.as_tensor([schedule.terminal], dtype=times.dtype)])
     on_device, next_on_device = times.to(x.device), following.to(x.device)
     timesteps = schedule.model_timestep(on_device).to(x.device)
@@ -123,8 +124,7 @@ def sample_phased(
     fresh = {i: v.to(device=x.device, dtype=x.dtype) for i, v in fresh.items()}
     denoised = x
     for i in tqdm(range(len(times)), desc="sampling", disable=not progress, leave=False):
-        t = on_device[i]
-        expert = owning_expert(times[i], grid, segments)
+        t, expert = on_device[i], owners[i]
         output = experts[expert](x, timesteps[i].expand(batch), **cond)
         if ends[i] > 0:
             x = ode_step(schedule, output, x, t, next_on_device[i])

@@ -34,14 +34,17 @@ def guided_output(
     cond: Conditioning,
     uncond: Conditioning | None = None,
     guidance_scale: float = 1.0,
+    paired: Conditioning | None = None,
 ) -> torch.Tensor:
     """Classifier-free guidance ``u + w (c - u)`` (Ho & Salimans 2022) in one batched forward.
 
     ``guidance_scale`` follows diffusers: 1 means no guidance, and then the unconditional pass is skipped.
+    ``paired``: ``concat_conditioning(uncond, cond)`` made once by a caller that guides many steps.
     """
     if uncond is None or guidance_scale == 1.0:
         return denoiser(x, timestep, **cond)
-    both = denoiser(torch.cat([x, x]), torch.cat([timestep, timestep]), **concat_conditioning(uncond, cond))
+    paired = concat_conditioning(uncond, cond) if paired is None else paired
+    both = denoiser(torch.cat([x, x]), torch.cat([timestep, timestep]), **paired)
     unconditional, conditional = both.chunk(2)
     return unconditional + guidance_scale * (conditional - unconditional)
 
@@ -76,9 +79,10 @@ def sample_teacher(
     # everything the loop needs on the device, copied once: no host-device traffic between network calls
     on_device = times.to(x.device)
     timesteps = schedule.model_timestep(on_device).to(x.device)
+    paired = concat_conditioning(uncond, cond) if uncond is not None and guidance_scale != 1.0 else None
     for i in tqdm(range(len(times) - 1), desc="sampling", disable=not progress, leave=False):
         t, s = on_device[i], on_device[i + 1]
-        output = guided_output(denoiser, x, timesteps[i].expand(batch), cond, uncond, guidance_scale)
+        output = guided_output(denoiser, x, timesteps[i].expand(batch), cond, uncond, guidance_scale, paired)
         if callback is not None:
             x0, _ = x0_and_noise(schedule, output, x, t)
             x = ode_step(schedule, output, x, t, s)

@@ -11,18 +11,16 @@ Rows, each over the same held-out clips (captions as prompts, silhouettes as con
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..data.moving_digits import Geometry
 from ..errors import VideoCMError
 from .cli import parse_model_spec, print_and_save
 from .control import control_eval_set, control_scores
-from .cost import CostMeter
+from .evaluate import generate_with_cost
 
 COLUMNS = [("model", "model"), ("steps", "steps"), ("control", "control"), ("nfe", "NFE"), ("iou", "IoU"),
            ("iou_worst_frame", "IoU worst frame"), ("iou_mismatched", "IoU other clip's control"),
@@ -42,15 +40,9 @@ def control_table(rows: list[dict]) -> str:
 
 
 def _generate(pipeline, prompts, seeds, controls, steps, guidance, batch_size, desc):
-    meter = CostMeter()
-    clips: list[np.ndarray] = []
-    began = time.perf_counter()
-    for start in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False):
-        part = slice(start, start + batch_size)
-        clips += pipeline.generate(prompts[part], seeds[part], steps, guidance, meter,
-                                   controls=None if controls is None else controls[part])
-    seconds = time.perf_counter() - began
-    return clips, {"nfe": round(meter.summary()["nfe"]), "seconds_per_clip": seconds / len(prompts)}
+    clips, cost = generate_with_cost(pipeline, prompts, seeds, steps, guidance, batch_size, desc, controls)
+    return clips, {"nfe": round(cost["nfe"]), "seconds_per_clip": cost["seconds_total"],
+                   "peak_memory_mb": cost["peak_memory_mb"]}
 
 
 def evaluate_control(control_folder: str, specs: list[str], n: int = 96, seed: int = 0, batch_size: int = 16,

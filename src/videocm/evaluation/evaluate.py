@@ -77,13 +77,17 @@ class ModelRun:
     samples: list[np.ndarray] = field(default_factory=list)
 
 
-def generate_with_cost(generator, prompts, seeds, steps, guidance, batch_size, desc) -> tuple[list, dict]:
+def generate_with_cost(generator, prompts, seeds, steps, guidance, batch_size, desc, controls=None
+                       ) -> tuple[list, dict]:
+    """Clips in batches with their cost per clip; ``controls`` (one per prompt) go to a pipeline with a control
+    branch."""
     meter = CostMeter()
     clips: list[np.ndarray] = []
     with PeakMemory() as memory:
         for start in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False):
-            clips += generator.generate(prompts[start : start + batch_size], seeds[start : start + batch_size],
-                                        steps, guidance, meter)
+            part = slice(start, start + batch_size)
+            extra = {} if controls is None else {"controls": controls[part]}
+            clips += generator.generate(prompts[part], seeds[part], steps, guidance, meter, **extra)
     cost = meter.summary()
     cost["peak_memory_mb"] = memory.peak_mb
     return clips, cost
