@@ -1,4 +1,5 @@
-# Two entry points: `make demo` and `make test`. Both install into .venv first (idempotent).
+# Entry points: `make demo` and `make test` (the whole suite; CI runs it), plus `make test-fast` (the quick inner
+# loop: tests not marked slow) and `make test-slow` (only those). All install into .venv first (idempotent).
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: install demo test test-slow clean
+.PHONY: install demo test test-fast test-slow clean
 
 install: $(STAMP)
 
@@ -23,10 +24,13 @@ demo: $(STAMP)
 	$(VENV)/bin/videocm demo --out outputs/demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q --durations=15
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" --durations=15
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m slow --durations=15
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

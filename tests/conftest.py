@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from videocm.distill.teacher import TeacherConfig, train_teacher  # noqa: E402
 from videocm.distill.vae_training import VAETrainConfig, train_vae  # noqa: E402
+from videocm.evaluation.monitor import JudgeMonitor  # noqa: E402
 
 TINY_NETWORKS = dict(wan_layers=1, wan_heads=2, wan_head_dim=12, wan_ffn_dim=32, unet_channels=[16, 16],
                      unet_head_dim=8)
@@ -20,7 +21,8 @@ TINY_NETWORKS = dict(wan_layers=1, wan_heads=2, wan_head_dim=12, wan_ffn_dim=32,
 def tiny_vae(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("vae")
     train_vae(VAETrainConfig(out=str(out), steps=2, batch_size=2, block_out_channels=[8, 8, 8], eval_clips=8,
-                             stats_clips=8, sample_every=0, checkpoint_every=100), progress=False)
+                             stats_clips=8, sample_every=0, checkpoint_every=100), progress=False,
+              monitor=JudgeMonitor())
     return out
 
 

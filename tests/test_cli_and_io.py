@@ -43,6 +43,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "--n must be at least 1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_console_script_runs_as_a_module(tmp_path):
     result = subprocess.run([sys.executable, "-m", "videocm.cli", "data", "export", "--n", "2", "--out",
                              str(tmp_path / "c")], capture_output=True, text=True)

@@ -24,12 +24,14 @@ def verdicts(judge):
     return {row["corruption"]: row for row in corruption_verdicts(judge, n=240)}
 
 
+@pytest.mark.slow
 def test_shipped_judge_is_accurate_on_real_test_clips(judge):
     accuracy = head_accuracy(judge, "test", 480, seed=123, geometry=Geometry())
     assert min(accuracy["digit"], accuracy["colour"], accuracy["direction"]) >= 0.98, accuracy
     assert judge.info["test_accuracy"]["all"] >= 0.97
 
 
+@pytest.mark.slow
 def test_judge_verdict_on_real_clips(verdicts):
     real = verdicts["real"]
     assert real["fidelity_all"] >= 0.97
@@ -37,6 +39,7 @@ def test_judge_verdict_on_real_clips(verdicts):
     assert real["frechet_distance"] < 2 * real["frechet_real_reference"] + 1.0
 
 
+@pytest.mark.slow
 def test_judge_does_not_reward_blur(verdicts):
     real, blur = verdicts["real"], verdicts["blurred (sigma 2)"]
     assert blur["fidelity_digit"] <= 0.3 and blur["fidelity_all"] < real["fidelity_all"] - 0.5
@@ -44,6 +47,7 @@ def test_judge_does_not_reward_blur(verdicts):
     assert verdicts["blurred (sigma 1)"]["frechet_distance"] > 3 * real["frechet_distance"]
 
 
+@pytest.mark.slow
 def test_judge_sees_no_motion_in_frozen_or_shuffled_clips(verdicts):
     assert verdicts["frozen (one frame repeated)"]["fidelity_direction"] <= 0.05
     assert verdicts["shuffled frames"]["fidelity_direction"] <= 0.15
@@ -51,11 +55,13 @@ def test_judge_sees_no_motion_in_frozen_or_shuffled_clips(verdicts):
     assert verdicts["frozen (one frame repeated)"]["fidelity_digit"] >= 0.9
 
 
+@pytest.mark.slow
 def test_judge_reads_the_colour_not_the_caption(verdicts):
     swapped = verdicts["colour-swapped"]
     assert swapped["fidelity_colour"] <= 0.02 and swapped["fidelity_digit"] >= 0.95
 
 
+@pytest.mark.slow
 def test_judge_gives_noise_nothing(verdicts):
     for name in ("pure noise", "smooth noise"):
         assert verdicts[name]["fidelity_all"] <= 0.01
@@ -97,6 +103,7 @@ def test_judge_training_resumes_exactly(tmp_path, monkeypatch):
         torch.testing.assert_close(resumed[key], uninterrupted[key], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_eval_clips_on_exported_real_clips(tmp_path, capsys):
     clips = tmp_path / "real"
     assert main(["data", "export", "--split", "test", "--n", "480", "--seed", "7", "--out", str(clips)]) == 0
@@ -110,6 +117,7 @@ def test_eval_clips_on_exported_real_clips(tmp_path, capsys):
     assert "fidelity_all" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_eval_models_compares_generators_and_writes_a_report(tmp_path):
     report = tmp_path / "report"
     code = main(["eval", "--model", "real", "--model", "real-blurred", "--steps", "1,4", "--n", "48",

@@ -66,7 +66,12 @@ def test_psnr_and_ssim_agree_with_definitions():
     assert clip_ssim(b, a) == pytest.approx(expected)
     blurred = corruptions.blurred(a, 1.5)
     agreement = teacher_agreement([b, blurred], [a, a])
-    assert 0 < agreement["ssim"] < 1 and agreement["psnr"] < PSNR_CAP
+    # the mean over the two pairs, each computed here with numpy and skimage
+    mse_blurred = np.mean((a.astype(float) - blurred.astype(float)) ** 2)
+    assert agreement["psnr"] == pytest.approx(np.mean([10 * np.log10(255**2 / m) for m in (mse, mse_blurred)]))
+    ssim_blurred = np.mean([structural_similarity(a[t], blurred[t], channel_axis=-1, data_range=255)
+                            for t in range(8)])
+    assert agreement["ssim"] == pytest.approx((expected + ssim_blurred) / 2)
     with pytest.raises(ValueError):
         teacher_agreement([a], [a, a])
 
@@ -86,6 +91,7 @@ def test_fidelity_counts_each_head_and_all():
 def test_eval_prompts_cover_captions_evenly():
     prompts, seeds = eval_prompts(480, seed=3)
     assert len(set(prompts)) == 240 and all(prompts.count(p) == 2 for p in set(prompts))
+    assert set(prompts) == {f"a {colour} {digit} moving {direction}" for digit, colour, direction in all_captions()}
     assert len(set(seeds)) == 480
     few, _ = eval_prompts(24)
     assert len(set(few)) == 24
@@ -141,4 +147,3 @@ def test_load_generator_errors(tmp_path):
     with pytest.raises(VideoCMError, match="not valid JSON"):
         load_generator(str(tmp_path))
     assert load_generator("real").name == "real"
-    assert all(c in all_captions() for c in [(3, "red", "left")])

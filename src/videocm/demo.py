@@ -16,39 +16,39 @@ from pathlib import Path
 from .config import write_config
 from .data import export_moving_digits, read_clip_folder, tile, write_video
 from .data.clip_folder import clip_name
-from .evaluation.generators import MODEL_MARKER
+from .models.info import INFO_FILE, ModelInfo, is_model_folder
 from .models import TextEncoder
 
 
 @dataclass
 class DemoConfig:
-    out: str = "outputs/demo"
-    n: int = 24
-    seed: int = 0
-    split: str = "test"
-    frames: int = 8
-    size: int = 32
-    models_dir: str = "models"
-    gif_scale: int = 4
+    out: str = "outputs/demo"  # output folder (clips, GIFs, the student, the report, summary.json)
+    n: int = 24  # MovingDigits clips rendered and judged
+    seed: int = 0  # seed of the clips, the generated clips and the distillation
+    split: str = "test"  # which split's sprites ("train" or "test")
+    frames: int = 8  # frames per clip
+    size: int = 32  # canvas side in pixels
+    models_dir: str | None = None  # folder of the shipped models (default: $VIDEOCM_MODELS, else ./models)
+    gif_scale: int = 4  # GIFs enlarged this many times
     generate: int = 8  # clips each shipped teacher/student generates (0: none)
-    few_steps: int = 4  # besides each model's default step count
+    few_steps: int = 4  # the step count each model also generates at, besides its default
     # the DCM run and its evaluation
-    distill: bool = True
-    teacher: str = "models/teacher-flow"
-    compare: str = "models/lcm-flow"
-    semantic_minutes: float = 3.0
-    detail_minutes: float = 5.0
-    semantic_steps: int = 2000
-    detail_steps: int = 1200
-    latent_pool: int = 2048
-    batch_size: int = 16
-    eval_n: int = 48
-    eval_steps: list[int] = field(default_factory=lambda: [1, 2, 4])
+    distill: bool = True  # distil a DCM student and evaluate it (false: generate with every shipped model instead)
+    teacher: str | None = None  # teacher to distil (default: the shipped teacher-flow in --models-dir)
+    compare: str | None = None  # student evaluated beside it, if there (default: the shipped lcm-flow)
+    semantic_minutes: float = 3.0  # wall-time cap of the semantic-expert stage
+    detail_minutes: float = 5.0  # wall-time cap of the detail-expert stage
+    semantic_steps: int = 2000  # the semantic stage's schedule length in steps
+    detail_steps: int = 1200  # the detail stage's schedule length in steps
+    latent_pool: int = 2048  # train clips encoded once for the distillation
+    batch_size: int = 16  # distillation batch
+    eval_n: int = 48  # clips per (model, steps) in the evaluation
+    eval_steps: list[int] = field(default_factory=lambda: [1, 2, 4])  # the students' step counts evaluated
 
 
 def find_models(models_dir: Path) -> list[Path]:
     """Generator model folders (those holding ``videocm.json``) under ``models_dir``."""
-    return sorted(p.parent for p in Path(models_dir).glob(f"*/{MODEL_MARKER}"))
+    return sorted(p.parent for p in Path(models_dir).glob(f"*/{INFO_FILE}"))
 
 
 def generate_with_models(models: list[Path], prompts: list[str], config: DemoConfig, out: Path,
@@ -58,14 +58,13 @@ def generate_with_models(models: list[Path], prompts: list[str], config: DemoCon
         return []
     from .evaluation.evaluate import generate_with_cost, score_clips
     from .evaluation.judge import Judge
-    from .models.folder import read_info
     from .pipeline import VideoPipeline
 
-    judge = Judge.load(Path(config.models_dir) / "judge")
+    judge = Judge.load()
     seeds = [config.seed + i for i in range(len(prompts))]
     rows, grid = [], list(real)
     for folder in models:
-        if read_info(folder).get("kind") not in ("teacher", "student"):
+        if ModelInfo.load(folder).kind not in ("teacher", "student"):
             continue
         pipeline = VideoPipeline.from_folder(folder)
         for steps in sorted({pipeline.model.default_steps, config.few_steps}, reverse=True):
@@ -89,7 +88,7 @@ def distil_and_evaluate(config: DemoConfig, out: Path) -> dict:
 
     student = out / "dcm-student"
     resume = (student / "stages").exists()
-    if not (student / "videocm.json").is_file() or resume:
+    if not is_model_folder(student) or resume:
         distill_dcm(DCMConfig(
             teacher=config.teacher, out=str(student), semantic_minutes=config.semantic_minutes,
             detail_minutes=config.detail_minutes, semantic_steps=config.semantic_steps,
@@ -98,7 +97,7 @@ def distil_and_evaluate(config: DemoConfig, out: Path) -> dict:
     steps_for = {config.teacher: sorted({50, max(config.eval_steps)}, reverse=True)}
     specs = [str(student), config.compare, config.teacher] if Path(config.compare).is_dir() else [
         str(student), config.teacher]
-    result, runs, real = evaluate_models(specs, list(config.eval_steps), Judge.load(Path(config.models_dir) / "judge"),
+    result, runs, real = evaluate_models(specs, list(config.eval_steps), Judge.load(),
                                          n=config.eval_n, seed=config.seed, teacher=config.teacher,
                                          teacher_steps=50, steps_for=steps_for)
     write_json(result, out / "report" / "results.json")
@@ -107,9 +106,23 @@ def distil_and_evaluate(config: DemoConfig, out: Path) -> dict:
             "rows": result["rows"]}
 
 
+def with_shipped_models(config: DemoConfig) -> DemoConfig:
+    """``config`` with the shipped models' folders filled in (a missing teacher is an error only when distilling)."""
+    import dataclasses
+
+    from .locations import models_dir, shipped_model
+
+    folder = models_dir(config.models_dir)
+    teacher = config.teacher or str(shipped_model("teacher-flow", config.models_dir, "--teacher") if config.distill
+                                    else folder / "teacher-flow")
+    return dataclasses.replace(config, models_dir=str(folder), teacher=teacher,
+                               compare=config.compare or str(folder / "lcm-flow"))
+
+
 def run_demo(config: DemoConfig) -> dict:
     import numpy as np
 
+    config = with_shipped_models(config)
     out = Path(config.out)
     write_config(config, out)
     clips_dir = out / "clips"
@@ -126,7 +139,7 @@ def run_demo(config: DemoConfig) -> dict:
     from .evaluation.evaluate import score_clips
     from .evaluation.judge import Judge
 
-    scores = score_clips(Judge.load(Path(config.models_dir) / "judge"), videos, prompts)
+    scores = score_clips(Judge.load(), videos, prompts)
     models = find_models(Path(config.models_dir))
     generated = ([] if config.distill else
                  generate_with_models(models, prompts[:config.generate], config, out, videos[:config.generate]))

@@ -9,6 +9,8 @@ sample``), from clip ``i``'s generator continued after its starting noise, as a 
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
@@ -16,10 +18,12 @@ from .diffusion import consistency_times, sample_consistency, sample_teacher, se
 from .diffusion.consistency import NoiseSource
 from .diffusion.phased import phased_times, sample_phased, segment_bounds
 from .errors import VideoCMError
-from .evaluation.cost import CostMeter
-from .models.folder import VideoModel, load_model
+from .models.control import control_tensor, encode_control, with_control
+from .models.families import family_for_pipeline
+from .models.folder import load_model
 from .models.text_encoder import TextEncoder
 from .models.vae import to_uint8_frames
+from .models.video_model import VideoModel
 
 _TEXT_ENCODERS: dict[tuple[int, str], TextEncoder] = {}
 
@@ -41,11 +45,6 @@ def initial_noise(seeds: list[int], shape: tuple[int, ...], device: str | torch.
 NOISE_MODES = ("videocm", "diffusers")
 
 
-# diffusers pipelines that draw noise frame-major, (T, C, h, w) per clip: (starting noise, re-noising noise).
-# TextToVideoSDPipeline steps its scheduler on frames stacked as a batch; CogVideoX keeps latents (B, T, C, h, w).
-FRAMES_FIRST = {"TextToVideoSDPipeline": (False, True), "CogVideoXPipeline": (True, True)}
-
-
 def sampling_noise(seeds: list[int], shape: tuple[int, ...], mode: str, device: str | torch.device = "cpu",
                    pipeline_class: str | None = None) -> tuple[torch.Tensor, NoiseSource]:
     """Starting noise ``(B, *shape)`` and the re-noising source of a student (see the module docstring);
@@ -55,7 +54,9 @@ def sampling_noise(seeds: list[int], shape: tuple[int, ...], mode: str, device: 
     if mode != "diffusers":
         raise VideoCMError(f"noise mode {mode!r}: use one of {', '.join(NOISE_MODES)}")
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    initial_frames_first, renoise_frames_first = FRAMES_FIRST.get(pipeline_class, (False, False))
+    # the pipeline's drawing order per clip: frames first, (T, C, h, w), or channels first
+    spec = family_for_pipeline(pipeline_class)
+    initial_frames_first, renoise_frames_first = spec.pipeline.noise_frames_first if spec else (False, False)
 
     def drawer(frames_first: bool) -> NoiseSource:
         def draw(step: int, step_shape: tuple[int, ...]) -> torch.Tensor:
@@ -70,14 +71,32 @@ def sampling_noise(seeds: list[int], shape: tuple[int, ...], mode: str, device: 
     return drawer(initial_frames_first)(0, (len(seeds), *shape)), drawer(renoise_frames_first)
 
 
+class _Uncounted:
+    """What :meth:`VideoPipeline.generate` records into without a meter: nothing."""
+
+    clips = 0
+
+    def phase(self, name: str):
+        return contextlib.nullcontext()
+
+    def counted(self, denoiser):
+        return denoiser
+
+
 class VideoPipeline:
-    """Generates uint8 clips ``(T, H, W, 3)`` from prompts with a teacher (many-step ODE sampler)."""
+    """Generates uint8 clips ``(T, H, W, 3)`` from prompts with a teacher (many-step ODE sampler) or a student
+    (multistep consistency, expert-switching for a phased student).
+
+    ``meter`` (e.g. :class:`evaluation.cost.CostMeter`): anything with ``phase(name)`` (a context timing a phase),
+    ``counted(denoiser)`` (a denoiser that counts its batch rows) and a ``clips`` count."""
 
     def __init__(self, model: VideoModel, device: str | torch.device = "cpu", text=None) -> None:
         self.model = model
         self.device = torch.device(device)
-        self.text = text or model.text or shared_text_encoder(int(model.info.get("text_max_length", 16)), device)
+        self.text = text or model.text or shared_text_encoder(model.info.text_length, device)
         self.name = model.path.name
+        self.controlled = False
+        self._denoiser, self._experts = model.denoiser, model.experts
 
     @classmethod
     def from_folder(cls, folder, device: str | torch.device = "cpu") -> "VideoPipeline":
@@ -86,17 +105,18 @@ class VideoPipeline:
     def compile(self) -> "VideoPipeline":
         """``torch.compile`` every network of the model and the VAE decoder, in place (``nn.Module.compile``). The
         first call with a new batch size pays the compilation (tens of seconds here); later calls run faster."""
-        for network in {id(d.network): d.network for d in [self.model.denoiser, *(self.model.experts or [])]}.values():
+        for network in {id(d.network): d.network for d in self.model.denoisers}.values():
             network.compile()
         self.model.vae.vae.decoder.compile()
         return self
 
     def use_control(self, branch, scale: float = 1.0) -> "VideoPipeline":
-        """Join a control branch (:mod:`models.control`) to every network of the model, unchanged; afterwards
-        :meth:`generate` takes ``controls``. ``branch=None`` removes it."""
-        from .models.control import attach_control
-
-        attach_control([self.model.denoiser, *(self.model.experts or [])], branch, scale, f"model {self.name}")
+        """Sample through a control branch (:mod:`models.control`) joined to every network of the model (the
+        networks are unchanged); afterwards :meth:`generate` takes ``controls``. ``branch=None`` removes it."""
+        where = f"model {self.name}"
+        self._denoiser = with_control([self.model.denoiser], branch, scale, where)[0]
+        self._experts = with_control(self.model.experts, branch, scale, where) if self.model.experts else None
+        self.controlled = branch is not None
         return self
 
     def _conditioning(self, prompts: list[str], controls) -> dict[str, torch.Tensor]:
@@ -104,9 +124,7 @@ class VideoPipeline:
         prompt), their control latents."""
         cond = {k: v.to(self.device) for k, v in self.text.encode(prompts).items()}
         if controls is not None:
-            from .models.control import control_tensor, encode_control
-
-            if self.model.denoiser.control_branch is None:
+            if not self.controlled:
                 raise VideoCMError("controls given to a pipeline without a control model (use_control)")
             if len(controls) != len(prompts):
                 raise VideoCMError(f"{len(controls)} controls for {len(prompts)} prompts: give one per prompt")
@@ -115,13 +133,13 @@ class VideoPipeline:
 
     @torch.inference_mode()
     def generate(self, prompts: list[str], seeds: list[int], steps: int | None = None,
-                 guidance: float | None = None, meter: CostMeter | None = None, negative_prompt: str = "",
+                 guidance: float | None = None, meter=None, negative_prompt: str = "",
                  progress: bool = False, timesteps: list[float] | None = None, noise: str = "videocm",
                  controls: list[np.ndarray] | None = None) -> list[np.ndarray]:
         """``timesteps``: explicit sampling times for a student (descending, the schedule's time), instead of
         ``steps`` spread over its grid. ``noise``: a student's re-noising convention (module docstring).
         ``controls``: one uint8 silhouette ``(T, H, W, 1)`` per prompt, for a pipeline with a control branch."""
-        meter = meter or CostMeter()
+        meter = meter or _Uncounted()
         steps = steps or self.model.default_steps
         if self.model.is_student:
             return self._generate_student(prompts, seeds, steps, guidance, meter, progress, timesteps, noise,
@@ -138,7 +156,7 @@ class VideoPipeline:
                     uncond["control"] = cond["control"]
         with meter.phase("denoise"):
             noise = initial_noise(seeds, self.model.latent_shape, self.device)
-            latents = sample_teacher(meter.counted(self.model.denoiser), noise, self.model.schedule, steps, cond,
+            latents = sample_teacher(meter.counted(self._denoiser), noise, self.model.schedule, steps, cond,
                                      uncond, guidance, progress=progress)
         with meter.phase("decode"):
             clips = to_uint8_frames(self.model.vae.decode(latents))
@@ -150,12 +168,12 @@ class VideoPipeline:
         """Multistep consistency sampling (expert-switching for a phased student): one network evaluation per
         step, guidance folded in or embedded."""
         info = self.model.info
-        consistency = info["consistency"]
-        grid = skipping_grid(self.model.schedule, int(consistency["grid_points"]))
+        consistency = info.consistency
+        grid = skipping_grid(self.model.schedule, int(consistency.grid_points))
         if not 1 <= steps <= len(grid) - 1:
             raise VideoCMError(f"steps must be between 1 and {len(grid) - 1} for this student (its grid), got {steps}")
-        experts = self.model.experts
-        segments = (segment_bounds(info["phased"]["boundaries"], int(consistency["grid_points"]))
+        experts = self._experts
+        segments = (segment_bounds(info.phased.boundaries, int(consistency.grid_points))
                     if experts is not None else None)
         if timesteps is not None:
             times = torch.as_tensor(timesteps, dtype=grid.dtype)
@@ -170,37 +188,28 @@ class VideoPipeline:
                 raise VideoCMError(str(error)) from error
         else:
             times = consistency_times(grid, steps)
-        mode = info.get("guidance", {}).get("mode", "fixed")
         with meter.phase("text"):
             cond = self._conditioning(prompts, controls)
-        if mode == "embedded":
-            low, high = info["guidance"]["range"]
-            w = float(info["guidance"]["default"] if guidance is None else guidance)
+        if info.guidance_embedded:
+            low, high = info.guidance.range
+            w = float(info.guidance.default if guidance is None else guidance)
             if not low <= w <= high:
                 raise VideoCMError(f"guidance {w} is outside this student's distilled range [{low}, {high}]")
             cond["guidance"] = torch.full((len(prompts),), w, device=self.device)
-        elif guidance is not None and float(guidance) != float(info["guidance"]["scale"]):
-            raise VideoCMError(f"this student has guidance {info['guidance']['scale']} folded into its weights; "
+        elif guidance is not None and float(guidance) != float(info.guidance.scale):
+            raise VideoCMError(f"this student has guidance {info.guidance.scale} folded into its weights; "
                                f"leave --guidance out (or distil with --guidance-range to choose it when sampling)")
         with meter.phase("denoise"):
             noise, renoise = sampling_noise(seeds, self.model.latent_shape, noise_mode, self.device,
-                                            info.get("pipeline_class"))
-            scalings = (float(consistency["sigma_data"]), float(consistency["timestep_scaling"]))
+                                            info.pipeline_class)
+            scalings = (float(consistency.sigma_data), float(consistency.timestep_scaling))
             if experts is not None:
                 latents = sample_phased([meter.counted(e) for e in experts], noise, self.model.schedule, grid,
                                         segments, times, cond, renoise, *scalings, progress=progress)
             else:
-                latents = sample_consistency(meter.counted(self.model.denoiser), noise, self.model.schedule, times,
+                latents = sample_consistency(meter.counted(self._denoiser), noise, self.model.schedule, times,
                                              cond, renoise, *scalings, progress=progress)
         with meter.phase("decode"):
             clips = to_uint8_frames(self.model.vae.decode(latents))
         meter.clips += len(prompts)
         return clips
-
-
-def register_generators() -> None:
-    """Let ``videocm eval --model DIR`` load teacher folders."""
-    from .evaluation.generators import GENERATOR_LOADERS
-
-    for family in ("wan", "unet3d", "cogvideox", "hunyuan"):
-        GENERATOR_LOADERS.setdefault(family, VideoPipeline.from_folder)

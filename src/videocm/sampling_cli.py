@@ -2,93 +2,108 @@
 
 from __future__ import annotations
 
-import argparse
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data.clip_folder import write_clip_folder
-from .data.video_io import write_video
+from .config import VideoShape
+from .data.clip_folder import write_clip, write_clip_folder
 from .errors import VideoCMError
+from .locations import shipped_model
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "teacher-flow"
+DEFAULT_MODEL = "teacher-flow"  # under --models-dir
 FORMATS = ("mp4", "gif", "npy", "png")
 
 
-def write_clip(path: Path, clip: np.ndarray, fmt: str) -> Path:
-    path = path.with_suffix(f".{fmt}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "npy":
-        np.save(path, clip)
-    elif fmt == "png":
-        import imageio.v3 as iio
+@dataclass
+class ControlInput:
+    """A control branch and the silhouette video it follows (both or neither)."""
 
-        iio.imwrite(path, np.concatenate(list(clip.repeat(4, 1).repeat(4, 2)), axis=1))  # frames side by side
-    else:
-        write_video(path, clip, scale=4 if clip.shape[1] < 128 else 1)  # small clips enlarged to be seen
-    return path
+    control_model: str | None = None  # control branch folder (videocm train-control), for its teacher or any student of it
+    control: str | None = None  # control video: .npy uint8 (T, H, W, 1) silhouette, or a video/GIF of it
+    control_scale: float = 1.0  # multiplies the control residuals (0 switches the control off)
 
 
-def run_sample(args: argparse.Namespace) -> int:
+@dataclass
+class SampleConfig:
+    """``videocm sample``: generate clips from prompts with a model folder."""
+
+    out: str  # output file, or folder with --prompts
+    prompt: str | None = None  # one prompt (give this or --prompts)
+    prompts: str | None = None  # text file, one prompt a line (give this or --prompt)
+    model: str | None = None  # model folder (default: the shipped teacher-flow in --models-dir)
+    models_dir: str | None = None  # folder of the shipped models (default: $VIDEOCM_MODELS, else ./models)
+    steps: int | None = None  # sampling steps (default: the model's)
+    timesteps: list[float] = field(default_factory=list)  # students: descending times instead of --steps (VP 999,759,..; flow 1.0,0.75,..)
+    guidance: float | None = None  # guidance scale (default: the model's)
+    negative_prompt: str = ""  # unconditional input for guidance
+    seed: int = 0  # clip i uses seed S+i
+    batch_size: int = 16  # clips generated together
+    format: Literal["mp4", "gif", "npy", "png"] | None = None  # default: from --out's suffix (npy with --prompts)
+    device: str | None = None  # cpu or cuda (default: cuda when available)
+    noise: Literal["diffusers", "videocm"] = "diffusers"  # students' re-noising: clip i's generator as in diffusers, or a seed per step as in eval
+    shape: VideoShape = field(default_factory=VideoShape)  # diffusers pipeline teachers' clip shape
+    control_input: ControlInput = field(default_factory=ControlInput)  # optional control branch
+
+    def __post_init__(self) -> None:
+        if (self.prompt is None) == (self.prompts is None):
+            raise VideoCMError("give exactly one of --prompt TEXT and --prompts FILE (one prompt a line)")
+
+
+def run_sample(config: SampleConfig) -> int:
+    from .models.folder import load_model
     from .pipeline import VideoPipeline
 
-    if args.steps is not None and args.steps < 1:
-        raise VideoCMError(f"--steps must be at least 1, got {args.steps}")
-    if args.batch_size < 1:
-        raise VideoCMError(f"--batch-size must be at least 1, got {args.batch_size}")
-    out = Path(args.out)
-    fmt = args.format
+    if config.steps is not None and config.steps < 1:
+        raise VideoCMError(f"--steps must be at least 1, got {config.steps}")
+    if config.batch_size < 1:
+        raise VideoCMError(f"--batch-size must be at least 1, got {config.batch_size}")
+    out = Path(config.out)
+    fmt = config.format
     if fmt is None:
-        fmt = out.suffix.lstrip(".").lower() if args.prompt else "npy"
+        fmt = out.suffix.lstrip(".").lower() if config.prompt is not None else "npy"
         if fmt not in FORMATS:
             raise VideoCMError(f"cannot tell the format of {out}: end it in .mp4, .gif, .npy or .png, or pass --format")
-    if args.prompts:
-        prompts_file = Path(args.prompts)
+    if config.prompts is not None:
+        prompts_file = Path(config.prompts)
         if not prompts_file.is_file():
             raise VideoCMError(f"--prompts {prompts_file} does not exist")
         prompts = [line.strip() for line in prompts_file.read_text().splitlines() if line.strip()]
         if not prompts:
             raise VideoCMError(f"--prompts {prompts_file} holds no prompts")
     else:
-        prompts = [args.prompt]
-    timesteps = None
-    if getattr(args, "timesteps", None):
-        try:
-            timesteps = [float(t) for t in args.timesteps.split(",") if t.strip()]
-        except ValueError:
-            raise VideoCMError(f"--timesteps {args.timesteps!r}: give comma-separated numbers, e.g. 999,759,499,259")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    from .models.folder import load_model
-
-    shape = [getattr(args, key, None) for key in ("frames", "height", "width")]
-    if any(v is not None for v in shape) and not all(v is not None for v in shape):
-        raise VideoCMError("give --frames, --height and --width together (they size a diffusers pipeline's clips)")
-    model = load_model(Path(args.model) if args.model else DEFAULT_MODEL, device,
-                       video_shape=shape if all(v is not None for v in shape) else None,
-                       max_sequence_length=getattr(args, "max_sequence_length", None))
+        prompts = [config.prompt]
+    control = config.control_input
+    if (control.control_model is None) != (control.control is None):
+        raise VideoCMError("give --control-model and --control together (the branch and the control video)")
+    video_shape = config.shape.override()
+    model_folder = Path(config.model) if config.model else shipped_model(DEFAULT_MODEL, config.models_dir)
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_model(model_folder, device, video_shape=video_shape,
+                       max_sequence_length=config.shape.max_sequence_length)
     pipeline = VideoPipeline(model, device)
     controls = None
-    if getattr(args, "control_model", None) or getattr(args, "control", None):
-        if not (args.control_model and args.control):
-            raise VideoCMError("give --control-model and --control together (the branch and the control video)")
+    if control.control_model is not None:
         from .models.control import load_control, read_control
 
-        branch, _ = load_control(args.control_model, device)
-        pipeline.use_control(branch, args.control_scale)
-        control = read_control(args.control, tuple(model.info["video_shape"]))
-        controls = [control] * len(prompts)
-    seeds = [args.seed + i for i in range(len(prompts))]
+        branch, _ = load_control(control.control_model, device)
+        pipeline.use_control(branch, control.control_scale)
+        controls = [read_control(control.control, tuple(model.info.video_shape))] * len(prompts)
+    seeds = [config.seed + i for i in range(len(prompts))]
     clips: list[np.ndarray] = []
-    for start in tqdm(range(0, len(prompts), args.batch_size), desc="sampling", disable=len(prompts) <= 1):
-        clips += pipeline.generate(prompts[start:start + args.batch_size], seeds[start:start + args.batch_size],
-                                   args.steps, args.guidance, negative_prompt=args.negative_prompt,
-                                   progress=len(prompts) == 1, timesteps=timesteps,
-                                   noise=getattr(args, "noise", "diffusers"),
-                                   controls=None if controls is None else controls[start:start + args.batch_size])
-    if args.prompt:
+    batch = config.batch_size
+    for start in tqdm(range(0, len(prompts), batch), desc="sampling", disable=len(prompts) <= 1):
+        clips += pipeline.generate(prompts[start:start + batch], seeds[start:start + batch],
+                                   config.steps, config.guidance, negative_prompt=config.negative_prompt,
+                                   progress=len(prompts) == 1, timesteps=config.timesteps or None,
+                                   noise=config.noise,
+                                   controls=None if controls is None else controls[start:start + batch])
+    if config.prompt is not None:
         print(f"wrote {write_clip(out, clips[0], fmt)}")
         return 0
     if fmt == "npy":

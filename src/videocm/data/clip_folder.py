@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from ..errors import VideoCMError
 from .moving_digits import Geometry, make_clip
+from .video_io import write_video
 
 PROMPTS_FILE = "prompts.txt"
 
@@ -31,6 +32,22 @@ def write_clip_folder(out: Path, videos: list[np.ndarray], prompts: list[str]) -
         check_video_array(video, f"clip {i}")
         np.save(out / clip_name(i), video)
     (out / PROMPTS_FILE).write_text("".join(p.replace("\n", " ") + "\n" for p in prompts))
+
+
+def write_clip(path: Path, clip: np.ndarray, fmt: str) -> Path:
+    """One uint8 clip ``(T, H, W, 3)`` as ``path`` with the suffix of ``fmt`` (mp4, gif, npy, or png: the frames
+    side by side); returns the path written."""
+    path = path.with_suffix(f".{fmt}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "npy":
+        np.save(path, clip)
+    elif fmt == "png":
+        import imageio.v3 as iio
+
+        iio.imwrite(path, np.concatenate(list(clip.repeat(4, 1).repeat(4, 2)), axis=1))  # frames side by side
+    else:
+        write_video(path, clip, scale=4 if clip.shape[1] < 128 else 1)  # small clips enlarged to be seen
+    return path
 
 
 def check_video_array(video: np.ndarray, name: str) -> None:

@@ -4,7 +4,7 @@ Imports torch (and numpy) only, nothing else of videocm.
 """
 
 from .consistency import (boundary_scalings, consistency_function, consistency_times, generator_noise,
-                          sample_consistency, seeded_noise, skipping_grid)
+                          pseudo_huber_loss, sample_consistency, seeded_noise, skipping_grid)
 from .predictions import PREDICTION_TYPES, predicted_noise, predicted_x0, prediction_target
 from .sampling import concat_conditioning, guided_output, network_evaluations, sample_teacher
 from .schedules import FlowSchedule, Schedule, VPSchedule, broadcast_to, make_betas, shift_sigmas, vp_schedule
@@ -20,6 +20,7 @@ __all__ = [
     "consistency_function",
     "consistency_times",
     "generator_noise",
+    "pseudo_huber_loss",
     "sample_consistency",
     "seeded_noise",
     "skipping_grid",

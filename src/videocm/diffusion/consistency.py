@@ -78,6 +78,12 @@ def consistency_function(schedule: Schedule, output: torch.Tensor, x: torch.Tens
     return broadcast_to(c_skip, x) * x + broadcast_to(c_out, x) * x0
 
 
+def pseudo_huber_loss(prediction: torch.Tensor, target: torch.Tensor, c: float = 0.001) -> torch.Tensor:
+    """Mean of ``sqrt(d^2 + c^2) - c`` over all elements (Song & Dhariwal 2023; LCM's ``c = 0.001``), in float32."""
+    difference = prediction.float() - target.float()
+    return (torch.sqrt(difference**2 + c**2) - c).mean()
+
+
 def seeded_noise(seeds: list[int], device: torch.device | str = "cpu") -> NoiseSource:
     """Re-noising noise for step ``i`` of clip ``b`` drawn from seed ``(seeds[b], i)`` alone (batch-independent)."""
     def draw(step: int, shape: tuple[int, ...]) -> torch.Tensor:

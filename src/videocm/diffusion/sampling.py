@@ -33,19 +33,24 @@ def guided_output(
     timestep: torch.Tensor,
     cond: Conditioning,
     uncond: Conditioning | None = None,
-    guidance_scale: float = 1.0,
+    guidance_scale: float | torch.Tensor = 1.0,
     paired: Conditioning | None = None,
 ) -> torch.Tensor:
     """Classifier-free guidance ``u + w (c - u)`` (Ho & Salimans 2022) in one batched forward.
 
-    ``guidance_scale`` follows diffusers: 1 means no guidance, and then the unconditional pass is skipped.
-    ``paired``: ``concat_conditioning(uncond, cond)`` made once by a caller that guides many steps.
+    ``guidance_scale`` follows diffusers: 1 means no guidance, and then the unconditional pass is skipped. It is a
+    number, or one scale per clip ``(B,)`` (distillation over a guidance range). ``paired``:
+    ``concat_conditioning(uncond, cond)`` made once by a caller that guides many steps.
     """
-    if uncond is None or guidance_scale == 1.0:
+    per_clip = isinstance(guidance_scale, torch.Tensor)
+    no_guidance = bool(torch.all(guidance_scale == 1)) if per_clip else guidance_scale == 1.0
+    if uncond is None or no_guidance:
         return denoiser(x, timestep, **cond)
     paired = concat_conditioning(uncond, cond) if paired is None else paired
     both = denoiser(torch.cat([x, x]), torch.cat([timestep, timestep]), **paired)
     unconditional, conditional = both.chunk(2)
+    if per_clip:
+        guidance_scale = guidance_scale.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
     return unconditional + guidance_scale * (conditional - unconditional)
 
 

@@ -99,9 +99,10 @@ class LatentBatches:
 def cache_fingerprint(teacher, data: Path, frame_stride: int) -> dict:
     """What a latent cache depends on: the teacher (path, clip shape, text length) and the video folder."""
     info = teacher.info
-    return {"teacher": str(Path(info.get("pipeline", teacher.path)).resolve()),
-            "video_shape": list(info["video_shape"]), "latent_shape": list(info["latent_shape"]),
-            "max_sequence_length": info.get("max_sequence_length", info.get("text_max_length")),
+    length = info.max_sequence_length if info.max_sequence_length is not None else info.text_max_length
+    return {"teacher": str(Path(info.pipeline or teacher.path).resolve()),
+            "video_shape": list(info.video_shape), "latent_shape": list(info.latent_shape),
+            "max_sequence_length": length,
             "data": str(Path(data).resolve()), "frame_stride": int(frame_stride)}
 
 
@@ -113,7 +114,7 @@ def encode_video_folder(teacher, text, data: Path, out: Path, frame_stride: int 
     from ..data.video_folder import load_clip, scan_video_folder
     from .vae_training import clips_tensor
 
-    frames, height, width = (int(v) for v in teacher.info["video_shape"])
+    frames, height, width = (int(v) for v in teacher.info.video_shape)
     report = scan_video_folder(data, frames)
     print(report.summary())
     vae = teacher.vae.to(device)

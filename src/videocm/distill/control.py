@@ -19,33 +19,39 @@ from pathlib import Path
 import torch
 
 from ..data.moving_digits import Geometry
+from ..diffusion import skipping_grid
 from ..errors import VideoCMError
-from ..models.control import CONTROL_FAMILIES, attach_control, load_control, new_control_branch, save_control
+from ..models.control import control_families, load_control, new_control_branch, save_control, with_control
+from ..models.denoisers import ControlledDenoiser
 from ..models.folder import load_model
+from ..models.info import ModelInfo
 from ..models.text_encoder import PromptCache, TextEncoder
+from ..pipeline import VideoPipeline
 from .batches import LatentBatches
+from .consistency import consistency_step, draw_consistency_batch, expanded
+from .lcm import TargetNetwork
 from .teacher import denoising_loss
-from .trainer import TrainConfig, run_and_summarise, shard_rows
+from .trainer import Monitor, TrainConfig, run_and_summarise, shard_rows
 
 
 @dataclass
 class ControlConfig(TrainConfig):
-    teacher: str = "models/teacher-flow"
+    teacher: str = "models/teacher-flow"  # teacher folder the branch is trained on (and joined to)
     control_blocks: int = 4  # Wan: transformer blocks copied into the branch (the UNet copies its down path)
     init_control: str | None = None  # a control model to continue from
-    caption_dropout: float = 0.1
-    prompt_cache: str | None = None
+    caption_dropout: float = 0.1  # share of captions replaced by ""
+    prompt_cache: str | None = None  # MiniLM states from `videocm encode-captions` instead of running MiniLM
     latent_pool: int = 0  # > 0: encode this many train clips and silhouettes once (the VAE off the loop)
-    logit_normal_mean: float = 0.0
-    logit_normal_std: float = 1.0
-    snr_gamma: float = 5.0
-    sample_clips: int = 32
-    sample_steps: int = 25
+    logit_normal_mean: float = 0.0  # flow teachers: mean of the logit-normal training times
+    logit_normal_std: float = 1.0  # flow teachers: spread of the logit-normal training times
+    snr_gamma: float = 5.0  # VP teachers: min-SNR loss weighting gamma
+    sample_clips: int = 32  # clips of each monitoring sample
+    sample_steps: int = 25  # steps of the monitoring samples
     guidance: float | None = None  # for monitoring samples; None: the teacher's default
     # fine-tuning a trained branch for a consistency student (needs init_control)
-    student: str | None = None
-    target_decay: float = 0.95
-    huber_c: float = 0.001
+    student: str | None = None  # a consistency student of the teacher to fine-tune the branch for (needs --init-control)
+    target_decay: float = 0.95  # --student: EMA decay of the consistency target
+    huber_c: float = 0.001  # --student: the pseudo-Huber loss's c
 
 
 class ControlTask:
@@ -59,13 +65,13 @@ class ControlTask:
         if self.teacher.is_student:
             raise VideoCMError(f"--teacher {config.teacher} is a student; train the control branch on its teacher "
                                f"and sample the student with it (videocm sample --model STUDENT --control-model ...)")
-        if self.teacher.denoiser.family not in CONTROL_FAMILIES:
-            raise VideoCMError(f"control branches are built for {' and '.join(CONTROL_FAMILIES)} networks; "
+        if self.teacher.denoiser.family not in control_families():
+            raise VideoCMError(f"control branches are built for {' and '.join(control_families())} networks; "
                                f"{config.teacher} is {self.teacher.denoiser.family}")
-        if info.get("dataset") != "MovingDigits-v1":
+        if info.dataset != "MovingDigits-v1":
             raise VideoCMError(f"train-control trains on MovingDigits silhouettes; {config.teacher} was not trained "
-                               f"on MovingDigits (its videocm.json names dataset {info.get('dataset')!r})")
-        frames, height, width = info["video_shape"]
+                               f"on MovingDigits (its model description names dataset {info.dataset!r})")
+        frames, height, width = info.video_shape
         if height != width:
             raise VideoCMError(f"MovingDigits clips are square; {config.teacher} makes {height}x{width} clips")
         self.geometry = Geometry(frames, height)
@@ -77,9 +83,9 @@ class ControlTask:
             branch = new_control_branch(self.teacher.denoiser.family, self.teacher.denoiser.network,
                                         config.control_blocks, vae.latent_channels)
         self.model = branch.train().requires_grad_(True)
-        attach_control([self.teacher.denoiser], self.model, where=f"teacher {config.teacher}")
+        with_control([self.teacher.denoiser], self.model, where=f"teacher {config.teacher}")  # checks it fits
         text = (PromptCache(config.prompt_cache) if config.prompt_cache
-                else TextEncoder(max_length=int(info.get("text_max_length", 16))))
+                else TextEncoder(max_length=info.text_length))
         self.batches = LatentBatches(vae, self.geometry, text, config.seed, config.caption_dropout,
                                      config.latent_pool, device, control=True)
         self.text = text
@@ -94,40 +100,31 @@ class ControlTask:
         n = self.micro_batch
         rows = shard_rows(n, self.shard)
         latents, controls, text, _ = self.batches.draw_with_control(n, rng, self.shard, device)
-        teacher = self.teacher.denoiser
-        teacher.control_branch = model  # the prepared (possibly wrapped) branch, so gradients reach it
+        teacher = ControlledDenoiser(self.teacher.denoiser, model)  # the prepared branch, so gradients reach it
         c = self.config
         loss = denoising_loss(lambda noisy, timestep: teacher(noisy, timestep, **text, control=controls),
                               self.teacher.schedule, latents, generator, n, rows, c.logit_normal_mean,
                               c.logit_normal_std, c.snr_gamma)
         return loss, {}
 
-    def info(self) -> dict:
+    def info(self) -> ModelInfo:
         teacher = self.teacher
-        return {"teacher": str(Path(self.config.teacher)), "control_blocks": self.model.config.num_blocks,
-                "control_encoding": "the model's VAE, grey silhouette on all three channels",
-                "video_shape": list(teacher.info["video_shape"]), "latent_shape": list(teacher.latent_shape),
-                "schedule": teacher.info["schedule"], "dataset": "MovingDigits-v1 silhouettes",
-                "default_guidance": teacher.default_guidance}
+        return ModelInfo(kind="control", family=teacher.denoiser.family, teacher=str(Path(self.config.teacher)),
+                         control_blocks=self.model.config.num_blocks,
+                         control_encoding="the model's VAE, grey silhouette on all three channels",
+                         video_shape=list(teacher.info.video_shape), latent_shape=list(teacher.latent_shape),
+                         schedule=teacher.info.schedule, dataset="MovingDigits-v1 silhouettes",
+                         default_guidance=teacher.default_guidance)
 
-    def sample(self, model, step, out):
+    def sample(self, model, step, out, monitor: Monitor):
         """Control fidelity of the teacher with the branch at ``sample_steps`` on held-out clips."""
-        from ..evaluation.control import control_eval_set, control_scores
-        from ..pipeline import VideoPipeline
-
         was_training = model.training
         model.eval()
-        pipeline = VideoPipeline(self.teacher, next(model.parameters()).device, text=self.text)
-        attach_control([self.teacher.denoiser], model)
-        prompts, controls, seeds, _ = control_eval_set(self.config.sample_clips, 0, self.geometry)
-        clips = []
-        for start in range(0, len(prompts), 16):
-            part = slice(start, start + 16)
-            clips += pipeline.generate(prompts[part], seeds[part], self.config.sample_steps, self.config.guidance,
-                                       controls=controls[part])
-        scores = control_scores(clips, controls, prompts)
+        pipeline = VideoPipeline(self.teacher, next(model.parameters()).device, text=self.text).use_control(model)
+        scores = monitor.control_samples(pipeline, self.config.sample_clips, self.config.sample_steps,
+                                         self.config.guidance, self.geometry)
         model.train(was_training)
-        return {"sample_iou": scores["iou"], "sample_iou_mismatched": scores["iou_mismatched"]}
+        return scores
 
     def save(self, model, out):
         save_control(out, model, self.info())
@@ -144,25 +141,23 @@ class ControlConsistencyTask(ControlTask):
         device = next(self.teacher.denoiser.network.parameters()).device
         student = load_model(config.student, device)
         info = student.info
-        if not student.is_student or "phased" in info:
+        if not student.is_student or info.is_phased:
             raise VideoCMError(f"--student {config.student} must be a single-network consistency student (videocm "
                                f"distill --method lcm); phased (DCM) students use the branch unchanged")
-        if info.get("guidance", {}).get("mode") != "fixed":
+        if info.guidance is None or info.guidance.mode != "fixed":
             raise VideoCMError(f"--student {config.student} takes its guidance as an input; fine-tuning a branch "
                                f"is supported for students with guidance folded in")
         teacher_branch, _ = load_control(config.init_control, device)
-        attach_control([self.teacher.denoiser], teacher_branch, where=f"teacher {config.teacher}")
+        (self.controlled_teacher,) = with_control([self.teacher.denoiser], teacher_branch,
+                                                  where=f"teacher {config.teacher}")
+        with_control([student.denoiser], self.model, where=f"student {config.student}")  # checks it fits
         self.student = student
-        attach_control([student.denoiser], self.model, where=f"student {config.student}")
-        from ..diffusion import skipping_grid
-        from .lcm import TargetNetwork
-
-        consistency = info["consistency"]
-        self.grid = skipping_grid(self.teacher.schedule, int(consistency["grid_points"]))
-        self.skip = int(consistency["skip"])
-        self.scalings = (float(consistency["sigma_data"]), float(consistency["timestep_scaling"]))
-        self.guidance = float(info["guidance"]["scale"])
-        self.negative = {k: v.to(device) for k, v in self.text.encode([info.get("negative_prompt", "")]).items()}
+        consistency = info.consistency
+        self.grid = skipping_grid(self.teacher.schedule, int(consistency.grid_points))
+        self.skip = int(consistency.skip)
+        self.scalings = (float(consistency.sigma_data), float(consistency.timestep_scaling))
+        self.guidance = float(info.guidance.scale)
+        self.negative = {k: v.to(device) for k, v in self.text.encode([info.negative_prompt]).items()}
         self.target = TargetNetwork(self.model, "ema", config.target_decay)
 
     def prepare(self, accelerator) -> None:
@@ -176,46 +171,29 @@ class ControlConsistencyTask(ControlTask):
         self.target.update(model)
 
     def loss(self, model, step, rng, generator, device):
-        from ..diffusion import ode_step
-        from ..diffusion.phased import phased_function
-        from .lcm import guided_teacher_output
-
+        """VideoLCM's consistency step with the student's branch the only trainable part: the student with the
+        trainable branch against the student with the EMA branch, the teacher with its own branch."""
         n = self.micro_batch
         rows = shard_rows(n, self.shard)
         latents, controls, text, _ = self.batches.draw_with_control(n, rng, self.shard, device)
-        schedule, grid = self.teacher.schedule, self.grid
-        index = torch.from_numpy(rng.integers(0, len(grid) - self.skip, size=n))[rows]
-        noise = torch.randn((n, *latents.shape[1:]), generator=generator)[rows].to(device)
-        t_high, t_low = grid[index + self.skip].to(device), grid[index].to(device)
-        x_high = schedule.add_noise(latents, noise, t_high)
+        index, skip, _, noise = draw_consistency_batch(rng, generator, n, rows, (0, len(self.grid) - 1), self.skip,
+                                                       latents.shape[1:], device)
         cond = {**text, "control": controls}
-        end = grid[0].to(device)
-        student = self.student.denoiser
-        student.control_branch = model
-        prediction = phased_function(schedule, student(x_high, schedule.model_timestep(t_high).to(device), **cond),
-                                     x_high, t_high, end, *self.scalings)
-        with torch.no_grad():
-            uncond = {k: v.expand(x_high.shape[0], *v.shape[1:]) for k, v in self.negative.items()}
-            uncond["control"] = controls
-            w = torch.full((x_high.shape[0],), self.guidance, device=device)
-            teacher_output = guided_teacher_output(self.teacher.denoiser, x_high,
-                                                   schedule.model_timestep(t_high).to(device), cond, uncond, w)
-            x_low = ode_step(schedule, teacher_output, x_high, t_high, t_low)
-            student.control_branch = self.target(model)
-            target = phased_function(schedule, student(x_low, schedule.model_timestep(t_low).to(device), **cond),
-                                     x_low, t_low, end, *self.scalings)
-            student.control_branch = model
-        difference = prediction.float() - target.float()
-        c = self.config.huber_c
-        return (torch.sqrt(difference**2 + c**2) - c).mean(), {}
+        uncond = {**expanded(self.negative, latents.shape[0]), "control": controls}
+        w = torch.full((latents.shape[0],), self.guidance, device=device)
+        terms = consistency_step(ControlledDenoiser(self.student.denoiser, model),
+                                 ControlledDenoiser(self.student.denoiser, self.target(model)),
+                                 self.controlled_teacher, self.teacher.schedule, self.grid, 0, latents, noise, index,
+                                 skip, cond, uncond, w, cond, *self.scalings, "huber", self.config.huber_c)
+        return terms.loss, {}
 
-    def info(self) -> dict:
-        return {**super().info(), "fine_tuned_for": str(Path(self.config.student)),
-                "fine_tuned_from": str(Path(self.config.init_control))}
+    def info(self) -> ModelInfo:
+        return super().info().replace(fine_tuned_for=str(Path(self.config.student)),
+                                      fine_tuned_from=str(Path(self.config.init_control)))
 
-    def sample(self, model, step, out):
+    def sample(self, model, step, out, monitor: Monitor):
         return {}
 
 
-def train_control(config: ControlConfig, progress: bool = True) -> dict:
-    return run_and_summarise(config, ControlConsistencyTask if config.student else ControlTask, progress)
+def train_control(config: ControlConfig, progress: bool = True, monitor: Monitor | None = None) -> dict:
+    return run_and_summarise(config, ControlConsistencyTask if config.student else ControlTask, progress, monitor)

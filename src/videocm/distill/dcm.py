@@ -32,14 +32,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..config import write_config
+from ..diffusion import skipping_grid
 from ..diffusion.phased import segment_bounds
 from ..diffusion.sampling import concat_conditioning
 from ..errors import VideoCMError
 from ..models.denoisers import DenoiserAdapter
-from ..models.experts import (EXPERTS_FOLDER, FeatureTap, feature_blocks, load_expert, save_expert, tied_expert)
-from ..models.folder import STORE_DTYPES, VideoModel, cast_for_storage, load_model, save_model
-from .lcm import LCMConfig, LCMTask, load_teacher
-from .trainer import check_resume, run_and_summarise, sample_and_score, shard_rows
+from ..models.experts import EXPERTS_FOLDER, FeatureTap, feature_blocks, load_expert, save_expert, tied_expert
+from ..models.folder import STORE_DTYPES, cast_for_storage, load_model, save_model
+from ..models.info import ModelInfo, PhasedInfo, is_model_folder
+from .lcm import (Distillation, LCMConfig, TargetNetwork, load_teacher, new_student, student_info,
+                  teacher_guidance)
+from .trainer import Monitor, check_resume, run_and_summarise, shard_rows
 
 DONE = "stage_done.json"
 
@@ -48,7 +52,7 @@ DONE = "stage_done.json"
 class DCMConfig(LCMConfig):
     """``videocm distill --method dcm``: every field is a ``--key value`` flag."""
 
-    method: str = "dcm"
+    method: str = "dcm"  # dcm: this config (lcm: the VideoLCM one)
     out: str = "outputs/dcm"
     target: str = "ema"  # DCM uses the online student; at our scale it diverged for the VP teacher (docs/dcm.md)
     phases: int = 2  # K segments, one expert each (1 = LCM with phased bookkeeping, 2 = DCM)
@@ -56,27 +60,27 @@ class DCMConfig(LCMConfig):
     boundary_timesteps: list[float] = field(default_factory=list)  # or in the schedule's time (VP step, flow sigma)
     semantic_share: float = 0.3  # default split: the semantic expert owns this top fraction of the grid
     # stages: steps, learning rate and wall-time cap of each (minutes 0 = no cap)
-    semantic_steps: int = 2000
+    semantic_steps: int = 2000  # the semantic expert's steps (its schedule)
     detail_steps: int = 1200  # 0: no detail expert (the semantic network serves every segment)
-    semantic_lr: float = 1e-4
-    detail_lr: float = 1e-4
-    semantic_minutes: float = 15.0
-    detail_minutes: float = 25.0
+    semantic_lr: float = 1e-4  # the semantic expert's learning rate
+    detail_lr: float = 1e-4  # the detail expert's learning rate
+    semantic_minutes: float = 15.0  # wall-time cap of the semantic stage (0: no cap)
+    detail_minutes: float = 25.0  # wall-time cap of the detail stage (0: no cap)
     semantic_stop_step: int = 0  # stop the stage at this step while keeping its schedule (step-matched ablations)
-    detail_stop_step: int = 0
+    detail_stop_step: int = 0  # stop the detail stage at this step while keeping its schedule
     semantic_from: str | None = None  # reuse the semantic expert of a finished DCM run or student folder
     # semantic expert: temporal coherence
-    temporal_weight: float = 1.0
-    temporal_stride: int = 3
+    temporal_weight: float = 1.0  # weight of the semantic expert's temporal coherence loss
+    temporal_stride: int = 3  # frame distance of the temporal coherence loss
     # detail expert(s): LoRA and own modules, GAN and feature matching
-    detail_lora_rank: int = 16
-    detail_lora_alpha: float = 32.0
+    detail_lora_rank: int = 16  # the detail expert's LoRA rank
+    detail_lora_alpha: float = 32.0  # the detail expert's LoRA alpha
     detail_lora_targets: list[str] = field(default_factory=list)  # empty: to_q, to_k, to_v, to_out.0
     gan_weight: float = 0.5  # DCM: 0.1 x 5 on the hinge generator loss
     feature_matching_weight: float = 0.1  # DCM: 0.1 x lambda_fm (1 for Hunyuan)
     disc_every: int = 2  # heads on every s-th teacher block
-    disc_lr: float = 1e-4
-    disc_betas: list[float] = field(default_factory=lambda: [0.0, 0.999])
+    disc_lr: float = 1e-4  # the discriminator heads' learning rate
+    disc_betas: list[float] = field(default_factory=lambda: [0.0, 0.999])  # the discriminator heads' Adam betas
     store_dtype: str = "float16"
 
 
@@ -161,36 +165,48 @@ def expert_names(phases: int) -> list[str]:
     return ["semantic", *[f"middle-{j}" for j in range(1, phases - 1)], "detail"]
 
 
-class DCMStageTask(LCMTask):
-    """One stage: expert ``expert`` (0 = semantic, full network; >0 = LoRA expert on the frozen semantic one)."""
+def phased_info(config: DCMConfig, grid: torch.Tensor, boundaries: list[int]) -> PhasedInfo:
+    return PhasedInfo(phases=config.phases, boundaries=list(boundaries),
+                      boundary_times=[float(grid[b]) for b in boundaries],
+                      experts=expert_names(config.phases)[: config.phases])
+
+
+class DCMStageTask:
+    """One stage: expert ``expert`` (0 = semantic, full network; >0 = LoRA expert on the frozen semantic one),
+    trained with the consistency step on its segment plus the stage's own terms: temporal coherence (semantic),
+    GAN and feature matching on the teacher's features (detail)."""
 
     def __init__(self, config: DCMConfig, expert: int, semantic: DenoiserAdapter | None = None,
                  trained: list[DenoiserAdapter] | None = None, device=None) -> None:
-        self.expert, self.semantic_network, self.trained_experts = expert, semantic, list(trained or [])
-        self.boundary_indices: list[int] = []
-        super().__init__(config, device)
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() and not config.cpu else "cpu"))
+        if config.student != "full" or config.guidance_range:
+            raise VideoCMError("DCM trains a full semantic expert with fixed guidance; drop --student lora and "
+                               "--guidance-range")
+        self.config, self.expert = config, expert
+        self.semantic_network, self.trained_experts = semantic, list(trained or [])
+        self.distillation = Distillation(config, device)
+        self.boundary_indices = resolve_boundaries(config, self.distillation.grid)
+        self.segment = segment_bounds(self.boundary_indices, config.grid_points)[expert]
+        torch.manual_seed(config.seed)
+        self.model = self._build_expert(device)
+        self.distillation.cast_teacher()
+        self.target = TargetNetwork(self.model, config.target, config.target_decay)
+        self.shard = (0, 1)
+        self.micro_batch = config.batch_size
         self.heads = None
         if expert > 0 and (config.gan_weight > 0 or config.feature_matching_weight > 0):
-            self.tap = FeatureTap(self.teacher, feature_blocks(self.teacher, config.disc_every))
+            teacher = self.distillation.teacher
+            self.tap = FeatureTap(teacher, feature_blocks(teacher, config.disc_every))
             self.heads = FeatureDiscriminator(self._feature_channels()).to(next(self.model.parameters()).device)
             betas = tuple(float(b) for b in config.disc_betas)
             self.disc_optimizer = torch.optim.AdamW(self.heads.parameters(), lr=config.disc_lr, betas=betas,
                                                     weight_decay=0.0)
         self.accelerator = None
 
-    # ---- the expert and its segment ----------------------------------------------------------------------------
-
-    def student_segment(self) -> tuple[int, int]:
-        self.boundary_indices = resolve_boundaries(self.config, self.grid)
-        return segment_bounds(self.boundary_indices, self.config.grid_points)[self.expert]
-
-    def build_student(self, device) -> DenoiserAdapter:
+    def _build_expert(self, device):
         config = self.config
-        if config.student != "full" or config.guidance_range:
-            raise VideoCMError("DCM trains a full semantic expert with fixed guidance; drop --student lora and "
-                               "--guidance-range")
         if self.expert == 0:
-            return super().build_student(device)
+            return new_student(self.distillation.teacher, config, device)
         if self.semantic_network is None:
             raise VideoCMError("a detail stage needs the trained semantic expert")
         base = self.semantic_network.to(device)
@@ -200,12 +216,12 @@ class DCMStageTask(LCMTask):
         return expert.to(device).train()
 
     def _feature_channels(self) -> list[int]:
-        device = next(self.teacher.parameters()).device
-        shape = (1, *self.teacher_info["latent_shape"])
-        text = self.negative
+        teacher, grid = self.distillation.teacher, self.distillation.grid
+        device = next(teacher.parameters()).device
+        shape = (1, *self.distillation.teacher_info.latent_shape)
         with torch.no_grad(), self.tap(shape) as tap:
-            self.teacher(torch.zeros(shape, device=device), self.schedule.model_timestep(self.grid[1:2]).to(device),
-                         **text)
+            teacher(torch.zeros(shape, device=device),
+                    self.distillation.schedule.model_timestep(grid[1:2]).to(device), **self.distillation.negative)
         return [f.shape[1] for f in tap.features]
 
     # ---- trainer hooks -------------------------------------------------------------------------------------------
@@ -217,31 +233,45 @@ class DCMStageTask(LCMTask):
         if self.heads is not None:
             self.heads, self.disc_optimizer = accelerator.prepare(self.heads, self.disc_optimizer)
 
-    def extra_losses(self, prediction, target, latents, text, rows, rng, generator, device):
-        config, logs = self.config, {}
-        total = prediction.new_zeros(())
+    def checkpoint_objects(self) -> list:
+        return [self.target] if self.target.network is not None else []
+
+    def after_step(self, model) -> None:
+        self.target.update(model)
+
+    def loss(self, model, step, rng, generator, device):
+        config = self.config
+        terms, _, text = self.distillation.loss(model, self.target(model), self.segment, rng, generator, device,
+                                                self.micro_batch, self.shard)
+        extra, logs = terms.prediction.new_zeros(()), {}  # the stage's own terms, added to the step's loss
         if self.expert == 0 and config.temporal_weight > 0:
-            coherence = temporal_coherence_loss(prediction, target, config.temporal_stride)
-            total = total + config.temporal_weight * coherence
+            coherence = temporal_coherence_loss(terms.prediction, terms.target, config.temporal_stride)
+            extra = extra + config.temporal_weight * coherence
             logs["temporal"] = float(coherence.detach())
         if self.heads is not None:
-            adversarial, matching, disc = self._adversarial(prediction, target, text, rows, rng, generator, device)
-            total = total + config.gan_weight * adversarial + config.feature_matching_weight * matching
+            rows = shard_rows(self.micro_batch, self.shard)
+            adversarial, matching, disc = self._adversarial(terms.prediction, terms.target, text, rows, rng,
+                                                            generator, device)
+            extra = extra + config.gan_weight * adversarial + config.feature_matching_weight * matching
             logs.update({"gan_generator": float(adversarial.detach()), "feature_matching": float(matching.detach()),
                          "gan_discriminator": disc})
+        total = terms.loss + extra
+        if logs:
+            logs = {"consistency": float(terms.loss.detach()), **logs}
         return total, logs
 
     def _adversarial(self, fake, real, text, rows, rng, generator, device):
         """Discriminator step, then the generator's hinge and feature-matching terms, from one teacher forward."""
         n = self.micro_batch
         low, high = self.segment
+        schedule, grid, teacher = self.distillation.schedule, self.distillation.grid, self.distillation.teacher
         index = torch.from_numpy(rng.integers(low + 1, high + 1, size=n))[rows]
         noise = torch.randn((n, *fake.shape[1:]), generator=generator)[rows].to(device)
-        t = self.grid[index].to(device)
-        both = torch.cat([self.schedule.add_noise(real.detach(), noise, t), self.schedule.add_noise(fake, noise, t)])
-        timestep = self.schedule.model_timestep(t).to(device)
+        t = grid[index].to(device)
+        both = torch.cat([schedule.add_noise(real.detach(), noise, t), schedule.add_noise(fake, noise, t)])
+        timestep = schedule.model_timestep(t).to(device)
         with self.tap(tuple(both.shape)) as tap:
-            self.teacher(both, torch.cat([timestep, timestep]), **concat_conditioning(text, text))
+            teacher(both, torch.cat([timestep, timestep]), **concat_conditioning(text, text))
         real_features = [f[: len(fake)].detach() for f in tap.features]
         fake_features = [f[len(fake):] for f in tap.features]
         # discriminator step on detached features (its own optimiser; accelerate handles accumulation and sync)
@@ -271,31 +301,20 @@ class DCMStageTask(LCMTask):
         networks = ([model] if self.expert == 0 else [self.semantic_network, *self.trained_experts, model])
         return networks + [networks[-1]] * (self.config.phases - len(networks))
 
-    def info(self) -> dict:
-        info = super().info()
-        c = self.config
-        info["consistency"]["target"] = c.target
-        info["phased"] = {
-            "phases": c.phases, "boundaries": self.boundary_indices,
-            "boundary_times": [float(self.grid[b]) for b in self.boundary_indices],
-            "experts": expert_names(c.phases)[: c.phases],
-        }
-        return info
+    def info(self) -> ModelInfo:
+        return self.distillation.student_info(phased_info(self.config, self.distillation.grid,
+                                                          self.boundary_indices))
 
     def _trained(self, model):
         """The weights this stage hands on: the EMA target when there is one (as LCM), else the online student."""
         return self.target.network if self.target.network is not None else model
 
-    def sample(self, model, step, out):
-        from ..pipeline import VideoPipeline
-
+    def sample(self, model, step, out, monitor: Monitor):
         experts = [e.eval() for e in self.experts_for_sampling(self._trained(model))]
-        video_model = VideoModel(experts[0], self.vae, self.schedule, self.info(), Path(self.config.out),
-                                 experts=experts)
-        pipeline = VideoPipeline(video_model, next(model.parameters()).device, text=self.text)
+        pipeline = self.distillation.monitoring_pipeline(experts[0], self.info(), experts)
         try:
-            return sample_and_score(pipeline, self.config.sample_clips, self.config.sample_steps, None, out, step,
-                                    self.batches.sample_prompts())
+            return monitor.samples(pipeline, self.config.sample_clips, self.config.sample_steps, None, out, step,
+                                   self.distillation.batches.sample_prompts())
         finally:
             model.train()
 
@@ -306,7 +325,7 @@ class DCMStageTask(LCMTask):
             shutil.rmtree(folder)
         model = self._trained(model)
         if self.expert == 0:
-            save_model(folder, model, self.vae.cpu(), self.info())
+            save_model(folder, model, self.distillation.vae.cpu(), self.info())
         else:
             save_expert(model, folder, STORE_DTYPES[self.config.store_dtype])
 
@@ -332,16 +351,14 @@ def _semantic_from(path: Path, device) -> DenoiserAdapter:
     """The semantic network of a finished DCM run folder or DCM student folder."""
     candidates = [path / "stages" / "expert-0-semantic" / "expert", path]
     for candidate in candidates:
-        if (candidate / "videocm.json").is_file():
-            model = load_model(candidate, device)
-            return model.denoiser
-    raise VideoCMError(f"--semantic-from {path}: no DCM run or student folder there (need videocm.json)")
+        if is_model_folder(candidate):
+            return load_model(candidate, device).denoiser
+    raise VideoCMError(f"--semantic-from {path}: no DCM run or student folder there (no model description)")
 
 
-def distill_dcm(config: DCMConfig, progress: bool = True) -> dict:
-    """Run (or resume) every stage, then assemble the student folder ``OUT`` (semantic network + experts)."""
-    from ..config import write_config
-
+def distill_dcm(config: DCMConfig, progress: bool = True, monitor: Monitor | None = None) -> dict:
+    """Run (or resume) every stage, then assemble the student folder ``OUT`` (semantic network + experts);
+    ``monitor`` scores each stage's periodic samples (None: no samples)."""
     from accelerate import PartialState
 
     out = Path(config.out)
@@ -369,7 +386,7 @@ def distill_dcm(config: DCMConfig, progress: bool = True) -> dict:
         else:
             check_resume(folder, stage.resume)
             summary = run_and_summarise(
-                stage, lambda c, e=expert: DCMStageTask(c, e, semantic, experts, device), progress)
+                stage, lambda c, e=expert: DCMStageTask(c, e, semantic, experts, device), progress, monitor)
             state.wait_for_everyone()  # the stage's expert is written by the main process
             if state.is_main_process:
                 (folder / DONE).write_text(json.dumps(summary, indent=2))
@@ -380,18 +397,19 @@ def distill_dcm(config: DCMConfig, progress: bool = True) -> dict:
             experts.append(load_expert(semantic, folder / "expert"))
     summary = {"stages": summaries, "student": str(out)}
     if state.is_main_process:
-        summary["phased"] = _assemble(config, semantic, experts)["phased"]
+        summary["phased"] = dataclasses.asdict(_assemble(config, semantic, experts).phased)
         (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
     state.wait_for_everyone()
     return summary
 
 
-def _assemble(config: DCMConfig, semantic: DenoiserAdapter, experts: list[DenoiserAdapter]) -> dict:
+def _assemble(config: DCMConfig, semantic: DenoiserAdapter, experts: list[DenoiserAdapter]) -> ModelInfo:
     """Write ``OUT``: the semantic network in diffusers format, ``experts/expert-J`` and ``videocm.json``."""
     out = Path(config.out)
     teacher = load_teacher(config, "cpu")
-    grid_task = _InfoOnly(config, teacher)
-    info = grid_task.info()
+    grid = skipping_grid(teacher.schedule, config.grid_points)
+    phased = phased_info(config, grid, resolve_boundaries(config, grid))
+    info = student_info(config, teacher.info, teacher_guidance(config, teacher), phased)
     network = cast_for_storage(semantic.cpu(), STORE_DTYPES[config.store_dtype])
     save_model(out, network, teacher.vae, info)
     if (out / EXPERTS_FOLDER).exists():
@@ -400,15 +418,3 @@ def _assemble(config: DCMConfig, semantic: DenoiserAdapter, experts: list[Denois
         save_expert(expert.cpu(), out / EXPERTS_FOLDER / f"expert-{j}", STORE_DTYPES[config.store_dtype])
     semantic.float()
     return info
-
-
-class _InfoOnly(DCMStageTask):
-    """The folder description of a DCM student without building a training task."""
-
-    def __init__(self, config: DCMConfig, teacher: VideoModel) -> None:
-        from ..diffusion import skipping_grid
-
-        self.config, self.teacher_info = config, teacher.info
-        self.grid = skipping_grid(teacher.schedule, config.grid_points)
-        self.guidance = float(teacher.default_guidance if config.guidance is None else config.guidance)
-        self.boundary_indices = resolve_boundaries(config, self.grid)

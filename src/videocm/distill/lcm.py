@@ -24,17 +24,18 @@ import numpy as np
 import torch
 
 from ..data.moving_digits import Geometry
-from ..diffusion import ode_step, skipping_grid
-from ..diffusion.phased import phased_function
-from ..diffusion.sampling import concat_conditioning
+from ..diffusion import skipping_grid
 from ..errors import VideoCMError
-from ..models.denoisers import DenoiserAdapter
+from ..models.denoisers import DenoiserAdapter, GuidanceEmbeddedDenoiser, unwrapped
 from ..models.folder import STORE_DTYPES, cast_for_storage, load_model, save_model
-from ..models.student import (GUIDANCE_FOLDER, LORA_FOLDER, add_lora, attach_guidance_embedding, has_lora,
-                              merged_network_state, new_guidance_embedding, save_guidance_embedding, save_lora)
+from ..models.info import ConsistencyInfo, GuidanceInfo, ModelInfo
+from ..models.student import LORA_FOLDER, add_lora, has_lora, merged_network_state, new_guidance_embedding, save_lora
 from ..models.text_encoder import PromptCache, TextEncoder
-from .batches import LatentBatches
-from .trainer import TrainConfig, run_and_summarise, sample_and_score, shard_rows
+from ..models.video_model import VideoModel
+from ..pipeline import VideoPipeline
+from .batches import CachedLatentBatches, LatentBatches, ensure_latent_cache
+from .consistency import ConsistencyTerms, consistency_step, draw_consistency_batch, expanded
+from .trainer import Monitor, TrainConfig, run_and_summarise, shard_rows
 
 METHODS = ("lcm",)
 
@@ -43,58 +44,58 @@ METHODS = ("lcm",)
 class LCMConfig(TrainConfig):
     """``videocm distill --method lcm``: every field is a ``--key value`` flag."""
 
-    method: str = "lcm"
-    teacher: str = "models/teacher-vp"
+    method: str = "lcm"  # lcm (VideoLCM) or dcm (dual-expert consistency model): picks the config
+    teacher: str = "models/teacher-vp"  # teacher: a videocm teacher folder or a diffusers pipeline folder
     out: str = "outputs/lcm"
     steps: int = 2000
     batch_size: int = 16
     lr: float = 1e-4
     warmup_steps: int = 50
     min_lr_ratio: float = 0.1
-    ema_decay: float = 0.0  # the trainer's sampling EMA; the consistency target below plays that part
+    ema_decay: float = 0.0  # the trainer's sampling EMA (off: the consistency target, --target, plays that part)
     sample_every: int = 500
     # skipping-step discretisation
-    grid_points: int = 50
+    grid_points: int = 50  # N: points of the teacher's ODE grid the student learns to jump along
     skip: int = 1  # k, in grid steps
     # guidance (diffusers' scale: 1 = none); None = the teacher's default guidance
-    guidance: float | None = None
+    guidance: float | None = None  # teacher guidance in the target (diffusers' scale, 1: none; None: the teacher's)
     guidance_range: list[float] = field(default_factory=list)  # [w_min, w_max]: guidance embedding in the student
-    negative_prompt: str = ""
+    negative_prompt: str = ""  # the teacher's unconditional input for guidance
     # consistency function and target
-    sigma_data: float = 0.5
-    timestep_scaling: float = 10.0
+    sigma_data: float = 0.5  # sigma_data of the boundary scalings c_skip, c_out
+    timestep_scaling: float = 10.0  # timestep scaling of c_skip, c_out (as LCMScheduler)
     target: str = "ema"  # "ema" (VideoLCM) or "online" (DCM)
-    target_decay: float = 0.95
+    target_decay: float = 0.95  # EMA decay of the "ema" target network
     loss: str = "huber"  # "huber" (pseudo-Huber) or "l2"
-    huber_c: float = 0.001
+    huber_c: float = 0.001  # the pseudo-Huber loss's c
     # student
     student: str = "full"  # "full" fine-tune or "lora"
     gradient_checkpointing: bool = False  # recompute the student's block activations in the backward (less memory)
     teacher_dtype: str = "auto"  # the frozen teacher's weights: auto = bfloat16 on a GPU, float32 on the CPU
-    lora_rank: int = 16
-    lora_alpha: float = 16.0
+    lora_rank: int = 16  # --student lora: LoRA rank
+    lora_alpha: float = 16.0  # --student lora: LoRA alpha
     lora_targets: list[str] = field(default_factory=list)  # empty: attention and feed-forward projections
     # data: MovingDigits (default), or your own videos: a video folder (encoded once into a latent cache under
     # OUT/latent-cache, or --cache DIR) or a cache written by `videocm encode`
-    data: str | None = None
-    cache: str | None = None
+    data: str | None = None  # your videos: a video folder or a `videocm encode` cache (default: MovingDigits)
+    cache: str | None = None  # latent cache folder for --data videos (default: OUT/latent-cache)
     frame_stride: int = 0  # frames picked from your videos: 0 = spread over the clip, s = every s-th from the start
-    latent_pool: int = 4096
-    prompt_cache: str | None = None
-    caption_dropout: float = 0.0
+    latent_pool: int = 4096  # MovingDigits clips encoded once and drawn from
+    prompt_cache: str | None = None  # MiniLM states from `videocm encode-captions` instead of running MiniLM
+    caption_dropout: float = 0.0  # share of captions replaced by "" in training
     # diffusers pipeline teachers: the clip shape to distil at (default: the pipeline's) and the text length
-    frames: int | None = None
-    height: int | None = None
-    width: int | None = None
-    max_sequence_length: int | None = None
+    frames: int | None = None  # diffusers pipeline teachers: frames to distil at (default: the pipeline's)
+    height: int | None = None  # diffusers pipeline teachers: height in pixels
+    width: int | None = None  # diffusers pipeline teachers: width in pixels
+    max_sequence_length: int | None = None  # diffusers pipeline teachers: text tokens
     # output
-    default_steps: int = 4
-    sample_clips: int = 48
-    sample_steps: int = 4
-    store_dtype: str = "float16"
+    default_steps: int = 4  # the student's default sampling steps (written to its folder)
+    sample_clips: int = 48  # clips of each monitoring sample
+    sample_steps: int = 4  # steps of the monitoring samples
+    store_dtype: str = "float16"  # dtype the student is saved in (float16, bfloat16 or float32)
 
 
-def check_config(config: LCMConfig, teacher_info: dict) -> None:
+def check_config(config: LCMConfig, teacher_info: ModelInfo) -> None:
     """One-line errors for settings that cannot work, before anything is trained."""
     if config.target not in ("ema", "online"):
         raise VideoCMError(f"--target {config.target!r}: use 'ema' or 'online'")
@@ -110,8 +111,8 @@ def check_config(config: LCMConfig, teacher_info: dict) -> None:
                            f"e.g. --guidance-range 2,8")
     if not 1 <= config.default_steps <= config.grid_points:
         raise VideoCMError(f"--default-steps must be between 1 and --grid-points, got {config.default_steps}")
-    if teacher_info.get("kind") != "teacher":
-        raise VideoCMError(f"{config.teacher} is a {teacher_info.get('kind')} folder; --teacher needs a teacher")
+    if teacher_info.kind != "teacher":
+        raise VideoCMError(f"{config.teacher} is a {teacher_info.kind} folder; --teacher needs a teacher")
 
 
 def video_shape_override(config) -> list[int] | None:
@@ -135,20 +136,18 @@ def teacher_text(teacher, prompt_cache: str | None = None, device="cpu"):
         return teacher.text
     if prompt_cache:
         return PromptCache(prompt_cache)
-    return TextEncoder(max_length=int(teacher.info.get("text_max_length", 16)), device=device)
+    return TextEncoder(max_length=teacher.info.text_length, device=device)
 
 
 def training_batches(config, teacher, text, device):
     """Latent batches of the run: MovingDigits clips, or the user's videos through a latent cache."""
     if config.data is None:
-        if "pipeline" in teacher.info:
+        if teacher.info.from_pipeline:
             raise VideoCMError(f"{config.teacher} is a diffusers pipeline: give your videos with --data DIR "
                                f"(a folder of videos with captions, or a cache from `videocm encode`)")
-        video = teacher.info.get("video_shape", [8, 32, 32])
+        video = teacher.info.video_shape or [8, 32, 32]
         return LatentBatches(teacher.vae, Geometry(int(video[0]), int(video[1])), text, config.seed,
                              config.caption_dropout, config.latent_pool, device)
-    from .batches import CachedLatentBatches, ensure_latent_cache
-
     from accelerate import PartialState
 
     with PartialState(cpu=config.cpu).main_process_first():  # one process encodes, the others then read the cache
@@ -194,53 +193,132 @@ class TargetNetwork:
             self.network.load_state_dict(state)
 
 
+
+def teacher_guidance(config: LCMConfig, teacher: VideoModel) -> float:
+    """The guidance weight distilled into the student: ``--guidance``, else the teacher's default."""
+    return float(teacher.default_guidance if config.guidance is None else config.guidance)
+
+
+def student_info(config: LCMConfig, teacher: ModelInfo, guidance: float, phased=None) -> ModelInfo:
+    """The description of a student of ``teacher`` distilled with ``config`` at ``guidance`` (``phased``: a DCM
+    student's experts)."""
+    c = config
+    if c.guidance_range:
+        default = float(min(max(guidance, c.guidance_range[0]), c.guidance_range[1]))
+        section = GuidanceInfo("embedded", range=list(c.guidance_range), default=default)
+    else:
+        section = GuidanceInfo("fixed", scale=guidance)
+        default = guidance
+    return teacher.replace(
+        kind="student", method=c.method, default_steps=c.default_steps, default_guidance=default,
+        guidance=section, negative_prompt=c.negative_prompt,
+        consistency=ConsistencyInfo(c.grid_points, c.skip, c.sigma_data, c.timestep_scaling, c.target),
+        student=c.student, teacher=str(c.teacher), phased=phased,
+        # the scale the network itself was given while distilling
+        embedded_guidance=guidance if teacher.embedded_guidance is not None else None)
+
+
+class Distillation:
+    """What every consistency method of one teacher shares: the frozen teacher (guidance embedded where the
+    network takes it), its VAE, schedule and skipping grid, the guidance weight, the text encoder, the training
+    batches and the negative prompt's states. :meth:`loss` is one consistency step on a drawn batch."""
+
+    def __init__(self, config: LCMConfig, device) -> None:
+        self.config = config
+        teacher = load_teacher(config, device)
+        check_config(config, teacher.info)
+        self.teacher_model = teacher
+        self.teacher_info = teacher.info
+        self.vae, self.schedule = teacher.vae, teacher.schedule
+        self.grid = skipping_grid(self.schedule, config.grid_points)
+        self.guidance = teacher_guidance(config, teacher)
+        denoiser = teacher.denoiser.eval().requires_grad_(False)
+        if denoiser.embeds_guidance:  # HunyuanVideo: the scale goes into the network, no second forward
+            if config.guidance_range:
+                raise VideoCMError("this teacher embeds guidance in its network; --guidance-range is not supported")
+            denoiser = denoiser.with_embedded_guidance(self.guidance)
+        self.teacher = denoiser
+        self.text = teacher_text(teacher, config.prompt_cache)
+        self.batches = training_batches(config, teacher, self.text, device)
+        self.negative = {k: v.to(device) for k, v in self.text.encode([config.negative_prompt]).items()}
+        self.teacher_dtype = resolve_teacher_dtype(config.teacher_dtype, device)
+
+    def cast_teacher(self) -> None:
+        """The frozen teacher in ``teacher_dtype`` (after students copied it in full precision)."""
+        if self.teacher_dtype != torch.float32:
+            cast_for_storage(self.teacher.network, self.teacher_dtype)
+
+    def guidance_weights(self, n: int, rng: np.random.Generator) -> torch.Tensor:
+        """The classifier-free guidance scale of each clip (1 where the teacher embeds guidance itself)."""
+        if self.config.guidance_range:
+            low, high = self.config.guidance_range
+            return torch.from_numpy(rng.uniform(low, high, size=n)).float()
+        return torch.full((n,), 1.0 if self.teacher.embeds_guidance else self.guidance)
+
+    def loss(self, student, target, segment: tuple[int, int], rng, generator, device, n: int,
+             shard: tuple[int, int]) -> tuple[ConsistencyTerms, torch.Tensor, dict]:
+        """The consistency step on this process's share of a global batch of ``n``: ``(terms, latents, text)``;
+        ``segment``: the grid indices ``(low, high)`` the student owns (it maps to ``grid[low]``)."""
+        c = self.config
+        rows = shard_rows(n, shard)
+        latents, text, _ = self.batches.draw(n, rng, shard, device)
+        index, skip, w, noise = draw_consistency_batch(rng, generator, n, rows, segment, c.skip, latents.shape[1:],
+                                                       device, self.guidance_weights)
+        student_cond = {**text, "guidance": w} if c.guidance_range else text
+        terms = consistency_step(student, target, self.teacher, self.schedule, self.grid, segment[0], latents, noise,
+                                 index, skip, text, expanded(self.negative, len(w)), w, student_cond, c.sigma_data,
+                                 c.timestep_scaling, c.loss, c.huber_c)
+        return terms, latents, text
+
+    def student_info(self, phased=None) -> ModelInfo:
+        """The description of a student of this teacher (``phased``: a DCM student's experts)."""
+        return student_info(self.config, self.teacher_info, self.guidance, phased)
+
+    def monitoring_pipeline(self, denoiser, info: ModelInfo, experts=None) -> VideoPipeline:
+        model = VideoModel(denoiser, self.vae, self.schedule, info, Path(self.config.out), experts=experts)
+        return VideoPipeline(model, next(denoiser.parameters()).device, text=self.text)
+
+
+def new_student(teacher: DenoiserAdapter, config: LCMConfig, device):
+    """The teacher's network, fully trainable or with LoRA, optionally with a guidance embedding."""
+    student = copy.deepcopy(teacher).requires_grad_(True).train()
+    if config.guidance_range:
+        student = GuidanceEmbeddedDenoiser(student, new_guidance_embedding(student).to(device))
+    if config.gradient_checkpointing:
+        student.network.enable_gradient_checkpointing()
+    if config.student == "lora":
+        add_lora(student.spec, student.network, config.lora_rank, config.lora_alpha, config.lora_targets)
+        if isinstance(student, GuidanceEmbeddedDenoiser):
+            student.guidance_embedding.requires_grad_(True)
+    return student
+
+
+def merged_student(teacher_network, trained):
+    """A student as its folder holds it: a copy of the teacher's network with ``trained``'s weights (LoRA merged),
+    and its guidance embedding when it has one."""
+    base = unwrapped(trained)
+    network = copy.deepcopy(teacher_network)
+    network.load_state_dict(merged_network_state(base.network) if has_lora(base.network)
+                            else base.network.state_dict())
+    saved = DenoiserAdapter(base.spec, network, base.embedded_guidance)
+    if isinstance(trained, GuidanceEmbeddedDenoiser):
+        return GuidanceEmbeddedDenoiser(saved, copy.deepcopy(trained.guidance_embedding))
+    return saved
+
+
 class LCMTask:
-    """Consistency distillation loss of one teacher into a student initialised from it."""
+    """VideoLCM: the consistency step over the whole grid, from a student initialised from the teacher."""
 
     def __init__(self, config: LCMConfig, device: torch.device | str | None = None) -> None:
         device = torch.device(device or ("cuda" if torch.cuda.is_available() and not config.cpu else "cpu"))
         self.config = config
-        teacher = load_teacher(config, device)
-        check_config(config, teacher.info)
-        self.teacher_info = teacher.info
-        self.teacher = teacher.denoiser.eval().requires_grad_(False)
-        self.vae, self.schedule = teacher.vae, teacher.schedule
-        self.grid = skipping_grid(self.schedule, config.grid_points)
-        self.guidance = float(teacher.default_guidance if config.guidance is None else config.guidance)
-        if self.teacher.embeds_guidance:  # HunyuanVideo: the scale goes into the network, no second forward
-            if config.guidance_range:
-                raise VideoCMError("this teacher embeds guidance in its network; --guidance-range is not supported")
-            self.teacher.embedded_guidance = self.guidance
+        self.distillation = Distillation(config, device)
         torch.manual_seed(config.seed)
-        # the segment of the grid this student learns to map to its low end (LCM: all of it, to the clean end)
-        self.segment = self.student_segment()
-        self.model = self.build_student(device)
-        self.teacher_dtype = resolve_teacher_dtype(config.teacher_dtype, device)
-        if self.teacher_dtype != torch.float32:  # after the student copied the teacher in full precision
-            cast_for_storage(self.teacher, self.teacher_dtype)
+        self.model = new_student(self.distillation.teacher, config, device)
+        self.distillation.cast_teacher()
         self.target = TargetNetwork(self.model, config.target, config.target_decay)
-        self.text = teacher_text(teacher, config.prompt_cache)
-        self.batches = training_batches(config, teacher, self.text, device)
-        self.negative = {k: v.to(device) for k, v in self.text.encode([config.negative_prompt]).items()}
         self.shard = (0, 1)
         self.micro_batch = config.batch_size
-
-    def student_segment(self) -> tuple[int, int]:
-        return (0, self.config.grid_points)
-
-    def build_student(self, device) -> DenoiserAdapter:
-        """The teacher's network, fully trainable or with LoRA, optionally with a guidance embedding."""
-        config = self.config
-        student = copy.deepcopy(self.teacher).requires_grad_(True).train()
-        if config.guidance_range:
-            attach_guidance_embedding(student, new_guidance_embedding(student).to(device))
-        if config.gradient_checkpointing:
-            student.network.enable_gradient_checkpointing()
-        if config.student == "lora":
-            add_lora(student.family, student.network, config.lora_rank, config.lora_alpha, config.lora_targets)
-            if student.guidance_embedding is not None:
-                student.guidance_embedding.requires_grad_(True)
-        return student
 
     def checkpoint_objects(self) -> list:
         return [self.target] if self.target.network is not None else []
@@ -248,123 +326,35 @@ class LCMTask:
     def after_step(self, model) -> None:
         self.target.update(model)
 
-    def _guidance(self, n: int, rng: np.random.Generator) -> torch.Tensor:
-        """The classifier-free guidance scale of each clip (1 where the teacher embeds guidance itself)."""
-        if self.config.guidance_range:
-            low, high = self.config.guidance_range
-            return torch.from_numpy(rng.uniform(low, high, size=n)).float()
-        return torch.full((n,), 1.0 if self.teacher.embeds_guidance else self.guidance)
-
-    def _consistency(self, output, x, t):
-        """The student's map of ``(x, t)`` to its segment's low end (LCM: ``f(x, t)``, to the clean end)."""
-        end = self.grid[self.segment[0]].to(x.device)
-        return phased_function(self.schedule, output, x, t, end, self.config.sigma_data, self.config.timestep_scaling)
-
-    def extra_losses(self, prediction, target, latents, text, rows, rng, generator, device):
-        """Terms a method adds to the consistency loss (none for LCM): ``(loss, logs)``."""
-        return prediction.new_zeros(()), {}
-
     def loss(self, model, step, rng, generator, device):
-        config = self.config
-        n = self.micro_batch
-        rows = shard_rows(n, self.shard)
-        latents, text, _ = self.batches.draw(n, rng, self.shard, device)
-        low, high = self.segment
-        skip = min(config.skip, high - low)
-        index = torch.from_numpy(rng.integers(low, high - skip + 1, size=n))[rows]
-        w = self._guidance(n, rng)[rows].to(device)
-        noise = torch.randn((n, *latents.shape[1:]), generator=generator)[rows].to(device)
-        t_high, t_low = self.grid[index + skip].to(device), self.grid[index].to(device)
-        x_high = self.schedule.add_noise(latents, noise, t_high)
-        extra = {"guidance": w} if config.guidance_range else {}
-        student_output = model(x_high, self.schedule.model_timestep(t_high).to(device), **text, **extra)
-        prediction = self._consistency(student_output, x_high, t_high)
-        with torch.inference_mode():  # the frozen teacher: no autograd bookkeeping at all
-            uncond = {k: v.expand(len(w), *v.shape[1:]) for k, v in self.negative.items()}
-            teacher_output = guided_teacher_output(self.teacher, x_high, self.schedule.model_timestep(t_high).to(device),
-                                                   text, uncond, w)
-            x_low = ode_step(self.schedule, teacher_output, x_high, t_high, t_low)
-        x_low = x_low.clone()  # an ordinary tensor again, for the target network below
-        with torch.no_grad():
-            target_network = self.target(model)
-            target_output = target_network(x_low, self.schedule.model_timestep(t_low).to(device), **text, **extra)
-            target = self._consistency(target_output, x_low, t_low)
-        difference = prediction.float() - target.float()
-        if config.loss == "huber":
-            loss = (torch.sqrt(difference**2 + config.huber_c**2) - config.huber_c).mean()
-        else:
-            loss = (difference**2).mean()
-        extra, logs = self.extra_losses(prediction, target, latents, text, rows, rng, generator, device)
-        if logs:
-            logs = {"consistency": float(loss.detach()), **logs}
-        return loss + extra, logs
+        terms, _, _ = self.distillation.loss(model, self.target(model), (0, self.config.grid_points), rng,
+                                             generator, device, self.micro_batch, self.shard)
+        return terms.loss, {}
 
-    # ---- folders and monitoring -------------------------------------------------------------------------------
-
-    def info(self) -> dict:
-        c = self.config
-        info = {k: v for k, v in self.teacher_info.items() if k not in ("format", "version", "family", "subfolder")}
-        guidance = ({"mode": "embedded", "range": list(c.guidance_range),
-                     "default": float(min(max(self.guidance, c.guidance_range[0]), c.guidance_range[1]))}
-                    if c.guidance_range else {"mode": "fixed", "scale": self.guidance})
-        info.update({
-            "kind": "student", "method": c.method, "default_steps": c.default_steps,
-            "default_guidance": guidance.get("default", guidance.get("scale")),
-            "guidance": guidance, "negative_prompt": c.negative_prompt,
-            "consistency": {"grid_points": c.grid_points, "skip": c.skip, "sigma_data": c.sigma_data,
-                            "timestep_scaling": c.timestep_scaling, "target": c.target},
-            "student": c.student, "teacher": str(c.teacher),
-        })
-        if "embedded_guidance" in info:  # the scale the network itself was given while distilling
-            info["embedded_guidance"] = self.guidance
-        return info
-
-    def _student_for_saving(self, model: DenoiserAdapter) -> DenoiserAdapter:
+    def _trained(self, model):
         """The weights a student folder holds: the EMA target (LCM's choice) or the online student."""
-        source = self.target.network if self.target.network is not None else model
-        network = copy.deepcopy(self.teacher.network)
-        network.load_state_dict(merged_network_state(source.network) if has_lora(source.network)
-                                else source.network.state_dict())
-        saved = DenoiserAdapter(model.family, network)
-        if source.guidance_embedding is not None:
-            attach_guidance_embedding(saved, copy.deepcopy(source.guidance_embedding))
-        return saved
+        return self.target.network if self.target.network is not None else model
 
-    def sample(self, model, step, out):
-        from ..models.folder import VideoModel
-        from ..pipeline import VideoPipeline
-
+    def sample(self, model, step, out, monitor: Monitor):
         device = next(model.parameters()).device
-        student = self._student_for_saving(model).to(device).eval()
-        pipeline = VideoPipeline(VideoModel(student, self.vae, self.schedule, self.info(), Path(self.config.out)),
-                                 device, text=self.text)
-        return sample_and_score(pipeline, self.config.sample_clips, self.config.sample_steps, None, out, step,
-                                self.batches.sample_prompts())
+        student = merged_student(self.distillation.teacher.network, self._trained(model)).to(device).eval()
+        pipeline = self.distillation.monitoring_pipeline(student, self.distillation.student_info())
+        return monitor.samples(pipeline, self.config.sample_clips, self.config.sample_steps, None, out, step,
+                               self.distillation.batches.sample_prompts())
 
     def save(self, model, out):
         out = Path(out)
-        student = self._student_for_saving(model)
+        student = merged_student(self.distillation.teacher.network, self._trained(model))
         cast_for_storage(student.network, STORE_DTYPES[self.config.store_dtype])
-        save_model(out, student, self.vae.cpu(), self.info())
-        if student.guidance_embedding is not None:
-            save_guidance_embedding(student.guidance_embedding, out / GUIDANCE_FOLDER)
-        source = self.target.network if self.target.network is not None else model
+        save_model(out, student, self.distillation.vae.cpu(), self.distillation.student_info())
+        source = unwrapped(self._trained(model))
         if has_lora(source.network):
             save_lora(source.network, out / LORA_FOLDER)
 
 
-def guided_teacher_output(teacher, x, timestep, cond, uncond, w: torch.Tensor) -> torch.Tensor:
-    """``u + w (c - u)`` with a per-clip ``w`` ``(B,)``, in one batched forward (``w == 1`` everywhere: one pass)."""
-    if torch.all(w == 1):
-        return teacher(x, timestep, **cond)
-    both = teacher(torch.cat([x, x]), torch.cat([timestep, timestep]), **concat_conditioning(uncond, cond))
-    unconditional, conditional = both.chunk(2)
-    scale = w.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
-    return unconditional + scale * (conditional - unconditional)
-
-
-def distill(config: LCMConfig, progress: bool = True) -> dict:
-    """Run (or resume) a distillation; writes the resolved config, the student folder and a summary."""
+def distill(config: LCMConfig, progress: bool = True, monitor: Monitor | None = None) -> dict:
+    """Run (or resume) a distillation; writes the resolved config, the student folder and a summary.
+    ``monitor``: scores the periodic samples (None: no samples)."""
     if config.method not in METHODS:
         raise VideoCMError(f"--method {config.method!r} is not known: use one of {', '.join(METHODS)}")
-    return run_and_summarise(config, LCMTask, progress)
+    return run_and_summarise(config, LCMTask, progress, monitor)

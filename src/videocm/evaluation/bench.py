@@ -31,10 +31,9 @@ import torch
 from ..errors import VideoCMError
 from .cost import CostMeter, PeakMemory
 
-ROOT = Path(__file__).resolve().parents[3]
-FAMILY_MODELS = {
-    "flow": ("models/teacher-flow", ["models/lcm-flow", "models/dcm-flow"]),
-    "vp": ("models/teacher-vp", ["models/lcm-vp", "models/dcm-vp"]),
+FAMILY_MODELS = {  # shipped teacher and students of each family, folder names under --models-dir
+    "flow": ("teacher-flow", ["lcm-flow", "dcm-flow"]),
+    "vp": ("teacher-vp", ["lcm-vp", "dcm-vp"]),
 }
 
 
@@ -43,23 +42,24 @@ class BenchConfig:
     """``videocm bench``: every field is a ``--key value`` flag."""
 
     family: str = "flow"  # which shipped teacher and students ("flow" or "vp"); --teacher/--students override
-    teacher: str | None = None
-    students: list[str] = field(default_factory=list)
-    batch_sizes: list[int] = field(default_factory=lambda: [1, 16])
-    teacher_steps: int = 50
-    student_steps: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
-    repeats: int = 3
-    sampling: bool = True
-    distillation: bool = True
-    distill_batch_size: int = 16
-    distill_warmup_steps: int = 3
-    distill_timed_steps: int = 10
-    floor_repeats: int = 5
+    models_dir: str | None = None  # folder of the shipped models (default: $VIDEOCM_MODELS, else ./models)
+    teacher: str | None = None  # teacher folder (default: the family's shipped teacher)
+    students: list[str] = field(default_factory=list)  # student folders (default: the family's shipped LCM and DCM)
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 16])  # sampling batch sizes
+    teacher_steps: int = 50  # the teacher's (guided) sampling steps
+    student_steps: list[int] = field(default_factory=lambda: [1, 2, 4, 8])  # students' step counts
+    repeats: int = 3  # timed runs per row after one warm-up run (the median is reported)
+    sampling: bool = True  # time sampling
+    distillation: bool = True  # time distillation steps (LCM and both DCM stages)
+    distill_batch_size: int = 16  # distillation batch
+    distill_warmup_steps: int = 3  # distillation steps before the timed ones
+    distill_timed_steps: int = 10  # distillation steps timed
+    floor_repeats: int = 5  # timed repeats of each cost-floor pass
     disc_every: int = 2  # DCM detail stage: discriminator heads on every n-th teacher block (as distill's default)
-    device: str | None = None
+    device: str | None = None  # cpu or cuda (default: cuda when available)
     threads: int = 0  # torch threads (0: torch's default)
     compile: bool = False  # torch.compile the networks and the VAE decoder (the warm-up run pays the compilation)
-    out: str = "benchmarks/results/bench.json"
+    out: str = "benchmarks/results/bench.json"  # JSON file of the results
 
 
 def machine() -> dict:
@@ -85,13 +85,12 @@ def _sync() -> None:
 def time_sampling(pipeline, prompts: list[str], seeds: list[int], steps: int, guidance: float | None,
                   repeats: int, folder: Path) -> dict:
     """Median end-to-end seconds per clip (and per phase) over ``repeats`` runs after a warm-up run."""
-    from ..sampling_cli import write_clip
+    from ..data.clip_folder import write_clip
 
     runs = []
     for repeat in range(repeats + 1):
-        cache = getattr(pipeline.text, "_cache", None)
-        if cache is not None:
-            cache.clear()  # every repeat encodes its prompts, as a fresh request would;
+        if hasattr(pipeline.text, "clear_cache"):
+            pipeline.text.clear_cache()  # every repeat encodes its prompts, as a fresh request would;
             pipeline.text.encode([""])  # the negative prompt stays encoded, as a serving pipeline keeps it
         meter = CostMeter()
         with PeakMemory() as memory:
@@ -148,7 +147,7 @@ def bench_sampling(config: BenchConfig, device: str, progress=print) -> list[dic
 def _pipeline(path: str, device: str, compile_networks: bool):
     from ..pipeline import VideoPipeline
 
-    pipeline = VideoPipeline.from_folder(path if Path(path).exists() else ROOT / path, device)
+    pipeline = VideoPipeline.from_folder(path, device)
     return pipeline.compile() if compile_networks else pipeline
 
 
@@ -162,8 +161,11 @@ def _sampling_line(row: dict) -> str:
 def _models(config: BenchConfig) -> tuple[str, list[str]]:
     if config.family not in FAMILY_MODELS:
         raise VideoCMError(f"--family {config.family!r}: use one of {', '.join(FAMILY_MODELS)}")
+    from ..locations import shipped_model
+
     teacher, students = FAMILY_MODELS[config.family]
-    return config.teacher or teacher, list(config.students) or students
+    return (config.teacher or str(shipped_model(teacher, config.models_dir, "--teacher")),
+            list(config.students) or [str(shipped_model(name, config.models_dir, "--students")) for name in students])
 
 
 # --- distillation ---
@@ -182,17 +184,19 @@ def _timed(function, repeats: int) -> float:
 
 def cost_floor(task, repeats: int) -> dict:
     """Seconds of the three passes a consistency distillation step cannot avoid, on one batch of the task."""
-    from ..distill.lcm import guided_teacher_output
+    from ..diffusion.sampling import guided_output
 
+    distillation = task.distillation
     device = next(task.model.parameters()).device
     n = task.micro_batch
     rng = np.random.default_rng(0)
-    latents, text, _ = task.batches.draw(n, rng, (0, 1), device)
-    timestep = torch.full((n,), float(task.schedule.model_timestep(task.grid[len(task.grid) // 2])), device=device)
+    latents, text, _ = distillation.batches.draw(n, rng, (0, 1), device)
+    grid = distillation.grid
+    timestep = torch.full((n,), float(distillation.schedule.model_timestep(grid[len(grid) // 2])), device=device)
     x = torch.randn_like(latents)
     extra = {"guidance": torch.full((n,), 4.0, device=device)} if task.config.guidance_range else {}
-    w = task._guidance(n, rng).to(device)
-    uncond = {k: v.expand(n, *v.shape[1:]) for k, v in task.negative.items()}
+    w = distillation.guidance_weights(n, rng).to(device)
+    uncond = {k: v.expand(n, *v.shape[1:]) for k, v in distillation.negative.items()}
     model = task.model
 
     def student_pass():
@@ -202,7 +206,7 @@ def cost_floor(task, repeats: int) -> dict:
 
     def teacher_pass():
         with torch.inference_mode():
-            guided_teacher_output(task.teacher, x, timestep, text, uncond, w)
+            guided_output(distillation.teacher, x, timestep, text, uncond, w)
 
     def target_pass():
         with torch.no_grad():
@@ -218,7 +222,7 @@ def cost_floor(task, repeats: int) -> dict:
         def adversarial_pass():
             both = torch.cat([x, x.detach().clone().requires_grad_(True)])
             with task.tap(tuple(both.shape)) as tap:
-                task.teacher(both, torch.cat([timestep, timestep]), **{k: torch.cat([v, v]) for k, v in text.items()})
+                distillation.teacher(both, torch.cat([timestep, timestep]), **{k: torch.cat([v, v]) for k, v in text.items()})
             sum(f[n:].float().square().mean() for f in tap.features).backward()
 
         result["teacher_features_forward_backward"] = _timed(adversarial_pass, repeats)

@@ -1,8 +1,8 @@
-"""``videocm eval``: turns parsed arguments into one scoring run and prints its results."""
+"""``videocm eval``: turns its config into one scoring run and prints its results."""
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.clip_folder import read_clip_folder
@@ -10,6 +10,30 @@ from ..errors import VideoCMError
 from .evaluate import evaluate_models, score_clips, write_json
 from .judge import Judge
 from .report import markdown_table, write_report
+
+
+@dataclass
+class EvalConfig:
+    """``videocm eval``: score a clip folder (--clips) or generate and score with one or more --model."""
+
+    clips: str | None = None  # clip folder to score: 0000.npy ... + prompts.txt (as `videocm data export` writes)
+    model: list[str] = field(default_factory=list, metadata={"repeat": True})  # model folder or stand-in (real, real-blurred); DIR@4,50: its own step counts
+    steps: list[int] = field(default_factory=lambda: [1, 2, 4, 8])  # comma-separated step counts
+    guidance: float | None = None  # guidance scale (default: the model's)
+    n: int = 240  # clips per (model, steps)
+    seed: int = 0  # picks the test captions and each clip's noise seed
+    teacher_model: str | None = None  # model whose many-step clips PSNR/SSIM are measured against
+    teacher_steps: int = 50  # steps of --teacher-model's reference clips
+    batch_size: int = 16  # clips generated together
+    json: str | None = None  # write the scores as JSON here
+    report: str | None = None  # write report.md, report.html, plot.png, samples.gif into this folder (with --model)
+    judge: str | None = None  # judge folder (default: the one packaged with videocm, or $VIDEOCM_JUDGE)
+
+    def __post_init__(self) -> None:
+        if self.clips is None and not self.model:
+            raise VideoCMError("give --clips DIR (score clips on disk) or --model DIR (generate and score)")
+        if self.clips is not None and self.model:
+            raise VideoCMError("give --clips DIR or --model DIR, not both")
 
 
 def parse_steps(text: str) -> list[int]:
@@ -38,31 +62,33 @@ def print_and_save(table: str, result: dict, json_path: str | None, report=None)
     return 0
 
 
-def run_eval(args: argparse.Namespace) -> int:
-    judge = Judge.load(args.judge)
-    if args.clips:
-        if args.report:
+def run_eval(config: EvalConfig) -> int:
+    if not config.steps or min(config.steps) < 1:
+        raise VideoCMError(f"--steps {config.steps}: every step count must be at least 1")
+    judge = Judge.load(config.judge)
+    if config.clips is not None:
+        if config.report:
             raise VideoCMError("--report goes with --model; for --clips use --json")
-        videos, prompts = read_clip_folder(Path(args.clips))
+        videos, prompts = read_clip_folder(Path(config.clips))
         if not videos:
-            raise VideoCMError(f"{args.clips} holds no clips (prompts.txt is empty)")
+            raise VideoCMError(f"{config.clips} holds no clips (prompts.txt is empty)")
         scores = score_clips(judge, videos, prompts)
         for key, value in scores.items():
             print(f"{key:24s} {value:.4f}" if isinstance(value, float) else f"{key:24s} {value}")
-        if args.json:
-            write_json(scores, args.json)
+        if config.json:
+            write_json(scores, config.json)
         return 0
-    if args.n < 2:
-        raise VideoCMError(f"--n must be at least 2 for a Fréchet distance, got {args.n}")
+    if config.n < 2:
+        raise VideoCMError(f"--n must be at least 2 for a Fréchet distance, got {config.n}")
     specs, steps_for = [], {}
-    for spec in args.model:
+    for spec in config.model:
         path, own = parse_model_spec(spec)
         specs.append(path)
         if own:
             steps_for[path] = own
     result, runs, real = evaluate_models(
-        specs, parse_steps(args.steps), judge, args.guidance, args.n, args.seed, args.teacher_model,
-        args.teacher_steps, args.batch_size, steps_for=steps_for,
+        specs, list(config.steps), judge, config.guidance, config.n, config.seed, config.teacher_model,
+        config.teacher_steps, config.batch_size, steps_for=steps_for,
     )
-    return print_and_save(markdown_table(result["rows"]), result, args.json,
-                          (lambda: write_report(result, runs, real, args.report)) if args.report else None)
+    return print_and_save(markdown_table(result["rows"]), result, config.json,
+                          (lambda: write_report(result, runs, real, config.report)) if config.report else None)

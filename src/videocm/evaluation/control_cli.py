@@ -10,7 +10,7 @@ Rows, each over the same held-out clips (captions as prompts, silhouettes as con
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,22 @@ from ..errors import VideoCMError
 from .cli import parse_model_spec, print_and_save
 from .control import control_eval_set, control_scores
 from .evaluate import generate_with_cost
+
+@dataclass
+class EvalControlConfig:
+    """``videocm eval-control``: control fidelity of models sharing one control branch."""
+
+    control_model: str  # control branch folder
+    model: list[str] = field(metadata={"repeat": True})  # model folder with its step counts, e.g. models/lcm-flow@1,2,4
+    n: int = 96  # clips per row
+    seed: int = 0  # seed of the held-out clips and of the noise
+    batch_size: int = 16  # clips generated together
+    guidance: float | None = None  # teachers' guidance (default: the model's)
+    judge: str | None = None  # judge folder (default: the one packaged with videocm, or $VIDEOCM_JUDGE)
+    baseline: bool = False  # add a row for the first model at its first step count without the control
+    json: str | None = None  # write the results as JSON here
+    report: str | None = None  # write a report folder (report.md, samples.gif) here
+
 
 COLUMNS = [("model", "model"), ("steps", "steps"), ("control", "control"), ("nfe", "NFE"), ("iou", "IoU"),
            ("iou_worst_frame", "IoU worst frame"), ("iou_mismatched", "IoU other clip's control"),
@@ -127,12 +143,12 @@ def write_control_report(result: dict, samples, folder: str | Path, scale: int =
     return folder / "report.md"
 
 
-def run_eval_control(args: argparse.Namespace) -> int:
+def run_eval_control(config: EvalControlConfig) -> int:
     from .judge import Judge
 
-    if args.n < 2:
-        raise VideoCMError(f"--n must be at least 2 (the mismatched-control score pairs clips), got {args.n}")
-    result, samples = evaluate_control(args.control_model, args.model, args.n, args.seed, args.batch_size,
-                                       args.guidance, Judge.load(args.judge), args.baseline)
-    return print_and_save(control_table(result["rows"]), result, args.json,
-                          (lambda: write_control_report(result, samples, args.report)) if args.report else None)
+    if config.n < 2:
+        raise VideoCMError(f"--n must be at least 2 (the mismatched-control score pairs clips), got {config.n}")
+    result, samples = evaluate_control(config.control_model, config.model, config.n, config.seed, config.batch_size,
+                                       config.guidance, Judge.load(config.judge), config.baseline)
+    return print_and_save(control_table(result["rows"]), result, config.json,
+                          (lambda: write_control_report(result, samples, config.report)) if config.report else None)

@@ -2,14 +2,13 @@
 
 A generator turns prompts and seeds into uint8 clips ``(T, H, W, 3)``, recording its cost in a
 :class:`~videocm.evaluation.cost.CostMeter`; the same seed must give the same initial noise, so a student and its
-teacher can be compared clip for clip. Model folders (with a ``videocm.json``) are loaded by the loader that the
-folder's ``family`` names in :data:`GENERATOR_LOADERS`; the stand-ins ``real`` and ``real-blurred`` render real
-test-split clips and serve tests and demos before any model exists.
+teacher can be compared clip for clip. Model folders (teachers and students) generate through
+:class:`pipeline.VideoPipeline`; the stand-ins ``real`` and ``real-blurred`` render real test-split clips and
+serve tests and demos before any model exists.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -17,10 +16,10 @@ import numpy as np
 
 from ..data.moving_digits import Geometry, draw_clip, parse_caption
 from ..errors import VideoCMError
+from ..models.info import INFO_FILE, ModelInfo, is_model_folder
+from ..pipeline import VideoPipeline
 from .corruptions import blurred
 from .cost import CostMeter
-
-MODEL_MARKER = "videocm.json"
 
 
 class Generator(Protocol):
@@ -55,8 +54,6 @@ class RealClipGenerator:
         return clips
 
 
-# family name in videocm.json -> loader(folder) returning a Generator; model issues register theirs here.
-GENERATOR_LOADERS: dict[str, Callable[[Path], Generator]] = {}
 STAND_INS: dict[str, Callable[[], Generator]] = {
     "real": RealClipGenerator,
     "real-blurred": lambda: RealClipGenerator(blur_at_one_step=1.5),
@@ -64,28 +61,19 @@ STAND_INS: dict[str, Callable[[], Generator]] = {
 
 
 def load_generator(spec: str) -> Generator:
-    """A stand-in by name, or a model folder holding ``videocm.json``."""
+    """A stand-in by name, or a teacher or student folder."""
     if spec in STAND_INS:
         return STAND_INS[spec]()
     folder = Path(spec)
     if not folder.is_dir():
         raise VideoCMError(
-            f"--model {spec}: no such folder; give a model folder (with {MODEL_MARKER}) or one of "
-            f"{', '.join(STAND_INS)}"
+            f"--model {spec}: no such folder; give a model folder (with {INFO_FILE}) or one of {', '.join(STAND_INS)}"
         )
-    marker = folder / MODEL_MARKER
-    if not marker.is_file():
-        raise VideoCMError(f"--model {spec}: {folder} is not a videocm model folder (no {MODEL_MARKER})")
-    from ..pipeline import register_generators
-
-    register_generators()
-    try:
-        family = json.loads(marker.read_text()).get("family")
-    except json.JSONDecodeError as error:
-        raise VideoCMError(f"{marker} is not valid JSON ({error.msg}, line {error.lineno})") from error
-    if family not in GENERATOR_LOADERS:
-        known = ", ".join(sorted(GENERATOR_LOADERS)) or "none yet"
-        raise VideoCMError(f"{marker} names family {family!r}, which this videocm cannot load (known: {known})")
-    generator = GENERATOR_LOADERS[family](folder)
+    if not is_model_folder(folder):
+        raise VideoCMError(f"--model {spec}: {folder} is not a videocm model folder (no {INFO_FILE})")
+    info = ModelInfo.load(folder)
+    if info.kind not in ("teacher", "student"):
+        raise VideoCMError(f"--model {spec}: {folder} holds a {info.kind} model, which does not generate clips")
+    generator = VideoPipeline.from_folder(folder)
     generator.name = folder.name
     return generator

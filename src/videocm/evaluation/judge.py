@@ -29,14 +29,15 @@ HEADS = {"digit": len(DIGITS), "colour": len(COLOUR_NAMES), "direction": len(DIR
 NONE = {head: n for head, n in HEADS.items()}  # the index of each head's "none" class
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-# The shipped judge lives in the repository's models/judge; $VIDEOCM_JUDGE or ./models/judge also work.
-REPO_JUDGE = Path(__file__).resolve().parents[3] / "models" / "judge"
+# The judge is part of the evaluation, so it ships inside the package (models/judge links to it);
+# $VIDEOCM_JUDGE points at another one.
+PACKAGED_JUDGE = Path(__file__).with_name("judge_model")
 
 
 def default_judge_folder() -> Path:
     if os.environ.get("VIDEOCM_JUDGE"):
         return Path(os.environ["VIDEOCM_JUDGE"])
-    return REPO_JUDGE if (REPO_JUDGE / WEIGHTS_FILE).is_file() else Path("models") / "judge"
+    return PACKAGED_JUDGE
 
 
 def _block(cin: int, cout: int, kernel, stride) -> nn.Sequential:
@@ -75,18 +76,18 @@ def to_input(videos: np.ndarray | list[np.ndarray]) -> torch.Tensor:
 
 @dataclass
 class JudgeConfig:
-    out: str = "models/judge"
-    steps: int = 3000
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    width: int = 16
-    feature_dim: int = 128
-    seed: int = 0
-    frames: int = 8
-    size: int = 32
-    eval_clips: int = 960
-    checkpoint_every: int = 250
+    out: str = "models/judge"  # folder to write the judge to (model.safetensors, config.json); resumes from it
+    steps: int = 3000  # optimiser steps
+    batch_size: int = 64  # clips per step, generated on the fly
+    lr: float = 2e-3  # peak AdamW learning rate (one-cycle schedule)
+    weight_decay: float = 1e-4  # AdamW weight decay
+    width: int = 16  # channels of the first 3D conv block (later blocks are multiples)
+    feature_dim: int = 128  # pooled features (the Fréchet distance's space)
+    seed: int = 0  # seed of the initial weights and the training clips
+    frames: int = 8  # frames of the clips it judges
+    size: int = 32  # side in pixels of the clips it judges
+    eval_clips: int = 960  # test-split clips of the final accuracy
+    checkpoint_every: int = 250  # steps between checkpoints
 
 
 class Judge:

@@ -6,12 +6,23 @@ stills, jumbled frames, wrong colours, noise. Each row scores the same real test
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..data.moving_digits import Geometry, make_clip
 from . import corruptions
-from .evaluate import score_clips
+from .evaluate import score_clips, write_json
 from .judge import Judge
+
+@dataclass
+class JudgeCheckConfig:
+    """``videocm judge-check``: the judge's verdict on real and corrupted test clips."""
+
+    n: int = 480  # real test clips (all 240 captions covered), each scored under every corruption
+    judge: str | None = None  # judge folder (default: the one packaged with videocm, or $VIDEOCM_JUDGE)
+    json: str | None = None  # write the rows as JSON here
+
 
 CORRUPTIONS = {
     "real": lambda clip, rng: clip.video,
@@ -46,3 +57,11 @@ def verdict_table(rows: list[dict]) -> str:
     for row in rows:
         lines.append(f"| {row['corruption']} | " + " | ".join(f"{row[k]:.3f}" for k in keys) + " |")
     return "\n".join(lines)
+
+
+def run_judge_check(config: JudgeCheckConfig) -> int:
+    rows = corruption_verdicts(Judge.load(config.judge), config.n)
+    print(verdict_table(rows))
+    if config.json:
+        write_json(rows, config.json)
+    return 0

@@ -2,7 +2,7 @@
 
 * :func:`tied_expert`: a LoRA expert on a frozen base network. Its network is a copy whose parameters *are* the
   base network's (shared tensors, no extra memory), except the expert's own trainable copies of the timestep and
-  condition embedding and the output norm and projection (:data:`OWN_MODULES`); peft LoRA is injected into the
+  condition embedding and the output norm and projection (the family's ``detail_own_modules``); peft LoRA is injected into the
   copy only, so the base network (DCM's semantic expert) is unchanged and still callable on its own.
 * Folder layout of a phased student: the base network as usual (``transformer/`` or ``unet/``, it loads like a
   teacher) and, per LoRA expert, ``experts/expert-J/`` with peft's ``adapter_model.safetensors`` and
@@ -25,25 +25,20 @@ from ..errors import VideoCMError
 from .denoisers import DenoiserAdapter
 
 EXPERTS_FOLDER = "experts"
-OWN_MODULES = {
-    "wan": ["condition_embedder", "scale_shift_table", "norm_out", "proj_out"],
-    "unet3d": ["time_embedding", "conv_norm_out", "conv_out"],
-    "cogvideox": ["time_embedding", "norm_out", "proj_out"],
-    "hunyuan": ["time_text_embed", "norm_out", "proj_out"],
-}
 DETAIL_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 
-def _is_own(name: str, own: list[str]) -> bool:
+def _is_own(name: str, own) -> bool:
     return any(name == prefix or name.startswith(prefix + ".") for prefix in own)
 
 
 def tied_expert(base: DenoiserAdapter, rank: int, alpha: float, targets: list[str] | None = None
                 ) -> DenoiserAdapter:
-    """A LoRA expert sharing ``base``'s frozen weights, with its own copies of :data:`OWN_MODULES` (trainable)."""
+    """A LoRA expert sharing ``base``'s frozen weights, with its own trainable copies of the family's
+    ``detail_own_modules``."""
     from peft import LoraConfig, inject_adapter_in_model
 
-    own = OWN_MODULES[base.family]
+    own = base.spec.detail_own_modules
     # deepcopy with every shared parameter pre-registered in the memo: those are reused, not copied
     memo = {id(p): p for name, p in base.network.named_parameters() if not _is_own(name, own)}
     network = copy.deepcopy(base.network, memo)
@@ -57,11 +52,11 @@ def tied_expert(base: DenoiserAdapter, rank: int, alpha: float, targets: list[st
     network.lora_config = config
     for name, parameter in network.named_parameters():
         parameter.requires_grad_(".lora_" in name or _is_own(name, own))
-    return DenoiserAdapter(base.family, network)
+    return DenoiserAdapter(base.spec, network, base.embedded_guidance)
 
 
 def own_state(expert: DenoiserAdapter) -> dict[str, torch.Tensor]:
-    own = OWN_MODULES[expert.family]
+    own = expert.spec.detail_own_modules
     return {name: value for name, value in expert.network.state_dict().items() if _is_own(name, own)}
 
 
@@ -101,28 +96,20 @@ def load_expert(base: DenoiserAdapter, folder: Path) -> DenoiserAdapter:
 
 
 def feature_blocks(denoiser: DenoiserAdapter, every: int) -> list[nn.Module]:
-    """Every ``every``-th block of the network (Wan: transformer blocks; UNet3D: down, mid and up blocks),
-    starting with block ``every - 1`` so that ``every = 1`` reads them all."""
-    network = denoiser.network
-    if denoiser.family == "wan":
-        blocks = list(network.blocks)
-    elif denoiser.family == "cogvideox":
-        blocks = list(network.transformer_blocks)
-    elif denoiser.family == "hunyuan":
-        blocks = [*network.transformer_blocks, *network.single_transformer_blocks]
-    else:
-        blocks = [*network.down_blocks, network.mid_block, *network.up_blocks]
+    """Every ``every``-th block of the network (the family's feature blocks), starting with block ``every - 1`` so
+    that ``every = 1`` reads them all."""
+    blocks = denoiser.spec.feature_blocks(denoiser.network)
     if every < 1:
-        raise VideoCMError(f"--disc-every must be at least 1, got {every}")
+        raise VideoCMError(f"the discriminator reads every n-th block: n must be at least 1, got {every}")
     chosen = blocks[every - 1::every]
     if not chosen:
-        raise VideoCMError(f"--disc-every {every} selects none of the network's {len(blocks)} blocks")
+        raise VideoCMError(f"reading every {every}-th block selects none of the network's {len(blocks)} blocks")
     return chosen
 
 
 class FeatureTap:
     """Collects the outputs of ``blocks`` during forwards inside ``with tap(latent_shape):``, as
-    ``(B, D, T', H', W')`` maps (Wan's tokens unflattened through its patch size; UNet3D's frames unstacked)."""
+    ``(B, D, T', H', W')`` maps (the family's ``features_as_video``)."""
 
     def __init__(self, denoiser: DenoiserAdapter, blocks: list[nn.Module]) -> None:
         self.denoiser, self.blocks = denoiser, blocks
@@ -149,16 +136,4 @@ class FeatureTap:
         self.features.append(self._as_video(hidden))
 
     def _as_video(self, hidden: torch.Tensor) -> torch.Tensor:
-        batch, _, frames, height, width = self._shape
-        if self.denoiser.family != "unet3d":  # transformers: tokens in (frame, row, column) order
-            config = self.denoiser.network.config
-            if self.denoiser.family == "wan":
-                pt, ph, pw = config.patch_size
-            else:
-                pt, ph, pw = config.get("patch_size_t") or 1, config.patch_size, config.patch_size
-            grid = (-(-frames // pt), height // ph, width // pw)
-            tokens = grid[0] * grid[1] * grid[2]
-            return hidden[:, :tokens].transpose(1, 2).reshape(batch, hidden.shape[-1], *grid)
-        # UNet3D runs frames as batch rows: (B*T, C, h, w)
-        channels, h, w = hidden.shape[1:]
-        return hidden.reshape(batch, frames, channels, h, w).transpose(1, 2)
+        return self.denoiser.spec.features_as_video(self.denoiser.network, hidden, self._shape)

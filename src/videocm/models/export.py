@@ -24,33 +24,35 @@ from pathlib import Path
 import torch
 
 from ..errors import VideoCMError
-from .folder import NETWORK_CLASSES, SUBFOLDERS, load_model, read_info
+from .families import get_family
+from .folder import STORE_DTYPES, cast_for_storage, load_model
+from .info import ModelInfo
 
 FORMATS = ("pipeline", "model", "lora")
 USAGE_FILE = "HOW_TO_USE.md"
 
 
-def student_scheduler(info: dict):
+def student_scheduler(info: ModelInfo):
     """The diffusers scheduler that samples this student as ``videocm sample`` does."""
-    schedule, consistency = info["schedule"], info["consistency"]
-    common = {"original_inference_steps": int(consistency["grid_points"]),
-              "timestep_scaling": float(consistency["timestep_scaling"])}
+    schedule, consistency = info.schedule, info.consistency
+    common = {"original_inference_steps": int(consistency.grid_points),
+              "timestep_scaling": float(consistency.timestep_scaling)}
     if schedule["type"] == "flow":
         from .diffusers_classes import FlowConsistencyScheduler
 
-        boundaries = [int(b) for b in info["phased"]["boundaries"]] if "phased" in info else None
+        boundaries = [int(b) for b in info.phased.boundaries] if info.is_phased else None
         return FlowConsistencyScheduler(num_train_timesteps=int(schedule.get("num_train_timesteps", 1000)),
-                                        shift=float(schedule["shift"]), sigma_data=float(consistency["sigma_data"]),
+                                        shift=float(schedule["shift"]), sigma_data=float(consistency.sigma_data),
                                         phase_boundaries=boundaries, **common)
-    if "phased" in info:
+    if info.is_phased:
         raise VideoCMError("VP DCM students switch between ODE jumps and consistency steps, which diffusers' "
                            "LCMScheduler cannot do; sample them with `videocm sample` (flow DCM students export)")
     if float(schedule.get("snr_shift_scale", 1.0)) != 1.0:
         raise VideoCMError("this student's schedule has CogVideoX's snr_shift_scale, which diffusers' LCMScheduler "
                            "cannot express; sample it with `videocm sample`")
-    if float(consistency["sigma_data"]) != 0.5:
+    if float(consistency.sigma_data) != 0.5:
         raise VideoCMError("LCMScheduler fixes sigma_data at 0.5; this student was distilled with "
-                           f"{consistency['sigma_data']}")
+                           f"{consistency.sigma_data}")
     from diffusers import LCMScheduler
 
     return LCMScheduler(
@@ -63,17 +65,17 @@ def student_scheduler(info: dict):
 
 def _check_exportable(model, fmt: str) -> None:
     info = model.info
-    if info.get("kind") != "student":
-        raise VideoCMError(f"{model.path} is a {info.get('kind')}; `videocm export` hands back students")
-    if info.get("guidance", {}).get("mode") == "embedded":
+    if not info.is_student:
+        raise VideoCMError(f"{model.path} is a {info.kind}; `videocm export` hands back students")
+    if info.guidance_embedded:
         raise VideoCMError("this student takes its guidance scale through a videocm guidance embedding, which no "
                            "diffusers pipeline feeds; distil with a fixed --guidance to export it")
-    if fmt == "pipeline" and "pipeline" not in info:
+    if fmt == "pipeline" and not info.from_pipeline:
         raise VideoCMError(f"{model.path} was distilled from a videocm teacher (MiniLM text), which no diffusers "
                            f"pipeline runs: use --format model (the denoiser and scheduler alone)")
     if fmt == "lora" and (model.experts is not None or not (Path(model.path) / "lora").is_dir()):
         raise VideoCMError(f"{model.path} holds no LoRA adapter (distil with --student lora); use --format "
-                           f"{'pipeline' if 'pipeline' in info else 'model'}")
+                           f"{'pipeline' if info.from_pipeline else 'model'}")
 
 
 def _denoiser_for_export(model):
@@ -88,11 +90,11 @@ def _denoiser_for_export(model):
     from .student import merged_network_state
 
     info = model.info
-    grid_points = int(info["consistency"]["grid_points"])
+    grid_points = int(info.consistency.grid_points)
     grid = skipping_grid(model.schedule, grid_points)
-    segments = segment_bounds(info["phased"]["boundaries"], grid_points)
+    segments = segment_bounds(info.phased.boundaries, grid_points)
     boundaries = [float(model.schedule.model_timestep(grid[low])) for low, _ in segments[:-1]]
-    base = model.denoiser.network
+    base = model.experts[0].network
     config = {k: v for k, v in base.config.items() if not k.startswith("_")}
     wrapper = ExpertSwitchingModel(expert_class=type(base).__name__, expert_config=config,
                                    boundary_timesteps=boundaries)
@@ -109,18 +111,16 @@ def _lora_state(model) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     weights = load_file(str(Path(model.path) / "lora" / "adapter_model.safetensors"))
-    prefix = SUBFOLDERS[model.info["family"]] if model.info["family"] == "unet3d" else "transformer"
+    prefix = get_family(model.info.family).subfolder
     return {f"{prefix}.{name}": value for name, value in weights.items()}
 
 
 def export_student(student: str | Path, out: str | Path, fmt: str | None = None, copy: bool = False,
                    dtype: str = "float32") -> Path:
     """Write ``student`` to ``out`` in ``fmt`` (see the module docstring); returns ``out``."""
-    from .folder import STORE_DTYPES, cast_for_storage
-
     student, out = Path(student), Path(out)
-    info = read_info(student)
-    fmt = fmt or ("pipeline" if "pipeline" in info else "model")
+    info = ModelInfo.load(student)
+    fmt = fmt or ("pipeline" if info.from_pipeline else "model")
     if fmt not in FORMATS:
         raise VideoCMError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
     if dtype not in STORE_DTYPES:
@@ -132,8 +132,7 @@ def export_student(student: str | Path, out: str | Path, fmt: str | None = None,
     out.mkdir(parents=True, exist_ok=True)
     scheduler = student_scheduler(info)
     scheduler.save_pretrained(out / "scheduler")
-    family = info["family"]
-    part = SUBFOLDERS[family]
+    part = get_family(info.family).subfolder
     if fmt == "lora":
         from safetensors.torch import save_file
 
@@ -143,7 +142,7 @@ def export_student(student: str | Path, out: str | Path, fmt: str | None = None,
         cast_for_storage(network, STORE_DTYPES[dtype])
         network.save_pretrained(out / part)
     if fmt == "pipeline":
-        _write_pipeline(Path(info["pipeline"]), out, part, type(scheduler).__name__, model.experts is not None, copy)
+        _write_pipeline(Path(info.pipeline), out, part, type(scheduler).__name__, model.experts is not None, copy)
     (out / USAGE_FILE).write_text(usage(info, fmt, out, type(scheduler).__name__, model.experts is not None))
     return out
 
@@ -165,17 +164,17 @@ def _write_pipeline(teacher: Path, out: Path, part: str, scheduler_class: str, p
     (out / "model_index.json").write_text(json.dumps(index, indent=2))
 
 
-def usage(info: dict, fmt: str, out: Path, scheduler_class: str, phased: bool) -> str:
+def usage(info: ModelInfo, fmt: str, out: Path, scheduler_class: str, phased: bool) -> str:
     """A short guide written beside the export: how to run it in diffusers."""
-    steps = int(info.get("default_steps", 4))
-    family = info["family"]
+    steps = int(info.default_steps or 4)
+    family = info.family
+    spec = get_family(family)
     flow = scheduler_class == "FlowConsistencyScheduler"
-    guidance = (f"guidance_scale={info.get('embedded_guidance')}" if family == "hunyuan"
-                else "guidance_scale=1.0  # guidance is folded into the student: no CFG pass")
+    guidance = spec.export_guidance_argument(info.embedded_guidance)
     lines = [f"# Using this videocm export ({fmt})", "",
-             f"Student of `{info.get('teacher')}` ({info.get('method')}, {family}); sample in {steps} steps.", ""]
+             f"Student of `{info.teacher}` ({info.method}, {family}); sample in {steps} steps.", ""]
     if fmt == "pipeline":
-        shape = info["video_shape"]
+        shape = info.video_shape
         lines += ["```python", "import torch", "from diffusers import DiffusionPipeline", "",
                   f'pipe = DiffusionPipeline.from_pretrained("{out}")',
                   "generator = torch.Generator().manual_seed(0)"]
@@ -193,7 +192,7 @@ def usage(info: dict, fmt: str, out: Path, scheduler_class: str, phased: bool) -
                   f'pipe.scheduler = {"videocm." if flow else "diffusers."}{scheduler_class}.from_pretrained('
                   f'"{out}", subfolder="scheduler")', "```"]
     else:
-        lines += [f"`{SUBFOLDERS[family]}/` is a diffusers `{NETWORK_CLASSES[family]}`"
+        lines += [f"`{spec.subfolder}/` is a diffusers `{spec.network_class}`"
                   f"{' wrapped in videocm.ExpertSwitchingModel' if phased else ''}; `scheduler/` its "
                   f"`{scheduler_class}`."]
     if flow:

@@ -1,64 +1,31 @@
 """Model folders: what videocm saves and loads by path alone.
 
-    DIR/videocm.json              what the folder is (kind, family, schedule, prediction type, shapes, text
-                                  encoder, default guidance and steps)
+    DIR/videocm.json              what the folder is (:class:`models.info.ModelInfo`)
     DIR/vae/                      diffusers AutoencoderKLCogVideoX (config.json + safetensors)
-    DIR/transformer/ or DIR/unet/ diffusers WanTransformer3DModel / UNet3DConditionModel
+    DIR/transformer/ or DIR/unet/ the family's diffusers network (the family's ``subfolder``)
     DIR/guidance_embedding/       a student's guidance embedding (students distilled over a guidance range)
     DIR/lora/                     a LoRA student's adapter alone, peft format (the network above has it merged)
+    DIR/experts/expert-J/         a phased (DCM) student's LoRA experts (:mod:`models.experts`)
 
-A VAE-only folder holds ``videocm.json`` (kind ``vae``) and ``vae/``.
+A VAE-only folder holds ``videocm.json`` (kind ``vae``) and ``vae/``. A diffusers pipeline folder
+(``model_index.json``) loads as a teacher through :mod:`models.pipelines`.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..diffusion import FlowSchedule, Schedule, vp_schedule
 from ..errors import VideoCMError
-from .denoisers import DenoiserAdapter
+from .denoisers import DenoiserAdapter, GuidanceEmbeddedDenoiser, unwrapped
+from .families import get_family
+from .info import INFO_FILE, ModelInfo, is_model_folder, schedule_from_config
+from .pipelines import is_pipeline_folder, load_pipeline_teacher, pipeline_parts
 from .vae import VideoVAE
+from .video_model import VideoModel
 
-MARKER = "videocm.json"
-SUBFOLDERS = {"wan": "transformer", "unet3d": "unet", "cogvideox": "transformer", "hunyuan": "transformer"}
-NETWORK_CLASSES = {"wan": "WanTransformer3DModel", "unet3d": "UNet3DConditionModel",
-                   "cogvideox": "CogVideoXTransformer3DModel", "hunyuan": "HunyuanVideoTransformer3DModel"}
-FORMAT_VERSION = 1
-
-
-def schedule_to_config(schedule: Schedule, **vp_arguments) -> dict:
-    if isinstance(schedule, FlowSchedule):
-        return {"type": "flow", "shift": schedule.shift, "num_train_timesteps": schedule.num_train_timesteps}
-    return {"type": "vp", "prediction_type": schedule.prediction_type,
-            "timestep_spacing": schedule.timestep_spacing, **vp_arguments}
-
-
-def schedule_from_config(config: dict) -> Schedule:
-    config = dict(config)
-    kind = config.pop("type", None)
-    if kind == "flow":
-        return FlowSchedule(shift=float(config.get("shift", 1.0)),
-                            num_train_timesteps=int(config.get("num_train_timesteps", 1000)))
-    if kind == "vp":
-        return vp_schedule(**config)
-    raise VideoCMError(f"schedule type {kind!r} is unknown: use 'flow' or 'vp'")
-
-
-def read_info(folder: Path) -> dict:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise VideoCMError(f"model folder {folder} does not exist")
-    marker = folder / MARKER
-    if not marker.is_file():
-        raise VideoCMError(f"{folder} is not a videocm model folder: it has no {MARKER}")
-    try:
-        return json.loads(marker.read_text())
-    except json.JSONDecodeError as error:
-        raise VideoCMError(f"{marker} is not valid JSON ({error.msg}, line {error.lineno})") from error
+STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def _require(folder: Path, part: str) -> Path:
@@ -73,7 +40,7 @@ def load_vae(folder: str | Path, device: str | torch.device = "cpu") -> VideoVAE
     from diffusers import AutoencoderKLCogVideoX
 
     folder = Path(folder)
-    read_info(folder)
+    ModelInfo.load(folder)
     vae = AutoencoderKLCogVideoX.from_pretrained(_require(folder, "vae"), torch_dtype=torch.float32)
     return VideoVAE(vae).to(device).eval().requires_grad_(False)
 
@@ -81,41 +48,8 @@ def load_vae(folder: str | Path, device: str | torch.device = "cpu") -> VideoVAE
 def save_vae(vae: VideoVAE, folder: str | Path, extra: dict | None = None) -> None:
     folder = Path(folder)
     vae.vae.save_pretrained(folder / "vae")
-    info = {"format": "videocm", "version": FORMAT_VERSION, "kind": "vae", "family": "cogvideox-vae",
-            "latent_channels": vae.latent_channels, "spatial_factor": vae.spatial_factor, **(extra or {})}
-    (folder / MARKER).write_text(json.dumps(info, indent=2))
-
-
-@dataclass
-class VideoModel:
-    """A loaded teacher or student: denoiser, VAE, schedule and what ``videocm.json`` says."""
-
-    denoiser: DenoiserAdapter
-    vae: VideoVAE
-    schedule: Schedule
-    info: dict
-    path: Path
-    experts: list | None = None  # a phased (DCM) student's networks, highest-noise segment first
-    text: object | None = None  # a diffusers pipeline's text encoder (None: videocm's MiniLM)
-
-    @property
-    def latent_shape(self) -> tuple[int, ...]:
-        return tuple(self.info["latent_shape"])
-
-    @property
-    def default_guidance(self) -> float:
-        return float(self.info.get("default_guidance", 1.0))
-
-    @property
-    def default_steps(self) -> int:
-        return int(self.info.get("default_steps", 50))
-
-    @property
-    def is_student(self) -> bool:
-        return self.info.get("kind") == "student"
-
-
-STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    ModelInfo(kind="vae", family="cogvideox-vae", latent_channels=vae.latent_channels,
+              spatial_factor=vae.spatial_factor, extra=dict(extra or {})).save(folder)
 
 
 def cast_for_storage(network: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
@@ -130,16 +64,8 @@ def cast_for_storage(network: torch.nn.Module, dtype: torch.dtype) -> torch.nn.M
         diffusers_logging.set_verbosity(level)
 
 
-def network_class(family: str):
-    import diffusers
-
-    if family not in NETWORK_CLASSES:
-        raise VideoCMError(f"unknown model family {family!r}: videocm loads {', '.join(SUBFOLDERS)}")
-    return getattr(diffusers, NETWORK_CLASSES[family])
-
-
 def load_network(family: str, path: Path, dtype: torch.dtype = torch.float32):
-    return network_class(family).from_pretrained(path, torch_dtype=dtype)
+    return get_family(family).load_network(path, dtype)
 
 
 def load_model(folder: str | Path, device: str | torch.device = "cpu", video_shape: list[int] | None = None,
@@ -147,58 +73,57 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu", video_sha
     """Load a model folder by path alone (see the module docstring for the layout), or a diffusers pipeline
     folder as a teacher (``video_shape`` ``[frames, height, width]`` and ``max_sequence_length`` override the
     pipeline's defaults; see :mod:`models.pipelines`)."""
-    from .pipelines import is_pipeline_folder, load_pipeline_teacher, pipeline_parts
-
     folder = Path(folder)
-    if is_pipeline_folder(folder) and not (folder / MARKER).is_file():
+    if is_pipeline_folder(folder) and not is_model_folder(folder):
         return load_pipeline_teacher(folder, device, video_shape, max_sequence_length)
-    info = read_info(folder)
-    if info.get("kind") == "vae":
-        raise VideoCMError(f"{folder} holds only a VAE; give a teacher or student folder")
-    family = info.get("family")
-    if family not in SUBFOLDERS:
-        raise VideoCMError(f"{folder / MARKER} names family {family!r}; videocm loads {', '.join(SUBFOLDERS)}")
-    network = load_network(family, _require(folder, SUBFOLDERS[family]))
-    denoiser = DenoiserAdapter(family, network)
-    if info.get("guidance", {}).get("mode") == "embedded":
-        from .student import GUIDANCE_FOLDER, attach_guidance_embedding, load_guidance_embedding
+    info = ModelInfo.load(folder)
+    if info.kind not in ("teacher", "student"):
+        raise VideoCMError(f"{folder} holds a {info.kind} model, not a network that generates clips; give a "
+                           f"teacher or student folder")
+    spec = get_family(info.family)
+    network = spec.load_network(_require(folder, spec.subfolder))
+    base = DenoiserAdapter(spec, network, info.embedded_guidance).to(device).eval().requires_grad_(False)
+    denoiser = base
+    if info.guidance_embedded:
+        from .student import GUIDANCE_FOLDER, load_guidance_embedding
 
-        attach_guidance_embedding(denoiser, load_guidance_embedding(folder / GUIDANCE_FOLDER))
-    denoiser = denoiser.to(device).eval().requires_grad_(False)
-    denoiser.embedded_guidance = info.get("embedded_guidance")
-    experts = _load_experts(folder, denoiser, info) if "phased" in info else None
+        embedding = load_guidance_embedding(folder / GUIDANCE_FOLDER).to(device).eval().requires_grad_(False)
+        denoiser = GuidanceEmbeddedDenoiser(base, embedding)
+    experts = _load_experts(folder, base, info) if info.is_phased else None
     text = None
-    if "pipeline" in info:  # a student of a pipeline teacher: text encoder and VAE stay in the teacher's folder
-        pipeline = Path(info["pipeline"])
+    if info.from_pipeline:  # a student of a pipeline teacher: text encoder and VAE stay in the teacher's folder
+        pipeline = Path(info.pipeline)
         if not pipeline.is_dir():
             raise VideoCMError(f"{folder} takes its text encoder and VAE from the pipeline {pipeline}, which is "
-                               f"not there: put the teacher pipeline back or edit \"pipeline\" in {folder / MARKER}")
-        _, vae, text = pipeline_parts(pipeline, family, device, int(info["max_sequence_length"]), True)
+                               f"not there: put the teacher pipeline back or edit \"pipeline\" in {folder / INFO_FILE}")
+        _, vae, text = pipeline_parts(pipeline, spec.name, device, int(info.max_sequence_length), True)
     else:
         vae = load_vae(folder, device)
-    return VideoModel(denoiser, vae, schedule_from_config(info["schedule"]), info, folder, experts, text)
+    return VideoModel(denoiser, vae, schedule_from_config(info.schedule), info, folder, experts, text)
 
 
-def _load_experts(folder: Path, denoiser: DenoiserAdapter, info: dict) -> list[DenoiserAdapter]:
+def _load_experts(folder: Path, denoiser: DenoiserAdapter, info: ModelInfo) -> list[DenoiserAdapter]:
     """The base network, then each LoRA expert found in ``experts/``; segments without one use the lowest found."""
     from .experts import EXPERTS_FOLDER, load_expert
 
-    phases = int(info["phased"]["phases"])
     experts = [denoiser]
-    for j in range(1, phases):
+    for j in range(1, int(info.phased.phases)):
         path = folder / EXPERTS_FOLDER / f"expert-{j}"
         experts.append(load_expert(denoiser, path).eval() if path.is_dir() else experts[-1])
     return experts
 
 
-def save_model(folder: str | Path, denoiser: DenoiserAdapter, vae: VideoVAE, info: dict) -> None:
+def save_model(folder: str | Path, denoiser, vae: VideoVAE, info: ModelInfo) -> None:
     """Write a model folder: the network in diffusers format, the VAE, and ``videocm.json`` (models of a
-    diffusers pipeline teacher keep no VAE copy: ``info["pipeline"]`` names the folder it comes from)."""
+    diffusers pipeline teacher keep no VAE copy: ``info.pipeline`` names the folder it comes from)."""
+    from .student import GUIDANCE_FOLDER, save_guidance_embedding
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    denoiser.network.save_pretrained(folder / SUBFOLDERS[denoiser.family])
-    if "pipeline" not in info:
+    base = unwrapped(denoiser)
+    base.network.save_pretrained(folder / base.spec.subfolder)
+    if isinstance(denoiser, GuidanceEmbeddedDenoiser):
+        save_guidance_embedding(denoiser.guidance_embedding, folder / GUIDANCE_FOLDER)
+    if not info.from_pipeline:
         vae.vae.save_pretrained(folder / "vae")
-    full = {"format": "videocm", "version": FORMAT_VERSION, "family": denoiser.family,
-            "subfolder": SUBFOLDERS[denoiser.family], **info}
-    (folder / MARKER).write_text(json.dumps(full, indent=2))
+    info.replace(family=base.family).save(folder, subfolder=base.spec.subfolder)

@@ -21,40 +21,18 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..errors import VideoCMError
 from .denoisers import DenoiserAdapter
+from .families import FamilySpec, family_for_pipeline, get_family, pipeline_classes
+from .info import ModelInfo, schedule_from_config
 from .vae import VideoVAE
+from .video_model import VideoModel
 
 MODEL_INDEX = "model_index.json"
-
-
-@dataclass(frozen=True)
-class Layout:
-    """What videocm needs to know about one diffusers pipeline class (defaults are the pipeline's own)."""
-
-    family: str
-    denoiser: str
-    text_parts: tuple[str, ...]
-    frames: int
-    height: int
-    width: int
-    guidance: float
-    max_sequence_length: int
-
-
-LAYOUTS = {
-    "TextToVideoSDPipeline": Layout("unet3d", "unet", ("text_encoder", "tokenizer"), 16, 256, 256, 9.0, 77),
-    "CogVideoXPipeline": Layout("cogvideox", "transformer", ("text_encoder", "tokenizer"), 49, 480, 720, 6.0, 226),
-    "WanPipeline": Layout("wan", "transformer", ("text_encoder", "tokenizer"), 81, 480, 832, 5.0, 512),
-    "HunyuanVideoPipeline": Layout("hunyuan", "transformer",
-                                   ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"),
-                                   129, 720, 1280, 6.0, 256),
-}
 FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler",)
 
 
@@ -62,8 +40,9 @@ def is_pipeline_folder(folder: str | Path) -> bool:
     return (Path(folder) / MODEL_INDEX).is_file()
 
 
-def read_model_index(folder: str | Path) -> tuple[dict, Layout]:
-    """``model_index.json`` and the layout it names; one-line errors for unknown layouts and missing parts."""
+def read_model_index(folder: str | Path) -> tuple[dict, FamilySpec]:
+    """``model_index.json`` and the family whose pipeline it names; one-line errors for unknown pipeline classes
+    and missing parts."""
     folder = Path(folder)
     path = folder / MODEL_INDEX
     if not path.is_file():
@@ -73,10 +52,10 @@ def read_model_index(folder: str | Path) -> tuple[dict, Layout]:
     except json.JSONDecodeError as error:
         raise VideoCMError(f"{path} is not valid JSON ({error.msg}, line {error.lineno})") from error
     name = index.get("_class_name")
-    if name not in LAYOUTS:
-        raise VideoCMError(f"{folder} holds a {name} pipeline; videocm distils {', '.join(LAYOUTS)}")
-    layout = LAYOUTS[name]
-    for part in (layout.denoiser, "vae", "scheduler", *layout.text_parts):
+    spec = family_for_pipeline(name)
+    if spec is None:
+        raise VideoCMError(f"{folder} holds a {name} pipeline; videocm distils {', '.join(pipeline_classes())}")
+    for part in (spec.subfolder, "vae", "scheduler", *spec.pipeline.text_parts):
         entry = index.get(part)
         if not entry or entry[0] is None:
             raise VideoCMError(f"{folder}: {MODEL_INDEX} lists no {part}; a {name} needs one")
@@ -84,7 +63,7 @@ def read_model_index(folder: str | Path) -> tuple[dict, Layout]:
         if not subfolder.is_dir() or not any(subfolder.iterdir()):
             raise VideoCMError(f"{folder} is missing its {part}/ part ({MODEL_INDEX} lists {entry[1]}); copy the "
                                f"complete pipeline folder (videocm never downloads)")
-    return index, layout
+    return index, spec
 
 
 def schedule_config_from_scheduler(config: dict) -> dict:
@@ -123,7 +102,7 @@ class PipelineText:
     """
 
     def __init__(self, pipeline, family: str, max_sequence_length: int, cache_size: int = 4096) -> None:
-        self.pipeline, self.family = pipeline, family
+        self.pipeline, self.spec = pipeline, get_family(family)
         self.max_length = max_sequence_length
         self.cache_size = cache_size
         self._cache: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
@@ -135,17 +114,11 @@ class PipelineText:
 
     @torch.no_grad()
     def _encode_uncached(self, prompts: list[str]) -> dict[str, torch.Tensor]:
-        pipe, device = self.pipeline, self.device
-        if self.family == "unet3d":
-            states, _ = pipe.encode_prompt(prompts, device, 1, False)
-            return {"encoder_hidden_states": states}
-        if self.family == "hunyuan":
-            states, pooled, mask = pipe.encode_prompt(prompt=prompts, prompt_2=prompts, device=device,
-                                                      max_sequence_length=self.max_length)
-            return {"encoder_hidden_states": states, "encoder_attention_mask": mask, "pooled_projections": pooled}
-        states, _ = pipe.encode_prompt(prompt=prompts, do_classifier_free_guidance=False,
-                                       max_sequence_length=self.max_length, device=device)
-        return {"encoder_hidden_states": states}
+        return self.spec.encode_prompt(self.pipeline, prompts, self.device, self.max_length)
+
+    def clear_cache(self) -> None:
+        """Forget every encoded prompt (the next encode of each runs the encoder again)."""
+        self._cache.clear()
 
     def encode(self, prompts: list[str] | str) -> dict[str, torch.Tensor]:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
@@ -164,13 +137,13 @@ class PipelineText:
 
 
 def load_pipeline(folder: str | Path, device: str | torch.device = "cpu", without_denoiser: bool = False):
-    """The diffusers pipeline of ``folder`` (float32, offline) and its :class:`Layout`."""
+    """The diffusers pipeline of ``folder`` (float32, offline) and its family."""
     from diffusers import DiffusionPipeline
     from diffusers.utils import logging as diffusers_logging
 
-    index, layout = read_model_index(folder)
+    index, spec = read_model_index(folder)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    skip = {layout.denoiser: None} if without_denoiser else {}
+    skip = {spec.subfolder: None} if without_denoiser else {}
     from transformers.utils import logging as transformers_logging
 
     level = diffusers_logging.get_verbosity()
@@ -186,11 +159,11 @@ def load_pipeline(folder: str | Path, device: str | torch.device = "cpu", withou
         diffusers_logging.set_verbosity(level)
         diffusers_logging.enable_progress_bar()
     pipeline.set_progress_bar_config(disable=True)
-    for name in ("vae", "text_encoder", "text_encoder_2", layout.denoiser):
+    for name in ("vae", "text_encoder", "text_encoder_2", spec.subfolder):
         module = getattr(pipeline, name, None)
         if module is not None:
             module.to(device).eval().requires_grad_(False)
-    return pipeline, layout
+    return pipeline, spec
 
 
 def pipeline_vae(pipeline, device: str | torch.device = "cpu") -> VideoVAE:
@@ -198,63 +171,47 @@ def pipeline_vae(pipeline, device: str | torch.device = "cpu") -> VideoVAE:
     return VideoVAE(pipeline.vae, normalisation="config").to(device).eval().requires_grad_(False)
 
 
-def pipeline_info(folder: Path, pipeline, layout: Layout, vae: VideoVAE, video_shape: list[int] | None = None,
-                  max_sequence_length: int | None = None) -> dict:
-    """``videocm.json``-style information for a pipeline teacher at ``video_shape`` ``[frames, height, width]``."""
+def pipeline_info(folder: Path, pipeline, spec: FamilySpec, vae: VideoVAE, video_shape: list[int] | None = None,
+                  max_sequence_length: int | None = None) -> ModelInfo:
+    """The description of a pipeline teacher at ``video_shape`` ``[frames, height, width]``."""
     name = type(pipeline).__name__
-    frames, height, width = video_shape or _default_video_shape(pipeline, layout, vae.spatial_factor)
+    layout = spec.pipeline
+    frames, height, width = video_shape or spec.default_video_shape(getattr(pipeline, spec.subfolder),
+                                                                    vae.spatial_factor)
     if vae.temporal_factor > 1 and (frames - 1) % vae.temporal_factor:
         raise VideoCMError(f"{name} needs 4k+1 frames (its VAE compresses time {vae.temporal_factor}x); got "
                            f"{frames}: use e.g. {(frames - 1) // vae.temporal_factor * vae.temporal_factor + 1}")
-    if layout.family == "cogvideox" and vae.latent_frames(frames) % 2 == 0:
-        # CogVideoX's VAE decodes an even number of latent frames into 4T frames, not 1 + 4(T - 1)
-        raise VideoCMError(f"{name} needs 8k+1 frames (an odd number of latent frames); got {frames}: use e.g. "
-                           f"{max(9, (frames - 1) // 8 * 8 + 1)}")
+    spec.check_video_shape(frames, vae, name)
     if height % (vae.spatial_factor * 2) or width % (vae.spatial_factor * 2):
         raise VideoCMError(f"height and width must be multiples of {vae.spatial_factor * 2} for {name}, got "
                            f"{height}x{width}")
     schedule = schedule_config_from_scheduler(dict(pipeline.scheduler.config))
     prediction = "flow" if schedule["type"] == "flow" else schedule["prediction_type"]
-    info = {"kind": "teacher", "family": layout.family, "source": "diffusers-pipeline",
-            "pipeline": str(Path(folder).resolve()), "pipeline_class": name, "schedule": schedule,
-            "prediction_type": prediction, "latent_shape": list(vae.latent_shape(frames, height, width)),
-            "video_shape": [frames, height, width], "default_guidance": layout.guidance, "default_steps": 50,
-            "max_sequence_length": int(max_sequence_length or layout.max_sequence_length)}
-    if layout.family == "hunyuan":
-        info["embedded_guidance"] = layout.guidance
-    return info
-
-
-def _default_video_shape(pipeline, layout: Layout, factor: int) -> list[int]:
-    config = getattr(pipeline, layout.denoiser).config
-    if layout.family == "unet3d":
-        side = int(config.sample_size) * factor
-        return [layout.frames, side, side]
-    if layout.family == "cogvideox":
-        return [int(config.get("sample_frames", layout.frames)), config.sample_height * factor,
-                config.sample_width * factor]
-    return [layout.frames, layout.height, layout.width]
+    info = ModelInfo(kind="teacher", family=spec.name, source="diffusers-pipeline",
+                     pipeline=str(Path(folder).resolve()), pipeline_class=name, schedule=schedule,
+                     prediction_type=prediction, latent_shape=list(vae.latent_shape(frames, height, width)),
+                     video_shape=[frames, height, width], default_guidance=layout.guidance, default_steps=50,
+                     max_sequence_length=int(max_sequence_length or layout.max_sequence_length))
+    return info.replace(**spec.pipeline_info(layout))
 
 
 def pipeline_parts(folder: str | Path, family: str, device, max_sequence_length: int, without_denoiser: bool):
     """``(pipeline, VideoVAE, PipelineText)`` of a pipeline folder."""
-    pipeline, layout = load_pipeline(folder, device, without_denoiser)
-    if layout.family != family:
-        raise VideoCMError(f"{folder} is a {layout.family} pipeline, this model is {family}")
+    pipeline, spec = load_pipeline(folder, device, without_denoiser)
+    if spec.name != family:
+        raise VideoCMError(f"{folder} is a {spec.name} pipeline, this model is {family}")
     return pipeline, pipeline_vae(pipeline, device), PipelineText(pipeline, family, max_sequence_length)
 
 
 def load_pipeline_teacher(folder: str | Path, device: str | torch.device = "cpu",
-                          video_shape: list[int] | None = None, max_sequence_length: int | None = None):
-    """A :class:`models.folder.VideoModel` teacher from a diffusers pipeline folder."""
-    from .folder import VideoModel, schedule_from_config
-
+                          video_shape: list[int] | None = None, max_sequence_length: int | None = None
+                          ) -> VideoModel:
+    """A :class:`models.video_model.VideoModel` teacher from a diffusers pipeline folder."""
     folder = Path(folder)
-    pipeline, layout = load_pipeline(folder, device)
+    pipeline, spec = load_pipeline(folder, device)
     vae = pipeline_vae(pipeline, device)
-    info = pipeline_info(folder, pipeline, layout, vae, video_shape, max_sequence_length)
-    denoiser = DenoiserAdapter(layout.family, getattr(pipeline, layout.denoiser))
-    denoiser.embedded_guidance = info.get("embedded_guidance")
-    text = PipelineText(pipeline, layout.family, info["max_sequence_length"])
-    return VideoModel(denoiser.to(device).eval().requires_grad_(False), vae, schedule_from_config(info["schedule"]),
+    info = pipeline_info(folder, pipeline, spec, vae, video_shape, max_sequence_length)
+    denoiser = DenoiserAdapter(spec, getattr(pipeline, spec.subfolder), info.embedded_guidance)
+    text = PipelineText(pipeline, spec.name, info.max_sequence_length)
+    return VideoModel(denoiser.to(device).eval().requires_grad_(False), vae, schedule_from_config(info.schedule),
                       info, folder, text=text)

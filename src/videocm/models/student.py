@@ -1,8 +1,8 @@
 """What a student adds to its teacher's network: an optional guidance embedding and optional LoRA (peft).
 
 * :class:`GuidanceEmbedding`: the guidance scale ``w`` -> sinusoidal features -> MLP, added to the network's
-  timestep embedding (Wan: ``condition_embedder.time_embedder``; UNet3D: ``time_embedding``) through a forward
-  hook, so the diffusers network itself is unchanged. The last layer starts at zero: a new student computes
+  timestep embedding (the family's ``time_embedding`` module) by
+  :class:`models.denoisers.GuidanceEmbeddedDenoiser`, so the diffusers network itself is unchanged. The last layer starts at zero: a new student computes
   exactly what its teacher computes. One student then serves every ``w`` in its distilled range.
 * LoRA through peft's ``inject_adapter_in_model`` on the attention and feed-forward projections; a saved student
   stores the merged network (it loads like a teacher) and, beside it, the adapter alone (``lora/``).
@@ -22,15 +22,6 @@ from ..errors import VideoCMError
 
 GUIDANCE_FOLDER = "guidance_embedding"
 LORA_FOLDER = "lora"
-DEFAULT_LORA_TARGETS = {
-    "wan": ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"],
-    "unet3d": ["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2"],
-}
-
-
-def time_embedding_module(family: str, network: nn.Module) -> nn.Module:
-    """The module whose output is the network's timestep embedding ``(B, D)``."""
-    return network.condition_embedder.time_embedder if family == "wan" else network.time_embedding
 
 
 class GuidanceEmbedding(nn.Module):
@@ -53,31 +44,9 @@ class GuidanceEmbedding(nn.Module):
         return self.linear_2(nn.functional.silu(self.linear_1(features)))
 
 
-class GuidanceHook:
-    """Adds a pending guidance embedding to the output of the network's time embedding."""
-
-    def __init__(self) -> None:
-        self.pending: torch.Tensor | None = None
-
-    def __call__(self, module, args, output):
-        if self.pending is None:
-            return output
-        if self.pending.shape[0] != output.shape[0]:
-            raise VideoCMError(f"guidance for {self.pending.shape[0]} clips given to a batch of {output.shape[0]}")
-        return output + self.pending.to(output.dtype)
-
-
-def attach_guidance_embedding(denoiser, embedding: GuidanceEmbedding) -> None:
-    """Give a :class:`DenoiserAdapter` a guidance input: afterwards it takes ``guidance=`` ``(B,)``."""
-    hook = GuidanceHook()
-    time_embedding_module(denoiser.family, denoiser.network).register_forward_hook(hook)
-    denoiser.guidance_embedding = embedding
-    denoiser.guidance_hook = hook
-
-
 def new_guidance_embedding(denoiser) -> GuidanceEmbedding:
-    module = time_embedding_module(denoiser.family, denoiser.network)
-    out_dim = module.linear_2.out_features
+    """A zero-initialised embedding sized to the denoiser's timestep embedding."""
+    out_dim = denoiser.spec.time_embedding(denoiser.network).linear_2.out_features
     return GuidanceEmbedding(out_dim)
 
 
@@ -96,11 +65,16 @@ def load_guidance_embedding(folder: Path) -> GuidanceEmbedding:
     return embedding
 
 
-def add_lora(family: str, network: nn.Module, rank: int, alpha: float, targets: list[str] | None = None) -> None:
-    """Inject LoRA adapters (peft) into ``network``; afterwards only the adapters require gradients."""
+def add_lora(spec, network: nn.Module, rank: int, alpha: float, targets: list[str] | None = None) -> None:
+    """Inject LoRA adapters (peft) into ``network`` of family ``spec`` (default targets: the family's);
+    afterwards only the adapters require gradients."""
     from peft import LoraConfig, inject_adapter_in_model
 
-    targets = list(targets or DEFAULT_LORA_TARGETS[family])
+    family = spec.name
+    targets = list(targets or spec.lora_targets)
+    if not targets:
+        raise VideoCMError(f"videocm has no default LoRA targets for {family} networks; name the modules to adapt "
+                           f"(LCM config lora_targets)")
     config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0, init_lora_weights=True)
     network.requires_grad_(False)
     try:

@@ -91,6 +91,10 @@ class TextEncoder:
             "encoder_attention_mask": torch.stack([mask for _, mask in found]),
         }
 
+    def clear_cache(self) -> None:
+        """Forget every encoded prompt (the next encode of each runs the encoder again)."""
+        self._cache.clear()
+
     def pooled(self, prompts: list[str] | str) -> torch.Tensor:
         """Mean of the token states over the mask, ``(B, 384)``: the sentence embedding MiniLM was trained for."""
         encoded = self.encode(prompts)

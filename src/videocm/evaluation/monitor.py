@@ -1,0 +1,69 @@
+"""Scoring a training run's periodic samples with the judge: the :class:`distill.trainer.Monitor` that the CLI
+hands to every training command (the trainer itself never imports evaluation)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..data.video_io import tile, write_video
+from ..errors import VideoCMError
+from .control import control_eval_set, control_scores
+from .evaluate import eval_prompts, score_clips
+from .judge import Judge
+from .metrics import clip_psnr, fidelity, temporal_coherence
+
+
+class JudgeMonitor:
+    """Samples scored by the MovingDigits judge (fidelity, coherence), control IoU, reconstruction quality."""
+
+    def __init__(self, judge_folder: str | Path | None = None) -> None:
+        self.judge_folder = judge_folder
+
+    def samples(self, pipeline, n: int, steps: int, guidance: float | None, out: Path, step: int,
+                prompts: list[str] | None = None) -> dict[str, float]:
+        """Generate ``n`` clips for evenly spread test captions (or ``prompts``, e.g. the user's own captions),
+        write ``OUT/samples/step-N.gif`` (16 of them) and append the judge's fidelity (MovingDigits clips only) and
+        the coherence to ``OUT/samples/scores.jsonl``."""
+        if prompts:
+            prompts = [prompts[i % len(prompts)] for i in range(n)]
+            seeds = list(range(1, n + 1))
+        else:
+            prompts, seeds = eval_prompts(n, seed=1)
+        clips = pipeline.generate(prompts, seeds, steps, guidance)
+        samples = Path(out) / "samples"
+        write_video(samples / f"step-{step:06d}.gif", tile(clips[:16], 8), scale=2)
+        scores = {"coherence": temporal_coherence(clips)}
+        try:
+            judged = Judge.load(self.judge_folder).run(clips)
+            scores.update({f"fidelity_{k}": v for k, v in fidelity(judged, prompts).items()})
+        except VideoCMError:
+            pass  # the judge only takes the benchmark's clip shape
+        with open(samples / "scores.jsonl", "a") as handle:
+            handle.write(json.dumps({"step": step, **scores}) + "\n")
+        return scores
+
+    def control_samples(self, pipeline, n: int, steps: int, guidance: float | None, geometry) -> dict[str, float]:
+        """Control fidelity (per-frame IoU with the silhouette) on ``n`` held-out clips."""
+        prompts, controls, seeds, _ = control_eval_set(n, 0, geometry)
+        clips = []
+        for start in range(0, len(prompts), 16):
+            part = slice(start, start + 16)
+            clips += pipeline.generate(prompts[part], seeds[part], steps, guidance, controls=controls[part])
+        scores = control_scores(clips, controls, prompts)
+        return {"sample_iou": scores["iou"], "sample_iou_mismatched": scores["iou_mismatched"]}
+
+    def reconstructions(self, reconstructed: list[np.ndarray], originals: list[np.ndarray], captions: list[str]
+                        ) -> dict:
+        """Mean PSNR of the reconstructions and the judge's scores of them."""
+        quality = {"psnr": float(np.mean([clip_psnr(r, c) for r, c in zip(reconstructed, originals)]))}
+        try:
+            scores = score_clips(Judge.load(self.judge_folder), reconstructed, captions)
+            quality.update({k: scores[k] for k in ("fidelity_all", "fidelity_digit", "fidelity_colour",
+                                                   "fidelity_direction", "frechet_distance",
+                                                   "frechet_real_reference", "coherence")})
+        except Exception as error:  # noqa: BLE001 - the judge only takes the benchmark's shape; report, don't fail
+            quality["judge"] = f"not scored: {error}"
+        return quality

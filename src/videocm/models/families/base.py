@@ -1,0 +1,134 @@
+"""What videocm needs to know about one network family, in one object: :class:`FamilySpec`.
+
+A family file (``models/families/NAME.py``) defines a subclass of :class:`FamilySpec` and a module-level
+``FAMILY = ThatSpec()``; the registry (:mod:`models.families`) finds it by itself. Nothing outside
+``models/families/`` branches on a family name: every family-specific choice is an attribute or a method here.
+See ``docs/adding-a-family.md`` for what a new family must provide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from ...errors import VideoCMError
+
+
+@dataclass(frozen=True)
+class PipelineLayout:
+    """A diffusers pipeline class of this family: its denoiser subfolder, text parts and its own defaults."""
+
+    class_name: str
+    text_parts: tuple[str, ...]
+    frames: int
+    height: int
+    width: int
+    guidance: float
+    max_sequence_length: int
+    # the order the pipeline draws noise per clip, frames first (T, C, h, w): (starting noise, re-noising noise)
+    noise_frames_first: tuple[bool, bool] = (False, False)
+
+
+class FamilySpec:
+    """One network family: its diffusers class and how videocm calls, extends and saves it.
+
+    Latents are ``(B, C, T, h, w)`` everywhere in videocm; :meth:`run` turns them into the network's own layout.
+    """
+
+    name: str = ""
+    network_class: str = ""  # the diffusers model class
+    subfolder: str = "transformer"  # where a model or pipeline folder keeps the network
+    # peft LoRA targets of a LoRA student (empty: LoRA students are not supported for the family)
+    lora_targets: tuple[str, ...] = ()
+    # a DCM detail expert's own trainable copies: the timestep / condition embedding and the output layers
+    detail_own_modules: tuple[str, ...] = ()
+    # padding tokens of the text states are zeroed before the network (the pipeline does so); else the mask is
+    # handed to the network itself
+    zero_padded_text: bool = True
+    pipeline: PipelineLayout | None = None
+    # the noise schedule ``videocm train-teacher`` trains this family with ("flow" or "vp"; "" = not trainable)
+    teacher_schedule: str = ""
+
+    # ---- the network ---------------------------------------------------------------------------------------
+
+    def diffusers_class(self) -> type:
+        import diffusers
+
+        return getattr(diffusers, self.network_class)
+
+    def load_network(self, path, dtype: torch.dtype = torch.float32) -> nn.Module:
+        return self.diffusers_class().from_pretrained(path, torch_dtype=dtype)
+
+    def build_network(self, latent_channels: int, text_dim: int, sample_size: int,
+                      options: Mapping[str, Any]) -> nn.Module:
+        """A freshly initialised small network (``videocm train-teacher``); ``options``: the teacher config's
+        fields (``wan_layers``, ``unet_channels``, ...; each family reads its own, with defaults)."""
+        raise VideoCMError(f"videocm trains teachers of the families that have a built-in network, not {self.name}; "
+                           f"distil a {self.name} pipeline folder instead")
+
+    def embeds_guidance(self, network: nn.Module) -> bool:
+        """Whether the network takes the guidance scale itself (a guidance-distilled teacher)."""
+        return False
+
+    def run(self, network: nn.Module, x: torch.Tensor, timestep: torch.Tensor, states: torch.Tensor,
+            mask: torch.Tensor | None, pooled: torch.Tensor | None, extra: dict, embedded_guidance: float | None,
+            cache: dict) -> torch.Tensor:
+        """The network's output for latents ``x`` ``(B, C, T, h, w)`` in the same layout; ``extra``: keyword
+        arguments a control branch adds to the call; ``cache``: per-denoiser scratch (e.g. rotary tables)."""
+        raise NotImplementedError
+
+    def time_embedding(self, network: nn.Module) -> nn.Module:
+        """The module whose output ``(B, D)`` is the timestep embedding (a guidance embedding is added to it)."""
+        raise VideoCMError(f"{self.name} networks take no guidance embedding; distil with a fixed --guidance")
+
+    # ---- features (DCM's discriminator) -------------------------------------------------------------------
+
+    def feature_blocks(self, network: nn.Module) -> list[nn.Module]:
+        """The blocks whose outputs the discriminator heads read, input side first."""
+        raise NotImplementedError
+
+    def features_as_video(self, network: nn.Module, hidden: torch.Tensor, latent_shape: tuple[int, ...]
+                          ) -> torch.Tensor:
+        """A block's output as a video-shaped map ``(B, D, T', H', W')``. Default: transformer tokens in (frame,
+        row, column) order on the grid of :meth:`patch_size`."""
+        batch, _, frames, height, width = latent_shape
+        pt, ph, pw = self.patch_size(network)
+        grid = (-(-frames // pt), height // ph, width // pw)
+        tokens = grid[0] * grid[1] * grid[2]
+        return hidden[:, :tokens].transpose(1, 2).reshape(batch, hidden.shape[-1], *grid)
+
+    def patch_size(self, network: nn.Module) -> tuple[int, int, int]:
+        raise NotImplementedError
+
+    # ---- control branches -----------------------------------------------------------------------------------
+
+    def control_branch_class(self) -> type | None:
+        """The :class:`models.control_branch.ControlBranch` subclass of this family, or None."""
+        return None
+
+    # ---- diffusers pipelines ----------------------------------------------------------------------------------
+
+    def encode_prompt(self, pipeline, prompts: list[str], device, max_length: int) -> dict[str, torch.Tensor]:
+        """The pipeline's own ``encode_prompt``, as the denoiser's keyword arguments."""
+        states, _ = pipeline.encode_prompt(prompt=prompts, do_classifier_free_guidance=False,
+                                           max_sequence_length=max_length, device=device)
+        return {"encoder_hidden_states": states}
+
+    def default_video_shape(self, network: nn.Module, spatial_factor: int) -> list[int]:
+        """``[frames, height, width]`` the pipeline makes by default."""
+        layout = self.pipeline
+        return [layout.frames, layout.height, layout.width]
+
+    def check_video_shape(self, frames: int, vae, class_name: str) -> None:
+        """A one-line error for clip shapes the family's VAE cannot decode back (beyond the generic checks)."""
+
+    def pipeline_info(self, layout: PipelineLayout) -> dict:
+        """Extra keys of a pipeline teacher's model description (e.g. an embedded guidance scale)."""
+        return {}
+
+    def export_guidance_argument(self, embedded_guidance: float | None) -> str:
+        """The ``guidance_scale`` a user passes to the exported pipeline (HOW_TO_USE.md)."""
+        return "guidance_scale=1.0  # guidance is folded into the student: no CFG pass"

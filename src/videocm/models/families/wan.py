@@ -1,0 +1,143 @@
+"""Wan (``WanTransformer3DModel``, flow matching): videocm's built-in flow teacher and diffusers' ``WanPipeline``.
+
+The network takes latents ``(B, C, T, h, w)`` and text states as they are; LoRA on the attention and feed-forward
+projections; the detail expert owns the condition embedder, the modulation table and the output layers; features
+are the transformer blocks' token maps on the patch grid. The control branch is diffusers' Wan control block
+(``WanVACETransformerBlock``) copied from the network's first blocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Mapping
+
+import torch
+from diffusers.configuration_utils import register_to_config
+from torch import nn
+
+from ...errors import VideoCMError
+from ..control_branch import ControlBranch, network_config, zero_init
+from .base import FamilySpec, PipelineLayout
+
+
+class WanSpec(FamilySpec):
+    name = "wan"
+    network_class = "WanTransformer3DModel"
+    lora_targets = ("to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2")
+    detail_own_modules = ("condition_embedder", "scale_shift_table", "norm_out", "proj_out")
+    pipeline = PipelineLayout("WanPipeline", ("text_encoder", "tokenizer"), 81, 480, 832, 5.0, 512)
+    teacher_schedule = "flow"
+
+    def build_network(self, latent_channels: int, text_dim: int, sample_size: int,
+                      options: Mapping[str, Any]) -> nn.Module:
+        from diffusers import WanTransformer3DModel
+
+        return WanTransformer3DModel(
+            patch_size=tuple(options.get("wan_patch", (1, 2, 2))),
+            num_attention_heads=int(options.get("wan_heads", 4)),
+            attention_head_dim=int(options.get("wan_head_dim", 32)), in_channels=latent_channels,
+            out_channels=latent_channels, text_dim=text_dim, freq_dim=int(options.get("wan_freq_dim", 128)),
+            ffn_dim=int(options.get("wan_ffn_dim", 512)),
+            num_layers=int(options.get("wan_layers", 8)), cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+            rope_max_seq_len=64,
+        )
+
+    def run(self, network, x, timestep, states, mask, pooled, extra, embedded_guidance, cache):
+        dtype = next(network.parameters()).dtype
+        return network(hidden_states=x.to(dtype), timestep=timestep, encoder_hidden_states=states.to(dtype),
+                       return_dict=False)[0]
+
+    def time_embedding(self, network: nn.Module) -> nn.Module:
+        return network.condition_embedder.time_embedder
+
+    def feature_blocks(self, network: nn.Module) -> list[nn.Module]:
+        return list(network.blocks)
+
+    def patch_size(self, network: nn.Module) -> tuple[int, int, int]:
+        return tuple(network.config.patch_size)
+
+    def control_branch_class(self) -> type:
+        return WanControlBranch
+
+
+class WanControlBranch(ControlBranch):
+    """Control branch of a ``WanTransformer3DModel``: ``forward`` returns one residual ``(B, L, D)`` per copied
+    block, to be added to the output of the network's block of the same index."""
+
+    family = "wan"
+
+    @register_to_config
+    def __init__(self, network_config: dict, num_blocks: int = 4, control_channels: int = 4) -> None:
+        super().__init__()
+        from diffusers import WanTransformer3DModel
+        from diffusers.models.transformers.transformer_wan_vace import WanVACETransformerBlock
+
+        if not 1 <= num_blocks <= int(network_config["num_layers"]):
+            raise VideoCMError(f"a Wan control branch copies between 1 and the network's {network_config['num_layers']} "
+                               f"blocks, not {num_blocks}")
+        trunk = WanTransformer3DModel(**{**network_config, "num_layers": 0})
+        self.rope, self.patch_embedding, self.condition_embedder = (trunk.rope, trunk.patch_embedding,
+                                                                    trunk.condition_embedder)
+        dim = int(network_config["num_attention_heads"]) * int(network_config["attention_head_dim"])
+        patch = tuple(network_config["patch_size"])
+        self.control_embedding = nn.Conv3d(control_channels, dim, kernel_size=patch, stride=patch)
+        self.blocks = nn.ModuleList(
+            WanVACETransformerBlock(dim, int(network_config["ffn_dim"]), int(network_config["num_attention_heads"]),
+                                    network_config.get("qk_norm"), bool(network_config.get("cross_attn_norm")),
+                                    float(network_config.get("eps", 1e-6)), network_config.get("added_kv_proj_dim"),
+                                    apply_input_projection=i == 0, apply_output_projection=True)
+            for i in range(num_blocks))
+        zero_init(self.blocks[0].proj_in)
+        for block in self.blocks:
+            zero_init(block.proj_out)
+
+    @classmethod
+    def from_network(cls, network: nn.Module, num_blocks: int, control_channels: int) -> "WanControlBranch":
+        """A branch whose embeddings and blocks start as copies of ``network``'s."""
+        branch = cls(network_config(network), num_blocks, control_channels)
+        state = network.state_dict()
+        for name in ("patch_embedding", "condition_embedder"):
+            getattr(branch, name).load_state_dict({k[len(name) + 1:]: v for k, v in state.items()
+                                                   if k.startswith(name + ".")})
+        for i, block in enumerate(branch.blocks):
+            prefix = f"blocks.{i}."
+            missing, unexpected = block.load_state_dict(
+                {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=False)
+            if unexpected or any(not k.startswith(("proj_in.", "proj_out.")) for k in missing):
+                raise VideoCMError(f"block {i} of this Wan network does not fit a Wan control block "
+                                   f"({(unexpected or missing)[:3]})")
+        return branch
+
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                control: torch.Tensor) -> list[torch.Tensor]:
+        """``x`` ``(B, C, T, h, w)`` latents, ``timestep`` ``(B,)``, text states ``(B, L, D)``, ``control`` latents
+        ``(B, C', T, h, w)`` -> residuals ``[(B, tokens, dim)] * num_blocks``."""
+        dtype = self.patch_embedding.weight.dtype
+        x, control = x.to(dtype), control.to(dtype)
+        rotary = self.rope(x)
+        hidden = self.patch_embedding(x).flatten(2).transpose(1, 2)
+        control_hidden = self.control_embedding(control).flatten(2).transpose(1, 2)
+        _, projection, text, _ = self.condition_embedder(timestep, encoder_hidden_states.to(dtype), None)
+        projection = projection.unflatten(1, (6, -1))
+        residuals = []
+        for block in self.blocks:
+            residual, control_hidden = block(hidden, text, control_hidden, projection, rotary)
+            residuals.append(residual)
+        return residuals
+
+    @contextlib.contextmanager
+    def joined(self, network: nn.Module, residuals: list[torch.Tensor], scale: float = 1.0):
+        """Inside the block, ``network``'s first blocks add the residuals to their outputs; yields no extra
+        keyword arguments for the network's call."""
+        def adder(residual):
+            return lambda module, args, output: output + scale * residual.to(output.dtype)
+
+        handles = [block.register_forward_hook(adder(r)) for block, r in zip(network.blocks, residuals)]
+        try:
+            yield {}
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+FAMILY = WanSpec()

@@ -1,0 +1,127 @@
+"""The package's shape, checked on its source: one direction of dependence, family knowledge in one place,
+``videocm.json`` read and written by one module, no paths into the repository."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "videocm"
+
+# lower layers first; a module may import its own layer or lower ones, never a higher one
+LAYERS = [
+    {"errors", "config", "locations"},
+    {"diffusion"},
+    {"data", "models"},
+    {"pipeline"},
+    {"distill", "evaluation"},
+    {"demo", "sampling_cli", "cli", "__init__"},
+]
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every videocm module ``path`` imports, at module level or inside functions."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.startswith("videocm"):
+                found.add(target)
+                for alias in node.names:  # `from . import corruptions` imports a module
+                    candidate = f"{target}.{alias.name}"
+                    if (SRC.parent / Path(*candidate.split("."))).with_suffix(".py").is_file():
+                        found.add(candidate)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("videocm")}
+    return found - {name}
+
+
+def graph() -> dict[str, set[str]]:
+    modules = {module_name(p): p for p in SRC.rglob("*.py")}
+    return {name: {t for t in imports_of(path) if t in modules} for name, path in modules.items()}
+
+
+def layer(module: str) -> int:
+    parts = module.split(".")
+    top = parts[1] if len(parts) > 1 else "__init__"
+    for index, names in enumerate(LAYERS):
+        if top in names:
+            return index
+    raise AssertionError(f"{module} belongs to no layer: add it to LAYERS")
+
+
+def test_no_import_cycle_between_modules():
+    edges = graph()
+    visiting, done, cycles = set(), set(), []
+
+    def visit(node, path):
+        if node in visiting:
+            cycles.append(path[path.index(node):] + [node])
+            return
+        if node in done:
+            return
+        visiting.add(node)
+        for target in sorted(edges[node]):
+            if target != "videocm":  # the package root only re-exports lazily (diffusers' class lookup)
+                visit(target, path + [node])
+        visiting.discard(node)
+        done.add(node)
+
+    for module in sorted(edges):
+        visit(module, [])
+    assert not cycles, f"import cycles: {cycles[:3]}"
+
+
+def test_dependencies_point_down_the_layers():
+    wrong = [(source, target) for source, targets in graph().items() for target in targets
+             if target != "videocm" and layer(target) > layer(source)]
+    assert not wrong, f"imports against the layers: {wrong}"
+
+
+def test_family_names_appear_only_in_family_files():
+    names = ("wan", "unet3d", "cogvideox", "hunyuan")
+    pattern = re.compile(r"""(==|!=|\bin\b)\s*\(?\s*["'](%s)["']|["'](%s)["']\s*:""" % ("|".join(names), "|".join(names)))
+    found = []
+    for path in SRC.rglob("*.py"):
+        if "families" in path.parts:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if pattern.search(line.split("#")[0]):
+                found.append(f"{path.relative_to(SRC)}:{number}: {line.strip()}")
+    assert not found, "family branches outside models/families:\n" + "\n".join(found)
+
+
+def test_model_description_file_named_in_one_module():
+    named = sorted(str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
+                   if '"videocm.json"' in p.read_text() or "'videocm.json'" in p.read_text())
+    assert named == ["models/info.py"]
+
+
+def test_no_paths_into_the_repository():
+    offenders = [str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if "parents[" in p.read_text()]
+    assert not offenders
+
+
+@pytest.mark.parametrize("module", ["videocm.diffusion"])
+def test_the_math_imports_nothing_of_ours(module):
+    edges = graph()
+    inside = [m for m in edges if m == module or m.startswith(module + ".")]
+    outside = {t for m in inside for t in edges[m] if not (t == module or t.startswith(module + "."))}
+    assert not outside
