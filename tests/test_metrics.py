@@ -141,7 +141,13 @@ def test_load_generator_errors(tmp_path):
     with pytest.raises(VideoCMError, match="no videocm.json"):
         load_generator(str(tmp_path))
     (tmp_path / "videocm.json").write_text(json.dumps({"family": "imaginary"}))
-    with pytest.raises(VideoCMError, match="family 'imaginary'"):
+    with pytest.raises(VideoCMError, match="names kind None"):
+        load_generator(str(tmp_path))
+    (tmp_path / "videocm.json").write_text(json.dumps({"kind": "teacher", "family": "imaginary"}))
+    with pytest.raises(VideoCMError, match="unknown model family 'imaginary'"):
+        load_generator(str(tmp_path))
+    (tmp_path / "videocm.json").write_text(json.dumps({"kind": "vae", "family": "cogvideox-vae"}))
+    with pytest.raises(VideoCMError, match="holds a vae model, which does not generate clips"):
         load_generator(str(tmp_path))
     (tmp_path / "videocm.json").write_text("{broken")
     with pytest.raises(VideoCMError, match="not valid JSON"):

@@ -72,7 +72,7 @@ def evaluate_control(control_folder: str, specs: list[str], n: int = 96, seed: i
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     branch, info = load_control(control_folder, device)
-    frames, height, width = info["video_shape"]
+    frames, height, width = info.video_shape
     if height != width:
         raise VideoCMError(f"{control_folder} was trained on {height}x{width} clips; MovingDigits clips are square")
     prompts, controls, seeds, real = control_eval_set(n, seed, Geometry(frames, height))
@@ -108,7 +108,7 @@ def evaluate_control(control_folder: str, specs: list[str], n: int = 96, seed: i
             rows.append({"model": pipeline.name, "path": str(path), "steps": count, "control": "branch",
                          **control_scores(clips, controls, prompts, judge), **cost})
             samples.append((f"{pipeline.name}, {count} step{'s' if count != 1 else ''}", clips[:keep]))
-    result = {"n": n, "seed": seed, "control_model": str(control_folder), "control_info": info,
+    result = {"n": n, "seed": seed, "control_model": str(control_folder), "control_info": info.to_dict(),
               "foreground_threshold": 64, "prompts_shown": prompts[:keep], "rows": rows}
     return result, samples
 

@@ -1,4 +1,6 @@
-"""Models: the text encoder (and, in later issues, the VAE, denoiser adapters, LoRA and expert wrappers)."""
+"""Models: what a folder is (:mod:`models.info`), the network families (:mod:`models.families`), denoisers and
+their wrappers, the text encoder, the video VAE, student parts (LoRA, guidance embedding, experts), control
+branches, model and pipeline folders, and export to diffusers."""
 
 from .text_encoder import HIDDEN_SIZE, TextEncoder, minilm_path
 

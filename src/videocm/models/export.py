@@ -122,11 +122,11 @@ def export_student(student: str | Path, out: str | Path, fmt: str | None = None,
     info = ModelInfo.load(student)
     fmt = fmt or ("pipeline" if info.from_pipeline else "model")
     if fmt not in FORMATS:
-        raise VideoCMError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
+        raise VideoCMError(f"export format {fmt!r} is not known: use one of {', '.join(FORMATS)}")
     if dtype not in STORE_DTYPES:
-        raise VideoCMError(f"--dtype {dtype!r}: use one of {', '.join(STORE_DTYPES)}")
+        raise VideoCMError(f"storage dtype {dtype!r} is not known: use one of {', '.join(STORE_DTYPES)}")
     if out.exists() and any(out.iterdir()):
-        raise VideoCMError(f"{out} exists and is not empty: choose a new --out")
+        raise VideoCMError(f"{out} exists and is not empty: export into a new folder")
     model = load_model(student, "cpu")
     _check_exportable(model, fmt)
     out.mkdir(parents=True, exist_ok=True)
