@@ -125,3 +125,11 @@ def test_the_math_imports_nothing_of_ours(module):
     inside = [m for m in edges if m == module or m.startswith(module + ".")]
     outside = {t for m in inside for t in edges[m] if not (t == module or t.startswith(module + "."))}
     assert not outside
+
+
+def test_training_never_imports_evaluation():
+    """The trainer takes a monitor instead: evaluation (the benchmark) may time training, never the reverse."""
+    edges = graph()
+    wrong = [(m, t) for m, targets in edges.items() if m.startswith("videocm.distill")
+             for t in targets if t.startswith("videocm.evaluation")]
+    assert not wrong
