@@ -27,6 +27,7 @@ import json
 import math
 import shutil
 from dataclasses import dataclass, field
+from typing import Literal
 from pathlib import Path
 
 import torch
@@ -81,6 +82,7 @@ class DCMConfig(LCMConfig):
     disc_every: int = 2  # heads on every s-th teacher block
     disc_lr: float = 1e-4  # the discriminator heads' learning rate
     disc_betas: list[float] = field(default_factory=lambda: [0.0, 0.999])  # the discriminator heads' Adam betas
+    gan_real: Literal["target", "data"] = "target"  # the GAN's "real": the consistency target (DCM) or the clip's clean latents (LADD, DMD2)
     store_dtype: str = "float16"
 
 
@@ -159,6 +161,26 @@ def feature_matching_loss(fake: list[torch.Tensor], real: list[torch.Tensor]) ->
     return sum(nn.functional.mse_loss(f.float(), r.float()) for f, r in zip(fake, real)) / len(fake)
 
 
+def fit_discriminator(real: list[torch.Tensor], fake: list[torch.Tensor], steps: int = 200, lr: float = 1e-4,
+                      betas: tuple[float, float] = (0.0, 0.999), seed: int = 0) -> list[float]:
+    """Train fresh heads on fixed feature maps (one ``(B, D, T, H, W)`` per tapped block) of "real" and "fake"
+    with the hinge loss and DCM's optimiser settings; the loss of every step. A diagnosis of the adversarial term:
+    heads that cannot push the loss below 2 cannot tell the two apart."""
+    torch.manual_seed(seed)
+    heads = FeatureDiscriminator([f.shape[1] for f in real]).to(real[0].device)
+    optimizer = torch.optim.AdamW(heads.parameters(), lr=lr, betas=betas, weight_decay=0.0)
+    losses = []
+    for _ in range(steps):
+        logits = heads([torch.cat([r, f]) for r, f in zip(real, fake)])
+        n = len(real[0])
+        loss = hinge_discriminator_loss([x[:n] for x in logits], [x[n:] for x in logits])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
 def expert_names(phases: int) -> list[str]:
     if phases == 1:
         return ["semantic"]
@@ -182,6 +204,8 @@ class DCMStageTask:
         if config.student != "full" or config.guidance_range:
             raise VideoCMError("DCM trains a full semantic expert with fixed guidance; drop --student lora and "
                                "--guidance-range")
+        if config.gan_real not in ("target", "data"):
+            raise VideoCMError(f"--gan-real {config.gan_real!r}: use 'target' (DCM) or 'data' (the clips' latents)")
         self.config, self.expert = config, expert
         self.semantic_network, self.trained_experts = semantic, list(trained or [])
         self.distillation = Distillation(config, device)
@@ -241,8 +265,8 @@ class DCMStageTask:
 
     def loss(self, model, step, rng, generator, device):
         config = self.config
-        terms, _, text = self.distillation.loss(model, self.target(model), self.segment, rng, generator, device,
-                                                self.micro_batch, self.shard)
+        terms, latents, text = self.distillation.loss(model, self.target(model), self.segment, rng, generator,
+                                                      device, self.micro_batch, self.shard)
         extra, logs = terms.prediction.new_zeros(()), {}  # the stage's own terms, added to the step's loss
         if self.expert == 0 and config.temporal_weight > 0:
             coherence = temporal_coherence_loss(terms.prediction, terms.target, config.temporal_stride)
@@ -250,8 +274,9 @@ class DCMStageTask:
             logs["temporal"] = float(coherence.detach())
         if self.heads is not None:
             rows = shard_rows(self.micro_batch, self.shard)
-            adversarial, matching, disc = self._adversarial(terms.prediction, terms.target, text, rows, rng,
-                                                            generator, device)
+            real = terms.target if config.gan_real == "target" else latents
+            adversarial, matching, disc = self._adversarial(terms.prediction, real, text, rows, rng, generator,
+                                                            device)
             extra = extra + config.gan_weight * adversarial + config.feature_matching_weight * matching
             logs.update({"gan_generator": float(adversarial.detach()), "feature_matching": float(matching.detach()),
                          "gan_discriminator": disc})
