@@ -19,7 +19,8 @@ from ...errors import VideoCMError
 
 @dataclass(frozen=True)
 class PipelineLayout:
-    """A diffusers pipeline class of this family: its denoiser subfolder, text parts and its own defaults."""
+    """A diffusers pipeline class of this family: its text parts and its own defaults (the denoiser is in the
+    family's ``subfolder``)."""
 
     class_name: str
     text_parts: tuple[str, ...]
