@@ -185,13 +185,7 @@ class ModelInfo:
         path = folder / INFO_FILE
         if not path.is_file():
             raise VideoCMError(f"{folder} is not a videocm model folder: it has no {INFO_FILE}")
-        try:
-            values = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise VideoCMError(f"{path} is not valid JSON ({error.msg}, line {error.lineno})") from error
-        if not isinstance(values, dict):
-            raise VideoCMError(f"{path} must hold a JSON object")
-        return cls.from_dict(values, str(path))
+        return cls.from_dict(read_json_object(path), str(path))
 
     def save(self, folder: str | Path, subfolder: str | None = None) -> Path:
         folder = Path(folder)
@@ -199,6 +193,17 @@ class ModelInfo:
         path = folder / INFO_FILE
         path.write_text(json.dumps(self.to_dict(subfolder), indent=2))
         return path
+
+
+def read_json_object(path: Path) -> dict:
+    """The JSON object in ``path`` (a description, a pipeline's ``model_index.json``), or a one-line error."""
+    try:
+        values = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as error:
+        raise VideoCMError(f"{path} is not valid JSON ({error.msg}, line {error.lineno})") from error
+    if not isinstance(values, dict):
+        raise VideoCMError(f"{path} must hold a JSON object")
+    return values
 
 
 def is_model_folder(folder: str | Path) -> bool:

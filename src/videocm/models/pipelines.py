@@ -18,7 +18,6 @@ one-line error naming it.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -28,7 +27,7 @@ import torch
 from ..errors import VideoCMError
 from .denoisers import DenoiserAdapter
 from .families import FamilySpec, family_for_pipeline, get_family, pipeline_classes
-from .info import ModelInfo, schedule_from_config
+from .info import ModelInfo, read_json_object, schedule_from_config
 from .vae import VideoVAE
 from .video_model import VideoModel
 
@@ -47,10 +46,7 @@ def read_model_index(folder: str | Path) -> tuple[dict, FamilySpec]:
     path = folder / MODEL_INDEX
     if not path.is_file():
         raise VideoCMError(f"{folder} is not a diffusers pipeline folder: it has no {MODEL_INDEX}")
-    try:
-        index = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise VideoCMError(f"{path} is not valid JSON ({error.msg}, line {error.lineno})") from error
+    index = read_json_object(path)
     name = index.get("_class_name")
     spec = family_for_pipeline(name)
     if spec is None:
