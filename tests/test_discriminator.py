@@ -3,11 +3,13 @@ noised ones, and cannot separate a clip from itself (the hinge loss stays at 2).
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from videocm.data.moving_digits import make_clip
 from videocm.distill.dcm import fit_discriminator
 from videocm.distill.vae_training import clips_tensor
+from videocm.errors import VideoCMError
 from videocm.models.experts import FeatureTap, feature_blocks
 from videocm.models.folder import load_model
 from videocm.models.text_encoder import TextEncoder
@@ -55,3 +57,40 @@ def test_gan_real_side_can_be_the_data(tiny_teachers, tmp_path):
         _, logs[real] = task.loss(task.model, 0, np.random.default_rng(0), torch.Generator().manual_seed(0), "cpu")
     assert logs["target"]["consistency"] == logs["data"]["consistency"]
     assert logs["target"]["feature_matching"] < logs["data"]["feature_matching"]  # data is farther than the target
+
+
+def test_real_gradient_penalty_is_the_squared_input_gradient():
+    from videocm.distill.dcm import real_gradient_penalty
+
+    weights = [torch.randn(3, 2, 1, 1, requires_grad=True), torch.randn(5, 1, 2, 2, requires_grad=True)]
+    real = [torch.randn(4, 3, 2, 1, 1, requires_grad=True), torch.randn(4, 5, 1, 2, 2, requires_grad=True)]
+    logits = [(w * x).flatten(1).sum(1, keepdim=True) for w, x in zip(weights, real)]
+    # a linear logit's gradient is its weight, the same for every row
+    expected = sum(float(w.detach().pow(2).sum()) for w in weights)
+    penalty = real_gradient_penalty(real, logits)
+    assert float(penalty) == pytest.approx(expected, rel=1e-5)
+    assert penalty.requires_grad  # trains the heads: the penalty depends on their weights through the graph
+
+
+def test_gradient_penalty_joins_the_discriminator_step_and_changes_its_update(tiny_teachers, tmp_path):
+    import numpy as np
+
+    from videocm.distill.dcm import DCMConfig, DCMStageTask
+
+    semantic = load_model(tiny_teachers["wan"]).denoiser
+    heads, logs = {}, {}
+    for gamma in (0.0, 10.0):
+        config = DCMConfig(teacher=str(tiny_teachers["wan"]), out=str(tmp_path / str(gamma)), batch_size=2,
+                           latent_pool=4, sample_every=0, disc_every=1, disc_lr=1e-2, disc_gradient_penalty=gamma)
+        task = DCMStageTask(config, 1, semantic, None, "cpu")
+        torch.manual_seed(0)
+        task.heads.load_state_dict(DCMStageTask(config, 1, semantic, None, "cpu").heads.state_dict())
+        before = {k: v.clone() for k, v in task.heads.state_dict().items()}
+        _, logs[gamma] = task.loss(task.model, 0, np.random.default_rng(0), torch.Generator().manual_seed(0), "cpu")
+        heads[gamma] = {k: v - before[k] for k, v in task.heads.state_dict().items()}
+    assert "gan_penalty" not in logs[0.0] and logs[10.0]["gan_penalty"] > 0
+    assert logs[0.0]["gan_discriminator"] == pytest.approx(logs[10.0]["gan_discriminator"])  # same hinge loss
+    assert any(not torch.allclose(heads[0.0][k], heads[10.0][k]) for k in heads[0.0])  # a different update
+    with pytest.raises(VideoCMError, match="disc-gradient-penalty"):
+        DCMStageTask(DCMConfig(teacher=str(tiny_teachers["wan"]), out=str(tmp_path / "bad"),
+                               disc_gradient_penalty=-1.0), 1, semantic, None, "cpu")

@@ -155,6 +155,12 @@ COMMANDS: dict[str, Command] = {
         "score clips on disk (--clips) or generate and score with models (--model)",
         "Score a clip folder (--clips DIR) or generate clips for test captions with one or more --model (a model "
         "folder, or the stand-ins 'real' / 'real-blurred') and compare them in one table."),
+    "compare": Command(
+        "evaluation.cli:CompareConfig", "evaluation.cli:run_compare",
+        "paired bootstrap comparison of two rows saved by `videocm eval --clip-scores`",
+        "Compare two (model, steps) rows scored on the same captions and seeds (the same --n and --seed), each given "
+        "as FILE.npz#model@steps: the difference of every score with its 95% paired bootstrap interval over clips, "
+        "and whether the first row is better, worse or tied (the interval holds 0)."),
     "judge-check": Command(
         "evaluation.verdicts:JudgeCheckConfig", "evaluation.verdicts:run_judge_check",
         "the judge's verdict on real and corrupted test clips"),

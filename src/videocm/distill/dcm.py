@@ -83,6 +83,7 @@ class DCMConfig(LCMConfig):
     disc_lr: float = 1e-4  # the discriminator heads' learning rate
     disc_betas: list[float] = field(default_factory=lambda: [0.0, 0.999])  # the discriminator heads' Adam betas
     gan_real: Literal["target", "data"] = "target"  # the GAN's "real": the consistency target (DCM) or the clip's clean latents (LADD, DMD2)
+    disc_gradient_penalty: float = 0.0  # gamma of a zero-centred gradient penalty on the real side (R1, Mescheder et al. 2018); 0: off (DCM)
     store_dtype: str = "float16"
 
 
@@ -157,6 +158,14 @@ def hinge_generator_loss(fake: list[torch.Tensor]) -> torch.Tensor:
     return sum(-f.mean() for f in fake) / len(fake)
 
 
+def real_gradient_penalty(real: list[torch.Tensor], logits: list[torch.Tensor]) -> torch.Tensor:
+    """Zero-centred gradient penalty on the real side (R1): the mean over rows of the squared norm of the
+    gradient of the real logits with respect to the real features, summed over tapped blocks. ``real`` must
+    require grad and ``logits`` be the heads' outputs on it; the graph is kept so the penalty trains the heads."""
+    grads = torch.autograd.grad(sum(x.sum() for x in logits), real, create_graph=True)
+    return sum(g.float().pow(2).flatten(1).sum(1).mean() for g in grads)
+
+
 def feature_matching_loss(fake: list[torch.Tensor], real: list[torch.Tensor]) -> torch.Tensor:
     return sum(nn.functional.mse_loss(f.float(), r.float()) for f, r in zip(fake, real)) / len(fake)
 
@@ -206,6 +215,8 @@ class DCMStageTask:
                                "--guidance-range")
         if config.gan_real not in ("target", "data"):
             raise VideoCMError(f"--gan-real {config.gan_real!r}: use 'target' (DCM) or 'data' (the clips' latents)")
+        if config.disc_gradient_penalty < 0:
+            raise VideoCMError(f"--disc-gradient-penalty {config.disc_gradient_penalty}: give gamma >= 0 (0: off)")
         self.config, self.expert = config, expert
         self.semantic_network, self.trained_experts = semantic, list(trained or [])
         self.distillation = Distillation(config, device)
@@ -275,11 +286,13 @@ class DCMStageTask:
         if self.heads is not None:
             rows = shard_rows(self.micro_batch, self.shard)
             real = terms.target if config.gan_real == "target" else latents
-            adversarial, matching, disc = self._adversarial(terms.prediction, real, text, rows, rng, generator,
-                                                            device)
+            adversarial, matching, disc, penalty = self._adversarial(terms.prediction, real, text, rows, rng,
+                                                                     generator, device)
             extra = extra + config.gan_weight * adversarial + config.feature_matching_weight * matching
             logs.update({"gan_generator": float(adversarial.detach()), "feature_matching": float(matching.detach()),
                          "gan_discriminator": disc})
+            if config.disc_gradient_penalty > 0:
+                logs["gan_penalty"] = penalty
         total = terms.loss + extra
         if logs:
             logs = {"consistency": float(terms.loss.detach()), **logs}
@@ -300,15 +313,21 @@ class DCMStageTask:
         real_features = [f[: len(fake)].detach() for f in tap.features]
         fake_features = [f[len(fake):] for f in tap.features]
         # discriminator step on detached features (its own optimiser; accelerate handles accumulation and sync)
+        gamma = self.config.disc_gradient_penalty
+        if gamma > 0:
+            real_features = [r.clone().requires_grad_(True) for r in real_features]
         logits = self.heads([torch.cat([r, f.detach()]) for r, f in zip(real_features, fake_features)])
-        disc_loss = hinge_discriminator_loss([x[: len(fake)] for x in logits], [x[len(fake):] for x in logits])
-        if not torch.isfinite(disc_loss):
+        real_logits = [x[: len(fake)] for x in logits]
+        disc_loss = hinge_discriminator_loss(real_logits, [x[len(fake):] for x in logits])
+        penalty = (real_gradient_penalty(real_features, real_logits) if gamma > 0 else disc_loss.new_zeros(()))
+        real_features = [r.detach() for r in real_features]
+        if not torch.isfinite(disc_loss + penalty):
             raise VideoCMError(f"the discriminator loss became {disc_loss.item()}; lower --disc-lr and rerun with "
                                f"--resume")
         if self.accelerator is not None:
-            self.accelerator.backward(disc_loss)
+            self.accelerator.backward(disc_loss + gamma / 2 * penalty)
         else:
-            disc_loss.backward()
+            (disc_loss + gamma / 2 * penalty).backward()
         self.disc_optimizer.step()
         self.disc_optimizer.zero_grad(set_to_none=True)
         # generator terms through frozen copies of the heads' weights: no gradient reaches the discriminator
@@ -316,7 +335,7 @@ class DCMStageTask:
         frozen = {k: v.detach() for k, v in heads.named_parameters()}
         fake_logits = torch.func.functional_call(heads, frozen, (fake_features,))
         return (hinge_generator_loss(fake_logits), feature_matching_loss(fake_features, real_features),
-                float(disc_loss.detach()))
+                float(disc_loss.detach()), float(penalty.detach()))
 
     # ---- folders and monitoring ----------------------------------------------------------------------------------
 

@@ -7,9 +7,11 @@ from pathlib import Path
 
 from ..data.clip_folder import read_clip_folder
 from ..errors import VideoCMError
-from .evaluate import evaluate_models, score_clips, write_json
+from .evaluate import (evaluate_models, read_clip_scores, reference_frechet, score_clips, write_clip_scores,
+                       write_json)
 from .judge import Judge
 from .report import markdown_table, write_report
+from .statistics import paired_comparison
 
 
 @dataclass
@@ -26,6 +28,7 @@ class EvalConfig:
     teacher_steps: int = 50  # steps of --teacher-model's reference clips
     batch_size: int = 16  # clips generated together
     json: str | None = None  # write the scores as JSON here
+    clip_scores: str | None = None  # write every row's per-clip scores and judge features here (.npz, for `videocm compare`)
     report: str | None = None  # write report.md, report.html, plot.png, samples.gif into this folder (with --model)
     judge: str | None = None  # judge folder (default: the one packaged with videocm, or $VIDEOCM_JUDGE)
 
@@ -74,6 +77,8 @@ def run_eval(config: EvalConfig) -> int:
             raise VideoCMError(f"{config.clips} holds no clips (prompts.txt is empty)")
         scores = score_clips(judge, videos, prompts)
         for key, value in scores.items():
+            if isinstance(value, list):
+                value = f"[{value[0]:.4f}, {value[1]:.4f}]"
             print(f"{key:24s} {value:.4f}" if isinstance(value, float) else f"{key:24s} {value}")
         if config.json:
             write_json(scores, config.json)
@@ -90,5 +95,61 @@ def run_eval(config: EvalConfig) -> int:
         specs, list(config.steps), judge, config.guidance, config.n, config.seed, config.teacher_model,
         config.teacher_steps, config.batch_size, steps_for=steps_for,
     )
+    if config.clip_scores:
+        write_clip_scores(runs, config.clip_scores)
+    if result["comparisons"]:
+        print(comparison_table(result["comparisons"]) + "\n")
     return print_and_save(markdown_table(result["rows"]), result, config.json,
                           (lambda: write_report(result, runs, real, config.report)) if config.report else None)
+
+
+def comparison_table(comparisons: list[dict]) -> str:
+    """Markdown table of paired comparisons: each score's difference (first minus second), its 95% interval and
+    the verdict for the first row."""
+    lines = ["| first | second | score | difference | 95% interval | first is |", "|---|---|---|---|---|---|"]
+    for comparison in comparisons:
+        for score, figures in comparison.items():
+            if isinstance(figures, dict):
+                low, high = figures["ci"]
+                lines.append(f"| {comparison['first']} | {comparison['second']} | {score} | "
+                             f"{figures['difference']:+.4f} | [{low:+.4f}, {high:+.4f}] | {figures['verdict']} |")
+    return "\n".join(lines)
+
+
+@dataclass
+class CompareConfig:
+    """``videocm compare``: paired bootstrap comparison of two rows saved by ``videocm eval --clip-scores``."""
+
+    first: str = ""  # FILE.npz#model@steps (a row of `videocm eval --clip-scores FILE.npz`)
+    second: str = ""  # FILE.npz#model@steps, scored with the same --n and --seed as --first
+    resamples: int = 1000  # bootstrap resamples
+    json: str | None = None  # write the comparison as JSON here
+    judge: str | None = None  # judge folder whose reference features the Fréchet distance uses
+
+    def __post_init__(self) -> None:
+        for name in ("first", "second"):
+            if "#" not in getattr(self, name):
+                raise VideoCMError(f"--{name} {getattr(self, name)!r}: give FILE.npz#model@steps, e.g. "
+                                   f"eval.npz#lcm-vp@4 (row labels are printed by `videocm eval`)")
+        if self.resamples < 100:
+            raise VideoCMError(f"--resamples {self.resamples}: use at least 100 for a 95% interval")
+
+
+def read_row(spec: str):
+    path, _, label = spec.partition("#")
+    if not Path(path).is_file():
+        raise VideoCMError(f"{path}: no such file; write it with `videocm eval ... --clip-scores {path}`")
+    return read_clip_scores(path, label)
+
+
+def run_compare(config: CompareConfig) -> int:
+    first, second = read_row(config.first), read_row(config.second)
+    if len(first) != len(second):
+        raise VideoCMError(f"{config.first} has {len(first)} clips and {config.second} {len(second)}: compare rows "
+                           f"scored with the same --n and --seed")
+    result = {"first": config.first, "second": config.second,
+              **paired_comparison(first, second, reference_frechet(Judge.load(config.judge)), config.resamples)}
+    print(comparison_table([result]))
+    if config.json:
+        write_json(result, config.json)
+    return 0

@@ -10,10 +10,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..data.moving_digits import Geometry, all_captions, draw_clip, make_clip, parse_caption
+from ..errors import VideoCMError
 from .cost import CostMeter, PeakMemory
 from .generators import load_generator
 from .judge import Judge
-from .metrics import fidelity, frechet_distance, teacher_agreement, temporal_coherence
+from .metrics import caption_labels, clip_coherence, clip_flicker, clip_psnr, clip_ssim, frechet_distance
+from .statistics import ClipScores, FrechetToReference, bootstrap_intervals, paired_comparison
 
 REFERENCE_SEED = 30_000  # the real test clips that every Fréchet distance is measured against
 REFERENCE_CLIPS = 960  # 4 per caption
@@ -48,25 +50,59 @@ def real_clips_for(prompts: list[str], geometry: Geometry, seed: int = REAL_BASE
             for i, p in enumerate(prompts)]
 
 
-def score_clips(judge: Judge, videos: list[np.ndarray], prompts: list[str]) -> dict:
-    """Fidelity (all and per head), Fréchet distance to real test clips with the real-vs-real value for the
-    same captions and count beside it, and temporal coherence."""
+def clip_scores(judge: Judge, videos: list[np.ndarray], prompts: list[str]) -> tuple[ClipScores, dict]:
+    """Per-clip scores of ``videos`` (see :class:`statistics.ClipScores`) and the fidelity of each head."""
     if len(videos) != len(prompts):
         raise ValueError(f"{len(videos)} clips but {len(prompts)} prompts")
     judged = judge.run(videos)
-    scores = fidelity(judged, prompts)
-    reference = reference_features(judge)
+    wanted = caption_labels(prompts)
+    heads = {head: judged[head] == wanted[head] for head in wanted}
+    per_clip = ClipScores(
+        correct=np.logical_and.reduce(list(heads.values())).astype(np.float64),
+        coherence=np.array([clip_coherence(v) for v in videos]),
+        flicker=np.array([clip_flicker(v) for v in videos]),
+        features=judged["features"],
+    )
+    return per_clip, {head: float(c.mean()) for head, c in heads.items()}
+
+
+def reference_frechet(judge: Judge) -> FrechetToReference:
+    """The Fréchet distance to the real test clips, prepared for bootstrapping (cached on the judge)."""
+    cached = getattr(judge, "_reference_frechet", None)
+    if cached is None:
+        cached = judge._reference_frechet = FrechetToReference(reference_features(judge))  # type: ignore
+    return cached
+
+
+def summarise(judge: Judge, per_clip: ClipScores, heads: dict[str, float], prompts: list[str]) -> dict:
+    """A row's scores: fidelity (all and per head), Fréchet distance to real test clips with the real-vs-real
+    value for the same captions and count beside it, coherence, flicker (and PSNR against the teacher when
+    ``per_clip`` has it), each with a 95% bootstrap interval over clips (``<score>_ci``)."""
+    frechet = reference_frechet(judge)
+    everything = np.arange(len(per_clip))
+    whole = per_clip.scores(everything, frechet)
     real = judge.run(real_clips_for(prompts, Geometry(judge.frames, judge.size)))["features"]
-    return {
-        "n": len(videos),
-        "fidelity_all": scores["all"],
-        "fidelity_digit": scores["digit"],
-        "fidelity_colour": scores["colour"],
-        "fidelity_direction": scores["direction"],
-        "frechet_distance": frechet_distance(judged["features"], reference),
-        "frechet_real_reference": frechet_distance(real, reference),
-        "coherence": temporal_coherence(videos),
+    row = {
+        "n": len(per_clip),
+        "fidelity_all": whole["fidelity_all"],
+        "fidelity_digit": heads["digit"],
+        "fidelity_colour": heads["colour"],
+        "fidelity_direction": heads["direction"],
+        "frechet_distance": frechet_distance(per_clip.features, reference_features(judge)),
+        "frechet_real_reference": frechet_distance(real, reference_features(judge)),
+        "coherence": whole["coherence"],
+        "flicker": whole["flicker"],
     }
+    if per_clip.psnr_vs_teacher is not None:
+        row["psnr_vs_teacher"] = whole["psnr_vs_teacher"]
+    row.update(bootstrap_intervals(per_clip, frechet))
+    return row
+
+
+def score_clips(judge: Judge, videos: list[np.ndarray], prompts: list[str]) -> dict:
+    """:func:`summarise` of the clips' per-clip scores."""
+    per_clip, heads = clip_scores(judge, videos, prompts)
+    return summarise(judge, per_clip, heads, prompts)
 
 
 @dataclass
@@ -75,6 +111,7 @@ class ModelRun:
 
     row: dict
     samples: list[np.ndarray] = field(default_factory=list)
+    per_clip: ClipScores | None = None
 
 
 def generate_with_cost(generator, prompts, seeds, steps, guidance, batch_size, desc, controls=None
@@ -114,16 +151,66 @@ def evaluate_models(
             clips, cost = generate_with_cost(generator, prompts, seeds, steps, guidance, batch_size,
                                              f"{generator.name} {steps} steps")
             row = {"model": generator.name, "path": spec, "steps": steps, "guidance": guidance}
-            row.update(score_clips(judge, clips, prompts))
+            per_clip, heads = clip_scores(judge, clips, prompts)
             if teacher_clips is not None:
-                agreement = teacher_agreement(clips, teacher_clips)
-                row.update({"psnr_vs_teacher": agreement["psnr"], "ssim_vs_teacher": agreement["ssim"]})
+                per_clip.psnr_vs_teacher = np.array([clip_psnr(c, t) for c, t in zip(clips, teacher_clips)])
+                ssim = float(np.mean([clip_ssim(c, t) for c, t in zip(clips, teacher_clips)]))
+            row.update(summarise(judge, per_clip, heads, prompts))
+            if teacher_clips is not None:
+                row["ssim_vs_teacher"] = ssim
             row.update(cost)
-            runs.append(ModelRun(row, clips[:keep]))
+            runs.append(ModelRun(row, clips[:keep], per_clip))
     real = real_clips_for(prompts[:keep], Geometry(judge.frames, judge.size))
     result = {"n": n, "seed": seed, "prompts_shown": prompts[:keep], "teacher": teacher,
-              "teacher_steps": teacher_steps if teacher else None, "rows": [run.row for run in runs]}
+              "teacher_steps": teacher_steps if teacher else None, "rows": [run.row for run in runs],
+              "comparisons": same_steps_comparisons(judge, runs)}
     return result, runs, real
+
+
+def row_label(row: dict) -> str:
+    """How a row is named in comparisons: ``model@steps``."""
+    return f"{row['model']}@{row['steps']}"
+
+
+def same_steps_comparisons(judge: Judge, runs: list[ModelRun]) -> list[dict]:
+    """Paired comparisons (:func:`statistics.paired_comparison`) of every two rows with the same step count,
+    the earlier row first."""
+    frechet = reference_frechet(judge)
+    comparisons = []
+    for i, first in enumerate(runs):
+        for second in runs[i + 1:]:
+            if first.row["steps"] == second.row["steps"] and first.per_clip is not None and second.per_clip is not None:
+                comparisons.append({"first": row_label(first.row), "second": row_label(second.row),
+                                    **paired_comparison(first.per_clip, second.per_clip, frechet)})
+    return comparisons
+
+
+def write_clip_scores(runs: list[ModelRun], path: str | Path) -> None:
+    """Every row's per-clip scores and judge features as one ``.npz`` (keys ``<row label>/<score>``), so rows of
+    different evaluations with the same ``--n`` and ``--seed`` can be compared later (``videocm compare``)."""
+    arrays = {}
+    for run in runs:
+        if run.per_clip is None:
+            continue
+        label = row_label(run.row)
+        for name in ("correct", "coherence", "flicker", "features", "psnr_vs_teacher"):
+            value = getattr(run.per_clip, name)
+            if value is not None:
+                arrays[f"{label}/{name}"] = np.asarray(value, dtype=np.float32)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+
+
+def read_clip_scores(path: str | Path, label: str) -> ClipScores:
+    """The per-clip scores of row ``label`` (``model@steps``) from a file :func:`write_clip_scores` wrote."""
+    with np.load(path) as arrays:
+        found = sorted({key.split("/")[0] for key in arrays.files})
+        if f"{label}/correct" not in arrays.files:
+            raise VideoCMError(f"{path} has no row {label!r}; it has: {', '.join(found)}")
+        values = {name: arrays[f"{label}/{name}"].astype(np.float64) for name in
+                  ("correct", "coherence", "flicker", "features", "psnr_vs_teacher") if f"{label}/{name}" in arrays.files}
+    return ClipScores(**values)
 
 
 def write_json(result: dict, path: str | Path) -> None:

@@ -89,6 +89,35 @@ def temporal_coherence(videos) -> float:
     return float(np.mean([clip_coherence(v) for v in videos]))
 
 
+def clip_flicker(video: np.ndarray) -> float:
+    """Flicker of one clip: the mean absolute difference, in grey levels (0-255, all three channels), between
+    each frame and the next after undoing the motion between them.
+
+    Each next frame is shifted by the integer offset that best lays its grey image (max over channels, zero
+    padded to twice the size, so nothing wraps around) over the frame before; the difference is averaged over
+    the original frame's area. 0 for a real clip (the sprite only translates), larger when content appears,
+    vanishes, changes colour or shimmers from frame to frame. Unlike :func:`clip_coherence` it is not
+    normalised: a blank clip has no flicker (0), so read it beside coherence and fidelity.
+    """
+    frames, height, width, _ = video.shape
+    if frames < 2:
+        return 0.0
+    padded = np.zeros((frames, 2 * height, 2 * width, video.shape[-1]))
+    padded[:, :height, :width] = video.astype(np.float64)
+    grey = padded.max(axis=-1)
+    differences = []
+    for t in range(frames - 1):
+        shift = _align_shift(np.fft.fft2(grey[t]), grey[t + 1])
+        aligned = np.roll(padded[t + 1], shift, axis=(0, 1))
+        differences.append(np.abs(aligned - padded[t]).sum() / (height * width * video.shape[-1]))
+    return float(np.mean(differences))
+
+
+def temporal_flicker(videos) -> float:
+    """Mean :func:`clip_flicker` over clips."""
+    return float(np.mean([clip_flicker(v) for v in videos]))
+
+
 def clip_psnr(clip: np.ndarray, reference: np.ndarray) -> float:
     """PSNR in dB over the whole clip (capped at ``PSNR_CAP`` for identical clips)."""
     if np.array_equal(clip, reference):

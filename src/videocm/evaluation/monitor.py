@@ -13,7 +13,7 @@ from ..errors import VideoCMError
 from .control import control_eval_set, control_scores
 from .evaluate import eval_prompts, score_clips
 from .judge import Judge
-from .metrics import clip_psnr, fidelity, temporal_coherence
+from .metrics import clip_psnr, temporal_coherence
 
 
 class JudgeMonitor:
@@ -21,6 +21,13 @@ class JudgeMonitor:
 
     def __init__(self, judge_folder: str | Path | None = None) -> None:
         self.judge_folder = judge_folder
+        self._loaded: Judge | None = None
+
+    def _judge(self) -> Judge:
+        """The judge, loaded once (its reference features are cached on it)."""
+        if self._loaded is None:
+            self._loaded = Judge.load(self.judge_folder)
+        return self._loaded
 
     def samples(self, pipeline, n: int, steps: int, guidance: float | None, out: Path, step: int,
                 prompts: list[str] | None = None) -> dict[str, float]:
@@ -37,8 +44,9 @@ class JudgeMonitor:
         write_video(samples / f"step-{step:06d}.gif", tile(clips[:16], 8), scale=2)
         scores = {"coherence": temporal_coherence(clips)}
         try:
-            judged = Judge.load(self.judge_folder).run(clips)
-            scores.update({f"fidelity_{k}": v for k, v in fidelity(judged, prompts).items()})
+            judged = score_clips(self._judge(), clips, prompts)
+            scores.update({k: judged[k] for k in ("fidelity_digit", "fidelity_colour", "fidelity_direction",
+                                                  "fidelity_all", "frechet_distance", "frechet_real_reference")})
         except VideoCMError:
             pass  # the judge only takes the benchmark's clip shape
         with open(samples / "scores.jsonl", "a") as handle:
@@ -60,7 +68,7 @@ class JudgeMonitor:
         """Mean PSNR of the reconstructions and the judge's scores of them."""
         quality = {"psnr": float(np.mean([clip_psnr(r, c) for r, c in zip(reconstructed, originals)]))}
         try:
-            scores = score_clips(Judge.load(self.judge_folder), reconstructed, captions)
+            scores = score_clips(self._judge(), reconstructed, captions)
             quality.update({k: scores[k] for k in ("fidelity_all", "fidelity_digit", "fidelity_colour",
                                                    "fidelity_direction", "frechet_distance",
                                                    "frechet_real_reference", "coherence")})

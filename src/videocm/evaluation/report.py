@@ -1,4 +1,5 @@
-"""The evaluation report: ``report.md`` and ``report.html`` with the table, ``plot.png`` (fidelity and Fréchet
+"""The evaluation report: ``report.md`` and ``report.html`` with the table (95% bootstrap intervals over clips
+in brackets), ``plot.png`` (fidelity and Fréchet
 distance against steps, a line per model) and ``samples.gif`` (a row per model and step count, real clips in the
 first row)."""
 
@@ -16,7 +17,7 @@ COLUMNS = [
     ("fidelity_all", "fidelity (all)", "{:.3f}"), ("fidelity_digit", "digit", "{:.3f}"),
     ("fidelity_colour", "colour", "{:.3f}"), ("fidelity_direction", "direction", "{:.3f}"),
     ("frechet_distance", "Fréchet", "{:.2f}"), ("frechet_real_reference", "real-vs-real", "{:.2f}"),
-    ("coherence", "coherence", "{:.3f}"), ("psnr_vs_teacher", "PSNR vs teacher", "{:.2f}"),
+    ("coherence", "coherence", "{:.3f}"), ("flicker", "flicker", "{:.2f}"), ("psnr_vs_teacher", "PSNR vs teacher", "{:.2f}"),
     ("ssim_vs_teacher", "SSIM vs teacher", "{:.3f}"), ("seconds_text", "s/clip text", "{:.4f}"),
     ("seconds_denoise", "s/clip denoise", "{:.4f}"), ("seconds_decode", "s/clip decode", "{:.4f}"),
     ("seconds_total", "s/clip total", "{:.4f}"), ("peak_memory_mb", "peak MB (RSS or CUDA)", "{:.0f}"),
@@ -25,8 +26,18 @@ COLUMNS = [
 
 def table_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     present = [c for c in COLUMNS if any(c[0] in row for row in rows)]
-    cells = [[fmt.format(row[key]) if row.get(key) is not None else "" for key, _, fmt in present] for row in rows]
+    cells = [[cell(row, key, fmt) for key, _, fmt in present] for row in rows]
     return [title for _, title, _ in present], cells
+
+
+def cell(row: dict, key: str, fmt: str) -> str:
+    """A table cell: the value, and its 95% bootstrap interval ``[low, high]`` where the row has one."""
+    if row.get(key) is None:
+        return ""
+    interval = row.get(f"{key}_ci")
+    if interval is None:
+        return fmt.format(row[key])
+    return f"{fmt.format(row[key])} [{fmt.format(interval[0])}, {fmt.format(interval[1])}]"
 
 
 def markdown_table(rows: list[dict]) -> str:

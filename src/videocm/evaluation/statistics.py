@@ -1,0 +1,112 @@
+"""Uncertainty of evaluation figures: percentile bootstrap over clips, and paired comparisons of two models
+scored on the same captions and noise seeds.
+
+A figure's interval says how much it would move if the evaluation drew other clips of the same kind; it
+does not cover training noise (train a second seed for that). Every score here is a function of a set of
+clip indices, so one set of resampled index sets serves all of them, and a paired comparison resamples the
+same indices on both sides (the clips of two rows share caption and initial noise clip by clip).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import linalg
+
+RESAMPLES = 1000  # bootstrap resamples per interval
+LEVEL = 0.95  # the intervals' coverage
+SCORES = ("fidelity_all", "frechet_distance", "coherence", "flicker", "psnr_vs_teacher")
+HIGHER_IS_BETTER = {"fidelity_all": True, "frechet_distance": False, "coherence": True, "flicker": False,
+                    "psnr_vs_teacher": True}
+
+
+def resampled_indices(n: int, resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
+    """``(resamples, n)`` clip indices drawn with replacement (fixed by ``seed``, so reruns agree)."""
+    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+
+
+def percentile_interval(values: np.ndarray, level: float = LEVEL) -> list[float]:
+    """The central ``level`` percentile interval of bootstrap ``values``."""
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return [float(low), float(high)]
+
+
+class FrechetToReference:
+    """Fréchet distance of many feature subsets to one fixed reference set, fast enough to bootstrap.
+
+    With the reference covariance's square root ``R`` computed once, ``Tr((S_a S_r)^(1/2))`` is the sum of the
+    square roots of the eigenvalues of the symmetric ``R S_a R`` (the same value the FID formula's ``sqrtm``
+    gives), one symmetric eigen-decomposition per subset.
+    """
+
+    def __init__(self, reference: np.ndarray) -> None:
+        self.mean = reference.mean(0)
+        covariance = np.cov(reference, rowvar=False)
+        self.trace = float(np.trace(covariance))
+        self.root = np.real(linalg.sqrtm(covariance))
+
+    def __call__(self, features: np.ndarray) -> float:
+        mean = features.mean(0)
+        covariance = np.cov(features, rowvar=False)
+        eigenvalues = np.linalg.eigvalsh(self.root @ covariance @ self.root)
+        cross = np.sqrt(np.clip(eigenvalues, 0, None)).sum()
+        return float(((mean - self.mean) ** 2).sum() + np.trace(covariance) + self.trace - 2 * cross)
+
+
+@dataclass
+class ClipScores:
+    """Per-clip ingredients of one row's scores, in caption order: whether the judge found everything the
+    caption asked for, coherence, flicker, judge features ``(N, D)`` and (optionally) PSNR against the
+    teacher's clip from the same noise."""
+
+    correct: np.ndarray
+    coherence: np.ndarray
+    flicker: np.ndarray
+    features: np.ndarray
+    psnr_vs_teacher: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.correct)
+
+    def scores(self, indices: np.ndarray, frechet: FrechetToReference) -> dict[str, float]:
+        """Every score of the clips at ``indices`` (repeats allowed)."""
+        result = {
+            "fidelity_all": float(self.correct[indices].mean()),
+            "frechet_distance": frechet(self.features[indices]),
+            "coherence": float(self.coherence[indices].mean()),
+            "flicker": float(self.flicker[indices].mean()),
+        }
+        if self.psnr_vs_teacher is not None:
+            result["psnr_vs_teacher"] = float(self.psnr_vs_teacher[indices].mean())
+        return result
+
+
+def bootstrap_intervals(clips: ClipScores, frechet: FrechetToReference, resamples: int = RESAMPLES,
+                        seed: int = 0, level: float = LEVEL) -> dict[str, list[float]]:
+    """95% (``level``) percentile intervals of each score over clips, keyed ``<score>_ci``."""
+    draws = [clips.scores(indices, frechet) for indices in resampled_indices(len(clips), resamples, seed)]
+    return {f"{key}_ci": percentile_interval(np.array([d[key] for d in draws]), level) for key in draws[0]}
+
+
+def paired_comparison(first: ClipScores, second: ClipScores, frechet: FrechetToReference,
+                      resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL) -> dict[str, dict]:
+    """``first`` minus ``second`` for each score, with a paired bootstrap interval and a verdict: "better" or
+    "worse" (for ``first``, by the score's direction) when the interval excludes 0, else "tie"."""
+    if len(first) != len(second):
+        raise ValueError(f"a paired comparison needs the same clips on both sides, got {len(first)} and "
+                         f"{len(second)}")
+    everything = np.arange(len(first))
+    whole_first, whole_second = first.scores(everything, frechet), second.scores(everything, frechet)
+    draws = [(first.scores(i, frechet), second.scores(i, frechet))
+             for i in resampled_indices(len(first), resamples, seed)]
+    result = {}
+    for key in whole_first.keys() & whole_second.keys():
+        low, high = percentile_interval(np.array([a[key] - b[key] for a, b in draws]), level)
+        if low <= 0 <= high:
+            verdict = "tie"
+        else:
+            verdict = "better" if (low > 0) == HIGHER_IS_BETTER[key] else "worse"
+        result[key] = {"difference": whole_first[key] - whole_second[key], "ci": [low, high], "verdict": verdict}
+    return result
