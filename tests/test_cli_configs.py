@@ -71,7 +71,7 @@ def test_flags_parse_into_the_commands_config(argv, expected):
 def test_command_table_covers_every_command():
     assert set(COMMANDS) == {"data export", "train-judge", "eval", "judge-check", "train-vae", "train-teacher",
                              "distill", "encode-captions", "encode", "export", "sample", "bench", "train-control",
-                             "eval-control", "demo"}
+                             "eval-control", "demo", "compare", "curves"}
     _, run, config = parse_command(["distill", "--method", "dcm"])
     assert type(config).__name__ == "DCMConfig" and run.__name__ == "distill_dcm"
     _, _, encode = parse_command(["encode", "--teacher", "t", "--data", "v", "--out", "c", "--frames", "9",
@@ -128,6 +128,10 @@ def test_help_lists_every_setting_with_its_type_default_and_doc(name, capsys):
     (["distill", "--method", "gan"], "--method 'gan' is not known: use one of lcm, dcm"),
     (["sample", "stray"], "expected --key value"),
     (["sample", "--config"], "--config needs a value"),
+    (["sample", "--prompt", "a", "--out", "o.gif", "--guidance", "nan"], "--guidance 'nan': give a finite number"),
+    (["eval", "--model", "real", "--guidance", "inf"], "--guidance 'inf': give a finite number"),
+    (["distill", "--lr", "-inf"], "--lr '-inf': give a finite number"),
+    (["distill", "--method", "dcm", "--guidance-range", "1,nan"], "--guidance-range 'nan': give a finite"),
     (["nonsense"], "unknown command 'nonsense'"),
     (["data", "import"], "unknown command 'data import'"),
 ])

@@ -112,3 +112,42 @@ def test_eval_writes_intervals_and_compare_reads_them_back(tmp_path, capsys):
     assert "has no row 'nope@1'; it has: real-blurred@1, real@1" in capsys.readouterr().err
     assert main(["compare", "--first", str(scores), "--second", f"{scores}#real@1"]) == 2
     assert "FILE.npz#model@steps" in capsys.readouterr().err
+
+
+def test_curves_plots_a_runs_monitor_scores_with_reference_rows(tmp_path, capsys):
+    run = tmp_path / "run" / "samples"
+    run.mkdir(parents=True)
+    run.joinpath("scores.jsonl").write_text("\n".join(json.dumps(
+        {"step": s, "fidelity_all": f, "frechet_distance": d}) for s, f, d in ((500, 0.9, 6.0), (250, 0.8, 9.0))))
+    evaluation = tmp_path / "eval.json"
+    evaluation.write_text(json.dumps({"rows": [{"model": "teacher-vp", "steps": 4, "fidelity_all": 0.927,
+                                                "frechet_distance": 9.93}]}))
+    out = tmp_path / "curve.png"
+    assert main(["curves", "--run", f"long={tmp_path / 'run'}", "--reference", f"teacher 4={evaluation}#teacher-vp@4",
+                 "--out", str(out)]) == 0
+    assert out.stat().st_size > 5000
+    printed = capsys.readouterr().out
+    assert "long: 2 points, last at step 500: fidelity_all 0.900, frechet_distance 6.000" in printed
+    assert main(["curves", "--run", str(tmp_path), "--out", str(out)]) == 2
+    assert "samples/scores.jsonl: no such file" in capsys.readouterr().err
+    assert main(["curves", "--run", str(tmp_path / "run"), "--reference", f"x={evaluation}#teacher-vp@50"]) == 2
+    assert "has no row 'teacher-vp@50'; it has: teacher-vp@4" in capsys.readouterr().err
+
+
+def test_the_teachers_reference_clips_serve_its_own_row(monkeypatch):
+    from videocm.evaluation import evaluate
+    from videocm.evaluation.judge import Judge
+
+    calls = []
+    original = evaluate.generate_with_cost
+
+    def counted(generator, prompts, seeds, steps, *args, **kwargs):
+        calls.append(steps)
+        return original(generator, prompts, seeds, steps, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "generate_with_cost", counted)
+    result, _, _ = evaluate.evaluate_models(["real-blurred"], [4, 50], Judge.load(), n=8, teacher="real-blurred",
+                                            teacher_steps=50)
+    assert calls == [50, 4]  # the 50-step row reuses the reference clips
+    rows = {row["steps"]: row for row in result["rows"]}
+    assert rows[50]["psnr_vs_teacher"] == 100.0 and rows[4]["psnr_vs_teacher"] < 100.0

@@ -161,6 +161,12 @@ COMMANDS: dict[str, Command] = {
         "Compare two (model, steps) rows scored on the same captions and seeds (the same --n and --seed), each given "
         "as FILE.npz#model@steps: the difference of every score with its 95% paired bootstrap interval over clips, "
         "and whether the first row is better, worse or tied (the interval holds 0)."),
+    "curves": Command(
+        "evaluation.cli:CurvesConfig", "evaluation.cli:run_curves",
+        "plot training runs' periodic sample scores (fidelity, Fréchet) against updates",
+        "Read RUN/samples/scores.jsonl of each --run (LABEL=DIR to name it) and plot fidelity and Fréchet distance "
+        "against optimiser updates into --out, with rows of `videocm eval --json` files as dashed reference lines "
+        "(--reference LABEL=EVAL.json#model@steps)."),
     "judge-check": Command(
         "evaluation.verdicts:JudgeCheckConfig", "evaluation.verdicts:run_judge_check",
         "the judge's verdict on real and corrupted test clips"),

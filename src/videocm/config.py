@@ -18,6 +18,7 @@ import difflib
 import functools
 import inspect
 import io
+import math
 import shutil
 import textwrap
 import tokenize
@@ -187,7 +188,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         try:
             return [_coerce(v.strip() if isinstance(v, str) else v, item, key) for v in items if v != ""]
         except VideoCMError as error:
-            if item not in (int, float):
+            if item not in (int, float) or "finite" in str(error):
                 raise
             raise VideoCMError(f"config key {key!r} expects comma-separated {type_name(item)} values, "
                                f"got {value!r}") from error
@@ -205,7 +206,10 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
                 raise ValueError(value)
             if annotation is int and isinstance(value, bool):
                 raise ValueError(value)
-            return annotation(value)
+            result = annotation(value)
+            if annotation is float and not math.isfinite(result):
+                raise VideoCMError(f"--{key.replace('_', '-')} {value!r}: give a finite number (not nan or inf)")
+            return result
     except (TypeError, ValueError) as error:
         raise VideoCMError(f"config key {key!r} expects {annotation.__name__}, got {value!r}") from error
     return value

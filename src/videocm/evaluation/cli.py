@@ -7,10 +7,11 @@ from pathlib import Path
 
 from ..data.clip_folder import read_clip_folder
 from ..errors import VideoCMError
-from .evaluate import (evaluate_models, read_clip_scores, reference_frechet, score_clips, write_clip_scores,
-                       write_json)
+from ..models.info import read_json_object
+from .evaluate import (evaluate_models, read_clip_scores, reference_frechet, row_label, score_clips,
+                       write_clip_scores, write_json)
 from .judge import Judge
-from .report import markdown_table, write_report
+from .report import markdown_table, plot_learning_curves, read_monitor_scores, write_report
 from .statistics import paired_comparison
 
 
@@ -152,4 +153,45 @@ def run_compare(config: CompareConfig) -> int:
     print(comparison_table([result]))
     if config.json:
         write_json(result, config.json)
+    return 0
+
+
+@dataclass
+class CurvesConfig:
+    """``videocm curves``: plot training runs' periodic sample scores against updates."""
+
+    run: list[str] = field(default_factory=list, metadata={"repeat": True})  # training output folder (holds samples/scores.jsonl); LABEL=DIR names its line
+    reference: list[str] = field(default_factory=list, metadata={"repeat": True})  # LABEL=EVAL.json#model@steps: a row of `videocm eval --json` drawn as a dashed line
+    out: str = "learning-curves.png"  # the plot
+
+    def __post_init__(self) -> None:
+        if not self.run:
+            raise VideoCMError("give at least one --run DIR (a training run with samples/scores.jsonl)")
+
+
+def labelled(spec: str) -> tuple[str, str]:
+    label, _, value = spec.rpartition("=") if "=" in spec else ("", "", spec)
+    return label or Path(value).name, value
+
+
+def reference_row(spec: str) -> tuple[str, dict]:
+    label, value = labelled(spec)
+    path, _, row = value.partition("#")
+    if not row or not Path(path).is_file():
+        raise VideoCMError(f"--reference {spec!r}: give LABEL=EVAL.json#model@steps (a `videocm eval --json` file)")
+    rows = {row_label(r): r for r in read_json_object(Path(path)).get("rows", [])}
+    if row not in rows:
+        raise VideoCMError(f"{path} has no row {row!r}; it has: {', '.join(rows)}")
+    return label, rows[row]
+
+
+def run_curves(config: CurvesConfig) -> int:
+    runs = {label: read_monitor_scores(folder) for label, folder in map(labelled, config.run)}
+    references = dict(reference_row(spec) for spec in config.reference)
+    plot_learning_curves(runs, config.out, references)
+    for label, rows in runs.items():
+        last = rows[-1]
+        print(f"{label}: {len(rows)} points, last at step {last['step']}: "
+              + ", ".join(f"{k} {last[k]:.3f}" for k in ("fidelity_all", "frechet_distance") if k in last))
+    print(f"plot: {config.out}")
     return 0

@@ -141,15 +141,18 @@ def evaluate_models(
     steps_for = steps_for or {}
     prompts, seeds = eval_prompts(n, seed)
     generators = [load_generator(spec) for spec in specs]
-    teacher_clips = None
+    teacher_clips = teacher_cost = None
     if teacher is not None:
-        teacher_clips, _ = generate_with_cost(load_generator(teacher), prompts, seeds, teacher_steps, guidance,
-                                              batch_size, f"teacher {teacher_steps} steps")
+        teacher_clips, teacher_cost = generate_with_cost(load_generator(teacher), prompts, seeds, teacher_steps,
+                                                         guidance, batch_size, f"teacher {teacher_steps} steps")
     runs = []
     for spec, generator in zip(specs, generators):
         for steps in steps_for.get(spec, steps_list):
-            clips, cost = generate_with_cost(generator, prompts, seeds, steps, guidance, batch_size,
-                                             f"{generator.name} {steps} steps")
+            if spec == teacher and steps == teacher_steps:  # the reference clips already are this row's
+                clips, cost = teacher_clips, teacher_cost
+            else:
+                clips, cost = generate_with_cost(generator, prompts, seeds, steps, guidance, batch_size,
+                                                 f"{generator.name} {steps} steps")
             row = {"model": generator.name, "path": spec, "steps": steps, "guidance": guidance}
             per_clip, heads = clip_scores(judge, clips, prompts)
             if teacher_clips is not None:

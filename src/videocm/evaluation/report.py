@@ -6,11 +6,13 @@ first row)."""
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 
 import numpy as np
 
 from ..data.video_io import tile, write_video
+from ..errors import VideoCMError
 
 COLUMNS = [
     ("model", "model", "{}"), ("steps", "steps", "{}"), ("nfe", "NFE", "{:g}"),
@@ -75,6 +77,43 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
+def read_monitor_scores(run: str | Path) -> list[dict]:
+    """The periodic sample scores of a training run (``RUN/samples/scores.jsonl``), in step order."""
+    path = Path(run) / "samples" / "scores.jsonl"
+    if not path.is_file():
+        raise VideoCMError(f"{path}: no such file; a run writes it when trained with --sample-every N")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return sorted(rows, key=lambda row: row["step"])
+
+
+def plot_learning_curves(runs: dict[str, list[dict]], path: str | Path,
+                         references: dict[str, dict[str, float]] | None = None) -> None:
+    """Fidelity and Fréchet distance of each run's periodic samples against optimiser updates (a line per run),
+    with horizontal reference lines (``{label: {"fidelity_all": ..., "frechet_distance": ...}}``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    keys = (("fidelity_all", "prompt fidelity of the samples"), ("frechet_distance", "Fréchet distance"))
+    for axis, (key, title) in zip(axes, keys):
+        for label, rows in runs.items():
+            mine = [r for r in rows if key in r]
+            axis.plot([r["step"] for r in mine], [r[key] for r in mine], marker="o", label=label)
+        for number, (label, values) in enumerate((references or {}).items()):
+            if key in values:
+                axis.axhline(values[key], color=f"C{number + len(runs)}", linestyle="--", label=label)
+        axis.set_xlabel("optimiser updates")
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
 def write_report(result: dict, runs, real: list[np.ndarray], folder: str | Path, scale: int = 3) -> Path:
     """Write the report folder; returns the path of ``report.md``."""
     folder = Path(folder)
@@ -89,7 +128,9 @@ def write_report(result: dict, runs, real: list[np.ndarray], folder: str | Path,
         f"{result['n']} clips per row for test captions spread evenly over all 240 (seed {result['seed']}). "
         "Fidelity: share of clips whose judged digit, colour and direction match the caption. Fréchet: distance "
         "between judge features of the clips and of 960 real test clips, beside the same distance for real clips "
-        "with the same captions (real-vs-real). Coherence: 1.0 when the digit keeps its shape across frames."
+        "with the same captions (real-vs-real). Coherence: 1.0 when the digit keeps its shape across frames. "
+        "Flicker: mean absolute difference (grey levels) of consecutive frames after undoing the motion, 0 for "
+        "real clips. Brackets: 95% bootstrap intervals over clips."
     )
     if result.get("teacher"):
         intro += f" PSNR/SSIM against the teacher ({result['teacher']}, {result['teacher_steps']} steps), same seeds."
