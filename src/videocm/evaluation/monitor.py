@@ -32,8 +32,9 @@ class JudgeMonitor:
     def samples(self, pipeline, n: int, steps: int, guidance: float | None, out: Path, step: int,
                 prompts: list[str] | None = None) -> dict[str, float]:
         """Generate ``n`` clips for evenly spread test captions (or ``prompts``, e.g. the user's own captions),
-        write ``OUT/samples/step-N.gif`` (16 of them) and append the judge's fidelity (MovingDigits clips only) and
-        the coherence to ``OUT/samples/scores.jsonl``."""
+        write ``OUT/samples/step-N.gif`` (16 of them) and append the coherence and, for MovingDigits clips, the
+        judge's fidelity, Fréchet distance (with the real-vs-real value) and flicker, with 95% intervals over the
+        clips for fidelity and Fréchet, to ``OUT/samples/scores.jsonl``."""
         if prompts:
             prompts = [prompts[i % len(prompts)] for i in range(n)]
             seeds = list(range(1, n + 1))
@@ -46,7 +47,8 @@ class JudgeMonitor:
         try:
             judged = score_clips(self._judge(), clips, prompts)
             scores.update({k: judged[k] for k in ("fidelity_digit", "fidelity_colour", "fidelity_direction",
-                                                  "fidelity_all", "frechet_distance", "frechet_real_reference")})
+                                                  "fidelity_all", "frechet_distance", "frechet_real_reference",
+                                                  "flicker", "fidelity_all_ci", "frechet_distance_ci")})
         except VideoCMError:
             pass  # the judge only takes the benchmark's clip shape
         with open(samples / "scores.jsonl", "a") as handle:

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Detail-stage arms on one semantic expert (the shipped dcm-flow's), step-matched (1200 steps, batch 16), two seeds:
+# DCM's formulation (real = target), real = data, data + a faster discriminator, data + R1 penalty, and GAN off.
+# Run alone on the machine (about 22 minutes an arm on 2 cores); each arm is skipped when its folder is finished.
+set -e
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+V=.venv/bin/videocm
+O=outputs/gan-arms
+mkdir -p $O
+[ -f $O/captions.safetensors ] || $V encode-captions --out $O/captions.safetensors
+arm() {  # name seed flags...
+  local name=$1 seed=$2; shift 2
+  [ -f $O/$name-s$seed/videocm.json ] && return 0
+  /usr/bin/time -v $V distill --method dcm --teacher models/teacher-flow --semantic-from models/dcm-flow \
+    --out $O/$name-s$seed --batch-size 16 --prompt-cache $O/captions.safetensors --detail-minutes 0 \
+    --checkpoint-every 200 --sample-every 0 --seed $seed "$@" > $O/$name-s$seed.log 2>&1
+}
+for seed in ${SEEDS:-0 1}; do
+  arm off $seed --gan-weight 0 --feature-matching-weight 0
+  arm data $seed --gan-real data
+  arm target $seed --gan-real target
+  arm data-r1 $seed --gan-real data --disc-gradient-penalty 1.0
+  arm data-fastdisc $seed --gan-real data --disc-lr 1e-3
+done
