@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Detail-stage arms on one semantic expert (the shipped dcm-flow's), step-matched (1200 steps, batch 16), two seeds:
 # DCM's formulation (real = target), real = data, data + a faster discriminator, data + R1 penalty, and GAN off.
-# Run alone on the machine (about 22 minutes an arm on 2 cores); each arm is skipped when its folder is finished.
+# Run alone on the machine (about 22 minutes an arm on 2 cores); a finished arm is skipped, an interrupted one resumed.
 set -e
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 V=.venv/bin/videocm
@@ -11,7 +11,9 @@ mkdir -p $O
 arm() {  # name seed flags...
   local name=$1 seed=$2; shift 2
   [ -f $O/$name-s$seed/videocm.json ] && return 0
-  /usr/bin/time -v $V distill --method dcm --teacher models/teacher-flow --semantic-from models/dcm-flow \
+  local resume=false
+  [ -d $O/$name-s$seed/stages ] && resume=true  # an interrupted arm continues from its newest checkpoint
+  /usr/bin/time -v $V distill --resume $resume --method dcm --teacher models/teacher-flow --semantic-from models/dcm-flow \
     --out $O/$name-s$seed --batch-size 16 --prompt-cache $O/captions.safetensors --detail-minutes 0 \
     --checkpoint-every 200 --sample-every 0 --seed $seed "$@" > $O/$name-s$seed.log 2>&1
 }
