@@ -9,32 +9,23 @@ import sys
 
 import numpy as np
 
-from videocm.evaluation.evaluate import read_clip_scores, reference_frechet, row_label
+from videocm.evaluation.evaluate import (ModelRun, read_clip_scores, reference_frechet, row_label,
+                                        same_steps_comparisons)
 from videocm.evaluation.judge import Judge
-from videocm.evaluation.statistics import bootstrap_intervals, paired_comparison
+from videocm.evaluation.statistics import bootstrap_intervals
 
 
 def main(json_path: str, npz_path: str) -> None:
     result = json.loads(open(json_path).read())
-    frechet = reference_frechet(Judge.load())
-    per_clip = {}
-    for row in result["rows"]:
-        label = row_label(row)
-        per_clip[label] = scores = read_clip_scores(npz_path, label)
-        row.update(bootstrap_intervals(scores, frechet))
-    comparisons = []
-    rows = result["rows"]
-    for i, first in enumerate(rows):
-        for second in rows[i + 1:]:
-            if first["steps"] == second["steps"]:
-                a, b = row_label(first), row_label(second)
-                comparisons.append({"first": a, "second": b, **paired_comparison(per_clip[a], per_clip[b], frechet)})
-    result["comparisons"] = comparisons
+    judge = Judge.load()
+    runs = [ModelRun(row, per_clip=read_clip_scores(npz_path, row_label(row))) for row in result["rows"]]
+    for run in runs:
+        run.row.update(bootstrap_intervals(run.per_clip, reference_frechet(judge)))
+    result["comparisons"] = same_steps_comparisons(judge, runs)
     with open(json_path, "w") as handle:
         json.dump(result, handle, indent=2)
-    for row in rows:
-        print(row_label(row), {k: np.round(v, 3).tolist() for k, v in row.items() if k.endswith("_ci")})
-
+    for run in runs:
+        print(row_label(run.row), {k: np.round(v, 3).tolist() for k, v in run.row.items() if k.endswith("_ci")})
 
 if __name__ == "__main__":
     main(*sys.argv[1:3])

@@ -14,7 +14,7 @@ from ..errors import VideoCMError
 from .cost import CostMeter, PeakMemory
 from .generators import load_generator
 from .judge import Judge
-from .metrics import caption_labels, clip_coherence, clip_flicker, clip_psnr, clip_ssim, frechet_distance
+from .metrics import caption_labels, clip_coherence, clip_flicker, teacher_agreement
 from .statistics import ClipScores, FrechetToReference, bootstrap_intervals, paired_comparison
 
 REFERENCE_SEED = 30_000  # the real test clips that every Fréchet distance is measured against
@@ -88,8 +88,8 @@ def summarise(judge: Judge, per_clip: ClipScores, heads: dict[str, float], promp
         "fidelity_digit": heads["digit"],
         "fidelity_colour": heads["colour"],
         "fidelity_direction": heads["direction"],
-        "frechet_distance": frechet_distance(per_clip.features, reference_features(judge)),
-        "frechet_real_reference": frechet_distance(real, reference_features(judge)),
+        "frechet_distance": whole["frechet_distance"],
+        "frechet_real_reference": frechet(real),
         "coherence": whole["coherence"],
         "flicker": whole["flicker"],
     }
@@ -155,12 +155,12 @@ def evaluate_models(
                                                  f"{generator.name} {steps} steps")
             row = {"model": generator.name, "path": spec, "steps": steps, "guidance": guidance}
             per_clip, heads = clip_scores(judge, clips, prompts)
-            if teacher_clips is not None:
-                per_clip.psnr_vs_teacher = np.array([clip_psnr(c, t) for c, t in zip(clips, teacher_clips)])
-                ssim = float(np.mean([clip_ssim(c, t) for c, t in zip(clips, teacher_clips)]))
+            agreement = teacher_agreement(clips, teacher_clips) if teacher_clips is not None else None
+            if agreement is not None:
+                per_clip.psnr_vs_teacher = agreement["psnr_per_clip"]
             row.update(summarise(judge, per_clip, heads, prompts))
-            if teacher_clips is not None:
-                row["ssim_vs_teacher"] = ssim
+            if agreement is not None:
+                row["ssim_vs_teacher"] = agreement["ssim"]
             row.update(cost)
             runs.append(ModelRun(row, clips[:keep], per_clip))
     real = real_clips_for(prompts[:keep], Geometry(judge.frames, judge.size))

@@ -132,12 +132,15 @@ def clip_ssim(clip: np.ndarray, reference: np.ndarray) -> float:
     ]))
 
 
-def teacher_agreement(student_clips, teacher_clips) -> dict[str, float]:
+def teacher_agreement(student_clips, teacher_clips) -> dict:
     """Agreement of a student with the teacher: mean PSNR and SSIM of each student clip against the teacher's
-    many-step clip for the same prompt and the same initial noise (pairs in the same order)."""
+    many-step clip for the same prompt and the same initial noise (pairs in the same order), and the PSNR of each
+    pair (``psnr_per_clip``, for intervals)."""
     if len(student_clips) != len(teacher_clips):
         raise ValueError(f"{len(student_clips)} student clips but {len(teacher_clips)} teacher clips")
+    psnr = np.array([clip_psnr(s, t) for s, t in zip(student_clips, teacher_clips)])
     return {
-        "psnr": float(np.mean([clip_psnr(s, t) for s, t in zip(student_clips, teacher_clips)])),
+        "psnr": float(psnr.mean()),
         "ssim": float(np.mean([clip_ssim(s, t) for s, t in zip(student_clips, teacher_clips)])),
+        "psnr_per_clip": psnr,
     }
