@@ -17,10 +17,16 @@ arm() {  # name seed flags...
     --out $O/$name-s$seed --batch-size 16 --prompt-cache $O/captions.safetensors --detail-minutes 0 \
     --checkpoint-every 200 --sample-every 0 --seed $seed "$@" > $O/$name-s$seed.log 2>&1
 }
-for seed in ${SEEDS:-0 1}; do
-  arm off $seed --gan-weight 0 --feature-matching-weight 0
-  arm data $seed --gan-real data
-  arm target $seed --gan-real target
-  arm data-r1 $seed --gan-real data --disc-gradient-penalty 1.0
-  arm data-fastdisc $seed --gan-real data --disc-lr 1e-3
+flags() {  # the arm's own flags
+  case $1 in
+    off) echo --gan-weight 0 --feature-matching-weight 0 ;;
+    data) echo --gan-real data ;;
+    target) echo --gan-real target ;;
+    data-r1) echo --gan-real data --disc-gradient-penalty 1.0 ;;
+    data-fastdisc) echo --gan-real data --disc-lr 1e-3 ;;
+  esac
+}
+# Priority order: the GAN's contribution on two seeds first, then the discriminator variants.
+for run in ${RUNS:-off:0 data:0 target:0 off:1 data:1 data-fastdisc:0 data-r1:0 target:1 data-fastdisc:1 data-r1:1}; do
+  arm ${run%%:*} ${run##*:} $(flags ${run%%:*})
 done

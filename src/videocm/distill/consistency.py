@@ -53,12 +53,12 @@ def consistency_step(student, target, teacher, schedule, grid: torch.Tensor, end
     x_high = schedule.add_noise(latents, noise, t_high)
     student_output = student(x_high, schedule.model_timestep(t_high).to(device), **student_cond)
     prediction = phased_function(schedule, student_output, x_high, t_high, segment_end, sigma_data, timestep_scaling)
-    with torch.inference_mode():  # the frozen teacher: no autograd bookkeeping at all
+    # no_grad, not inference_mode: an FSDP-sharded teacher gathers its weights into buffers it reuses in DCM's
+    # detail stage, where it runs with autograd; inference tensors there cannot be written outside inference mode
+    with torch.no_grad():
         teacher_output = guided_output(teacher, x_high, schedule.model_timestep(t_high).to(device), teacher_cond,
                                        teacher_uncond, guidance)
         x_low = ode_step(schedule, teacher_output, x_high, t_high, t_low)
-    x_low = x_low.clone()  # an ordinary tensor again, for the target network below
-    with torch.no_grad():
         target_output = target(x_low, schedule.model_timestep(t_low).to(device), **student_cond)
         target_value = phased_function(schedule, target_output, x_low, t_low, segment_end, sigma_data,
                                        timestep_scaling)

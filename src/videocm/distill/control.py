@@ -92,9 +92,9 @@ class ControlTask:
         self.shard = (0, 1)
         self.micro_batch = config.batch_size
 
-    def prepare(self, accelerator) -> None:
-        self.teacher.denoiser.to(accelerator.device)
-        self.teacher.vae.to(accelerator.device)
+    def prepare(self, engine) -> None:
+        self.teacher.denoiser.to(engine.device)
+        self.teacher.vae.to(engine.device)
 
     def loss(self, model, step, rng, generator, device):
         n = self.micro_batch
@@ -160,9 +160,9 @@ class ControlConsistencyTask(ControlTask):
         self.negative = {k: v.to(device) for k, v in self.text.encode([info.negative_prompt]).items()}
         self.target = TargetNetwork(self.model, "ema", config.target_decay)
 
-    def prepare(self, accelerator) -> None:
-        super().prepare(accelerator)
-        self.student.denoiser.to(accelerator.device)
+    def prepare(self, engine) -> None:
+        super().prepare(engine)
+        self.student.denoiser.to(engine.device)
 
     def checkpoint_objects(self) -> list:
         return [self.target]

@@ -42,6 +42,7 @@ from ..models.denoisers import DenoiserAdapter
 from ..models.experts import EXPERTS_FOLDER, FeatureTap, feature_blocks, load_expert, save_expert, tied_expert
 from ..models.folder import STORE_DTYPES, cast_for_storage, load_model, save_model
 from ..models.info import ModelInfo, PhasedInfo, is_model_folder
+from ..models.student import without_dropout
 from .lcm import (Distillation, LCMConfig, TargetNetwork, load_teacher, new_student, student_info,
                   teacher_guidance)
 from .trainer import Monitor, check_resume, run_and_summarise, shard_rows
@@ -209,7 +210,7 @@ class DCMStageTask:
 
     def __init__(self, config: DCMConfig, expert: int, semantic: DenoiserAdapter | None = None,
                  trained: list[DenoiserAdapter] | None = None, device=None) -> None:
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() and not config.cpu else "cpu"))
+        device = torch.device("cpu" if config.cpu else device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if config.student != "full" or config.guidance_range:
             raise VideoCMError("DCM trains a full semantic expert with fixed guidance; drop --student lora and "
                                "--guidance-range")
@@ -236,7 +237,7 @@ class DCMStageTask:
             betas = tuple(float(b) for b in config.disc_betas)
             self.disc_optimizer = torch.optim.AdamW(self.heads.parameters(), lr=config.disc_lr, betas=betas,
                                                     weight_decay=0.0)
-        self.accelerator = None
+        self.engine = None
 
     def _build_expert(self, device):
         config = self.config
@@ -248,6 +249,8 @@ class DCMStageTask:
         expert = tied_expert(base, config.detail_lora_rank, config.detail_lora_alpha, config.detail_lora_targets)
         if config.gradient_checkpointing:
             expert.network.enable_gradient_checkpointing()
+        if not config.student_dropout:
+            without_dropout(expert)
         return expert.to(device).train()
 
     def _feature_channels(self) -> list[int]:
@@ -261,15 +264,19 @@ class DCMStageTask:
 
     # ---- trainer hooks -------------------------------------------------------------------------------------------
 
-    def prepare(self, accelerator) -> None:
+    def prepare(self, engine) -> None:
         """Called by the trainer after it prepared the student: the discriminator and its optimiser join the run
         (several processes, checkpoints)."""
-        self.accelerator = accelerator
+        self.engine = engine
         if self.heads is not None:
-            self.heads, self.disc_optimizer = accelerator.prepare(self.heads, self.disc_optimizer)
+            self.heads, self.disc_optimizer = engine.prepare(self.heads, self.disc_optimizer)
 
     def checkpoint_objects(self) -> list:
         return [self.target] if self.target.network is not None else []
+
+    def frozen_modules(self) -> dict:
+        """The networks the trainer may shard beside the expert (the discriminator heads stay replicated)."""
+        return {"teacher": self.distillation.teacher, "target": self.target.network}
 
     def after_step(self, model) -> None:
         self.target.update(model)
@@ -324,14 +331,14 @@ class DCMStageTask:
         if not torch.isfinite(disc_loss + penalty):
             raise VideoCMError(f"the discriminator loss became {disc_loss.item()}; lower --disc-lr and rerun with "
                                f"--resume")
-        if self.accelerator is not None:
-            self.accelerator.backward(disc_loss + gamma / 2 * penalty)
+        if self.engine is not None:
+            self.engine.backward(disc_loss + gamma / 2 * penalty)
         else:
             (disc_loss + gamma / 2 * penalty).backward()
         self.disc_optimizer.step()
         self.disc_optimizer.zero_grad(set_to_none=True)
         # generator terms through frozen copies of the heads' weights: no gradient reaches the discriminator
-        heads = self.accelerator.unwrap_model(self.heads) if self.accelerator is not None else self.heads
+        heads = self.engine.unwrap_model(self.heads) if self.engine is not None else self.heads
         frozen = {k: v.detach() for k, v in heads.named_parameters()}
         fake_logits = torch.func.functional_call(heads, frozen, (fake_features,))
         return (hinge_generator_loss(fake_logits), feature_matching_loss(fake_features, real_features),

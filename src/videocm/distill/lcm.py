@@ -29,7 +29,8 @@ from ..errors import VideoCMError
 from ..models.denoisers import DenoiserAdapter, GuidanceEmbeddedDenoiser, unwrapped
 from ..models.folder import STORE_DTYPES, cast_for_storage, load_model, save_model
 from ..models.info import ConsistencyInfo, GuidanceInfo, ModelInfo
-from ..models.student import LORA_FOLDER, add_lora, has_lora, merged_network_state, new_guidance_embedding, save_lora
+from ..models.student import (LORA_FOLDER, add_lora, has_lora, merged_network_state, new_guidance_embedding, save_lora,
+                              without_dropout)
 from ..models.text_encoder import PromptCache, TextEncoder
 from ..models.video_model import VideoModel
 from ..pipeline import VideoPipeline
@@ -71,6 +72,7 @@ class LCMConfig(TrainConfig):
     # student
     student: str = "full"  # "full" fine-tune or "lora"
     gradient_checkpointing: bool = False  # recompute the student's block activations in the backward (less memory)
+    student_dropout: bool = False  # keep the network's dropout layers in the student (off: deterministic steps)
     teacher_dtype: str = "auto"  # the frozen teacher's weights: auto = bfloat16 on a GPU, float32 on the CPU
     lora_rank: int = 16  # --student lora: LoRA rank
     lora_alpha: float = 16.0  # --student lora: LoRA alpha
@@ -173,7 +175,8 @@ class TargetNetwork:
 
     def __init__(self, student: DenoiserAdapter, mode: str, decay: float) -> None:
         self.mode, self.decay = mode, decay
-        self.network = copy.deepcopy(student).requires_grad_(False) if mode == "ema" else None
+        # the target is a fixed function of its input: no dropout, whatever the student does
+        self.network = copy.deepcopy(student).requires_grad_(False).eval() if mode == "ema" else None
 
     def __call__(self, student: DenoiserAdapter) -> DenoiserAdapter:
         return self.network if self.network is not None else student
@@ -282,6 +285,8 @@ class Distillation:
 def new_student(teacher: DenoiserAdapter, config: LCMConfig, device):
     """The teacher's network, fully trainable or with LoRA, optionally with a guidance embedding."""
     student = copy.deepcopy(teacher).requires_grad_(True).train()
+    if not config.student_dropout:
+        without_dropout(student)
     if config.guidance_range:
         student = GuidanceEmbeddedDenoiser(student, new_guidance_embedding(student).to(device))
     if config.gradient_checkpointing:
@@ -322,6 +327,10 @@ class LCMTask:
 
     def checkpoint_objects(self) -> list:
         return [self.target] if self.target.network is not None else []
+
+    def frozen_modules(self) -> dict:
+        """The networks the trainer may shard beside the student."""
+        return {"teacher": self.distillation.teacher, "target": self.target.network}
 
     def after_step(self, model) -> None:
         self.target.update(model)

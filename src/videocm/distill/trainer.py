@@ -16,6 +16,7 @@ complete, the last ``keep_checkpoints`` are kept, and ``resume`` continues from 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import shutil
@@ -29,6 +30,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import VideoCMError
+from .ema import EMAState
+from .parallel import make_engine
 
 CHECKPOINTS = "checkpoints"
 COMPLETE = "complete.json"
@@ -57,6 +60,9 @@ class TrainConfig:
     stop_at_step: int = 0  # stop early (checkpoint and save) at this step, keeping the schedule of ``steps``; 0 = off
     resume: bool = False  # continue from the newest checkpoint in ``out``
     cpu: bool = False  # force the CPU even when a GPU is there
+    parallel: str = "ddp"  # ddp (every process holds every weight) or fsdp (FSDP2: weights sharded per block)
+    fsdp_shard_teacher: bool = True  # --parallel fsdp: shard the frozen teacher too (false: a whole copy each)
+    fsdp_reshard_after_forward: bool = True  # --parallel fsdp: free gathered weights after each block's forward
 
 
 class Monitor(Protocol):
@@ -111,22 +117,6 @@ def latest_checkpoint(out: Path) -> Path | None:
     return max(complete, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
-class _EMAState:
-    """EMA weights as a checkpointable object (diffusers' EMAModel)."""
-
-    def __init__(self, model: torch.nn.Module, decay: float) -> None:
-        from diffusers.training_utils import EMAModel
-
-        self.ema = EMAModel([p for p in model.parameters() if p.requires_grad], decay=decay, use_ema_warmup=True,
-                            power=0.75)
-
-    def state_dict(self) -> dict:
-        return self.ema.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.ema.load_state_dict(state)
-
-
 class _Checkpointable:
     """A torch object (e.g. the LR scheduler) registered with accelerate's checkpointing as it is."""
 
@@ -150,10 +140,11 @@ def check_resume(out: Path, resume: bool) -> Path | None:
 
 
 def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=None,
-          monitor: Monitor | None = None) -> dict:
+          monitor: Monitor | None = None, make_plain_task=None) -> dict:
     """Run (or, with ``config.resume``, continue) training; returns a summary with the final loss and wall time.
     ``on_step(done)`` is called after every optimiser step (the benchmark times steps with it); ``monitor`` scores
-    the samples taken every ``sample_every`` steps (None: no samples)."""
+    the samples taken every ``sample_every`` steps (None: no samples); ``make_plain_task()`` builds an unsharded
+    copy of the task on the CPU, into which ``--parallel fsdp`` gathers the weights to sample and save."""
     from accelerate import Accelerator
 
     out = Path(config.out)
@@ -171,26 +162,34 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=N
                            f"on {accelerator.num_processes} processes; use a multiple of "
                            f"{micro_steps * accelerator.num_processes}")
     task.shard = (accelerator.process_index, accelerator.num_processes)
-    model = task.model
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if not trainable:
+    if not any(p.requires_grad for p in task.model.parameters()):
         raise VideoCMError("the task has no trainable parameters")
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    engine = make_engine(config, accelerator, make_plain_task)
+    frozen = getattr(task, "frozen_modules", dict)()
+    if not config.fsdp_shard_teacher:
+        frozen.pop("teacher", None)
+    engine.shard_frozen(frozen)  # before the student: a detail expert shares frozen weights
+    optimizers = []
+
+    def make_optimizer(parameters):
+        optimizers.append(torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay))
+        return optimizers[-1]
+
+    model, optimizer = engine.prepare_student(task.model, make_optimizer)
+    trainable = [p for p in model.parameters() if p.requires_grad]  # sharded ones under fsdp
     # stepped by hand once per optimiser step (accelerate would step it once per process)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: learning_rate_factor(s, config))
-    model, optimizer = accelerator.prepare(model, optimizer)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizers[0], lambda s: learning_rate_factor(s, config))
     if hasattr(task, "prepare"):
-        task.prepare(accelerator)  # the task's own modules and optimisers (e.g. DCM's discriminator)
-    accelerator.register_for_checkpointing(_Checkpointable(scheduler))
-    ema = _EMAState(accelerator.unwrap_model(model), config.ema_decay) if config.ema_decay > 0 else None
+        task.prepare(engine)  # the task's own modules and optimisers (e.g. DCM's discriminator)
+    engine.register(_Checkpointable(scheduler))
+    ema = EMAState(engine.unwrap_model(model), config.ema_decay) if config.ema_decay > 0 else None
     if ema is not None:
-        accelerator.register_for_checkpointing(ema)
-    for extra in getattr(task, "checkpoint_objects", lambda: [])():
-        accelerator.register_for_checkpointing(extra)
+        engine.register(ema)
+    engine.register(*getattr(task, "checkpoint_objects", lambda: [])())
 
     start = 0
     if resume_from is not None:
-        accelerator.load_state(str(resume_from))
+        engine.load_state(resume_from)
         start = json.loads((resume_from / COMPLETE).read_text())["step"]
         accelerator.print(f"resuming from {resume_from} (step {start})")
     elif accelerator.is_main_process:
@@ -205,7 +204,7 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=N
         timed_out = config.max_minutes > 0 and time.time() - began > config.max_minutes * 60
         if timed_out or 0 < config.stop_at_step <= step:
             stopped_at = step
-            _save_checkpoint(accelerator, out, step, config.keep_checkpoints)
+            _save_checkpoint(engine, out, step, config.keep_checkpoints)
             reason = f"time limit of {config.max_minutes} min" if timed_out else "--stop-at-step"
             accelerator.print(f"{reason} reached at step {step}; saved and stopping")
             break
@@ -227,38 +226,43 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=N
                         f"loss became {loss.item()} at step {step}; stopped without saving. Last good checkpoint: "
                         f"{last or 'none'}. Lower --lr or raise --warmup-steps, then rerun with --resume"
                     )
-                accelerator.backward(loss)
+                engine.backward(loss)
                 if accelerator.sync_gradients and config.grad_clip > 0:
-                    accelerator.clip_grad_norm_(trainable, config.grad_clip)
+                    engine.clip_grad_norm_(trainable, config.grad_clip)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             total += float(loss.item()) / micro_steps
         scheduler.step()
         if hasattr(task, "after_step"):
-            task.after_step(accelerator.unwrap_model(model))
+            task.after_step(engine.unwrap_model(model))
         if ema is not None:
-            ema.ema.step([p for p in accelerator.unwrap_model(model).parameters() if p.requires_grad])
+            ema.ema.step([p for p in engine.unwrap_model(model).parameters() if p.requires_grad])
         logs = {"step": step + 1, "loss": total, "lr": scheduler.get_last_lr()[0], **logs}
         bar.set_postfix(loss=f"{logs['loss']:.4f}")
         done = step + 1
         if on_step is not None:
             on_step(done)
-        if (monitor is not None and accelerator.is_main_process and config.sample_every > 0
-                and done % config.sample_every == 0):
-            with _ema_weights(accelerator.unwrap_model(model), ema):
-                logs.update(task.sample(accelerator.unwrap_model(model), done, out, monitor))
+        if monitor is not None and config.sample_every > 0 and done % config.sample_every == 0:
+            with engine.plain(task, model, ema) as plain:  # every process gathers; the main one samples
+                if plain is not None:
+                    plain_task, plain_model, plain_ema = plain
+                    with _ema_weights(plain_model, plain_ema):
+                        logs.update(plain_task.sample(plain_model, done, out, monitor))
         if accelerator.is_main_process and (done % 10 == 0 or done == config.steps):
             _write_logs(out, logs, time.time() - began)
         if done % config.checkpoint_every == 0 or done == config.steps:
-            _save_checkpoint(accelerator, out, done, config.keep_checkpoints)
+            _save_checkpoint(engine, out, done, config.keep_checkpoints)
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        final = accelerator.unwrap_model(model)
-        with _ema_weights(final, ema):
-            task.save(final, out)
+    with engine.plain(task, model, ema) as plain:
+        if plain is not None:
+            plain_task, final, plain_ema = plain
+            with _ema_weights(final, plain_ema):
+                plain_task.save(final, out)
+    accelerator.wait_for_everyone()
     return {"final_loss": logs.get("loss"), "seconds_this_run": round(time.time() - began, 1),
             "resumed_from_step": start, "steps_done": stopped_at if stopped_at is not None else config.steps,
-            "stopped_by_time_limit": stopped_at is not None, "processes": accelerator.num_processes}
+            "stopped_by_time_limit": stopped_at is not None, "processes": accelerator.num_processes,
+            "parallel": engine.mode}
 
 
 def _write_logs(out: Path, logs: dict, seconds: float) -> None:
@@ -284,7 +288,8 @@ def run_and_summarise(config: TrainConfig, make_task, progress: bool = True, mon
     write_config(config, config.out)
     began = time.time()
     task = make_task(config)
-    summary = train(task, config, progress, monitor=monitor)
+    plain = lambda: make_task(dataclasses.replace(config, parallel="ddp", cpu=True))  # noqa: E731
+    summary = train(task, config, progress, monitor=monitor, make_plain_task=plain)
     summary["seconds_total"] = round(time.time() - began, 1)
     summary["parameters"] = sum(p.numel() for p in task.model.parameters())
     summary["trainable_parameters"] = sum(p.numel() for p in task.model.parameters() if p.requires_grad)
@@ -295,7 +300,7 @@ def run_and_summarise(config: TrainConfig, make_task, progress: bool = True, mon
 class _ema_weights:
     """Swap EMA weights in for the duration of a block (no-op without EMA)."""
 
-    def __init__(self, model: torch.nn.Module, ema: _EMAState | None) -> None:
+    def __init__(self, model: torch.nn.Module, ema: EMAState | None) -> None:
         self.model, self.ema = model, ema
 
     def __enter__(self) -> None:
@@ -308,14 +313,15 @@ class _ema_weights:
             self.ema.ema.restore(self.model.parameters())
 
 
-def _save_checkpoint(accelerator, out: Path, step: int, keep: int) -> None:
+def _save_checkpoint(engine, out: Path, step: int, keep: int) -> None:
     """Write ``step-N`` under a temporary name, mark it complete, then rename: a killed save leaves no checkpoint."""
+    accelerator = engine.accelerator
     folder = out / CHECKPOINTS / f"step-{step}"
     temporary = out / CHECKPOINTS / f".tmp-step-{step}"
     if accelerator.is_main_process and temporary.exists():
         shutil.rmtree(temporary)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(temporary))
+    engine.save_state(temporary)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (temporary / COMPLETE).write_text(json.dumps({"step": step}))

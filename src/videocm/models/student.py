@@ -65,6 +65,15 @@ def load_guidance_embedding(folder: Path) -> GuidanceEmbedding:
     return embedding
 
 
+def without_dropout(module: nn.Module) -> nn.Module:
+    """``module`` with every dropout layer's rate set to 0 (UNet3D's temporal convolutions have a fixed 0.1): a
+    student's step is then a function of its batch alone, the same on any number of processes."""
+    for layer in module.modules():
+        if isinstance(layer, nn.modules.dropout._DropoutNd):
+            layer.p = 0.0
+    return module
+
+
 def add_lora(spec, network: nn.Module, rank: int, alpha: float, targets: list[str] | None = None) -> None:
     """Inject LoRA adapters (peft) into ``network`` of family ``spec`` (default targets: the family's);
     afterwards only the adapters require gradients."""

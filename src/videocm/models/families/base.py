@@ -91,6 +91,10 @@ class FamilySpec:
         """The blocks whose outputs the discriminator heads read, input side first."""
         raise NotImplementedError
 
+    def shard_blocks(self, network: nn.Module) -> list[nn.Module]:
+        """The units ``--parallel fsdp`` shards one at a time (each gathered for its own forward): the blocks."""
+        return self.feature_blocks(network)
+
     def features_as_video(self, network: nn.Module, hidden: torch.Tensor, latent_shape: tuple[int, ...]
                           ) -> torch.Tensor:
         """A block's output as a video-shaped map ``(B, D, T', H', W')``. Default: transformer tokens in (frame,

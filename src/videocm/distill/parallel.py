@@ -1,0 +1,262 @@
+"""How the trainer spreads a run over processes: the ``--parallel`` mode as an object the loop calls.
+
+* :class:`DataParallel` (``--parallel ddp``, the default): accelerate wraps the student in DDP; every process
+  holds every weight; checkpoints are accelerate's ``save_state`` folders.
+* :class:`FullySharded` (``--parallel fsdp``): FSDP2 (``torch.distributed.fsdp.fully_shard``) shards the student
+  per block (the family's :meth:`FamilySpec.shard_blocks`), and with it the task's frozen networks (the teacher
+  unless ``--fsdp-shard-teacher false``, the EMA consistency target); bf16 compute with float32 master weights
+  and reductions under ``--mixed-precision bf16``. Checkpoints are ``torch.distributed.checkpoint`` folders
+  (sharded model, optimiser, scheduler, EMA, the task's extra state): a run resumes on the same or another
+  number of processes. The main process keeps a plain copy of the task (built once, on the CPU) into which the
+  gathered weights are loaded for monitoring samples and for the saved folder, so the methods never see shards.
+
+The methods do not branch on the mode: a task names its frozen networks (``frozen_modules()``) and its own
+modules and optimisers go through :meth:`prepare` (DCM's discriminator heads, which stay replicated: they are
+small). accelerate still owns the process group, the device, autocast and gradient accumulation in both modes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import VideoCMError
+
+MODES = ("ddp", "fsdp")
+COMPLETE = "complete.json"
+
+
+def shard_blocks(module: nn.Module) -> list[nn.Module]:
+    """The units FSDP shards one at a time: a denoiser's blocks (its family's choice); other modules whole."""
+    from ..models.denoisers import DenoiserAdapter, unwrapped
+
+    base = unwrapped(module) if not isinstance(module, DenoiserAdapter) else module
+    if isinstance(base, DenoiserAdapter):
+        return base.spec.shard_blocks(base.network)
+    return []
+
+
+def gather_full(state):
+    """``state`` (nested dicts and lists) with every sharded tensor gathered whole, on the CPU. Every process
+    must call it with the same structure (the gathers are collective)."""
+    from torch.distributed.tensor import DTensor
+
+    if isinstance(state, DTensor):
+        return state.full_tensor().cpu()
+    if isinstance(state, torch.Tensor):
+        return state.cpu()
+    if isinstance(state, dict):
+        return {key: gather_full(value) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(gather_full(value) for value in state)
+    return state
+
+
+class DataParallel:
+    """``--parallel ddp``: accelerate's data parallelism (one process: plain training)."""
+
+    mode = "ddp"
+
+    def __init__(self, accelerator, config) -> None:
+        self.accelerator, self.config = accelerator, config
+        self.objects: list = []
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    # ---- the networks -------------------------------------------------------------------------------------
+
+    def prepare_student(self, model: nn.Module, make_optimizer):
+        optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad])
+        return self.accelerator.prepare(model, optimizer)
+
+    def shard_frozen(self, modules: dict[str, nn.Module | None]) -> None:
+        """The task's frozen networks by role (``teacher``; ``target``, a copy of the student): here they stay
+        whole on every process."""
+
+    def prepare(self, *objects):
+        """A task's own modules and optimisers (replicated, synchronised and checkpointed by accelerate)."""
+        return self.accelerator.prepare(*objects)
+
+    def unwrap_model(self, model: nn.Module) -> nn.Module:
+        return self.accelerator.unwrap_model(model)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.accelerator.backward(loss)
+
+    def clip_grad_norm_(self, parameters, max_norm: float):
+        return self.accelerator.clip_grad_norm_(parameters, max_norm)
+
+    # ---- checkpoints --------------------------------------------------------------------------------------
+
+    def register(self, *objects) -> None:
+        """Objects with ``state_dict``/``load_state_dict`` saved with every checkpoint, in this order."""
+        for obj in objects:
+            self.accelerator.register_for_checkpointing(obj)
+
+    def save_state(self, folder: Path) -> None:
+        self.accelerator.save_state(str(folder))
+
+    def load_state(self, folder: Path) -> None:
+        self.accelerator.load_state(str(folder))
+
+    # ---- what samples and saves see ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def plain(self, task, model, ema):
+        """``(task, model, ema)`` whose weights are whole (here: the live ones), on the main process only."""
+        yield (task, self.unwrap_model(model), ema) if self.accelerator.is_main_process else None
+
+
+class FullySharded(DataParallel):
+    """``--parallel fsdp``: FSDP2 over all processes (a 1-D mesh), DCP checkpoints."""
+
+    mode = "fsdp"
+
+    def __init__(self, accelerator, config, make_plain_task=None) -> None:
+        super().__init__(accelerator, config)
+        import torch.distributed as dist
+        from torch.distributed.device_mesh import init_device_mesh
+
+        if not dist.is_initialized():  # one process without a launcher: a group of one
+            dist.init_process_group("cuda:nccl,cpu:gloo" if accelerator.device.type == "cuda" else "gloo",
+                                    store=dist.HashStore(), rank=0, world_size=1)
+        self.mesh = init_device_mesh(accelerator.device.type, (dist.get_world_size(),))
+        self.make_plain_task = make_plain_task
+        self._plain = None
+        self.prepared: list = []
+        self.model = self.optimizer = None
+
+    def _policy(self, trainable: bool):
+        from torch.distributed.fsdp import MixedPrecisionPolicy
+
+        if self.config.mixed_precision == "bf16" and trainable:
+            return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        return MixedPrecisionPolicy()
+
+    def _shard(self, module: nn.Module, trainable: bool, like_student: bool = False) -> None:
+        from torch.distributed.fsdp import FSDPModule, fully_shard
+
+        if isinstance(module, FSDPModule):
+            return
+        reshard = bool(getattr(self.config, "fsdp_reshard_after_forward", True))
+        blocks = shard_blocks(module)
+        for block in blocks:
+            fully_shard(block, mesh=self.mesh, mp_policy=self._policy(trainable), reshard_after_forward=reshard)
+        # A frozen network's blocks are roots of their own: DCM back-propagates through the teacher's tapped
+        # blocks only, and a root whose own output is not in the graph never finishes its backward. Its few
+        # parameters outside the blocks (embeddings, output layer) stay whole on every process.
+        if trainable or like_student or not blocks:
+            fully_shard(module, mesh=self.mesh, mp_policy=self._policy(trainable), reshard_after_forward=reshard)
+
+    def prepare_student(self, model, make_optimizer):
+        self._shard(model, trainable=True)
+        optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad])
+        self.model = model
+        # accelerate's wrapper skips the optimiser step on accumulation micro-steps
+        self.optimizer = self.accelerator.prepare(optimizer)
+        return model, self.optimizer
+
+    def shard_frozen(self, modules):
+        for name, module in modules.items():
+            if module is not None:
+                # the consistency target is a copy of the student: sharded the same way, so EMA updates pair
+                # shards with shards
+                self._shard(module, trainable=False, like_student=name == "target")
+
+    def prepare(self, *objects):
+        prepared = self.accelerator.prepare(*objects)
+        self.prepared.extend(prepared if isinstance(prepared, (list, tuple)) else [prepared])
+        return prepared
+
+    def unwrap_model(self, model):
+        return self.accelerator.unwrap_model(model)
+
+    def backward(self, loss):
+        self.accelerator.backward(loss)
+
+    def clip_grad_norm_(self, parameters, max_norm):
+        return torch.nn.utils.clip_grad_norm_(list(parameters), max_norm)
+
+    def register(self, *objects):
+        self.objects.extend(objects)
+
+    def _state(self) -> dict:
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+        optimizer = getattr(self.optimizer, "optimizer", self.optimizer)
+        return {"model": get_model_state_dict(self.model),
+                "optimizer": get_optimizer_state_dict(self.model, optimizer),
+                "objects": {str(i): obj.state_dict() for i, obj in enumerate(self.objects)},
+                "prepared": {str(i): obj.state_dict() for i, obj in enumerate(self.prepared)}}
+
+    def save_state(self, folder):
+        import torch.distributed.checkpoint as dcp
+
+        dcp.save(self._state(), checkpoint_id=str(folder))
+
+    def load_state(self, folder):
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+        if not (Path(folder) / ".metadata").is_file():
+            raise VideoCMError(f"{folder} is not a sharded checkpoint (written with --parallel ddp?); resume with "
+                               f"the --parallel it was written with")
+        state = self._state()
+        dcp.load(state, checkpoint_id=str(folder))
+        set_model_state_dict(self.model, state["model"])
+        set_optimizer_state_dict(self.model, getattr(self.optimizer, "optimizer", self.optimizer),
+                                 state["optimizer"])
+        for i, obj in enumerate(self.objects):
+            obj.load_state_dict(state["objects"][str(i)])
+        for i, obj in enumerate(self.prepared):
+            obj.load_state_dict(state["prepared"][str(i)])
+
+    @contextlib.contextmanager
+    def plain(self, task, model, ema):
+        """Gather the student, the EMA and the task's checkpointed state on every process, load them into the
+        main process's plain copy of the task and yield it there (None elsewhere)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        objects = gather_full([obj.state_dict() for obj in _checkpoint_objects(task)])
+        ema_state = gather_full(ema.state_dict()) if ema is not None else None
+        if not self.accelerator.is_main_process:
+            yield None
+            return
+        if self._plain is None:
+            if self.make_plain_task is None:
+                raise VideoCMError("this task cannot sample or save under --parallel fsdp; use --parallel ddp")
+            self._plain = self.make_plain_task()
+        plain = self._plain
+        plain.model.load_state_dict(full)
+        for obj, state in zip(_checkpoint_objects(plain), objects):
+            obj.load_state_dict(state)
+        plain_ema = None
+        if ema_state is not None:
+            from .ema import EMAState
+
+            plain_ema = EMAState(plain.model, ema.ema.decay)
+            plain_ema.load_state_dict(ema_state)
+        yield plain, plain.model, plain_ema
+
+
+def _checkpoint_objects(task) -> list:
+    return list(getattr(task, "checkpoint_objects", lambda: [])())
+
+
+def make_engine(config, accelerator, make_plain_task=None) -> DataParallel:
+    """The engine of ``config.parallel``; ``make_plain_task()`` builds the main process's unsharded copy of the
+    task (FSDP only)."""
+    mode = getattr(config, "parallel", "ddp")
+    if mode not in MODES:
+        raise VideoCMError(f"--parallel {mode!r}: use ddp or fsdp")
+    if mode == "ddp":
+        return DataParallel(accelerator, config)
+    return FullySharded(accelerator, config, make_plain_task)

@@ -1,0 +1,147 @@
+"""``--parallel fsdp`` (FSDP2 over gloo on this CPU): 2-process sharded runs against a 1-process plain run, for
+LCM (full and LoRA students, Wan and UNet3D teachers) and both DCM stages, and exact resume of a SIGKILLed
+sharded run on 2 and on 1 process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from videocm.distill.parallel import gather_full, make_engine
+from videocm.errors import VideoCMError
+
+REPO = Path(__file__).resolve().parents[1]
+# a sum over 2 shards and the reduce-scatter's order differ from one process's sum in the last float32 bits
+TOLERANCE = dict(atol=1e-5, rtol=1e-4)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(args: list[str], processes: int) -> subprocess.Popen:
+    """``videocm ARGS`` on ``processes`` gloo processes (torchrun), or plainly for one."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+                 "--master_port", str(free_port())] if processes > 1 else [sys.executable])
+    return subprocess.Popen([*launcher, "-m", "videocm.cli", *args, "--cpu"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def finish(run: subprocess.Popen) -> str:
+    output = run.communicate(timeout=900)[0]
+    assert run.returncode == 0, output[-4000:]
+    return output
+
+
+def lcm_args(teacher: Path, out: Path, steps: int = 4, *extra: str) -> list[str]:
+    return ["distill", "--teacher", str(teacher), "--out", str(out), "--steps", str(steps), "--batch-size", "4",
+            "--latent-pool", "16", "--sample-every", "0", "--checkpoint-every", "2", "--warmup-steps", "1",
+            "--store-dtype", "float32", *extra]
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    files = sorted(folder.rglob("*.safetensors"))
+    assert files, f"no weights under {folder}"
+    merged = {}
+    for file in files:
+        if "checkpoints" in file.parts or "vae" in file.parts:
+            continue
+        merged.update({f"{file.relative_to(folder)}:{k}": v for k, v in load_file(file).items()})
+    return merged
+
+
+def assert_same_weights(a: Path, b: Path, **tolerance) -> None:
+    first, second = weights(a), weights(b)
+    assert first.keys() == second.keys()
+    for key in first:
+        torch.testing.assert_close(second[key], first[key], msg=key, **tolerance)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family,student", [("wan", "full"), ("unet3d", "full"), ("wan", "lora")])
+def test_two_sharded_processes_match_one_plain_process(tiny_teachers, tmp_path, family, student):
+    extra = ["--student", student]
+    sharded = launch(lcm_args(tiny_teachers[family], tmp_path / "fsdp", 4, *extra, "--parallel", "fsdp"), 2)
+    finish(sharded)
+    summary = json.loads((tmp_path / "fsdp" / "train_summary.json").read_text())
+    assert summary["processes"] == 2 and summary["parallel"] == "fsdp"
+    # the checkpoints are sharded DCP folders
+    assert (tmp_path / "fsdp" / "checkpoints" / "step-4" / ".metadata").is_file()
+    finish(launch(lcm_args(tiny_teachers[family], tmp_path / "plain", 4, *extra), 1))
+    assert_same_weights(tmp_path / "plain", tmp_path / "fsdp", **TOLERANCE)
+    teacher = weights(tiny_teachers[family])
+    trained = weights(tmp_path / "plain")
+    moved = [k for k in trained if k in teacher and not torch.equal(trained[k], teacher[k])]
+    assert moved, "training moved no weight, so the match would be trivial"
+
+
+@pytest.mark.slow
+def test_sharded_dcm_stages_match_one_plain_process(tiny_teachers, tmp_path):
+    args = ["--method", "dcm", "--semantic-steps", "3", "--detail-steps", "3", "--semantic-minutes", "0",
+            "--detail-minutes", "0", "--disc-every", "1"]
+    finish(launch(lcm_args(tiny_teachers["wan"], tmp_path / "fsdp", 3, *args, "--parallel", "fsdp"), 2))
+    finish(launch(lcm_args(tiny_teachers["wan"], tmp_path / "plain", 3, *args), 1))
+    detail = tmp_path / "fsdp" / "stages" / "expert-1-detail" / "train_log.csv"
+    assert "gan_discriminator" in detail.read_text().splitlines()[0]
+    assert_same_weights(tmp_path / "plain" / "experts", tmp_path / "fsdp" / "experts", **TOLERANCE)
+    assert_same_weights(tmp_path / "plain" / "transformer", tmp_path / "fsdp" / "transformer", **TOLERANCE)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("resume_processes", [2, 1])
+def test_sigkilled_sharded_run_resumes_on_two_or_one_process(tiny_teachers, tmp_path, resume_processes):
+    steps = 12
+    teacher = tiny_teachers["wan"]
+    finish(launch(lcm_args(teacher, tmp_path / "clean", steps, "--parallel", "fsdp"), 2))
+    killed = tmp_path / "killed"
+    run = launch(lcm_args(teacher, killed, steps, "--parallel", "fsdp"), 2)
+    checkpoint = killed / "checkpoints" / "step-4" / "complete.json"
+    deadline = time.time() + 600
+    while not checkpoint.exists() and time.time() < deadline and run.poll() is None:
+        time.sleep(0.02)
+    _kill_tree(run)
+    assert not (killed / "videocm.json").exists(), "the run finished before it could be killed"
+    output = finish(launch(lcm_args(teacher, killed, steps, "--parallel", "fsdp", "--resume"), resume_processes))
+    assert "resuming from" in output
+    # same process count: the same sums in the same order; one process: the shards' sums in another order
+    tolerance = dict(atol=0, rtol=0) if resume_processes == 2 else TOLERANCE
+    assert_same_weights(tmp_path / "clean", killed, **tolerance)
+
+
+def _kill_tree(run: subprocess.Popen) -> None:
+    """SIGKILL the launcher and every worker it started."""
+    children = subprocess.run(["pgrep", "-P", str(run.pid)], capture_output=True, text=True).stdout.split()
+    os.kill(run.pid, signal.SIGKILL)
+    for child in children:
+        try:
+            os.kill(int(child), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    run.wait()
+
+
+def test_gather_full_leaves_plain_state_whole_and_on_the_cpu():
+    state = {"a": torch.ones(2), "b": [torch.zeros(1), 3], "c": "text"}
+    gathered = gather_full(state)
+    assert torch.equal(gathered["a"], state["a"]) and gathered["b"][1] == 3 and gathered["c"] == "text"
+
+
+def test_unknown_parallel_mode_is_one_line_error():
+    class Config:
+        parallel = "zero3"
+
+    with pytest.raises(VideoCMError, match="--parallel 'zero3': use ddp or fsdp"):
+        make_engine(Config(), accelerator=None)
