@@ -36,7 +36,8 @@ def launch(args: list[str], processes: int) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
                  "--master_port", str(free_port())] if processes > 1 else [sys.executable])
-    return subprocess.Popen([*launcher, "-m", "videocm.cli", *args, "--cpu"], env=env, stdout=subprocess.PIPE,
+    cpu = ["--cpu"] if args[0] == "distill" else []
+    return subprocess.Popen([*launcher, "-m", "videocm.cli", *args, *cpu], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
 
@@ -86,6 +87,13 @@ def test_two_sharded_processes_match_one_plain_process(tiny_teachers, tmp_path, 
     trained = weights(tmp_path / "plain")
     moved = [k for k in trained if k in teacher and not torch.equal(trained[k], teacher[k])]
     assert moved, "training moved no weight, so the match would be trivial"
+    if family == "wan" and student == "full":
+        # the last sharded checkpoint, gathered on one process by `videocm export`, is the saved student exactly
+        checkpoint = tmp_path / "fsdp" / "checkpoints" / "step-4"
+        output = finish(launch(["export", "--model", str(checkpoint), "--out", str(tmp_path / "exported"),
+                                "--format", "model", "--gathered", str(tmp_path / "gathered")], 1))
+        assert "gathered" in output and (tmp_path / "exported").is_dir()
+        assert_same_weights(tmp_path / "fsdp", tmp_path / "gathered", atol=0, rtol=0)
 
 
 @pytest.mark.slow
@@ -100,12 +108,23 @@ def test_sharded_dcm_stages_match_one_plain_process(tiny_teachers, tmp_path):
     assert_same_weights(tmp_path / "plain" / "transformer", tmp_path / "fsdp" / "transformer", **TOLERANCE)
 
 
+KILL_STEPS = 12
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_teachers, tmp_path_factory) -> Path:
+    """A sharded 2-process run that nobody kills (shared by both resume tests)."""
+    out = tmp_path_factory.mktemp("fsdp-clean") / "run"
+    finish(launch(lcm_args(tiny_teachers["wan"], out, KILL_STEPS, "--parallel", "fsdp"), 2))
+    return out
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("resume_processes", [2, 1])
-def test_sigkilled_sharded_run_resumes_on_two_or_one_process(tiny_teachers, tmp_path, resume_processes):
-    steps = 12
+def test_sigkilled_sharded_run_resumes_on_two_or_one_process(tiny_teachers, uninterrupted, tmp_path,
+                                                             resume_processes):
+    steps = KILL_STEPS
     teacher = tiny_teachers["wan"]
-    finish(launch(lcm_args(teacher, tmp_path / "clean", steps, "--parallel", "fsdp"), 2))
     killed = tmp_path / "killed"
     run = launch(lcm_args(teacher, killed, steps, "--parallel", "fsdp"), 2)
     checkpoint = killed / "checkpoints" / "step-4" / "complete.json"
@@ -118,7 +137,7 @@ def test_sigkilled_sharded_run_resumes_on_two_or_one_process(tiny_teachers, tmp_
     assert "resuming from" in output
     # same process count: the same sums in the same order; one process: the shards' sums in another order
     tolerance = dict(atol=0, rtol=0) if resume_processes == 2 else TOLERANCE
-    assert_same_weights(tmp_path / "clean", killed, **tolerance)
+    assert_same_weights(uninterrupted, killed, **tolerance)
 
 
 def _kill_tree(run: subprocess.Popen) -> None:
@@ -137,6 +156,13 @@ def test_gather_full_leaves_plain_state_whole_and_on_the_cpu():
     state = {"a": torch.ones(2), "b": [torch.zeros(1), 3], "c": "text"}
     gathered = gather_full(state)
     assert torch.equal(gathered["a"], state["a"]) and gathered["b"][1] == 3 and gathered["c"] == "text"
+
+
+def test_gathering_a_plain_folder_is_one_line_error(tmp_path):
+    from videocm.distill.gather import gather_checkpoint
+
+    with pytest.raises(VideoCMError, match="not a complete sharded checkpoint"):
+        gather_checkpoint(tmp_path, tmp_path / "out")
 
 
 def test_unknown_parallel_mode_is_one_line_error():

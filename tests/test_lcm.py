@@ -291,3 +291,30 @@ def test_stop_at_step_keeps_the_schedule_of_the_full_run(tiny_teachers, tmp_path
     assert all(torch.equal(full[k], cut[k]) for k in full)
     assert any(not torch.equal(full[k], short[k]) for k in full)
     assert (tmp_path / "cut" / "videocm.json").is_file()
+
+
+def _dropout_rates(module) -> list[float]:
+    return [m.p for m in module.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
+
+
+def test_students_train_without_dropout_so_a_step_does_not_depend_on_the_process_count(tiny_teachers, tmp_path):
+    """UNet3D's temporal convolutions have dropout 0.1: off by default, the step is a function of the batch, and
+    a batch of 4 gives the gradient of two shards of 2."""
+    task = LCMTask(tiny_lcm(tiny_teachers["unet3d"], tmp_path / "a", batch_size=4, cpu=True))
+    assert _dropout_rates(task.model) and max(_dropout_rates(task.model)) == 0.0
+    assert not task.target.network.training  # the target is a fixed function of its input
+
+    def gradients(shards):
+        task.model.zero_grad()
+        for shard in shards:
+            rng = np.random.default_rng([0, 0])
+            generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
+            task.shard, task.micro_batch = shard, 4
+            loss, _ = task.loss(task.model, 0, rng, generator, torch.device("cpu"))
+            (loss / len(shards)).backward()
+        return torch.cat([p.grad.flatten() for p in task.model.parameters() if p.grad is not None])
+
+    whole, halves = gradients([(0, 1)]), gradients([(0, 2), (1, 2)])
+    torch.testing.assert_close(halves, whole, atol=1e-7, rtol=1e-4)
+    kept = LCMTask(tiny_lcm(tiny_teachers["unet3d"], tmp_path / "b", cpu=True, student_dropout=True))
+    assert max(_dropout_rates(kept.model)) > 0 and not kept.target.network.training

@@ -63,11 +63,12 @@ class EncodeConfig:
 class ExportConfig:
     """``videocm export``: a student handed back to diffusers."""
 
-    model: str  # student folder (from `videocm distill`)
+    model: str  # student folder (from `videocm distill`), or a sharded checkpoint RUN/checkpoints/step-N
     out: str  # new folder to write
     format: Literal["pipeline", "model", "lora"] | None = None  # default: pipeline for students of diffusers pipelines, else model
     copy: bool = False  # copy the teacher's other parts instead of linking them
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # weights' storage dtype
+    gathered: str | None = None  # a sharded checkpoint's student folder is written here (default: RUN/gathered-step-N)
 
 
 # --- run functions of those, and of commands whose library function needs a word around it ---
@@ -119,9 +120,16 @@ def run_encode(config: EncodeConfig) -> int:
 
 
 def run_export(config: ExportConfig) -> int:
+    from .distill.gather import gather_checkpoint, is_sharded_checkpoint
     from .models.export import USAGE_FILE, export_student
 
-    out = export_student(config.model, config.out, config.format, config.copy, config.dtype)
+    model = Path(config.model)
+    if is_sharded_checkpoint(model):  # a --parallel fsdp checkpoint: its shards gathered into a student folder
+        gathered = Path(config.gathered or model.parent.parent / f"gathered-{model.name}")
+        gather_checkpoint(model, gathered)
+        print(f"gathered {model} into {gathered}")
+        model = gathered
+    out = export_student(model, config.out, config.format, config.copy, config.dtype)
     print(f"exported {config.model} to {out}; see {out / USAGE_FILE}")
     return 0
 
@@ -167,6 +175,13 @@ COMMANDS: dict[str, Command] = {
         "Read RUN/samples/scores.jsonl of each --run (LABEL=DIR to name it) and plot fidelity and Fréchet distance "
         "against optimiser updates into --out, with rows of `videocm eval --json` files as dashed reference lines "
         "(--reference LABEL=EVAL.json#model@steps)."),
+    "plan": Command(
+        "distill.plan:PlanConfig", "distill.plan:run_plan",
+        "memory and time per GPU of a distillation run in each parallel mode, before it runs",
+        "Build --teacher's denoiser on the meta device, count one clip's FLOPs and saved activations, and print per "
+        "GPU and per mode (DDP, FSDP, FSDP + context parallel; with and without gradient checkpointing) the memory "
+        "of weights, gradients, optimiser, EMA target, teacher and activations, the largest batch that fits and "
+        "the time per step; then the fastest mode that fits."),
     "judge-check": Command(
         "evaluation.verdicts:JudgeCheckConfig", "evaluation.verdicts:run_judge_check",
         "the judge's verdict on real and corrupted test clips"),

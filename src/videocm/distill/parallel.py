@@ -18,8 +18,6 @@ small). accelerate still owns the process group, the device, autocast and gradie
 from __future__ import annotations
 
 import contextlib
-import json
-import shutil
 from pathlib import Path
 
 import torch
@@ -28,7 +26,6 @@ from torch import nn
 from ..errors import VideoCMError
 
 MODES = ("ddp", "fsdp")
-COMPLETE = "complete.json"
 
 
 def shard_blocks(module: nn.Module) -> list[nn.Module]:

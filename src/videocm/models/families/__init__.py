@@ -40,5 +40,13 @@ def family_for_pipeline(class_name: str | None) -> FamilySpec | None:
     return None
 
 
+def family_for_network(class_name: str | None) -> FamilySpec | None:
+    """The family whose denoiser class is ``class_name`` (None when no family has it)."""
+    for spec in FAMILIES.values():
+        if spec.network_class == class_name:
+            return spec
+    return None
+
+
 def pipeline_classes() -> list[str]:
     return [spec.pipeline.class_name for spec in FAMILIES.values() if spec.pipeline is not None]

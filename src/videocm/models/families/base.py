@@ -52,6 +52,11 @@ class FamilySpec:
     pipeline: PipelineLayout | None = None
     # the noise schedule ``videocm train-teacher`` trains this family with ("flow" or "vp"; "" = not trainable)
     teacher_schedule: str = ""
+    # the pipeline VAE's compression (frames, pixels per side): ``videocm plan``'s latent shape of a clip
+    latent_factors: tuple[int, int] = (4, 8)
+    # the network's config key of its text states' width, and of its pooled text width ("" = none)
+    text_dim_key: str = "text_dim"
+    pooled_dim_key: str = ""
 
     # ---- the network ---------------------------------------------------------------------------------------
 
@@ -69,6 +74,23 @@ class FamilySpec:
         fields (``wan_layers``, ``unet_channels``, ...; each family reads its own, with defaults)."""
         raise VideoCMError(f"videocm trains teachers of the families that have a built-in network, not {self.name}; "
                            f"distil a {self.name} pipeline folder instead")
+
+    def latent_frames(self, frames: int) -> int:
+        """Latent frames of a clip of ``frames`` frames (causal video VAEs keep the first frame alone)."""
+        temporal = self.latent_factors[0]
+        return frames if temporal == 1 else (frames - 1) // temporal + 1
+
+    def example_inputs(self, network: nn.Module, batch: int, latent_shape: tuple[int, int, int, int],
+                       text_tokens: int, device, dtype: torch.dtype) -> dict:
+        """Random inputs of :meth:`run` for ``batch`` clips of ``latent_shape`` ``(C, T, h, w)`` (``videocm plan``
+        runs them on the meta device)."""
+        config = network.config
+        pooled = (torch.zeros(batch, config[self.pooled_dim_key], device=device, dtype=dtype)
+                  if self.pooled_dim_key else None)
+        return {"x": torch.zeros(batch, *latent_shape, device=device, dtype=dtype),
+                "timestep": torch.full((batch,), 500.0, device=device),
+                "states": torch.zeros(batch, text_tokens, config[self.text_dim_key], device=device, dtype=dtype),
+                "mask": None, "pooled": pooled, "extra": {}, "embedded_guidance": None, "cache": {}}
 
     def embeds_guidance(self, network: nn.Module) -> bool:
         """Whether the network takes the guidance scale itself (a guidance-distilled teacher)."""

@@ -15,6 +15,7 @@ from .base import FamilySpec, PipelineLayout
 class CogVideoXSpec(FamilySpec):
     name = "cogvideox"
     network_class = "CogVideoXTransformer3DModel"
+    text_dim_key = "text_embed_dim"
     detail_own_modules = ("time_embedding", "norm_out", "proj_out")
     zero_padded_text = False  # the pipeline hands T5's padded states over as they are
     # CogVideoXPipeline keeps latents (B, T, C, h, w): both noises are drawn frames first

@@ -16,6 +16,8 @@ from .base import FamilySpec, PipelineLayout
 class HunyuanSpec(FamilySpec):
     name = "hunyuan"
     network_class = "HunyuanVideoTransformer3DModel"
+    text_dim_key = "text_embed_dim"
+    pooled_dim_key = "pooled_projection_dim"
     detail_own_modules = ("time_text_embed", "norm_out", "proj_out")
     zero_padded_text = False
     pipeline = PipelineLayout("HunyuanVideoPipeline", ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"),

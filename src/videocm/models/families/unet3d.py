@@ -25,6 +25,8 @@ from .base import FamilySpec, PipelineLayout
 class UNet3DSpec(FamilySpec):
     name = "unet3d"
     network_class = "UNet3DConditionModel"
+    latent_factors = (1, 8)  # ModelScope's image VAE, frame by frame
+    text_dim_key = "cross_attention_dim"
     subfolder = "unet"
     lora_targets = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2")
     detail_own_modules = ("time_embedding", "conv_norm_out", "conv_out")

@@ -1,0 +1,59 @@
+"""A sharded checkpoint (``--parallel fsdp``) gathered into the usual student folder, on one process, no GPU.
+
+``RUN/checkpoints/step-N`` of an LCM run holds the student's, the EMA's and the target network's shards
+(``torch.distributed.checkpoint``). :func:`gather_checkpoint` rebuilds the run's task from ``RUN/config.yaml`` on
+the CPU, loads the shards into it whole (DCP reshards to one process) and saves the folder the finished run would
+have saved at that step. ``videocm export --model RUN/checkpoints/step-N`` goes through it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import yaml
+
+from ..config import CONFIG_FILE, config_from_dict
+from ..errors import VideoCMError
+from .ema import EMAState
+from .lcm import LCMConfig, LCMTask
+from .trainer import COMPLETE
+
+
+def is_sharded_checkpoint(folder: str | Path) -> bool:
+    """Whether ``folder`` is a complete DCP checkpoint of a videocm run."""
+    folder = Path(folder)
+    return (folder / ".metadata").is_file() and (folder / COMPLETE).is_file()
+
+
+def gather_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write the student of sharded checkpoint ``checkpoint`` (``RUN/checkpoints/step-N``) to ``out``."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import DefaultLoadPlanner
+
+    checkpoint, out = Path(checkpoint), Path(out)
+    if not is_sharded_checkpoint(checkpoint):
+        raise VideoCMError(f"{checkpoint} is not a complete sharded checkpoint (RUN/checkpoints/step-N of a "
+                           f"--parallel fsdp run, with .metadata and {COMPLETE})")
+    run = checkpoint.parent.parent
+    if not (run / CONFIG_FILE).is_file():
+        raise VideoCMError(f"{run / CONFIG_FILE} is missing: the checkpoint must stay inside its run folder")
+    values = yaml.safe_load((run / CONFIG_FILE).read_text())
+    if values.get("method") != "lcm":
+        raise VideoCMError(f"{checkpoint}: gathering checkpoints of --method {values.get('method')} runs is not "
+                           f"supported; a finished DCM run's folder is already gathered")
+    config = config_from_dict(LCMConfig, values, str(run / CONFIG_FILE))
+    task = LCMTask(dataclasses.replace(config, cpu=True, parallel="ddp", resume=False))
+    # the trainer's checkpoint order: learning-rate schedule, EMA (when on), the task's objects
+    ema = EMAState(task.model, config.ema_decay) if config.ema_decay > 0 else None
+    objects = ([ema] if ema is not None else []) + list(task.checkpoint_objects())
+    state = {"model": task.model.state_dict(),
+             "objects": {str(i + 1): obj.state_dict() for i, obj in enumerate(objects)}}
+    dcp.load(state, checkpoint_id=str(checkpoint), planner=DefaultLoadPlanner(allow_partial_load=True))
+    task.model.load_state_dict(state["model"])
+    for i, obj in enumerate(objects):
+        obj.load_state_dict(state["objects"][str(i + 1)])
+    if ema is not None:
+        ema.ema.copy_to(task.model.parameters())
+    task.save(task.model, out)
+    return out
