@@ -304,7 +304,7 @@ def test_students_train_without_dropout_so_a_step_does_not_depend_on_the_process
     assert _dropout_rates(task.model) and max(_dropout_rates(task.model)) == 0.0
     assert not task.target.network.training  # the target is a fixed function of its input
 
-    def gradients(shards):
+    def gradients(task, shards):
         task.model.zero_grad()
         for shard in shards:
             rng = np.random.default_rng([0, 0])
@@ -314,7 +314,9 @@ def test_students_train_without_dropout_so_a_step_does_not_depend_on_the_process
             (loss / len(shards)).backward()
         return torch.cat([p.grad.flatten() for p in task.model.parameters() if p.grad is not None])
 
-    whole, halves = gradients([(0, 1)]), gradients([(0, 2), (1, 2)])
-    torch.testing.assert_close(halves, whole, atol=1e-7, rtol=1e-4)
-    kept = LCMTask(tiny_lcm(tiny_teachers["unet3d"], tmp_path / "b", cpu=True, student_dropout=True))
+    whole, halves = gradients(task, [(0, 1)]), gradients(task, [(0, 2), (1, 2)])
+    torch.testing.assert_close(halves, whole, atol=2e-6, rtol=1e-4)  # float32 sums in another order
+    kept = LCMTask(tiny_lcm(tiny_teachers["unet3d"], tmp_path / "b", batch_size=4, cpu=True, student_dropout=True))
     assert max(_dropout_rates(kept.model)) > 0 and not kept.target.network.training
+    # with the network's dropout the two differ far beyond rounding: the step depends on the RNG's order
+    assert (gradients(kept, [(0, 1)]) - gradients(kept, [(0, 2), (1, 2)])).abs().max() > 1e-4

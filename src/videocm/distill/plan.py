@@ -32,7 +32,7 @@ from torch import nn
 from ..errors import VideoCMError
 from ..models.experts import DETAIL_LORA_TARGETS, _is_own
 from ..models.families import FamilySpec, family_for_network, family_for_pipeline, get_family
-from ..models.info import ModelInfo
+from ..models.info import ModelInfo, is_model_folder
 
 GIB = 2**30
 
@@ -92,7 +92,7 @@ def describe_teacher(path: str | Path) -> tuple[FamilySpec, dict, list[int], int
         config = json.loads((path / spec.subfolder / "config.json").read_text())
         layout = spec.pipeline
         return spec, config, [layout.frames, layout.height, layout.width], layout.max_sequence_length, None
-    if (path / "videocm.json").is_file():
+    if is_model_folder(path):
         info = ModelInfo.load(path)
         spec = get_family(info.family)
         config = json.loads((path / spec.subfolder / "config.json").read_text())
