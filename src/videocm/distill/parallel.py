@@ -32,7 +32,7 @@ def shard_blocks(module: nn.Module) -> list[nn.Module]:
     """The units FSDP shards one at a time: a denoiser's blocks (its family's choice); other modules whole."""
     from ..models.denoisers import DenoiserAdapter, unwrapped
 
-    base = unwrapped(module) if not isinstance(module, DenoiserAdapter) else module
+    base = unwrapped(module)
     if isinstance(base, DenoiserAdapter):
         return base.spec.shard_blocks(base.network)
     return []
@@ -61,7 +61,6 @@ class DataParallel:
 
     def __init__(self, accelerator, config) -> None:
         self.accelerator, self.config = accelerator, config
-        self.objects: list = []
 
     @property
     def device(self) -> torch.device:
@@ -128,6 +127,7 @@ class FullySharded(DataParallel):
         self.make_plain_task = make_plain_task
         self._plain = None
         self.prepared: list = []
+        self.objects: list = []  # registered checkpoint objects, in order
         self.model = self.optimizer = None
 
     def _policy(self, trainable: bool):
@@ -171,12 +171,6 @@ class FullySharded(DataParallel):
         prepared = self.accelerator.prepare(*objects)
         self.prepared.extend(prepared if isinstance(prepared, (list, tuple)) else [prepared])
         return prepared
-
-    def unwrap_model(self, model):
-        return self.accelerator.unwrap_model(model)
-
-    def backward(self, loss):
-        self.accelerator.backward(loss)
 
     def clip_grad_norm_(self, parameters, max_norm):
         return torch.nn.utils.clip_grad_norm_(list(parameters), max_norm)
