@@ -1,11 +1,19 @@
 """``--parallel fsdp`` (FSDP2 over gloo on this CPU): 2-process sharded runs against a 1-process plain run, for
 LCM (full and LoRA students, Wan and UNet3D teachers) and both DCM stages, and exact resume of a SIGKILLed
-sharded run on 2 and on 1 process."""
+sharded run on 2 and on 1 process.
+
+Context parallelism (``--context-parallel 2``, diffusers' Ulysses attention over gloo) rides on the Wan runs: the
+2 processes split every clip's tokens and must train what one process trains, which needs their forwards (the
+student's, the teacher's, the target's, and in the DCM detail stage the teacher's gathered block features) and
+backwards to equal one process's. UNet3D has no context-parallel plan in diffusers (a one-line error); ring
+attention needs a log-sum-exp backend that only GPUs have, so on the CPU it is refused in one line and the GPU
+check (``scripts/gpu_check.py``) covers it."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -72,13 +80,18 @@ def assert_same_weights(a: Path, b: Path, **tolerance) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family,student", [("wan", "full"), ("unet3d", "full"), ("wan", "lora")])
-def test_two_sharded_processes_match_one_plain_process(tiny_teachers, tmp_path, family, student):
+@pytest.mark.parametrize("family,student,sharding", [
+    ("wan", "full", ["--context-parallel", "2"]),  # both processes split each clip's tokens
+    ("unet3d", "full", ["--teacher-offload", "true"]),  # the teacher's shards in CPU memory (trivial on a CPU)
+    ("wan", "lora", [])])
+def test_two_sharded_processes_match_one_plain_process(tiny_teachers, tmp_path, family, student, sharding):
     extra = ["--student", student]
-    sharded = launch(lcm_args(tiny_teachers[family], tmp_path / "fsdp", 4, *extra, "--parallel", "fsdp"), 2)
+    sharded = launch(lcm_args(tiny_teachers[family], tmp_path / "fsdp", 4, *extra, "--parallel", "fsdp",
+                              *sharding), 2)
     finish(sharded)
     summary = json.loads((tmp_path / "fsdp" / "train_summary.json").read_text())
     assert summary["processes"] == 2 and summary["parallel"] == "fsdp"
+    assert summary["context_parallel"] == (2 if "--context-parallel" in sharding else 1)
     # the checkpoints are sharded DCP folders
     assert (tmp_path / "fsdp" / "checkpoints" / "step-4" / ".metadata").is_file()
     finish(launch(lcm_args(tiny_teachers[family], tmp_path / "plain", 4, *extra), 1))
@@ -97,10 +110,11 @@ def test_two_sharded_processes_match_one_plain_process(tiny_teachers, tmp_path, 
 
 
 @pytest.mark.slow
-def test_sharded_dcm_stages_match_one_plain_process(tiny_teachers, tmp_path):
+def test_sharded_context_parallel_dcm_stages_match_one_plain_process(tiny_teachers, tmp_path):
     args = ["--method", "dcm", "--semantic-steps", "3", "--detail-steps", "3", "--semantic-minutes", "0",
             "--detail-minutes", "0", "--disc-every", "1"]
-    finish(launch(lcm_args(tiny_teachers["wan"], tmp_path / "fsdp", 3, *args, "--parallel", "fsdp"), 2))
+    finish(launch(lcm_args(tiny_teachers["wan"], tmp_path / "fsdp", 3, *args, "--parallel", "fsdp",
+                           "--context-parallel", "2"), 2))
     finish(launch(lcm_args(tiny_teachers["wan"], tmp_path / "plain", 3, *args), 1))
     detail = tmp_path / "fsdp" / "stages" / "expert-1-detail" / "train_log.csv"
     assert "gan_discriminator" in detail.read_text().splitlines()[0]
@@ -119,25 +133,32 @@ def uninterrupted(tiny_teachers, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("resume_processes", [2, 1])
-def test_sigkilled_sharded_run_resumes_on_two_or_one_process(tiny_teachers, uninterrupted, tmp_path,
-                                                             resume_processes):
-    steps = KILL_STEPS
-    teacher = tiny_teachers["wan"]
-    killed = tmp_path / "killed"
-    run = launch(lcm_args(teacher, killed, steps, "--parallel", "fsdp"), 2)
-    checkpoint = killed / "checkpoints" / "step-4" / "complete.json"
+@pytest.fixture(scope="module")
+def killed(tiny_teachers, tmp_path_factory) -> Path:
+    """A sharded 2-process run SIGKILLed after its step-4 checkpoint (each resume test resumes a copy)."""
+    out = tmp_path_factory.mktemp("fsdp-killed") / "run"
+    run = launch(lcm_args(tiny_teachers["wan"], out, KILL_STEPS, "--parallel", "fsdp"), 2)
+    checkpoint = out / "checkpoints" / "step-4" / "complete.json"
     deadline = time.time() + 600
     while not checkpoint.exists() and time.time() < deadline and run.poll() is None:
         time.sleep(0.02)
     _kill_tree(run)
-    assert not (killed / "videocm.json").exists(), "the run finished before it could be killed"
-    output = finish(launch(lcm_args(teacher, killed, steps, "--parallel", "fsdp", "--resume"), resume_processes))
+    assert not (out / "videocm.json").exists(), "the run finished before it could be killed"
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("resume_processes", [2, 1])
+def test_sigkilled_sharded_run_resumes_on_two_or_one_process(tiny_teachers, uninterrupted, killed, tmp_path,
+                                                             resume_processes):
+    copy = tmp_path / "killed"
+    shutil.copytree(killed, copy)
+    output = finish(launch(lcm_args(tiny_teachers["wan"], copy, KILL_STEPS, "--parallel", "fsdp", "--resume"),
+                           resume_processes))
     assert "resuming from" in output
     # same process count: the same sums in the same order; one process: the shards' sums in another order
     tolerance = dict(atol=0, rtol=0) if resume_processes == 2 else TOLERANCE
-    assert_same_weights(uninterrupted, killed, **tolerance)
+    assert_same_weights(uninterrupted, copy, **tolerance)
 
 
 def _kill_tree(run: subprocess.Popen) -> None:
@@ -171,3 +192,31 @@ def test_unknown_parallel_mode_is_one_line_error():
 
     with pytest.raises(VideoCMError, match="--parallel 'zero3': use ddp or fsdp"):
         make_engine(Config(), accelerator=None)
+
+
+def test_context_parallel_errors_are_one_line():
+    from accelerate import Accelerator
+
+    from videocm.distill.parallel import _check_context_parallel
+    from videocm.models.families import get_family
+
+    unet = get_family("unet3d").build_network(4, 16, 8, {"unet_channels": [16, 16], "unet_head_dim": 8})
+    with pytest.raises(VideoCMError, match="no context-parallel plan for UNet3DConditionModel"):
+        _check_context_parallel(unet, 2, "ulysses", None)
+    wan = get_family("wan").build_network(4, 16, 8, {"wan_layers": 1, "wan_heads": 3, "wan_head_dim": 8})
+    with pytest.raises(VideoCMError, match="splits the 3 heads"):
+        _check_context_parallel(wan, 2, "ulysses", None)
+    with pytest.raises(VideoCMError, match="a clip of 9 tokens does not split over 2"):
+        _check_context_parallel(wan, 2, "ring", (4, 1, 6, 6))
+
+    class Config:
+        parallel, context_parallel, context_parallel_kind = "fsdp", 2, "ring"
+
+    with pytest.raises(VideoCMError, match="on the CPU use --context-parallel-kind ulysses"):
+        make_engine(Config(), Accelerator(cpu=True))
+    Config.context_parallel_kind = "ulysses"
+    with pytest.raises(VideoCMError, match="--context-parallel 2 does not divide the 1 processes"):
+        make_engine(Config(), Accelerator(cpu=True))
+    Config.parallel = "ddp"
+    with pytest.raises(VideoCMError, match="--context-parallel needs --parallel fsdp"):
+        make_engine(Config(), Accelerator(cpu=True))

@@ -76,6 +76,23 @@ def diffusers_clip(pipe, layout: str, guidance: float, seed: int = 5, steps: int
                 **call_kwargs(layout)).frames[0]
 
 
+def test_pipeline_teacher_loads_in_its_dtype_and_gives_a_float32_student(pipelines):
+    from videocm.distill.lcm import LCMConfig, new_student
+    from videocm.models.folder import load_model
+    from videocm.models.pipelines import component_dtype
+
+    # on a GPU the text encoders and the VAE load in bfloat16, on the CPU in float32
+    assert (component_dtype("cuda"), component_dtype("cpu")) == (torch.bfloat16, torch.float32)
+    teacher = load_model(pipelines["wan"], "cpu", video_shape=[9, 32, 32], max_sequence_length=16,
+                         dtype=torch.bfloat16)  # what --teacher-dtype auto gives on a GPU
+    assert {p.dtype for p in teacher.denoiser.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in teacher.text.pipeline.text_encoder.parameters()} == {torch.float32}
+    student = new_student(teacher.denoiser, LCMConfig(teacher=str(pipelines["wan"])), "cpu")
+    assert {p.dtype for p in student.parameters()} == {torch.float32}  # float32 master weights
+    first = next(iter(student.state_dict()))
+    assert torch.equal(student.state_dict()[first], teacher.denoiser.state_dict()[first].float())
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_pipeline_folder_loads_as_a_teacher(pipelines, layout):
     from videocm.models.folder import load_model

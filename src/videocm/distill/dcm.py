@@ -228,6 +228,7 @@ class DCMStageTask:
         self.distillation.cast_teacher()
         self.target = TargetNetwork(self.model, config.target, config.target_decay)
         self.shard = (0, 1)
+        self.latent_shape = tuple(self.distillation.teacher_info.latent_shape)
         self.micro_batch = config.batch_size
         self.heads = None
         if expert > 0 and (config.gan_weight > 0 or config.feature_matching_weight > 0):

@@ -74,6 +74,8 @@ class LCMConfig(TrainConfig):
     gradient_checkpointing: bool = False  # recompute the student's block activations in the backward (less memory)
     student_dropout: bool = False  # keep the network's dropout layers in the student (off: deterministic steps)
     teacher_dtype: str = "auto"  # the frozen teacher's weights: auto = bfloat16 on a GPU, float32 on the CPU
+    offload_encoders: bool = True  # after a latent cache is read: text encoders and VAE to the CPU (frees GPU memory)
+    teacher_offload: bool = False  # keep the frozen teacher in CPU memory, each block copied in for its forward
     lora_rank: int = 16  # --student lora: LoRA rank
     lora_alpha: float = 16.0  # --student lora: LoRA alpha
     lora_targets: list[str] = field(default_factory=list)  # empty: attention and feed-forward projections
@@ -129,7 +131,8 @@ def video_shape_override(config) -> list[int] | None:
 
 def load_teacher(config, device):
     """The teacher of a distillation config: a videocm folder or a diffusers pipeline folder."""
-    return load_model(config.teacher, device, video_shape_override(config), config.max_sequence_length)
+    dtype = resolve_teacher_dtype(getattr(config, "teacher_dtype", "auto"), device)
+    return load_model(config.teacher, device, video_shape_override(config), config.max_sequence_length, dtype)
 
 
 def teacher_text(teacher, prompt_cache: str | None = None, device="cpu"):
@@ -156,6 +159,16 @@ def training_batches(config, teacher, text, device):
         cache = ensure_latent_cache(teacher, text, Path(config.data),
                                     config.cache or str(Path(config.out) / "latent-cache"), config.frame_stride, device)
     return CachedLatentBatches(cache, text, config.caption_dropout)
+
+
+def offload_encoders(teacher) -> None:
+    """Move a pipeline teacher's text encoders and its VAE to the CPU (a later encode or decode runs there)."""
+    pipeline = getattr(teacher.text, "pipeline", None)
+    for name in ("text_encoder", "text_encoder_2"):
+        module = getattr(pipeline, name, None)
+        if module is not None:
+            module.to("cpu")
+    teacher.vae.to("cpu")
 
 
 TEACHER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -245,6 +258,8 @@ class Distillation:
         self.batches = training_batches(config, teacher, self.text, device)
         self.negative = {k: v.to(device) for k, v in self.text.encode([config.negative_prompt]).items()}
         self.teacher_dtype = resolve_teacher_dtype(config.teacher_dtype, device)
+        if getattr(config, "offload_encoders", False) and isinstance(self.batches, CachedLatentBatches):
+            offload_encoders(teacher)  # the cache holds latents and text states: neither is needed on the GPU
 
     def cast_teacher(self) -> None:
         """The frozen teacher in ``teacher_dtype`` (after students copied it in full precision)."""
@@ -284,7 +299,8 @@ class Distillation:
 
 def new_student(teacher: DenoiserAdapter, config: LCMConfig, device):
     """The teacher's network, fully trainable or with LoRA, optionally with a guidance embedding."""
-    student = copy.deepcopy(teacher).requires_grad_(True).train()
+    # float32 master weights, also when the teacher was loaded in bfloat16 (on a GPU)
+    student = copy.deepcopy(teacher).float().requires_grad_(True).train()
     if not config.student_dropout:
         without_dropout(student)
     if config.guidance_range:
@@ -323,6 +339,7 @@ class LCMTask:
         self.distillation.cast_teacher()
         self.target = TargetNetwork(self.model, config.target, config.target_decay)
         self.shard = (0, 1)
+        self.latent_shape = tuple(self.distillation.teacher_info.latent_shape)  # a clip's latents (C, T, H, W)
         self.micro_batch = config.batch_size
 
     def checkpoint_objects(self) -> list:

@@ -10,6 +10,13 @@
   number of processes. The main process keeps a plain copy of the task (built once, on the CPU) into which the
   gathered weights are loaded for monitoring samples and for the saved folder, so the methods never see shards.
 
+``--context-parallel N`` (with ``fsdp``) adds diffusers' context parallelism (``ContextParallelConfig``, applied
+with ``enable_parallelism`` to every denoiser network of the task): the processes form a ``(dp, ring, ulysses)``
+device mesh; each group of N consecutive ranks splits one clip's tokens (Ulysses all-to-all over heads, or ring
+attention on GPU backends that return the log-sum-exp) and draws the same rows of the batch; FSDP shards over
+every process, and its gradient reduction divides by the data-parallel size only (each rank of a group holds
+the gradient of its own tokens; their sum is the clip's gradient).
+
 The methods do not branch on the mode: a task names its frozen networks (``frozen_modules()``) and its own
 modules and optimisers go through :meth:`prepare` (DCM's discriminator heads, which stay replicated: they are
 small). accelerate still owns the process group, the device, autocast and gradient accumulation in both modes.
@@ -26,6 +33,7 @@ from torch import nn
 from ..errors import VideoCMError
 
 MODES = ("ddp", "fsdp")
+CONTEXT_KINDS = ("ulysses", "ring")
 
 
 def shard_blocks(module: nn.Module) -> list[nn.Module]:
@@ -66,6 +74,10 @@ class DataParallel:
     def device(self) -> torch.device:
         return self.accelerator.device
 
+    def data_shard(self) -> tuple[int, int]:
+        """``(index, count)`` of this process's share of each batch (ranks of one context group share one)."""
+        return self.accelerator.process_index, self.accelerator.num_processes
+
     # ---- the networks -------------------------------------------------------------------------------------
 
     def prepare_student(self, model: nn.Module, make_optimizer):
@@ -74,7 +86,12 @@ class DataParallel:
 
     def shard_frozen(self, modules: dict[str, nn.Module | None]) -> None:
         """The task's frozen networks by role (``teacher``; ``target``, a copy of the student): here they stay
-        whole on every process."""
+        whole on every process; ``--teacher-offload`` keeps the teacher in CPU memory."""
+        if modules.get("teacher") is not None and getattr(self.config, "teacher_offload", False):
+            offload_blocks(modules["teacher"], self.device)
+
+    def split_sequences(self, modules: list[nn.Module | None], latent_shape=None) -> None:
+        """Context parallelism for the denoisers inside ``modules`` (only under ``fsdp``)."""
 
     def prepare(self, *objects):
         """A task's own modules and optimisers (replicated, synchronised and checkpointed by accelerate)."""
@@ -120,10 +137,26 @@ class FullySharded(DataParallel):
         import torch.distributed as dist
         from torch.distributed.device_mesh import init_device_mesh
 
+        self.context = int(getattr(config, "context_parallel", 1) or 1)
+        self.context_kind = getattr(config, "context_parallel_kind", "ulysses")
+        if self.context_kind not in CONTEXT_KINDS:
+            raise VideoCMError(f"--context-parallel-kind {self.context_kind!r}: use ulysses or ring")
+        if self.context > 1 and self.context_kind == "ring" and accelerator.device.type != "cuda":
+            raise VideoCMError("ring attention needs an attention backend that returns the log-sum-exp (cuDNN or "
+                               "flash, on a GPU); on the CPU use --context-parallel-kind ulysses")
+        world = accelerator.num_processes
+        if self.context < 1 or world % self.context:
+            raise VideoCMError(f"--context-parallel {self.context} does not divide the {world} processes; give a "
+                               f"divisor of {world}")
         if not dist.is_initialized():  # one process without a launcher: a group of one
             dist.init_process_group("cuda:nccl,cpu:gloo" if accelerator.device.type == "cuda" else "gloo",
                                     store=dist.HashStore(), rank=0, world_size=1)
-        self.mesh = init_device_mesh(accelerator.device.type, (dist.get_world_size(),))
+        ring, ulysses = (self.context, 1) if self.context_kind == "ring" else (1, self.context)
+        # the 2-D layout (data x context; the context axis as diffusers names it), FSDP over all of it
+        self.grid = init_device_mesh(accelerator.device.type, (world // self.context, ring, ulysses),
+                                     mesh_dim_names=("dp", "ring", "ulysses"))
+        self.mesh = self.grid._flatten("fsdp") if self.context > 1 else init_device_mesh(
+            accelerator.device.type, (world,))
         self.make_plain_task = make_plain_task
         self._plain = None
         self.prepared: list = []
@@ -137,23 +170,58 @@ class FullySharded(DataParallel):
             return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
         return MixedPrecisionPolicy()
 
-    def _shard(self, module: nn.Module, trainable: bool, like_student: bool = False) -> None:
-        from torch.distributed.fsdp import FSDPModule, fully_shard
+    def _shard(self, module: nn.Module, trainable: bool, like_student: bool = False, offload: bool = False) -> None:
+        from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, OffloadPolicy, fully_shard
 
         if isinstance(module, FSDPModule):
             return
         reshard = bool(getattr(self.config, "fsdp_reshard_after_forward", True))
+        # an offloaded teacher's shards live in (pinned, on a GPU) CPU memory; each block is copied in to gather
+        policy = CPUOffloadPolicy(pin_memory=self.device.type == "cuda") if offload else OffloadPolicy()
         blocks = shard_blocks(module)
         for block in blocks:
-            fully_shard(block, mesh=self.mesh, mp_policy=self._policy(trainable), reshard_after_forward=reshard)
+            fully_shard(block, mesh=self.mesh, mp_policy=self._policy(trainable), reshard_after_forward=reshard,
+                        offload_policy=policy)
         # A frozen network's blocks are roots of their own: DCM back-propagates through the teacher's tapped
         # blocks only, and a root whose own output is not in the graph never finishes its backward. Its few
         # parameters outside the blocks (embeddings, output layer) stay whole on every process.
         if trainable or like_student or not blocks:
             fully_shard(module, mesh=self.mesh, mp_policy=self._policy(trainable), reshard_after_forward=reshard)
 
+    def data_shard(self):
+        import torch.distributed as dist
+
+        return dist.get_rank() // self.context, dist.get_world_size() // self.context
+
+    def split_sequences(self, modules, latent_shape=None):
+        if self.context == 1:
+            return
+        networks = _denoiser_networks(modules)
+        for network in networks:
+            _check_context_parallel(network, self.context, self.context_kind, latent_shape)
+        from diffusers import ContextParallelConfig
+
+        for network in networks:
+            if getattr(network, "_parallel_config", None) is not None:  # shared by two of the modules
+                continue
+            if self.context_kind == "ring":
+                network.set_attention_backend("_native_cudnn")
+            degrees = ({"ring_degree": self.context} if self.context_kind == "ring"
+                       else {"ulysses_degree": self.context})
+            with _cpu_device_count():
+                network.enable_parallelism(config=ContextParallelConfig(mesh=self.grid, **degrees))
+
     def prepare_student(self, model, make_optimizer):
         self._shard(model, trainable=True)
+        if self.context > 1:
+            # the ranks of a context group hold the gradients of their own tokens: sum them, average over data
+            from torch.distributed.fsdp import FSDPModule
+
+            for module in model.modules():
+                if isinstance(module, FSDPModule):
+                    module.set_gradient_divide_factor(float(self.mesh.size() // self.context))
+                    if self.device.type == "cpu":  # gloo has no pre-multiplied sum: scale, then sum
+                        module.set_force_sum_reduction_for_comms(True)
         optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad])
         self.model = model
         # accelerate's wrapper skips the optimiser step on accumulation micro-steps
@@ -161,11 +229,16 @@ class FullySharded(DataParallel):
         return model, self.optimizer
 
     def shard_frozen(self, modules):
+        modules = dict(modules)
+        if not getattr(self.config, "fsdp_shard_teacher", True):  # a whole copy on each process
+            super().shard_frozen({"teacher": modules.pop("teacher", None)})
+        offload = bool(getattr(self.config, "teacher_offload", False))
         for name, module in modules.items():
             if module is not None:
                 # the consistency target is a copy of the student: sharded the same way, so EMA updates pair
                 # shards with shards
-                self._shard(module, trainable=False, like_student=name == "target")
+                self._shard(module, trainable=False, like_student=name == "target",
+                            offload=offload and name == "teacher")
 
     def prepare(self, *objects):
         prepared = self.accelerator.prepare(*objects)
@@ -238,6 +311,64 @@ class FullySharded(DataParallel):
         yield plain, plain.model, plain_ema
 
 
+def offload_blocks(module: nn.Module, device: torch.device) -> None:
+    """Keep the denoiser networks in ``module`` in CPU memory, each block copied to ``device`` for its forward
+    (diffusers' group offloading, with a side stream on a GPU). On the CPU there is nothing to move."""
+    if device.type == "cpu":
+        return
+    for network in _denoiser_networks([module]):
+        network.enable_group_offload(onload_device=device, offload_device=torch.device("cpu"),
+                                     offload_type="block_level", num_blocks_per_group=1,
+                                     use_stream=device.type == "cuda")
+
+
+def _denoiser_networks(modules) -> list[nn.Module]:
+    """The diffusers networks of the denoisers inside ``modules``, each once."""
+    from ..models.denoisers import ControlledDenoiser, DenoiserAdapter
+
+    found: dict[int, nn.Module] = {}
+    for module in modules:
+        for sub in module.modules() if module is not None else []:
+            if isinstance(sub, ControlledDenoiser):
+                raise VideoCMError("--context-parallel does not split a control branch's residuals; train "
+                                   "control students with --context-parallel 1")
+            if isinstance(sub, DenoiserAdapter):
+                found.setdefault(id(sub.network), sub.network)
+    return list(found.values())
+
+
+def _check_context_parallel(network: nn.Module, degree: int, kind: str, latent_shape) -> None:
+    """One-line errors for what diffusers' context parallelism cannot split."""
+    name = type(network).__name__
+    if not getattr(network, "_cp_plan", None):
+        raise VideoCMError(f"diffusers has no context-parallel plan for {name}; use --context-parallel 1 (Wan "
+                           f"transformers have one)")
+    heads = getattr(network.config, "num_attention_heads", None)
+    if kind == "ulysses" and heads and heads % degree:
+        raise VideoCMError(f"Ulysses attention splits the {heads} heads of {name} over {degree} processes; give "
+                           f"a --context-parallel that divides {heads}")
+    patch = getattr(network.config, "patch_size", None)
+    if latent_shape is not None and patch is not None:
+        frames, height, width = latent_shape[-3:]
+        tokens = (frames // patch[0]) * (height // patch[1]) * (width // patch[2])
+        if tokens % degree:
+            raise VideoCMError(f"a clip of {tokens} tokens does not split over {degree} processes; give a "
+                               f"--context-parallel that divides {tokens} or change the clip's shape")
+
+
+@contextlib.contextmanager
+def _cpu_device_count():
+    """diffusers places a context-parallel rank on device ``rank % torch.accelerator.device_count()``, which is
+    0 without an accelerator: count the CPU as one device while it does."""
+    original = torch.accelerator.device_count
+    if original() == 0:
+        torch.accelerator.device_count = lambda: 1
+    try:
+        yield
+    finally:
+        torch.accelerator.device_count = original
+
+
 def _checkpoint_objects(task) -> list:
     return list(getattr(task, "checkpoint_objects", lambda: [])())
 
@@ -248,6 +379,8 @@ def make_engine(config, accelerator, make_plain_task=None) -> DataParallel:
     mode = getattr(config, "parallel", "ddp")
     if mode not in MODES:
         raise VideoCMError(f"--parallel {mode!r}: use ddp or fsdp")
+    if mode == "ddp" and int(getattr(config, "context_parallel", 1) or 1) != 1:
+        raise VideoCMError("--context-parallel needs --parallel fsdp")
     if mode == "ddp":
         return DataParallel(accelerator, config)
     return FullySharded(accelerator, config, make_plain_task)

@@ -63,6 +63,8 @@ class TrainConfig:
     parallel: str = "ddp"  # ddp (every process holds every weight) or fsdp (FSDP2: weights sharded per block)
     fsdp_shard_teacher: bool = True  # --parallel fsdp: shard the frozen teacher too (false: a whole copy each)
     fsdp_reshard_after_forward: bool = True  # --parallel fsdp: free gathered weights after each block's forward
+    context_parallel: int = 1  # --parallel fsdp: split each clip's tokens over this many processes (Wan networks)
+    context_parallel_kind: str = "ulysses"  # ulysses (all-to-all over heads) or ring (GPU attention backends only)
 
 
 class Monitor(Protocol):
@@ -157,17 +159,16 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=N
                               gradient_accumulation_steps=config.gradient_accumulation_steps)
     resume_from = check_resume(out, config.resume)
     micro_steps = config.gradient_accumulation_steps
-    if config.batch_size % (micro_steps * accelerator.num_processes):
+    engine = make_engine(config, accelerator, make_plain_task)
+    shard_index, shard_count = engine.data_shard()  # ranks of one context-parallel group share their rows
+    if config.batch_size % (micro_steps * shard_count):
         raise VideoCMError(f"batch size {config.batch_size} does not split into {micro_steps} accumulation steps "
-                           f"on {accelerator.num_processes} processes; use a multiple of "
-                           f"{micro_steps * accelerator.num_processes}")
-    task.shard = (accelerator.process_index, accelerator.num_processes)
+                           f"on {shard_count} data-parallel ranks; use a multiple of {micro_steps * shard_count}")
+    task.shard = (shard_index, shard_count)
     if not any(p.requires_grad for p in task.model.parameters()):
         raise VideoCMError("the task has no trainable parameters")
-    engine = make_engine(config, accelerator, make_plain_task)
     frozen = getattr(task, "frozen_modules", dict)()
-    if not config.fsdp_shard_teacher:
-        frozen.pop("teacher", None)
+    engine.split_sequences([task.model, *frozen.values()], getattr(task, "latent_shape", None))
     engine.shard_frozen(frozen)  # before the student: a detail expert shares frozen weights
     optimizers = []
 
@@ -215,8 +216,7 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=N
             # of B/G rows add up to exactly one step of B rows
             rng = np.random.default_rng([config.seed, step])
             generator = torch.Generator(device="cpu").manual_seed(int(rng.integers(2**63 - 1)))
-            task.shard = (micro * accelerator.num_processes + accelerator.process_index,
-                          micro_steps * accelerator.num_processes)
+            task.shard = (micro * shard_count + shard_index, micro_steps * shard_count)
             task.micro_batch = config.batch_size
             with accelerator.accumulate(model), accelerator.autocast():
                 loss, logs = task.loss(model, step, rng, generator, accelerator.device)
@@ -262,7 +262,7 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=N
     return {"final_loss": logs.get("loss"), "seconds_this_run": round(time.time() - began, 1),
             "resumed_from_step": start, "steps_done": stopped_at if stopped_at is not None else config.steps,
             "stopped_by_time_limit": stopped_at is not None, "processes": accelerator.num_processes,
-            "parallel": engine.mode}
+            "parallel": engine.mode, "context_parallel": getattr(engine, "context", 1)}
 
 
 def _write_logs(out: Path, logs: dict, seconds: float) -> None:

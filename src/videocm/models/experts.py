@@ -133,7 +133,19 @@ class FeatureTap:
 
     def _hook(self, module, args, output) -> None:
         hidden = output[0] if isinstance(output, tuple) else output
-        self.features.append(self._as_video(hidden))
+        self.features.append(self._as_video(_whole_sequence(self.denoiser.network, hidden)))
 
     def _as_video(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.denoiser.spec.features_as_video(self.denoiser.network, hidden, self._shape)
+
+
+def _whole_sequence(network: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """A block's tokens ``(B, L, D)``; under diffusers' context parallelism (``--context-parallel``) each rank
+    holds a slice of them, gathered here (differentiably: a rank's backward keeps its own slice's gradient)."""
+    parallel = getattr(network, "_parallel_config", None)
+    context = getattr(parallel, "context_parallel_config", None)
+    if context is None or hidden.ndim != 3:
+        return hidden
+    from diffusers.hooks.context_parallel import EquipartitionSharder
+
+    return EquipartitionSharder.unshard(hidden, 1, context._flattened_mesh)

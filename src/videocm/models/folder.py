@@ -69,13 +69,13 @@ def load_network(family: str, path: Path, dtype: torch.dtype = torch.float32):
 
 
 def load_model(folder: str | Path, device: str | torch.device = "cpu", video_shape: list[int] | None = None,
-               max_sequence_length: int | None = None) -> VideoModel:
+               max_sequence_length: int | None = None, dtype: torch.dtype | None = None) -> VideoModel:
     """Load a model folder by path alone (see the module docstring for the layout), or a diffusers pipeline
     folder as a teacher (``video_shape`` ``[frames, height, width]`` and ``max_sequence_length`` override the
     pipeline's defaults; see :mod:`models.pipelines`)."""
     folder = Path(folder)
     if is_pipeline_folder(folder) and not is_model_folder(folder):
-        return load_pipeline_teacher(folder, device, video_shape, max_sequence_length)
+        return load_pipeline_teacher(folder, device, video_shape, max_sequence_length, dtype)
     info = ModelInfo.load(folder)
     if info.kind not in ("teacher", "student"):
         raise VideoCMError(f"{folder} holds a {info.kind} model, not a network that generates clips; give a "

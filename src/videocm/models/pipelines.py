@@ -132,8 +132,16 @@ class PipelineText:
         return {key: torch.stack([row[key] for row in rows]) for key in rows[0]}
 
 
-def load_pipeline(folder: str | Path, device: str | torch.device = "cpu", without_denoiser: bool = False):
-    """The diffusers pipeline of ``folder`` (float32, offline) and its family."""
+def component_dtype(device: str | torch.device) -> torch.dtype:
+    """What a pipeline's text encoders and VAE (and, by default, its denoiser) load in: bfloat16 on a GPU,
+    float32 on the CPU (where bfloat16 matmuls are slow and the small test models want exact sums)."""
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def load_pipeline(folder: str | Path, device: str | torch.device = "cpu", without_denoiser: bool = False,
+                  denoiser_dtype: torch.dtype | None = None):
+    """The diffusers pipeline of ``folder`` (offline) and its family: components in :func:`component_dtype`,
+    the denoiser in ``denoiser_dtype`` (default: the same)."""
     from diffusers import DiffusionPipeline
     from diffusers.utils import logging as diffusers_logging
 
@@ -147,7 +155,8 @@ def load_pipeline(folder: str | Path, device: str | torch.device = "cpu", withou
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
     try:
-        pipeline = DiffusionPipeline.from_pretrained(folder, dtype=torch.float32, local_files_only=True, **skip)
+        dtypes = {"default": component_dtype(device), spec.subfolder: denoiser_dtype or component_dtype(device)}
+        pipeline = DiffusionPipeline.from_pretrained(folder, dtype=dtypes, local_files_only=True, **skip)
     except (OSError, ValueError, EnvironmentError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise VideoCMError(f"cannot load the pipeline in {folder}: {first}") from error
@@ -200,11 +209,12 @@ def pipeline_parts(folder: str | Path, family: str, device, max_sequence_length:
 
 
 def load_pipeline_teacher(folder: str | Path, device: str | torch.device = "cpu",
-                          video_shape: list[int] | None = None, max_sequence_length: int | None = None
-                          ) -> VideoModel:
-    """A :class:`models.video_model.VideoModel` teacher from a diffusers pipeline folder."""
+                          video_shape: list[int] | None = None, max_sequence_length: int | None = None,
+                          dtype: torch.dtype | None = None) -> VideoModel:
+    """A :class:`models.video_model.VideoModel` teacher from a diffusers pipeline folder (its denoiser in
+    ``dtype``; default: :func:`component_dtype`)."""
     folder = Path(folder)
-    pipeline, spec = load_pipeline(folder, device)
+    pipeline, spec = load_pipeline(folder, device, denoiser_dtype=dtype)
     vae = pipeline_vae(pipeline, device)
     info = pipeline_info(folder, pipeline, spec, vae, video_shape, max_sequence_length)
     denoiser = DenoiserAdapter(spec, getattr(pipeline, spec.subfolder), info.embedded_guidance)

@@ -111,11 +111,12 @@ class VideoVAE(torch.nn.Module):
         return (latents.float() - self.mean) / self.std
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        raw = (latents.float() * self.std + self.mean).to(self.vae.dtype)
+        """Clips in [-1, 1] on the latents' device (decoded where the VAE is: the CPU once it is offloaded)."""
+        raw = (latents.float().to(self.mean.device) * self.std + self.mean).to(self.vae.dtype)
         if self.per_frame:
             frames = self.vae.decode(self._frames_as_batch(raw)).sample
-            return self._batch_as_frames(frames, latents.shape[0]).float().clamp(-1, 1)
-        return self.vae.decode(raw).sample.float().clamp(-1, 1)
+            return self._batch_as_frames(frames, latents.shape[0]).float().clamp(-1, 1).to(latents.device)
+        return self.vae.decode(raw).sample.float().clamp(-1, 1).to(latents.device)
 
     def set_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Record per-channel latent statistics in the config (so they are saved) and the buffers."""
