@@ -21,8 +21,8 @@ runs only on a GPU backend that returns the log-sum-exp. With two GPUs, the 2-pr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -134,7 +134,9 @@ def main() -> None:
                        mixed_precision="bf16" if torch.cuda.is_available() else "no",
                        gradient_checkpointing=True, cpu=not torch.cuda.is_available())
     task = LCMTask(config)
-    timed = time_training(task, config, warmup=2, timed=args.steps - 2)
+    # the plain copy the main process saves from (on the CPU, as the trainer's own command builds it)
+    plain = lambda: LCMTask(dataclasses.replace(config, parallel="ddp", cpu=True))  # noqa: E731
+    timed = time_training(task, config, warmup=2, timed=args.steps - 2, make_plain_task=plain)
     gpu_memory = (torch.cuda.get_device_properties(0).total_memory / 2**30 if torch.cuda.is_available() else 64.0)
     plan = planned_row(pipeline, args.frames, args.height, args.width, gpu_memory)
     stage = plan["stages"][0]
@@ -142,7 +144,7 @@ def main() -> None:
     result = {
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__, "transformer": "tiny" if args.tiny else "Wan2.1-T2V-1.3B config (random)",
-        "clip": [args.frames, args.height, args.width], "batch": 1, "mode": "fsdp (1 rank) + checkpointing, bf16",
+        "clip": [args.frames, args.height, args.width], "batch": 1, "mode": "fsdp (1 rank) + checkpointing" + (", bf16" if torch.cuda.is_available() else ", float32"),
         "steps_timed": args.steps - 2, "seconds_per_step": timed["seconds_per_step"],
         "peak_memory_gib": measured_gib, "planned_gib_at_batch_1": stage.get("gib_at_batch"),
         "planned_seconds_per_step": plan.get("seconds_per_step"),

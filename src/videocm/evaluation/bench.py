@@ -230,8 +230,9 @@ def cost_floor(task, repeats: int) -> dict:
     return result
 
 
-def time_training(task, config, warmup: int, timed: int) -> dict:
-    """Seconds per optimiser step of the shared trainer on ``task`` (steps after ``warmup``), and peak memory."""
+def time_training(task, config, warmup: int, timed: int, make_plain_task=None) -> dict:
+    """Seconds per optimiser step of the shared trainer on ``task`` (steps after ``warmup``), and peak memory
+    (``make_plain_task``: the trainer's, for ``--parallel fsdp``)."""
     from ..distill.trainer import train
 
     marks: dict[int, float] = {}
@@ -242,7 +243,7 @@ def time_training(task, config, warmup: int, timed: int) -> dict:
 
     Path(config.out).mkdir(parents=True, exist_ok=True)
     with PeakMemory() as memory:
-        train(task, config, progress=False, on_step=on_step)
+        train(task, config, progress=False, on_step=on_step, make_plain_task=make_plain_task)
     seconds = (marks[warmup + timed] - marks[warmup]) / timed
     return {"seconds_per_step": seconds, "steps_per_second": 1 / seconds, "peak_memory_mb": memory.peak_mb,
             "memory_above_start_mb": memory.above_start_mb}
