@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +80,36 @@ def diffusers_clip(pipe, layout: str, guidance: float, seed: int = 5, steps: int
                 **call_kwargs(layout)).frames[0]
 
 
+def usage_snippet(export: Path) -> tuple[str, int, int]:
+    """The one Python block of ``HOW_TO_USE.md`` with the test prompt in, its step count and seed."""
+    text = (export / "HOW_TO_USE.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 1, text
+    code = blocks[0]
+    assert code.count('"your prompt"') == 1 and "video = " in code
+    steps = int(re.search(r"num_inference_steps=(\d+)", code).group(1))
+    seed = int(re.search(r"torch\.Generator\(\)\.manual_seed\((\d+)\)", code).group(1))
+    return code.replace('"your prompt"', repr(PROMPT)), steps, seed
+
+
+def run_snippet(code: str, fresh_interpreter: bool) -> np.ndarray:
+    """Run ``code`` (here, or in a new Python that has imported nothing) and return its ``video`` in [0, 1]."""
+    if fresh_interpreter:
+        with tempfile.TemporaryDirectory() as folder:
+            out = Path(folder) / "video.npy"
+            save = f"\nimport numpy as np\nnp.save({str(out)!r}, np.asarray(video, dtype=np.float32))\n"
+            done = subprocess.run([sys.executable, "-c", code + save], capture_output=True, text=True,
+                                  env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
+            assert done.returncode == 0, done.stderr[-3000:]
+            return np.load(out)
+    namespace: dict = {}
+    exec(compile(code, "HOW_TO_USE.md", "exec"), namespace)
+    video = namespace["video"]
+    if isinstance(video, list):  # PIL frames (the pipelines whose default output is "pil")
+        return np.stack([np.asarray(frame, dtype=np.float32) / 255 for frame in video])
+    return np.asarray(video, dtype=np.float32)
+
+
 def test_pipeline_teacher_loads_in_its_dtype_and_gives_a_float32_student(pipelines):
     from videocm.distill.lcm import LCMConfig, new_student
     from videocm.models.folder import load_model
@@ -85,7 +119,11 @@ def test_pipeline_teacher_loads_in_its_dtype_and_gives_a_float32_student(pipelin
     assert (component_dtype("cuda"), component_dtype("cpu")) == (torch.bfloat16, torch.float32)
     teacher = load_model(pipelines["wan"], "cpu", video_shape=[9, 32, 32], max_sequence_length=16,
                          dtype=torch.bfloat16)  # what --teacher-dtype auto gives on a GPU
-    assert {p.dtype for p in teacher.denoiser.parameters()} == {torch.bfloat16}
+    network = teacher.denoiser.network
+    keep = network._keep_in_fp32_modules  # diffusers keeps these in float32 (Wan's time embedder, norms)
+    for name, parameter in network.named_parameters():
+        kept = any(part in keep for part in name.split("."))
+        assert parameter.dtype == (torch.float32 if kept else torch.bfloat16), name
     assert {p.dtype for p in teacher.text.pipeline.text_encoder.parameters()} == {torch.float32}
     student = new_student(teacher.denoiser, LCMConfig(teacher=str(pipelines["wan"])), "cpu")
     assert {p.dtype for p in student.parameters()} == {torch.float32}  # float32 master weights
@@ -139,6 +177,25 @@ def test_missing_or_unknown_parts_are_one_line_errors(pipelines, video_folder, t
         assert wanted in capsys.readouterr().err
 
 
+def test_wan22_layouts_are_refused_until_supported(pipelines, video_folder, tmp_path, capsys):
+    """A Wan 2.2 A14B-style pipeline (two transformers, boundary_ratio) used to load and silently run its
+    high-noise transformer at every timestep; TI2V (expand_timesteps) likewise."""
+    two = tmp_path / "wan22"
+    shutil.copytree(pipelines["wan"], two)
+    shutil.copytree(two / "transformer", two / "transformer_2")
+    index = json.loads((two / "model_index.json").read_text())
+    (two / "model_index.json").write_text(json.dumps({**index, "transformer_2": index["transformer"],
+                                                      "boundary_ratio": 0.875}))
+    for command in (["sample", "--model", str(two), "--prompt", "x", "--out", str(tmp_path / "x.npy")],
+                    ["distill", "--teacher", str(two), "--data", str(video_folder), "--out", str(tmp_path / "o")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert "Wan 2.2 two-expert pipeline" in err and "0.875" in err and len(err.splitlines()) == 1
+    (two / "model_index.json").write_text(json.dumps({**index, "expand_timesteps": True}))
+    assert main(["sample", "--model", str(two), "--prompt", "x", "--out", str(tmp_path / "y.npy")]) == 2
+    assert "expand_timesteps" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.slow
 def test_lcm_student_of_each_layout_matches_in_the_diffusers_pipeline(pipelines, video_folder, tmp_path, layout,
@@ -164,6 +221,15 @@ def test_lcm_student_of_each_layout_matches_in_the_diffusers_pipeline(pipelines,
     # the teacher pipeline's own clip differs: the export really runs the student
     teacher = DiffusionPipeline.from_pretrained(pipelines[layout])
     assert np.abs(diffusers_clip(teacher, layout, info.get("embedded_guidance", 1.0)) - ours).max() > 0.05
+    # HOW_TO_USE.md's snippet, run as written (the prompt substituted), gives `videocm sample`'s clip
+    code, steps, seed = usage_snippet(tmp_path / "export")
+    recorded = json.loads((tmp_path / "export" / "call_arguments.json").read_text())
+    assert recorded["num_inference_steps"] == steps and f"num_inference_steps={steps}," in code
+    if layout != "unet3d":  # TextToVideoSDPipeline takes no text length; the others get the distilled one
+        assert recorded["max_sequence_length"] == int(TEXT[layout][1])
+    video = run_snippet(code, fresh_interpreter=layout == "wan")
+    expected = videocm_clip(student, tmp_path / "usage.npy", seed=seed, steps=steps).astype(np.float32) / 255
+    assert video.shape == expected.shape and np.abs(video - expected).max() <= TOLERANCE
 
 
 @pytest.mark.parametrize("layout", ["wan", "hunyuan", "unet3d", "cogvideox"])
@@ -207,6 +273,9 @@ def test_lora_student_exports_for_load_lora_weights(pipelines, video_folder, tmp
     theirs = diffusers_clip(pipe, "wan", 1.0)
     assert np.abs(theirs - ours).max() <= TOLERANCE
     assert np.abs(before - ours).max() > 0.05
+    code, steps, seed = usage_snippet(tmp_path / "lora")  # teacher pipeline + load_lora_weights, as written
+    expected = videocm_clip(student, tmp_path / "usage.npy", seed=seed, steps=steps).astype(np.float32) / 255
+    assert np.abs(run_snippet(code, fresh_interpreter=False) - expected).max() <= TOLERANCE
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(pipelines, video_folder, tmp_path):

@@ -144,6 +144,8 @@ def export_student(student: str | Path, out: str | Path, fmt: str | None = None,
     if fmt == "pipeline":
         _write_pipeline(Path(info.pipeline), out, part, type(scheduler).__name__, model.experts is not None, copy)
     (out / USAGE_FILE).write_text(usage(info, fmt, out, type(scheduler).__name__, model.experts is not None))
+    if fmt in ("pipeline", "lora"):
+        (out / CALL_FILE).write_text(json.dumps(call_arguments(info), indent=2))
     return out
 
 
@@ -164,33 +166,64 @@ def _write_pipeline(teacher: Path, out: Path, part: str, scheduler_class: str, p
     (out / "model_index.json").write_text(json.dumps(index, indent=2))
 
 
+CALL_FILE = "call_arguments.json"
+
+
+def call_arguments(info: ModelInfo) -> dict:
+    """The keyword arguments of the exported pipeline's call that reproduce ``videocm sample`` with this student
+    (steps, guidance, clip shape, text length), limited to those the pipeline class takes."""
+    import inspect
+
+    import diffusers
+
+    spec = get_family(info.family)
+    frames, height, width = info.video_shape
+    wanted = {"num_inference_steps": int(info.default_steps or 4),
+              "guidance_scale": spec.export_guidance(info.embedded_guidance),
+              "num_frames": int(frames), "height": int(height), "width": int(width),
+              "max_sequence_length": int(info.max_sequence_length) if info.max_sequence_length else None}
+    pipeline_class = getattr(diffusers, info.pipeline_class or spec.pipeline.class_name, None)
+    accepted = inspect.signature(pipeline_class.__call__).parameters if pipeline_class else wanted
+    return {k: v for k, v in wanted.items() if k in accepted and v is not None}
+
+
 def usage(info: ModelInfo, fmt: str, out: Path, scheduler_class: str, phased: bool) -> str:
-    """A short guide written beside the export: how to run it in diffusers."""
-    steps = int(info.default_steps or 4)
-    family = info.family
-    spec = get_family(family)
+    """A short guide written beside the export: how to run it in diffusers. Its Python block runs as written
+    (tests execute it): one fenced block, the prompt ``"your prompt"``, ``num_inference_steps=N``,
+    ``torch.Generator().manual_seed(S)``, the frames in ``video``."""
+    arguments = call_arguments(info) if fmt in ("pipeline", "lora") else {}
+    steps = arguments.get("num_inference_steps", int(info.default_steps or 4))
+    spec = get_family(info.family)
     flow = scheduler_class == "FlowConsistencyScheduler"
-    guidance = spec.export_guidance_argument(info.embedded_guidance)
     lines = [f"# Using this videocm export ({fmt})", "",
-             f"Student of `{info.teacher}` ({info.method}, {family}); sample in {steps} steps.", ""]
-    if fmt == "pipeline":
-        shape = info.video_shape
-        lines += ["```python", "import torch", "from diffusers import DiffusionPipeline", "",
-                  f'pipe = DiffusionPipeline.from_pretrained("{out}")',
-                  "generator = torch.Generator().manual_seed(0)"]
+             f"Student of `{info.teacher}` ({info.method}, {info.family}); sample in {steps} steps.", ""]
+    if fmt in ("pipeline", "lora"):
+        needs_videocm = flow or phased
+        lines += ["```python", "import torch"]
+        if needs_videocm:
+            lines.append("import videocm  # noqa: F401 - registers videocm's classes with diffusers")
+        lines += ["from diffusers import DiffusionPipeline", ""]
+        if fmt == "pipeline":
+            lines.append(f'pipe = DiffusionPipeline.from_pretrained("{out}")')
+        else:
+            lines += [f'pipe = DiffusionPipeline.from_pretrained("{info.pipeline}")  # the teacher pipeline',
+                      f'pipe.load_lora_weights("{out}")',
+                      f'pipe.scheduler = {"videocm" if flow else "diffusers"}.{scheduler_class}.from_pretrained('
+                      f'"{out}", subfolder="scheduler")']
+            if not flow:
+                lines.insert(lines.index("from diffusers import DiffusionPipeline"), "import diffusers")
+        lines.append("generator = torch.Generator().manual_seed(0)")
         if flow:
             lines.append("pipe.scheduler.generator = generator  # re-noising noise (pipelines do not pass theirs)")
-        lines += [f'video = pipe("your prompt", num_inference_steps={steps}, {guidance},',
-                  f"             num_frames={shape[0]}, height={shape[1]}, width={shape[2]}, generator=generator)"
-                  ".frames[0]", "```"]
+        if arguments.get("guidance_scale") == 1.0:
+            lines.append("# guidance is folded into the student: guidance_scale=1.0 skips the unconditional pass")
+        lines.append('video = pipe("your prompt",')
+        lines += [f"             {key}={value!r}," for key, value in arguments.items()]
+        lines += ["             generator=generator).frames[0]", "```", "",
+                  f"These are the arguments the student was distilled with (also in `{CALL_FILE}`)."]
         if phased:
             lines += ["", "The denoiser is a `videocm.ExpertSwitchingModel` (DCM's experts, switched by timestep): "
                       "`pip install videocm` where the pipeline runs."]
-    elif fmt == "lora":
-        lines += ["```python", "pipe = DiffusionPipeline.from_pretrained(TEACHER_PIPELINE)",
-                  f'pipe.load_lora_weights("{out}")',
-                  f'pipe.scheduler = {"videocm." if flow else "diffusers."}{scheduler_class}.from_pretrained('
-                  f'"{out}", subfolder="scheduler")', "```"]
     else:
         lines += [f"`{spec.subfolder}/` is a diffusers `{spec.network_class}`"
                   f"{' wrapped in videocm.ExpertSwitchingModel' if phased else ''}; `scheduler/` its "

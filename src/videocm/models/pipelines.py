@@ -59,6 +59,7 @@ def read_model_index(folder: str | Path) -> tuple[dict, FamilySpec]:
         if not subfolder.is_dir() or not any(subfolder.iterdir()):
             raise VideoCMError(f"{folder} is missing its {part}/ part ({MODEL_INDEX} lists {entry[1]}); copy the "
                                f"complete pipeline folder (videocm never downloads)")
+    spec.check_model_index(index, folder)
     return index, spec
 
 

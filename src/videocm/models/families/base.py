@@ -149,6 +149,9 @@ class FamilySpec:
         layout = self.pipeline
         return [layout.frames, layout.height, layout.width]
 
+    def check_model_index(self, index: dict, folder) -> None:
+        """A one-line error for a pipeline layout of this family that videocm cannot distil (yet)."""
+
     def check_video_shape(self, frames: int, vae, class_name: str) -> None:
         """A one-line error for clip shapes the family's VAE cannot decode back (beyond the generic checks)."""
 
@@ -156,6 +159,7 @@ class FamilySpec:
         """Extra keys of a pipeline teacher's model description (e.g. an embedded guidance scale)."""
         return {}
 
-    def export_guidance_argument(self, embedded_guidance: float | None) -> str:
-        """The ``guidance_scale`` a user passes to the exported pipeline (HOW_TO_USE.md)."""
-        return "guidance_scale=1.0  # guidance is folded into the student: no CFG pass"
+    def export_guidance(self, embedded_guidance: float | None) -> float:
+        """The ``guidance_scale`` a user passes to the exported pipeline (HOW_TO_USE.md): 1, guidance being
+        folded into the student."""
+        return 1.0

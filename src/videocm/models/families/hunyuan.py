@@ -56,8 +56,8 @@ class HunyuanSpec(FamilySpec):
     def pipeline_info(self, layout: PipelineLayout) -> dict:
         return {"embedded_guidance": layout.guidance}
 
-    def export_guidance_argument(self, embedded_guidance):
-        return f"guidance_scale={embedded_guidance}"
+    def export_guidance(self, embedded_guidance):
+        return float(embedded_guidance)
 
 
 FAMILY = HunyuanSpec()

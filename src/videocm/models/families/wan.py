@@ -50,6 +50,16 @@ class WanSpec(FamilySpec):
     def time_embedding(self, network: nn.Module) -> nn.Module:
         return network.condition_embedder.time_embedder
 
+    def check_model_index(self, index, folder):
+        second = index.get("transformer_2")
+        if (second and second[0] is not None) or index.get("boundary_ratio") is not None:
+            raise VideoCMError(f"{folder} is a Wan 2.2 two-expert pipeline (transformer_2, boundary_ratio "
+                               f"{index.get('boundary_ratio')}); videocm does not distil it yet and would run its "
+                               f"high-noise transformer at every timestep. Use a one-transformer Wan pipeline")
+        if index.get("expand_timesteps"):
+            raise VideoCMError(f"{folder} is a Wan 2.2 TI2V pipeline (expand_timesteps: per-token timesteps); "
+                               f"videocm does not distil it yet. Use a Wan 2.1-layout pipeline")
+
     def feature_blocks(self, network: nn.Module) -> list[nn.Module]:
         return list(network.blocks)
 
