@@ -230,6 +230,17 @@ def test_lcm_student_of_each_layout_matches_in_the_diffusers_pipeline(pipelines,
     video = run_snippet(code, fresh_interpreter=layout == "wan")
     expected = videocm_clip(student, tmp_path / "usage.npy", seed=seed, steps=steps).astype(np.float32) / 255
     assert video.shape == expected.shape and np.abs(video - expected).max() <= TOLERANCE
+    if layout == "wan":
+        # diffusers' stock FlowMatchLCMScheduler gives the same 1-step clip but not the multi-step one: it spaces
+        # timesteps linearly instead of on the student's grid, and re-noises from the global RNG (WanPipeline
+        # passes no generator to step); so the export keeps FlowConsistencyScheduler (README, Export)
+        from diffusers import FlowMatchLCMScheduler
+
+        stock = DiffusionPipeline.from_pretrained(tmp_path / "export")
+        stock.scheduler = FlowMatchLCMScheduler(shift=pipe.scheduler.config.shift)
+        one = videocm_clip(student, tmp_path / "one.npy", steps=1).astype(np.float32) / 255
+        assert np.abs(diffusers_clip(stock, layout, 1.0, steps=1) - one).max() <= TOLERANCE
+        assert np.abs(diffusers_clip(stock, layout, 1.0, steps=2) - ours).max() > 4 * TOLERANCE
 
 
 @pytest.mark.parametrize("layout", ["wan", "hunyuan", "unet3d", "cogvideox"])

@@ -12,7 +12,13 @@ Formats (``--format``):
   ``load_lora_weights`` reads, with the teacher's denoiser) plus ``OUT/scheduler``.
 
 Schedulers: diffusers' ``LCMScheduler`` for VP students (same grid, scalings and timestep choice as
-``videocm sample``); :class:`FlowConsistencyScheduler` for flow-matching students.
+``videocm sample``); :class:`FlowConsistencyScheduler` for flow-matching students. diffusers' own
+``FlowMatchLCMScheduler`` was tried in its place (``tests/test_real_models.py``): it reproduces a 1-step clip but
+not a multi-step one, because it spaces the timesteps linearly from 1000 to near 0 (4 steps at shift 3: 1000, 858,
+602, 9) where the student was trained on its skipping grid and ``videocm sample`` picks from it as
+``LCMScheduler`` does (1000, 905, 750, 513), and ``WanPipeline`` neither forwards custom sigmas nor passes its
+generator to ``step``, so its re-noising noise comes from the global RNG. It also drops the c_skip/c_out boundary
+scalings (negligible at these timesteps).
 """
 
 from __future__ import annotations
