@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from tiny_pipelines import LAYOUTS, SPECS, build_tiny_pipeline, call_kwargs
 from videocm.cli import main
@@ -284,8 +285,21 @@ def test_lora_student_exports_for_load_lora_weights(pipelines, video_folder, tmp
     theirs = diffusers_clip(pipe, "wan", 1.0)
     assert np.abs(theirs - ours).max() <= TOLERANCE
     assert np.abs(before - ours).max() > 0.05
+    # the adapter's alpha / rank (16 / 4) is in the file: diffusers loads a file without alphas at scale 1
+    loaded = pipe.transformer.blocks[0].attn1.to_q
+    trained = load_file(student / "lora" / "adapter_model.safetensors")["blocks.0.attn1.to_q.lora_B.weight"]
+    assert torch.allclose(loaded.lora_B["default_0"].weight * loaded.scaling["default_0"], trained * 4.0)
     code, steps, seed = usage_snippet(tmp_path / "lora")  # teacher pipeline + load_lora_weights, as written
     expected = videocm_clip(student, tmp_path / "usage.npy", seed=seed, steps=steps).astype(np.float32) / 255
+    assert np.abs(run_snippet(code, fresh_interpreter=False) - expected).max() <= TOLERANCE
+    # Wan's original key layout (ComfyUI, Wan's code), read back through diffusers' own converter
+    assert main(["export", "--model", str(student), "--out", str(tmp_path / "original"),
+                 "--format", "lora-original"]) == 0
+    original = load_file(tmp_path / "original" / "lora.safetensors")
+    assert "diffusion_model.blocks.0.self_attn.q.lora_A.weight" in original
+    assert float(original["diffusion_model.blocks.0.ffn.0.alpha"]) == 16.0
+    code, steps, seed = usage_snippet(tmp_path / "original")
+    assert 'weight_name="lora.safetensors"' in code
     assert np.abs(run_snippet(code, fresh_interpreter=False) - expected).max() <= TOLERANCE
 
 

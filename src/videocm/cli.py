@@ -65,7 +65,7 @@ class ExportConfig:
 
     model: str  # student folder (from `videocm distill`), or a sharded checkpoint RUN/checkpoints/step-N
     out: str  # new folder to write
-    format: Literal["pipeline", "model", "lora"] | None = None  # default: pipeline for students of diffusers pipelines, else model
+    format: Literal["pipeline", "model", "lora", "lora-original"] | None = None  # default: pipeline for students of diffusers pipelines, else model
     copy: bool = False  # copy the teacher's other parts instead of linking them
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # weights' storage dtype
     gathered: str | None = None  # a sharded checkpoint's student folder is written here (default: RUN/gathered-step-N)

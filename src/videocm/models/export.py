@@ -9,7 +9,11 @@ Formats (``--format``):
 * ``model``: the denoiser alone as a diffusers model folder (``OUT/transformer`` or ``OUT/unet``) plus
   ``OUT/scheduler``; for students of videocm's own teachers, whose text encoder no diffusers pipeline takes.
 * ``lora``: a LoRA student's adapter as ``OUT/pytorch_lora_weights.safetensors`` (what the pipeline's
-  ``load_lora_weights`` reads, with the teacher's denoiser) plus ``OUT/scheduler``.
+  ``load_lora_weights`` reads, with the teacher's denoiser) plus ``OUT/scheduler``. The adapter's ``alpha / rank``
+  is folded into its up matrices: diffusers loads a file without alphas at scale 1.
+* ``lora-original``: the same adapter in the network's original (non-diffusers) key layout, ``OUT/lora.safetensors``
+  with an ``.alpha`` per module (Wan: ``diffusion_model.blocks.N.self_attn.q.lora_A.weight`` ..., what ComfyUI
+  and Wan's own code read, and what diffusers' converter for such LoRAs takes).
 
 Schedulers: diffusers' ``LCMScheduler`` for VP students (same grid, scalings and timestep choice as
 ``videocm sample``); :class:`FlowConsistencyScheduler` for flow-matching students. diffusers' own
@@ -34,7 +38,8 @@ from .families import get_family
 from .folder import STORE_DTYPES, cast_for_storage, load_model
 from .info import ModelInfo
 
-FORMATS = ("pipeline", "model", "lora")
+FORMATS = ("pipeline", "model", "lora", "lora-original")
+LORA_FILES = {"lora": "pytorch_lora_weights.safetensors", "lora-original": "lora.safetensors"}
 USAGE_FILE = "HOW_TO_USE.md"
 
 
@@ -79,7 +84,7 @@ def _check_exportable(model, fmt: str) -> None:
     if fmt == "pipeline" and not info.from_pipeline:
         raise VideoCMError(f"{model.path} was distilled from a videocm teacher (MiniLM text), which no diffusers "
                            f"pipeline runs: use --format model (the denoiser and scheduler alone)")
-    if fmt == "lora" and (model.experts is not None or not (Path(model.path) / "lora").is_dir()):
+    if fmt.startswith("lora") and (model.experts is not None or not (Path(model.path) / "lora").is_dir()):
         raise VideoCMError(f"{model.path} holds no LoRA adapter (distil with --student lora); use --format "
                            f"{'pipeline' if info.from_pipeline else 'model'}")
 
@@ -112,13 +117,23 @@ def _denoiser_for_export(model):
     return wrapper
 
 
-def _lora_state(model) -> dict[str, torch.Tensor]:
-    """The peft adapter of ``lora/``, under the names diffusers' ``load_lora_weights`` expects."""
+def _lora_state(model, layout: str = "lora") -> dict[str, torch.Tensor]:
+    """The peft adapter of ``lora/`` under the names diffusers' ``load_lora_weights`` expects (``lora``: its
+    scale folded into the up matrices) or in the family's original layout (``lora-original``: with alphas)."""
     from safetensors.torch import load_file
 
-    weights = load_file(str(Path(model.path) / "lora" / "adapter_model.safetensors"))
-    prefix = get_family(model.info.family).subfolder
-    return {f"{prefix}.{name}": value for name, value in weights.items()}
+    folder = Path(model.path) / "lora"
+    weights = load_file(str(folder / "adapter_model.safetensors"))
+    config = json.loads((folder / "adapter_config.json").read_text())
+    rank, alpha = int(config["r"]), float(config.get("lora_alpha", config["r"]))
+    if config.get("rank_pattern") or config.get("alpha_pattern"):
+        raise VideoCMError(f"{folder} has per-module ranks or alphas, which this export does not write")
+    spec = get_family(model.info.family)
+    if layout == "lora-original":
+        return spec.original_lora_state(weights, alpha)
+    scale = alpha / rank
+    return {f"{spec.subfolder}.{name}": value * scale if ".lora_B." in name else value
+            for name, value in weights.items()}
 
 
 def export_student(student: str | Path, out: str | Path, fmt: str | None = None, copy: bool = False,
@@ -139,10 +154,10 @@ def export_student(student: str | Path, out: str | Path, fmt: str | None = None,
     scheduler = student_scheduler(info)
     scheduler.save_pretrained(out / "scheduler")
     part = get_family(info.family).subfolder
-    if fmt == "lora":
+    if fmt.startswith("lora"):
         from safetensors.torch import save_file
 
-        save_file({k: v.contiguous() for k, v in _lora_state(model).items()}, str(out / "pytorch_lora_weights.safetensors"))
+        save_file({k: v.contiguous() for k, v in _lora_state(model, fmt).items()}, str(out / LORA_FILES[fmt]))
     else:
         network = _denoiser_for_export(model)
         cast_for_storage(network, STORE_DTYPES[dtype])
@@ -150,7 +165,7 @@ def export_student(student: str | Path, out: str | Path, fmt: str | None = None,
     if fmt == "pipeline":
         _write_pipeline(Path(info.pipeline), out, part, type(scheduler).__name__, model.experts is not None, copy)
     (out / USAGE_FILE).write_text(usage(info, fmt, out, type(scheduler).__name__, model.experts is not None))
-    if fmt in ("pipeline", "lora"):
+    if fmt != "model":
         (out / CALL_FILE).write_text(json.dumps(call_arguments(info), indent=2))
     return out
 
@@ -197,13 +212,13 @@ def usage(info: ModelInfo, fmt: str, out: Path, scheduler_class: str, phased: bo
     """A short guide written beside the export: how to run it in diffusers. Its Python block runs as written
     (tests execute it): one fenced block, the prompt ``"your prompt"``, ``num_inference_steps=N``,
     ``torch.Generator().manual_seed(S)``, the frames in ``video``."""
-    arguments = call_arguments(info) if fmt in ("pipeline", "lora") else {}
+    arguments = call_arguments(info) if fmt != "model" else {}
     steps = arguments.get("num_inference_steps", int(info.default_steps or 4))
     spec = get_family(info.family)
     flow = scheduler_class == "FlowConsistencyScheduler"
     lines = [f"# Using this videocm export ({fmt})", "",
              f"Student of `{info.teacher}` ({info.method}, {info.family}); sample in {steps} steps.", ""]
-    if fmt in ("pipeline", "lora"):
+    if fmt != "model":
         needs_videocm = flow or phased
         lines += ["```python", "import torch"]
         if needs_videocm:
@@ -213,7 +228,8 @@ def usage(info: ModelInfo, fmt: str, out: Path, scheduler_class: str, phased: bo
             lines.append(f'pipe = DiffusionPipeline.from_pretrained("{out}")')
         else:
             lines += [f'pipe = DiffusionPipeline.from_pretrained("{info.pipeline}")  # the teacher pipeline',
-                      f'pipe.load_lora_weights("{out}")',
+                      f'pipe.load_lora_weights("{out}"'
+                      + (f', weight_name="{LORA_FILES[fmt]}")' if fmt == "lora-original" else ")"),
                       f'pipe.scheduler = {"videocm" if flow else "diffusers"}.{scheduler_class}.from_pretrained('
                       f'"{out}", subfolder="scheduler")']
             if not flow:

@@ -149,6 +149,12 @@ class FamilySpec:
         layout = self.pipeline
         return [layout.frames, layout.height, layout.width]
 
+    def original_lora_state(self, weights: dict, alpha: float) -> dict:
+        """A peft LoRA state of this family's network in its original (non-diffusers) key layout, for
+        ``videocm export --format lora-original``."""
+        raise VideoCMError(f"--format lora-original: no original LoRA layout is known for {self.name} networks; "
+                           f"use --format lora")
+
     def check_model_index(self, index: dict, folder) -> None:
         """A one-line error for a pipeline layout of this family that videocm cannot distil (yet)."""
 

@@ -50,6 +50,28 @@ class WanSpec(FamilySpec):
     def time_embedding(self, network: nn.Module) -> nn.Module:
         return network.condition_embedder.time_embedder
 
+    # diffusers' module names in a block -> Wan's own (what diffusers' _convert_non_diffusers_wan_lora_to_diffusers
+    # maps back)
+    ORIGINAL_NAMES = {"attn1.to_q": "self_attn.q", "attn1.to_k": "self_attn.k", "attn1.to_v": "self_attn.v",
+                      "attn1.to_out.0": "self_attn.o", "attn2.to_q": "cross_attn.q", "attn2.to_k": "cross_attn.k",
+                      "attn2.to_v": "cross_attn.v", "attn2.to_out.0": "cross_attn.o",
+                      "attn2.add_k_proj": "cross_attn.k_img", "attn2.add_v_proj": "cross_attn.v_img",
+                      "ffn.net.0.proj": "ffn.0", "ffn.net.2": "ffn.2"}
+
+    def original_lora_state(self, weights, alpha):
+        state = {}
+        for name, value in weights.items():
+            module, _, kind = name.rpartition(".lora_")  # "blocks.3.attn1.to_q", "A.weight"
+            head, _, rest = module.partition(".")
+            index, _, inner = rest.partition(".")
+            if head != "blocks" or inner not in self.ORIGINAL_NAMES:
+                raise VideoCMError(f"--format lora-original: the adapter has {module}, which Wan's original layout "
+                                   f"does not name; use --format lora")
+            original = f"diffusion_model.blocks.{index}.{self.ORIGINAL_NAMES[inner]}"
+            state[f"{original}.lora_{kind}"] = value
+            state[f"{original}.alpha"] = torch.tensor(float(alpha))
+        return state
+
     def check_model_index(self, index, folder):
         second = index.get("transformer_2")
         if (second and second[0] is not None) or index.get("boundary_ratio") is not None:
