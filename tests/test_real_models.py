@@ -178,20 +178,42 @@ def test_missing_or_unknown_parts_are_one_line_errors(pipelines, video_folder, t
         assert wanted in capsys.readouterr().err
 
 
-def test_wan22_layouts_are_refused_until_supported(pipelines, video_folder, tmp_path, capsys):
-    """A Wan 2.2 A14B-style pipeline (two transformers, boundary_ratio) used to load and silently run its
-    high-noise transformer at every timestep; TI2V (expand_timesteps) likewise."""
-    two = tmp_path / "wan22"
-    shutil.copytree(pipelines["wan"], two)
-    shutil.copytree(two / "transformer", two / "transformer_2")
-    index = json.loads((two / "model_index.json").read_text())
-    (two / "model_index.json").write_text(json.dumps({**index, "transformer_2": index["transformer"],
-                                                      "boundary_ratio": 0.875}))
-    for command in (["sample", "--model", str(two), "--prompt", "x", "--out", str(tmp_path / "x.npy")],
-                    ["distill", "--teacher", str(two), "--data", str(video_folder), "--out", str(tmp_path / "o")]):
-        assert main(command) == 2
-        err = capsys.readouterr().err.strip()
-        assert "Wan 2.2 two-expert pipeline" in err and "0.875" in err and len(err.splitlines()) == 1
+def test_wan22_two_expert_teacher_switches_at_its_boundary(video_folder, tmp_path, capsys):
+    """Wan 2.2 A14B's layout (transformer_2, boundary_ratio) used to load and silently run the high-noise
+    transformer at every timestep. Now each timestep goes to its expert, as WanPipeline does; distilling it is
+    refused in one line until it is supported; TI2V (expand_timesteps) is refused."""
+    from tiny_pipelines import build_tiny_wan22
+    from videocm.models.denoisers import TwoStageDenoiser
+    from videocm.models.folder import load_model
+
+    two = build_tiny_wan22(tmp_path / "wan22")
+    teacher = load_model(two, "cpu", video_shape=[9, 32, 32], max_sequence_length=16)
+    denoiser = teacher.denoiser
+    assert isinstance(denoiser, TwoStageDenoiser) and denoiser.boundary == 875.0
+    x = torch.randn(3, *teacher.info.latent_shape, generator=torch.Generator().manual_seed(0))
+    states = teacher.text.encode([PROMPT] * 3)
+    timestep = torch.tensor([900.0, 100.0, 875.0])
+    with torch.no_grad():
+        mixed = denoiser(x, timestep, **states)
+        for row, expert in ((0, denoiser.base), (1, denoiser.low), (2, denoiser.base)):
+            alone = expert(x[row:row + 1], timestep[row:row + 1], **{k: v[row:row + 1] for k, v in states.items()})
+            torch.testing.assert_close(mixed[row:row + 1], alone)
+        assert not torch.allclose(denoiser.base(x, timestep, **states), denoiser.low(x, timestep, **states))
+    # sampling runs the low-noise expert at its timesteps: the clip differs from the high-noise expert's alone
+    assert main(["sample", "--model", str(two), "--prompt", PROMPT, "--out", str(tmp_path / "two.npy"), *SHAPE,
+                 "--max-sequence-length", "16", "--steps", "6"]) == 0
+    single = tmp_path / "single"
+    shutil.copytree(two, single, ignore=shutil.ignore_patterns("transformer_2"))
+    index = json.loads((single / "model_index.json").read_text())
+    (single / "model_index.json").write_text(json.dumps({**index, "transformer_2": [None, None],
+                                                         "boundary_ratio": None}))
+    assert main(["sample", "--model", str(single), "--prompt", PROMPT, "--out", str(tmp_path / "one.npy"), *SHAPE,
+                 "--max-sequence-length", "16", "--steps", "6"]) == 0
+    assert np.abs(np.load(tmp_path / "two.npy").astype(float) - np.load(tmp_path / "one.npy")).max() > 2
+    capsys.readouterr()
+    assert main(["distill", "--teacher", str(two), "--data", str(video_folder), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Wan 2.2 two-expert pipeline" in err and "does not distil" in err and len(err.splitlines()) == 1
     (two / "model_index.json").write_text(json.dumps({**index, "expand_timesteps": True}))
     assert main(["sample", "--model", str(two), "--prompt", "x", "--out", str(tmp_path / "y.npy")]) == 2
     assert "expand_timesteps" in capsys.readouterr().err

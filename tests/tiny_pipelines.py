@@ -377,3 +377,18 @@ def build_tiny_pipeline(layout: str, out: Path, seed: int = 0) -> Path:
     out = Path(out)
     make_tiny_pipeline(layout, seed).save_pretrained(out)
     return out
+
+
+def build_tiny_wan22(out: Path, seed: int = 0, boundary_ratio: float = 0.875) -> Path:
+    """The tiny Wan pipeline in Wan 2.2 A14B's two-expert layout: ``transformer`` (high noise) and a second,
+    differently drawn ``transformer_2`` (low noise) switched at ``boundary_ratio``; saved into ``out``."""
+    from diffusers import WanPipeline
+
+    base = make_tiny_pipeline("wan", seed)
+    low = make_tiny_pipeline("wan", seed + 100).transformer
+    pipe = WanPipeline(tokenizer=base.tokenizer, text_encoder=base.text_encoder, vae=base.vae,
+                       scheduler=base.scheduler, transformer=base.transformer, transformer_2=low,
+                       boundary_ratio=boundary_ratio)
+    out = Path(out)
+    pipe.save_pretrained(out)
+    return out

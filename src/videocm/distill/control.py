@@ -29,7 +29,7 @@ from ..models.text_encoder import PromptCache, TextEncoder
 from ..pipeline import VideoPipeline
 from .batches import LatentBatches
 from .consistency import consistency_step, draw_consistency_batch, expanded
-from .lcm import TargetNetwork
+from .lcm import TargetNetwork, refuse_two_stage
 from .teacher import denoising_loss
 from .trainer import Monitor, TrainConfig, run_and_summarise, shard_rows
 
@@ -60,6 +60,7 @@ class ControlTask:
     def __init__(self, config: ControlConfig, device: torch.device | str | None = None) -> None:
         device = device or ("cuda" if torch.cuda.is_available() and not config.cpu else "cpu")
         self.config = config
+        refuse_two_stage(config.teacher)
         self.teacher = load_model(config.teacher, device)
         info = self.teacher.info
         if self.teacher.is_student:

@@ -129,8 +129,18 @@ def video_shape_override(config) -> list[int] | None:
     return [int(v) for v in shape]
 
 
+def refuse_two_stage(folder) -> None:
+    """A one-line error, before anything loads, for a teacher videocm samples but does not train on yet."""
+    from ..models.pipelines import is_pipeline_folder, read_model_index
+
+    if is_pipeline_folder(folder) and (read_model_index(folder)[0].get("transformer_2") or [None])[0]:
+        raise VideoCMError(f"{folder} is a Wan 2.2 two-expert pipeline: videocm samples it but does not distil or "
+                           f"train on it yet; use a one-transformer Wan pipeline")
+
+
 def load_teacher(config, device):
     """The teacher of a distillation config: a videocm folder or a diffusers pipeline folder."""
+    refuse_two_stage(config.teacher)
     dtype = resolve_teacher_dtype(getattr(config, "teacher_dtype", "auto"), device)
     return load_model(config.teacher, device, video_shape_override(config), config.max_sequence_length, dtype)
 

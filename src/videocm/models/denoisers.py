@@ -12,6 +12,7 @@ network, text states ``(B, L, D)``, mask ``(B, L)`` and pooled states ``(B, D')`
   ``guidance=`` ``(B,)``.
 * :class:`ControlledDenoiser`: a control branch's residuals joined to the network; it then takes ``control=``
   latents ``(B, C', T, h, w)`` (without them it is the plain denoiser).
+* :class:`TwoStageDenoiser`: Wan 2.2's high-noise and low-noise transformers, switched by timestep.
 
 Wrappers nest (``ControlledDenoiser(GuidanceEmbeddedDenoiser(adapter, e), branch)``) and never change the
 denoiser they wrap. Masks: families with ``zero_padded_text`` zero padding tokens before the network (what the
@@ -154,6 +155,40 @@ class ControlledDenoiser(DenoiserWrapper):
         with branch.joined(self.base.network, residuals, self.scale) as arguments:
             return self.base(x, timestep, encoder_hidden_states, encoder_attention_mask, pooled_projections,
                              network_arguments=arguments, **kwargs)
+
+
+class TwoStageDenoiser(DenoiserWrapper):
+    """Wan 2.2's two-expert layout (``WanPipeline`` with ``transformer_2`` and ``boundary_ratio``): ``base`` (the
+    pipeline's ``transformer``) denoises timesteps at or above ``boundary`` (``boundary_ratio`` times the number of
+    training timesteps, as the pipeline compares them), ``low`` (``transformer_2``) those below. Each row of a
+    batch goes to the expert that owns its timestep; ``base`` is what :func:`unwrapped` finds."""
+
+    def __init__(self, base: DenoiserAdapter, low: DenoiserAdapter, boundary: float) -> None:
+        super().__init__(base)
+        self.low = low
+        self.boundary = float(boundary)
+
+    def experts(self) -> list[nn.Module]:
+        """``[high-noise, low-noise]`` adapters."""
+        return [self.base, self.low]
+
+    def forward(self, x, timestep, encoder_hidden_states, encoder_attention_mask=None, pooled_projections=None,
+                **kwargs):
+        timestep = torch.as_tensor(timestep, device=x.device).reshape(-1).expand(x.shape[0])
+        high = timestep >= self.boundary
+        if bool(high.all()) or not bool(high.any()):  # one expert for the whole batch (always when sampling)
+            expert = self.base if bool(high.all()) else self.low
+            return expert(x, timestep, encoder_hidden_states, encoder_attention_mask, pooled_projections, **kwargs)
+
+        def rows(value, chosen):
+            return value[chosen] if isinstance(value, torch.Tensor) and value.shape[:1] == x.shape[:1] else value
+
+        out = torch.empty_like(x)
+        for expert, chosen in ((self.base, high), (self.low, ~high)):
+            out[chosen] = expert(x[chosen], timestep[chosen], encoder_hidden_states[chosen],
+                                 rows(encoder_attention_mask, chosen), rows(pooled_projections, chosen),
+                                 **{k: rows(v, chosen) for k, v in kwargs.items()})
+        return out
 
 
 def unwrapped(denoiser: nn.Module) -> DenoiserAdapter:

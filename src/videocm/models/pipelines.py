@@ -25,7 +25,6 @@ from pathlib import Path
 import torch
 
 from ..errors import VideoCMError
-from .denoisers import DenoiserAdapter
 from .families import FamilySpec, family_for_pipeline, get_family, pipeline_classes
 from .info import ModelInfo, read_json_object, schedule_from_config
 from .vae import VideoVAE
@@ -148,7 +147,9 @@ def load_pipeline(folder: str | Path, device: str | torch.device = "cpu", withou
 
     index, spec = read_model_index(folder)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    skip = {spec.subfolder: None} if without_denoiser else {}
+    denoisers = [spec.subfolder, *([spec.second_subfolder] if (index.get(spec.second_subfolder) or [None])[0]
+                                   else [])]
+    skip = {name: None for name in denoisers} if without_denoiser else {}
     from transformers.utils import logging as transformers_logging
 
     level = diffusers_logging.get_verbosity()
@@ -156,7 +157,8 @@ def load_pipeline(folder: str | Path, device: str | torch.device = "cpu", withou
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
     try:
-        dtypes = {"default": component_dtype(device), spec.subfolder: denoiser_dtype or component_dtype(device)}
+        dtypes = {"default": component_dtype(device),
+                  **{name: denoiser_dtype or component_dtype(device) for name in denoisers}}
         pipeline = DiffusionPipeline.from_pretrained(folder, dtype=dtypes, local_files_only=True, **skip)
     except (OSError, ValueError, EnvironmentError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -165,7 +167,7 @@ def load_pipeline(folder: str | Path, device: str | torch.device = "cpu", withou
         diffusers_logging.set_verbosity(level)
         diffusers_logging.enable_progress_bar()
     pipeline.set_progress_bar_config(disable=True)
-    for name in ("vae", "text_encoder", "text_encoder_2", spec.subfolder):
+    for name in ("vae", "text_encoder", "text_encoder_2", *denoisers):
         module = getattr(pipeline, name, None)
         if module is not None:
             module.to(device).eval().requires_grad_(False)
@@ -218,7 +220,7 @@ def load_pipeline_teacher(folder: str | Path, device: str | torch.device = "cpu"
     pipeline, spec = load_pipeline(folder, device, denoiser_dtype=dtype)
     vae = pipeline_vae(pipeline, device)
     info = pipeline_info(folder, pipeline, spec, vae, video_shape, max_sequence_length)
-    denoiser = DenoiserAdapter(spec, getattr(pipeline, spec.subfolder), info.embedded_guidance)
+    denoiser = spec.pipeline_denoiser(pipeline, info.embedded_guidance)
     text = PipelineText(pipeline, spec.name, info.max_sequence_length)
     return VideoModel(denoiser.to(device).eval().requires_grad_(False), vae, schedule_from_config(info.schedule),
                       info, folder, text=text)

@@ -42,6 +42,7 @@ class FamilySpec:
     name: str = ""
     network_class: str = ""  # the diffusers model class
     subfolder: str = "transformer"  # where a model or pipeline folder keeps the network
+    second_subfolder: str | None = None  # a pipeline's second denoiser, when the family has such layouts
     # peft LoRA targets of a LoRA student (empty: LoRA students are not supported for the family)
     lora_targets: tuple[str, ...] = ()
     # a DCM detail expert's own trainable copies: the timestep / condition embedding and the output layers
@@ -148,6 +149,12 @@ class FamilySpec:
         """``[frames, height, width]`` the pipeline makes by default."""
         layout = self.pipeline
         return [layout.frames, layout.height, layout.width]
+
+    def pipeline_denoiser(self, pipeline, embedded_guidance: float | None) -> nn.Module:
+        """The teacher denoiser of a loaded diffusers pipeline of this family."""
+        from ..denoisers import DenoiserAdapter
+
+        return DenoiserAdapter(self, getattr(pipeline, self.subfolder), embedded_guidance)
 
     def original_lora_state(self, weights: dict, alpha: float) -> dict:
         """A peft LoRA state of this family's network in its original (non-diffusers) key layout, for

@@ -27,6 +27,7 @@ class WanSpec(FamilySpec):
     detail_own_modules = ("condition_embedder", "scale_shift_table", "norm_out", "proj_out")
     pipeline = PipelineLayout("WanPipeline", ("text_encoder", "tokenizer"), 81, 480, 832, 5.0, 512)
     teacher_schedule = "flow"
+    second_subfolder = "transformer_2"  # Wan 2.2 A14B: the low-noise expert
 
     def build_network(self, latent_channels: int, text_dim: int, sample_size: int,
                       options: Mapping[str, Any]) -> nn.Module:
@@ -72,12 +73,21 @@ class WanSpec(FamilySpec):
             state[f"{original}.alpha"] = torch.tensor(float(alpha))
         return state
 
+    def pipeline_denoiser(self, pipeline, embedded_guidance):
+        from ..denoisers import DenoiserAdapter, TwoStageDenoiser
+
+        high = DenoiserAdapter(self, pipeline.transformer, embedded_guidance)
+        if getattr(pipeline, "transformer_2", None) is None:
+            return high
+        boundary = float(pipeline.config.boundary_ratio) * int(pipeline.scheduler.config.num_train_timesteps)
+        return TwoStageDenoiser(high, DenoiserAdapter(self, pipeline.transformer_2, embedded_guidance), boundary)
+
     def check_model_index(self, index, folder):
         second = index.get("transformer_2")
-        if (second and second[0] is not None) or index.get("boundary_ratio") is not None:
-            raise VideoCMError(f"{folder} is a Wan 2.2 two-expert pipeline (transformer_2, boundary_ratio "
-                               f"{index.get('boundary_ratio')}); videocm does not distil it yet and would run its "
-                               f"high-noise transformer at every timestep. Use a one-transformer Wan pipeline")
+        two = bool(second and second[0] is not None)
+        if two != (index.get("boundary_ratio") is not None):
+            raise VideoCMError(f"{folder}: a Wan 2.2 two-expert pipeline needs both transformer_2 and boundary_ratio "
+                               f"in model_index.json (it has {'only transformer_2' if two else 'only boundary_ratio'})")
         if index.get("expand_timesteps"):
             raise VideoCMError(f"{folder} is a Wan 2.2 TI2V pipeline (expand_timesteps: per-token timesteps); "
                                f"videocm does not distil it yet. Use a Wan 2.1-layout pipeline")
