@@ -211,12 +211,48 @@ def test_wan22_two_expert_teacher_switches_at_its_boundary(video_folder, tmp_pat
                  "--max-sequence-length", "16", "--steps", "6"]) == 0
     assert np.abs(np.load(tmp_path / "two.npy").astype(float) - np.load(tmp_path / "one.npy")).max() > 2
     capsys.readouterr()
-    assert main(["distill", "--teacher", str(two), "--data", str(video_folder), "--out", str(tmp_path / "o")]) == 2
+    assert main(["distill", "--method", "dcm", "--teacher", str(two), "--data", str(video_folder), "--out",
+                 str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
-    assert "Wan 2.2 two-expert pipeline" in err and "does not distil" in err and len(err.splitlines()) == 1
+    assert "Wan 2.2 two-expert pipeline" in err and "--method dcm" in err and len(err.splitlines()) == 1
     (two / "model_index.json").write_text(json.dumps({**index, "expand_timesteps": True}))
     assert main(["sample", "--model", str(two), "--prompt", "x", "--out", str(tmp_path / "y.npy")]) == 2
     assert "expand_timesteps" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_lcm_student_of_a_two_expert_teacher_exports_as_one_transformer(video_folder, tmp_path):
+    """LCM on Wan 2.2's layout: the teacher's ODE step routes each row to its expert, the student is one network
+    (copied from the expert --student-init names; auto: the one owning more of the grid) and exports as the
+    stock one-transformer WanPipeline, which reproduces `videocm sample`."""
+    import videocm  # noqa: F401
+    from diffusers import DiffusionPipeline
+    from tiny_pipelines import build_tiny_wan22
+    from videocm.distill.lcm import LCMConfig, LCMTask
+
+    two = build_tiny_wan22(tmp_path / "wan22")
+    high = load_file(two / "transformer" / "diffusion_pytorch_model.safetensors")
+    low = load_file(two / "transformer_2" / "diffusion_pytorch_model.safetensors")
+    config = dict(teacher=str(two), data=str(video_folder), frames=9, height=32, width=32, max_sequence_length=16,
+                  cpu=True, out=str(tmp_path / "task"), cache=str(tmp_path / "cache"))
+    for init, source in (("high", high), ("low", low)):
+        task = LCMTask(LCMConfig(**config, student_init=init))
+        start = task.model.network.state_dict()
+        assert all(torch.equal(start[k], source[k]) for k in source), init
+    task = LCMTask(LCMConfig(**config))  # auto: at shift 3, 16 of the 51 grid points lie at or above 875
+    grid = task.distillation.schedule.model_timestep(task.distillation.grid)
+    assert int((grid >= 875).sum()) < len(grid) / 2
+    assert all(torch.equal(task.model.network.state_dict()[k], low[k]) for k in low)
+    student = tmp_path / "student"
+    distil("wan", "lcm", two, video_folder, student)
+    ours = videocm_clip(student, tmp_path / "clip.npy").astype(np.float32) / 255
+    assert main(["export", "--model", str(student), "--out", str(tmp_path / "export")]) == 0
+    index = json.loads((tmp_path / "export" / "model_index.json").read_text())
+    assert index["transformer_2"] == [None, None] and index["boundary_ratio"] is None
+    assert not (tmp_path / "export" / "transformer_2").exists()
+    pipe = DiffusionPipeline.from_pretrained(tmp_path / "export")
+    assert pipe.transformer_2 is None
+    assert np.abs(diffusers_clip(pipe, "wan", 1.0) - ours).max() <= TOLERANCE
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -60,7 +60,7 @@ class ControlTask:
     def __init__(self, config: ControlConfig, device: torch.device | str | None = None) -> None:
         device = device or ("cuda" if torch.cuda.is_available() and not config.cpu else "cpu")
         self.config = config
-        refuse_two_stage(config.teacher)
+        refuse_two_stage(config.teacher, "control training")
         self.teacher = load_model(config.teacher, device)
         info = self.teacher.info
         if self.teacher.is_student:

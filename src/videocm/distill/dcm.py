@@ -43,7 +43,8 @@ from ..models.experts import EXPERTS_FOLDER, FeatureTap, feature_blocks, load_ex
 from ..models.folder import STORE_DTYPES, cast_for_storage, load_model, save_model
 from ..models.info import ModelInfo, PhasedInfo, is_model_folder
 from ..models.student import without_dropout
-from .lcm import (Distillation, LCMConfig, TargetNetwork, load_teacher, new_student, student_info,
+from .lcm import (Distillation, LCMConfig, TargetNetwork, load_teacher, new_student, refuse_two_stage,
+                  student_info,
                   teacher_guidance)
 from .trainer import Monitor, check_resume, run_and_summarise, shard_rows
 
@@ -414,6 +415,7 @@ def distill_dcm(config: DCMConfig, progress: bool = True, monitor: Monitor | Non
     from accelerate import PartialState
 
     out = Path(config.out)
+    refuse_two_stage(config.teacher, "--method dcm")
     if config.phases < 1:
         raise VideoCMError(f"--phases must be at least 1, got {config.phases}")
     stages_root = out / "stages"

@@ -73,6 +73,7 @@ class LCMConfig(TrainConfig):
     student: str = "full"  # "full" fine-tune or "lora"
     gradient_checkpointing: bool = False  # recompute the student's block activations in the backward (less memory)
     student_dropout: bool = False  # keep the network's dropout layers in the student (off: deterministic steps)
+    student_init: str = "auto"  # a two-expert teacher (Wan 2.2): the expert the student starts from: high, low, auto
     teacher_dtype: str = "auto"  # the frozen teacher's weights: auto = bfloat16 on a GPU, float32 on the CPU
     offload_encoders: bool = True  # after a latent cache is read: text encoders and VAE to the CPU (frees GPU memory)
     teacher_offload: bool = False  # keep the frozen teacher in CPU memory, each block copied in for its forward
@@ -129,18 +130,17 @@ def video_shape_override(config) -> list[int] | None:
     return [int(v) for v in shape]
 
 
-def refuse_two_stage(folder) -> None:
-    """A one-line error, before anything loads, for a teacher videocm samples but does not train on yet."""
+def refuse_two_stage(folder, what: str) -> None:
+    """A one-line error, before anything loads, for a two-expert teacher where ``what`` does not take one yet."""
     from ..models.pipelines import is_pipeline_folder, read_model_index
 
     if is_pipeline_folder(folder) and (read_model_index(folder)[0].get("transformer_2") or [None])[0]:
-        raise VideoCMError(f"{folder} is a Wan 2.2 two-expert pipeline: videocm samples it but does not distil or "
-                           f"train on it yet; use a one-transformer Wan pipeline")
+        raise VideoCMError(f"{folder} is a Wan 2.2 two-expert pipeline: {what} does not take one yet (--method lcm "
+                           f"does; so does `videocm sample`)")
 
 
 def load_teacher(config, device):
     """The teacher of a distillation config: a videocm folder or a diffusers pipeline folder."""
-    refuse_two_stage(config.teacher)
     dtype = resolve_teacher_dtype(getattr(config, "teacher_dtype", "auto"), device)
     return load_model(config.teacher, device, video_shape_override(config), config.max_sequence_length, dtype)
 
@@ -274,7 +274,22 @@ class Distillation:
     def cast_teacher(self) -> None:
         """The frozen teacher in ``teacher_dtype`` (after students copied it in full precision)."""
         if self.teacher_dtype != torch.float32:
-            cast_for_storage(self.teacher.network, self.teacher_dtype)
+            for expert in getattr(self.teacher, "experts", lambda: [self.teacher])():
+                cast_for_storage(expert.network, self.teacher_dtype)
+
+    def student_base(self) -> DenoiserAdapter:
+        """What the student is copied from: the teacher, or of a two-expert teacher the expert ``--student-init``
+        names (``auto``: the one that owns more of the student's grid points)."""
+        experts = getattr(self.teacher, "experts", None)
+        if experts is None:
+            return self.teacher
+        choice = self.config.student_init
+        if choice not in ("auto", "high", "low"):
+            raise VideoCMError(f"--student-init {choice!r}: use auto, high or low")
+        if choice == "auto":
+            high = int((self.schedule.model_timestep(self.grid) >= self.teacher.boundary).sum())
+            choice = "high" if 2 * high > len(self.grid) else "low"
+        return experts()[0 if choice == "high" else 1]
 
     def guidance_weights(self, n: int, rng: np.random.Generator) -> torch.Tensor:
         """The classifier-free guidance scale of each clip (1 where the teacher embeds guidance itself)."""
@@ -328,7 +343,7 @@ def merged_student(teacher_network, trained):
     """A student as its folder holds it: a copy of the teacher's network with ``trained``'s weights (LoRA merged),
     and its guidance embedding when it has one."""
     base = unwrapped(trained)
-    network = copy.deepcopy(teacher_network)
+    network = copy.deepcopy(teacher_network).float()  # the teacher may be held in bfloat16; the student is not
     network.load_state_dict(merged_network_state(base.network) if has_lora(base.network)
                             else base.network.state_dict())
     saved = DenoiserAdapter(base.spec, network, base.embedded_guidance)
@@ -345,7 +360,7 @@ class LCMTask:
         self.config = config
         self.distillation = Distillation(config, device)
         torch.manual_seed(config.seed)
-        self.model = new_student(self.distillation.teacher, config, device)
+        self.model = new_student(self.distillation.student_base(), config, device)
         self.distillation.cast_teacher()
         self.target = TargetNetwork(self.model, config.target, config.target_decay)
         self.shard = (0, 1)

@@ -40,6 +40,9 @@ def shard_blocks(module: nn.Module) -> list[nn.Module]:
     """The units FSDP shards one at a time: a denoiser's blocks (its family's choice); other modules whole."""
     from ..models.denoisers import DenoiserAdapter, unwrapped
 
+    experts = getattr(module, "experts", None)  # a two-expert teacher: both networks' blocks
+    if experts is not None:
+        return [block for expert in experts() for block in shard_blocks(expert)]
     base = unwrapped(module)
     if isinstance(base, DenoiserAdapter):
         return base.spec.shard_blocks(base.network)

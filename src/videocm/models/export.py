@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from ..errors import VideoCMError
-from .families import get_family
+from .families import family_for_pipeline, get_family
 from .folder import STORE_DTYPES, cast_for_storage, load_model
 from .info import ModelInfo
 
@@ -170,17 +170,23 @@ def export_student(student: str | Path, out: str | Path, fmt: str | None = None,
     return out
 
 
+def get_family_of_index(index: dict):
+    return family_for_pipeline(index.get("_class_name"))
+
+
 def _write_pipeline(teacher: Path, out: Path, part: str, scheduler_class: str, phased: bool, copy: bool) -> None:
     """``model_index.json`` of the teacher with the student's denoiser and scheduler; other parts linked or copied."""
     index = json.loads((teacher / "model_index.json").read_text())
     for name, entry in index.items():
-        if name.startswith("_") or not isinstance(entry, list) or entry[0] is None or name in (part, "scheduler"):
+        if (name.startswith("_") or not isinstance(entry, list) or entry[0] is None
+                or name in (part, "scheduler", get_family_of_index(index).second_subfolder)):
             continue
         source, target = teacher / name, out / name
         if copy:
             shutil.copytree(source, target)
         else:
             target.symlink_to(source.resolve(), target_is_directory=True)
+    index = get_family_of_index(index).export_index(index)  # one student network where the teacher had two
     index["scheduler"] = ["videocm" if scheduler_class == "FlowConsistencyScheduler" else "diffusers", scheduler_class]
     if phased:
         index[part] = ["videocm", "ExpertSwitchingModel"]

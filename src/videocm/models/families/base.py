@@ -162,6 +162,10 @@ class FamilySpec:
         raise VideoCMError(f"--format lora-original: no original LoRA layout is known for {self.name} networks; "
                            f"use --format lora")
 
+    def export_index(self, index: dict) -> dict:
+        """A teacher pipeline's ``model_index.json`` as the export of a one-network student of it writes it."""
+        return dict(index)
+
     def check_model_index(self, index: dict, folder) -> None:
         """A one-line error for a pipeline layout of this family that videocm cannot distil (yet)."""
 

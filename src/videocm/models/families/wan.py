@@ -82,6 +82,11 @@ class WanSpec(FamilySpec):
         boundary = float(pipeline.config.boundary_ratio) * int(pipeline.scheduler.config.num_train_timesteps)
         return TwoStageDenoiser(high, DenoiserAdapter(self, pipeline.transformer_2, embedded_guidance), boundary)
 
+    def export_index(self, index):
+        # an LCM student of a Wan 2.2 two-expert teacher is one network: the stock one-transformer layout
+        return {**index, **({"transformer_2": [None, None], "boundary_ratio": None} if "transformer_2" in index
+                            else {})}
+
     def check_model_index(self, index, folder):
         second = index.get("transformer_2")
         two = bool(second and second[0] is not None)
