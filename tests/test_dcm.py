@@ -4,6 +4,7 @@ temporal coherence, GAN and feature-matching losses, and whole two-stage runs on
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -366,7 +367,8 @@ def test_demo_distils_the_shipped_flow_teacher_and_writes_a_report(tmp_path):
     for name in ("report.md", "plot.png", "samples.gif", "results.json"):
         assert (out / "report" / name).is_file()
     assert len(load_model(out / "dcm-student").experts) == 2
-    again = run_demo(config)  # a rerun reuses the finished student
+    # a rerun reuses the finished student (evaluated on fewer clips: only the reuse is checked here)
+    again = run_demo(dataclasses.replace(config, eval_n=2))
     assert again["distilled"]["student"] == summary["distilled"]["student"]
 
 

@@ -67,8 +67,13 @@ def test_plan_prints_every_mode_and_names_the_cheapest_that_fits(tiny_teachers, 
     # sharding halves the weights, gradients, optimiser and EMA target over 2 GPUs
     for part in ("student_weights", "gradients", "optimiser", "ema_target", "teacher"):
         assert fsdp[part] == pytest.approx(ddp[part] / 2)
-    assert result["cheapest"] == {"mode": "ddp", "gradient_checkpointing": False}  # a tiny model fits anywhere
+    assert result["cheapest"] == {"mode": "ddp", "context_parallel": 1, "gradient_checkpointing": False}  # fits anywhere
     assert "cheapest mode that fits: ddp" in printed and "| fsdp+cp2 | yes |" in printed
+    assert "(distill flags: --parallel ddp)" in printed
+    from videocm.distill.plan import mode_flags
+
+    assert mode_flags({"mode": "fsdp+cp4", "context_parallel": 4, "gradient_checkpointing": True}) == (
+        "--parallel fsdp --context-parallel 4 --gradient-checkpointing true")
 
 
 def test_nothing_fits_on_a_tiny_gpu_and_dcm_plans_both_stages(tiny_teachers):

@@ -288,7 +288,8 @@ def run_plan(config: PlanConfig) -> int:
               "latent": list(latent), "gpus": config.gpus, "gpu_memory_gib": config.gpu_memory,
               "parameters": cost.parameters, "forward_tflops_per_clip": cost.forward_flops / 1e12,
               "assumed": {"gpu_tflops": config.gpu_tflops, "mfu": config.mfu, "step_cost": config.step_cost},
-              "rows": rows, "cheapest": best and {k: best[k] for k in ("mode", "gradient_checkpointing")}}
+              "rows": rows,
+              "cheapest": best and {k: best[k] for k in ("mode", "context_parallel", "gradient_checkpointing")}}
     print(plan_table(result))
     if config.json:
         Path(config.json).write_text(json.dumps(result, indent=2))
@@ -312,5 +313,17 @@ def plan_table(result: dict) -> str:
     lines.append("")
     lines.append(f"cheapest mode that fits: {best['mode']}" + (" with --gradient-checkpointing true"
                                                                if best["gradient_checkpointing"] else "")
+                 + f" (distill flags: {mode_flags(best)})"
                  if best else "nothing fits: more GPUs, a LoRA student or a smaller clip")
     return "\n".join(lines)
+
+
+def mode_flags(row: dict) -> str:
+    """The ``videocm distill`` flags of a plan row's mode."""
+    mode, context = row["mode"], int(row.get("context_parallel", 1))
+    flags = ["--parallel", "ddp" if mode == "ddp" else "fsdp"]
+    if context > 1:
+        flags += ["--context-parallel", str(context)]
+    if row["gradient_checkpointing"]:
+        flags += ["--gradient-checkpointing", "true"]
+    return " ".join(flags)
