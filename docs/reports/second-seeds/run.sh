@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Second training seeds for the headline flow rows (claims V3, D2, D4): lcm-flow with --seed 1, the same command
+# and all 2800 steps of models/lcm-flow; the flow DCM semantic stage with --seed 1, step-matched (1153 steps) to the
+# shipped one, and its detail stage as the shipped one (GAN off and --gan-real data arms exist for seed 1 in
+# outputs/gan-arms). Then both scored beside the seed-0 rows on the same 240 captions. Run alone on the machine.
+set -e
+cd "$(dirname "$0")/../../.."
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+V=.venv/bin/videocm
+O=outputs/second-seeds
+R=docs/reports/second-seeds
+mkdir -p $O
+[ -f $O/captions.safetensors ] || $V encode-captions --out $O/captions.safetensors
+[ -f $O/lcm-flow-s1/videocm.json ] || $V distill --method lcm --teacher models/teacher-flow --out $O/lcm-flow-s1 \
+  --seed 1 --steps 2800 --batch-size 16 --sample-every 700 --checkpoint-every 200 --warmup-steps 50 --lr 1e-4 \
+  --prompt-cache $O/captions.safetensors --resume "${RESUME:-false}" > $O/lcm-flow-s1.log 2>&1
+[ -f $O/dcm-flow-s1/videocm.json ] || $V distill --method dcm --teacher models/teacher-flow --out $O/dcm-flow-s1 \
+  --seed 1 --batch-size 16 --semantic-stop-step 1153 --semantic-minutes 0 --detail-minutes 0 \
+  --checkpoint-every 100 --sample-every 0 --prompt-cache $O/captions.safetensors --resume "${RESUME:-false}" \
+  > $O/dcm-flow-s1.log 2>&1
+$V eval --model models/lcm-flow@1,2,4 --model $O/lcm-flow-s1@1,2,4 --model models/dcm-flow@1,2,4 \
+  --model $O/dcm-flow-s1@1,2,4 --model models/teacher-flow@4,50 --steps 1,2,4 --n 240 \
+  --teacher-model models/teacher-flow --teacher-steps 50 --json $R/eval.json --clip-scores $R/clip-scores.npz \
+  --report $R/report
