@@ -211,10 +211,9 @@ def test_wan22_two_expert_teacher_switches_at_its_boundary(video_folder, tmp_pat
                  "--max-sequence-length", "16", "--steps", "6"]) == 0
     assert np.abs(np.load(tmp_path / "two.npy").astype(float) - np.load(tmp_path / "one.npy")).max() > 2
     capsys.readouterr()
-    assert main(["distill", "--method", "dcm", "--teacher", str(two), "--data", str(video_folder), "--out",
-                 str(tmp_path / "o")]) == 2
+    assert main(["train-control", "--teacher", str(two), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
-    assert "Wan 2.2 two-expert pipeline" in err and "--method dcm" in err and len(err.splitlines()) == 1
+    assert "Wan 2.2 two-expert pipeline" in err and "control training" in err and len(err.splitlines()) == 1
     (two / "model_index.json").write_text(json.dumps({**index, "expand_timesteps": True}))
     assert main(["sample", "--model", str(two), "--prompt", "x", "--out", str(tmp_path / "y.npy")]) == 2
     assert "expand_timesteps" in capsys.readouterr().err
@@ -253,6 +252,35 @@ def test_lcm_student_of_a_two_expert_teacher_exports_as_one_transformer(video_fo
     pipe = DiffusionPipeline.from_pretrained(tmp_path / "export")
     assert pipe.transformer_2 is None
     assert np.abs(diffusers_clip(pipe, "wan", 1.0) - ours).max() <= TOLERANCE
+
+
+@pytest.mark.slow
+def test_dcm_student_of_a_two_expert_teacher_exports_as_two_transformers(video_folder, tmp_path):
+    """DCM on Wan 2.2's layout: split at the teacher's boundary, the semantic expert from the high-noise network
+    and a full detail expert from the low-noise one; exported as the stock two-transformer WanPipeline with a
+    boundary_ratio between the two experts' timesteps, which reproduces `videocm sample`."""
+    import videocm  # noqa: F401
+    from diffusers import DiffusionPipeline
+    from tiny_pipelines import build_tiny_wan22
+    from videocm.models.folder import load_model
+
+    two = build_tiny_wan22(tmp_path / "wan22")
+    student = tmp_path / "student"
+    distil("wan", "dcm", two, video_folder, student)
+    config = json.loads((student / "videocm.json").read_text())
+    boundary = config["phased"]["boundaries"][0]
+    grid_times = [t * 1000 for t in config["phased"]["boundary_times"]]
+    assert abs(grid_times[0] - 875) < 25  # the grid point nearest the teacher's boundary (20 grid points here)
+    loaded = load_model(student)
+    assert len(loaded.experts) == 2 and not any(".lora_" in k for k in loaded.experts[1].network.state_dict())
+    assert (student / "experts" / "expert-1" / "transformer").is_dir()  # a full network, not a LoRA
+    ours = videocm_clip(student, tmp_path / "clip.npy", steps=4).astype(np.float32) / 255
+    assert main(["export", "--model", str(student), "--out", str(tmp_path / "export")]) == 0
+    index = json.loads((tmp_path / "export" / "model_index.json").read_text())
+    assert index["transformer_2"][1] == "WanTransformer3DModel" and 0 < index["boundary_ratio"] < 1
+    pipe = DiffusionPipeline.from_pretrained(tmp_path / "export")
+    assert type(pipe.transformer).__name__ == "WanTransformer3DModel" and pipe.transformer_2 is not None
+    assert np.abs(diffusers_clip(pipe, "wan", 1.0, steps=4) - ours).max() <= TOLERANCE
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

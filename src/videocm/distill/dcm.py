@@ -43,8 +43,7 @@ from ..models.experts import EXPERTS_FOLDER, FeatureTap, feature_blocks, load_ex
 from ..models.folder import STORE_DTYPES, cast_for_storage, load_model, save_model
 from ..models.info import ModelInfo, PhasedInfo, is_model_folder
 from ..models.student import without_dropout
-from .lcm import (Distillation, LCMConfig, TargetNetwork, load_teacher, new_student, refuse_two_stage,
-                  student_info,
+from .lcm import (Distillation, LCMConfig, TargetNetwork, load_teacher, new_student, student_info,
                   teacher_guidance)
 from .trainer import Monitor, check_resume, run_and_summarise, shard_rows
 
@@ -76,6 +75,7 @@ class DCMConfig(LCMConfig):
     temporal_weight: float = 1.0  # weight of the semantic expert's temporal coherence loss
     temporal_stride: int = 3  # frame distance of the temporal coherence loss
     # detail expert(s): LoRA and own modules, GAN and feature matching
+    detail_expert: str = "auto"  # lora (DCM) or full; auto: full from a two-expert teacher's low-noise network
     detail_lora_rank: int = 16  # the detail expert's LoRA rank
     detail_lora_alpha: float = 32.0  # the detail expert's LoRA alpha
     detail_lora_targets: list[str] = field(default_factory=list)  # empty: to_q, to_k, to_v, to_out.0
@@ -234,7 +234,9 @@ class DCMStageTask:
         self.heads = None
         if expert > 0 and (config.gan_weight > 0 or config.feature_matching_weight > 0):
             teacher = self.distillation.teacher
-            self.tap = FeatureTap(teacher, feature_blocks(teacher, config.disc_every))
+            # a two-expert teacher's detail segment runs its low-noise network: its blocks are the ones to read
+            owner = teacher.experts()[-1] if hasattr(teacher, "experts") else teacher
+            self.tap = FeatureTap(owner, feature_blocks(owner, config.disc_every))
             self.heads = FeatureDiscriminator(self._feature_channels()).to(next(self.model.parameters()).device)
             betas = tuple(float(b) for b in config.disc_betas)
             self.disc_optimizer = torch.optim.AdamW(self.heads.parameters(), lr=config.disc_lr, betas=betas,
@@ -243,10 +245,16 @@ class DCMStageTask:
 
     def _build_expert(self, device):
         config = self.config
+        teacher = self.distillation.teacher
+        experts = getattr(teacher, "experts", lambda: None)()  # a two-expert teacher's high- and low-noise networks
         if self.expert == 0:
-            return new_student(self.distillation.teacher, config, device)
+            return new_student(experts[0] if experts else teacher, config, device)
         if self.semantic_network is None:
             raise VideoCMError("a detail stage needs the trained semantic expert")
+        if config.detail_expert not in ("lora", "full"):
+            raise VideoCMError(f"--detail-expert {config.detail_expert!r}: use lora or full")
+        if config.detail_expert == "full":  # the teacher's own low-noise network, or a copy of the semantic one
+            return new_student(experts[-1] if experts else self.semantic_network, config, device)
         base = self.semantic_network.to(device)
         expert = tied_expert(base, config.detail_lora_rank, config.detail_lora_alpha, config.detail_lora_targets)
         if config.gradient_checkpointing:
@@ -409,13 +417,36 @@ def _semantic_from(path: Path, device) -> DenoiserAdapter:
     raise VideoCMError(f"--semantic-from {path}: no DCM run or student folder there (no model description)")
 
 
+def two_stage_defaults(config: DCMConfig) -> DCMConfig:
+    """For a Wan 2.2 two-expert teacher: two phases split at the teacher's own boundary (the grid point nearest
+    it, unless --boundaries or --boundary-timesteps say otherwise) and full experts, the semantic one from the
+    high-noise network and the detail one from the low-noise network. Other teachers: ``config`` as it is."""
+    from ..models.folder import schedule_from_config
+    from ..models.pipelines import schedule_config_from_scheduler, two_stage_boundary
+
+    found = two_stage_boundary(config.teacher)
+    if found is None:
+        if config.detail_expert == "auto":
+            return dataclasses.replace(config, detail_expert="lora")
+        return config
+    boundary, scheduler = found
+    if config.phases != 2:
+        raise VideoCMError(f"--phases {config.phases}: a two-expert teacher gives two phases, one per expert")
+    changes = {"detail_expert": "full" if config.detail_expert == "auto" else config.detail_expert}
+    if not (config.boundaries or config.boundary_timesteps):
+        schedule = schedule_from_config(schedule_config_from_scheduler(scheduler))
+        grid = skipping_grid(schedule, config.grid_points)
+        changes["boundaries"] = [int(torch.argmin((schedule.model_timestep(grid) - boundary).abs()))]
+    return dataclasses.replace(config, **changes)
+
+
 def distill_dcm(config: DCMConfig, progress: bool = True, monitor: Monitor | None = None) -> dict:
     """Run (or resume) every stage, then assemble the student folder ``OUT`` (semantic network + experts);
     ``monitor`` scores each stage's periodic samples (None: no samples)."""
     from accelerate import PartialState
 
     out = Path(config.out)
-    refuse_two_stage(config.teacher, "--method dcm")
+    config = two_stage_defaults(config)
     if config.phases < 1:
         raise VideoCMError(f"--phases must be at least 1, got {config.phases}")
     stages_root = out / "stages"

@@ -135,8 +135,8 @@ def refuse_two_stage(folder, what: str) -> None:
     from ..models.pipelines import is_pipeline_folder, read_model_index
 
     if is_pipeline_folder(folder) and (read_model_index(folder)[0].get("transformer_2") or [None])[0]:
-        raise VideoCMError(f"{folder} is a Wan 2.2 two-expert pipeline: {what} does not take one yet (--method lcm "
-                           f"does; so does `videocm sample`)")
+        raise VideoCMError(f"{folder} is a Wan 2.2 two-expert pipeline: {what} does not take one yet (distillation "
+                           f"and `videocm sample` do)")
 
 
 def load_teacher(config, device):

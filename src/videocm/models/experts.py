@@ -61,10 +61,15 @@ def own_state(expert: DenoiserAdapter) -> dict[str, torch.Tensor]:
 
 
 def save_expert(expert: DenoiserAdapter, folder: Path, dtype: torch.dtype = torch.float16) -> None:
-    """The expert's LoRA (peft format) and its own modules; the shared base is saved once, elsewhere."""
+    """The expert's LoRA (peft format) and its own modules (the shared base is saved once, elsewhere); a full
+    expert (a two-expert teacher's, with no LoRA) as its whole network in ``FOLDER/<subfolder>``."""
     from peft import get_peft_model_state_dict
 
     folder.mkdir(parents=True, exist_ok=True)
+    if getattr(expert.network, "lora_config", None) is None:
+        network = copy.deepcopy(expert.network).to(dtype)
+        network.save_pretrained(str(folder / expert.spec.subfolder))
+        return
     lora = {k: v.detach().to(dtype).cpu().contiguous() for k, v in get_peft_model_state_dict(expert.network).items()}
     save_file(lora, str(folder / "adapter_model.safetensors"))
     expert.network.lora_config.save_pretrained(str(folder))
@@ -76,6 +81,10 @@ def load_expert(base: DenoiserAdapter, folder: Path) -> DenoiserAdapter:
     """Rebuild an expert saved by :func:`save_expert` on top of ``base`` (the loaded base network)."""
     from peft import LoraConfig, set_peft_model_state_dict
 
+    if (folder / base.spec.subfolder).is_dir():  # a full expert
+        network = base.spec.load_network(folder / base.spec.subfolder)
+        device = next(base.network.parameters()).device
+        return DenoiserAdapter(base.spec, network, base.embedded_guidance).to(device).requires_grad_(False)
     needed = ["adapter_config.json", "adapter_model.safetensors", "own_modules.safetensors"]
     missing = [name for name in needed if not (folder / name).is_file()]
     if missing:

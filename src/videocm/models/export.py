@@ -158,13 +158,20 @@ def export_student(student: str | Path, out: str | Path, fmt: str | None = None,
         from safetensors.torch import save_file
 
         save_file({k: v.contiguous() for k, v in _lora_state(model, fmt).items()}, str(out / LORA_FILES[fmt]))
+    elif two_transformers(info, model) and fmt == "pipeline":
+        # a DCM student of a Wan 2.2 two-expert teacher: the stock layout, the pipeline switching at the boundary
+        for name, network in zip((part, get_family(info.family).second_subfolder), _merged_experts(model)):
+            cast_for_storage(network, STORE_DTYPES[dtype]).save_pretrained(out / name)
     else:
         network = _denoiser_for_export(model)
         cast_for_storage(network, STORE_DTYPES[dtype])
         network.save_pretrained(out / part)
     if fmt == "pipeline":
-        _write_pipeline(Path(info.pipeline), out, part, type(scheduler).__name__, model.experts is not None, copy)
-    (out / USAGE_FILE).write_text(usage(info, fmt, out, type(scheduler).__name__, model.experts is not None))
+        ratio = student_boundary_ratio(info) if two_transformers(info, model) else None
+        _write_pipeline(Path(info.pipeline), out, part, type(scheduler).__name__,
+                        model.experts is not None and ratio is None, copy, ratio)
+    switching = model.experts is not None and not (fmt == "pipeline" and two_transformers(info, model))
+    (out / USAGE_FILE).write_text(usage(info, fmt, out, type(scheduler).__name__, switching))
     if fmt != "model":
         (out / CALL_FILE).write_text(json.dumps(call_arguments(info), indent=2))
     return out
@@ -174,8 +181,46 @@ def get_family_of_index(index: dict):
     return family_for_pipeline(index.get("_class_name"))
 
 
-def _write_pipeline(teacher: Path, out: Path, part: str, scheduler_class: str, phased: bool, copy: bool) -> None:
-    """``model_index.json`` of the teacher with the student's denoiser and scheduler; other parts linked or copied."""
+def two_transformers(info: ModelInfo, model) -> bool:
+    """Whether a student exports as Wan 2.2's two-transformer layout: a two-phase DCM student of a two-expert
+    teacher."""
+    return (info.boundary_ratio is not None and model.experts is not None and len(model.experts) == 2
+            and get_family(info.family).second_subfolder is not None)
+
+
+def student_boundary_ratio(info: ModelInfo) -> float:
+    """The ``boundary_ratio`` at which the pipeline hands the student's timesteps to its second transformer: half
+    way between the boundary grid point (the detail expert's highest) and the next one up (the semantic
+    expert's lowest), as a fraction of the training timesteps."""
+    from ..diffusion import skipping_grid
+    from .folder import schedule_from_config
+
+    schedule = schedule_from_config(info.schedule)
+    grid = skipping_grid(schedule, int(info.consistency.grid_points))
+    b = int(info.phased.boundaries[0])
+    middle = float(schedule.model_timestep(grid[b:b + 2]).mean())
+    return middle / int(info.schedule.get("num_train_timesteps", 1000))
+
+
+def _merged_experts(model) -> list:
+    """Each expert as a plain network of the base's class, any LoRA merged in (copies)."""
+    import copy
+
+    from .student import merged_network_state
+
+    networks = []
+    for expert in model.experts:
+        lora = any(".lora_" in k for k in expert.network.state_dict())
+        network = copy.deepcopy(model.denoiser.network)
+        network.load_state_dict(merged_network_state(expert.network) if lora else expert.network.state_dict())
+        networks.append(network)
+    return networks
+
+
+def _write_pipeline(teacher: Path, out: Path, part: str, scheduler_class: str, phased: bool, copy: bool,
+                    boundary_ratio: float | None = None) -> None:
+    """``model_index.json`` of the teacher with the student's denoiser and scheduler; other parts linked or copied
+    (``boundary_ratio``: the student's two transformers, Wan 2.2's layout)."""
     index = json.loads((teacher / "model_index.json").read_text())
     for name, entry in index.items():
         if (name.startswith("_") or not isinstance(entry, list) or entry[0] is None
@@ -190,6 +235,10 @@ def _write_pipeline(teacher: Path, out: Path, part: str, scheduler_class: str, p
     index["scheduler"] = ["videocm" if scheduler_class == "FlowConsistencyScheduler" else "diffusers", scheduler_class]
     if phased:
         index[part] = ["videocm", "ExpertSwitchingModel"]
+    if boundary_ratio is not None:
+        second = get_family_of_index(index).second_subfolder
+        index[second] = list(index[part])
+        index["boundary_ratio"] = boundary_ratio
     (out / "model_index.json").write_text(json.dumps(index, indent=2))
 
 

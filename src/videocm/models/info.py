@@ -87,6 +87,7 @@ class ModelInfo:
     source: str | None = None
     pipeline: str | None = None
     pipeline_class: str | None = None
+    boundary_ratio: float | None = None  # a Wan 2.2 two-expert teacher: where its pipeline switches transformer
     # provenance
     dataset: str | None = None
     vae_from: str | None = None

@@ -199,7 +199,9 @@ def pipeline_info(folder: Path, pipeline, spec: FamilySpec, vae: VideoVAE, video
                      pipeline=str(Path(folder).resolve()), pipeline_class=name, schedule=schedule,
                      prediction_type=prediction, latent_shape=list(vae.latent_shape(frames, height, width)),
                      video_shape=[frames, height, width], default_guidance=layout.guidance, default_steps=50,
-                     max_sequence_length=int(max_sequence_length or layout.max_sequence_length))
+                     max_sequence_length=int(max_sequence_length or layout.max_sequence_length),
+                     boundary_ratio=(float(pipeline.config.boundary_ratio)
+                                     if getattr(pipeline.config, "boundary_ratio", None) is not None else None))
     return info.replace(**spec.pipeline_info(layout))
 
 
@@ -224,3 +226,15 @@ def load_pipeline_teacher(folder: str | Path, device: str | torch.device = "cpu"
     text = PipelineText(pipeline, spec.name, info.max_sequence_length)
     return VideoModel(denoiser.to(device).eval().requires_grad_(False), vae, schedule_from_config(info.schedule),
                       info, folder, text=text)
+
+
+def two_stage_boundary(folder: str | Path) -> tuple[float, dict] | None:
+    """``(boundary model timestep, scheduler config)`` of a Wan 2.2 two-expert pipeline folder, read without
+    loading any weights; None for any other folder."""
+    if not is_pipeline_folder(folder):
+        return None
+    index, spec = read_model_index(folder)
+    if not (index.get(spec.second_subfolder or "") or [None])[0]:
+        return None
+    scheduler = read_json_object(Path(folder) / "scheduler" / "scheduler_config.json")
+    return float(index["boundary_ratio"]) * int(scheduler.get("num_train_timesteps", 1000)), scheduler
