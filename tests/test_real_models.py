@@ -234,10 +234,8 @@ def test_lcm_student_of_a_two_expert_teacher_exports_as_one_transformer(video_fo
     low = load_file(two / "transformer_2" / "diffusion_pytorch_model.safetensors")
     config = dict(teacher=str(two), data=str(video_folder), frames=9, height=32, width=32, max_sequence_length=16,
                   cpu=True, out=str(tmp_path / "task"), cache=str(tmp_path / "cache"))
-    for init, source in (("high", high), ("low", low)):
-        task = LCMTask(LCMConfig(**config, student_init=init))
-        start = task.model.network.state_dict()
-        assert all(torch.equal(start[k], source[k]) for k in source), init
+    task = LCMTask(LCMConfig(**config, student_init="high"))
+    assert all(torch.equal(task.model.network.state_dict()[k], high[k]) for k in high)
     task = LCMTask(LCMConfig(**config))  # auto: at shift 3, 16 of the 51 grid points lie at or above 875
     grid = task.distillation.schedule.model_timestep(task.distillation.grid)
     assert int((grid >= 875).sum()) < len(grid) / 2
