@@ -251,9 +251,10 @@ class DCMStageTask:
             return new_student(experts[0] if experts else teacher, config, device)
         if self.semantic_network is None:
             raise VideoCMError("a detail stage needs the trained semantic expert")
-        if config.detail_expert not in ("lora", "full"):
-            raise VideoCMError(f"--detail-expert {config.detail_expert!r}: use lora or full")
-        if config.detail_expert == "full":  # the teacher's own low-noise network, or a copy of the semantic one
+        kind = config.detail_expert if config.detail_expert != "auto" else ("full" if experts else "lora")
+        if kind not in ("lora", "full"):
+            raise VideoCMError(f"--detail-expert {config.detail_expert!r}: use auto, lora or full")
+        if kind == "full":  # the teacher's own low-noise network, or a copy of the semantic one
             return new_student(experts[-1] if experts else self.semantic_network, config, device)
         base = self.semantic_network.to(device)
         expert = tied_expert(base, config.detail_lora_rank, config.detail_lora_alpha, config.detail_lora_targets)

@@ -213,6 +213,19 @@ def pipeline_parts(folder: str | Path, family: str, device, max_sequence_length:
     return pipeline, pipeline_vae(pipeline, device), PipelineText(pipeline, family, max_sequence_length)
 
 
+def pipeline_denoiser(spec: FamilySpec, pipeline, embedded_guidance: float | None):
+    """The teacher denoiser of a loaded pipeline: its network, or with a second one (Wan 2.2's
+    ``transformer_2``) both, switched at ``boundary_ratio`` times the training timesteps as the pipeline does."""
+    from .denoisers import DenoiserAdapter, TwoStageDenoiser
+
+    first = DenoiserAdapter(spec, getattr(pipeline, spec.subfolder), embedded_guidance)
+    second = getattr(pipeline, spec.second_subfolder, None) if spec.second_subfolder else None
+    if second is None:
+        return first
+    boundary = float(pipeline.config.boundary_ratio) * int(pipeline.scheduler.config.num_train_timesteps)
+    return TwoStageDenoiser(first, DenoiserAdapter(spec, second, embedded_guidance), boundary)
+
+
 def load_pipeline_teacher(folder: str | Path, device: str | torch.device = "cpu",
                           video_shape: list[int] | None = None, max_sequence_length: int | None = None,
                           dtype: torch.dtype | None = None) -> VideoModel:
@@ -222,7 +235,7 @@ def load_pipeline_teacher(folder: str | Path, device: str | torch.device = "cpu"
     pipeline, spec = load_pipeline(folder, device, denoiser_dtype=dtype)
     vae = pipeline_vae(pipeline, device)
     info = pipeline_info(folder, pipeline, spec, vae, video_shape, max_sequence_length)
-    denoiser = spec.pipeline_denoiser(pipeline, info.embedded_guidance)
+    denoiser = pipeline_denoiser(spec, pipeline, info.embedded_guidance)
     text = PipelineText(pipeline, spec.name, info.max_sequence_length)
     return VideoModel(denoiser.to(device).eval().requires_grad_(False), vae, schedule_from_config(info.schedule),
                       info, folder, text=text)

@@ -150,12 +150,6 @@ class FamilySpec:
         layout = self.pipeline
         return [layout.frames, layout.height, layout.width]
 
-    def pipeline_denoiser(self, pipeline, embedded_guidance: float | None) -> nn.Module:
-        """The teacher denoiser of a loaded diffusers pipeline of this family."""
-        from ..denoisers import DenoiserAdapter
-
-        return DenoiserAdapter(self, getattr(pipeline, self.subfolder), embedded_guidance)
-
     def original_lora_state(self, weights: dict, alpha: float) -> dict:
         """A peft LoRA state of this family's network in its original (non-diffusers) key layout, for
         ``videocm export --format lora-original``."""

@@ -73,15 +73,6 @@ class WanSpec(FamilySpec):
             state[f"{original}.alpha"] = torch.tensor(float(alpha))
         return state
 
-    def pipeline_denoiser(self, pipeline, embedded_guidance):
-        from ..denoisers import DenoiserAdapter, TwoStageDenoiser
-
-        high = DenoiserAdapter(self, pipeline.transformer, embedded_guidance)
-        if getattr(pipeline, "transformer_2", None) is None:
-            return high
-        boundary = float(pipeline.config.boundary_ratio) * int(pipeline.scheduler.config.num_train_timesteps)
-        return TwoStageDenoiser(high, DenoiserAdapter(self, pipeline.transformer_2, embedded_guidance), boundary)
-
     def export_index(self, index):
         # an LCM student of a Wan 2.2 two-expert teacher is one network: the stock one-transformer layout
         return {**index, **({"transformer_2": [None, None], "boundary_ratio": None} if "transformer_2" in index
