@@ -1,4 +1,4 @@
-"""Real model classes end to end: tiny random-initialised diffusers pipelines of the four layouts (saved with
+"""Real model classes end to end: tiny random-initialised diffusers pipelines of the five text-to-video layouts (saved with
 ``save_pretrained``, loaded back through the code a user's checkpoint takes), distilled from a folder of video
 files, sampled, exported, and run in the diffusers pipeline itself.
 
@@ -28,7 +28,7 @@ from videocm.cli import main
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SHAPE = ["--frames", "9", "--height", "32", "--width", "32"]
 TEXT = {"unet3d": [], "cogvideox": ["--max-sequence-length", "16"], "wan": ["--max-sequence-length", "16"],
-        "hunyuan": ["--max-sequence-length", "16"]}
+        "hunyuan": ["--max-sequence-length", "16"], "ltx": ["--max-sequence-length", "16"]}
 PROMPT = "a red 3 moving left"
 TOLERANCE = 2 / 255
 
@@ -139,10 +139,10 @@ def test_pipeline_folder_loads_as_a_teacher(pipelines, layout):
 
     teacher = load_model(pipelines[layout], "cpu", video_shape=[9, 32, 32], max_sequence_length=16)
     expected = {"unet3d": ("vp", "epsilon"), "cogvideox": ("vp", "v_prediction"), "wan": ("flow", "flow"),
-                "hunyuan": ("flow", "flow")}[layout]
+                "hunyuan": ("flow", "flow"), "ltx": ("flow", "flow")}[layout]
     assert (teacher.info.schedule["type"], teacher.info.prediction_type) == expected
     assert teacher.info.family == layout and teacher.info.pipeline_class == SPECS[layout]["pipeline"]
-    latent = list(SPECS[layout]["latent_shape"][1:])
+    latent = list(SPECS[layout].get("unpacked_shape", SPECS[layout]["latent_shape"])[1:])
     if SPECS[layout]["latent_layout"] == "BTChw":  # videocm keeps (C, T, h, w) for every family
         latent[0], latent[1] = latent[1], latent[0]
     assert teacher.info.latent_shape == latent
@@ -217,6 +217,66 @@ def test_wan22_two_expert_teacher_switches_at_its_boundary(video_folder, tmp_pat
     (two / "model_index.json").write_text(json.dumps({**index, "expand_timesteps": True}))
     assert main(["sample", "--model", str(two), "--prompt", "x", "--out", str(tmp_path / "y.npy")]) == 2
     assert "expand_timesteps" in capsys.readouterr().err
+
+
+def test_ltx_teacher_is_read_as_its_pipeline_runs_it(pipelines, tmp_path, capsys):
+    """LTX-Video's own conventions, each against the pipeline's code: the VAE statistics kept as weights, the
+    dynamic shift fixed at the clip's token count, the packed re-noising noise, the rope scale; a transformer of
+    patch size 2 is refused in one line."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, LTXPipeline
+    from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift
+    from videocm.models.folder import load_model
+    from videocm.pipeline import drawn_in_order
+
+    teacher = load_model(pipelines["ltx"], "cpu", video_shape=[9, 32, 32], max_sequence_length=16)
+    pipe = LTXPipeline.from_pretrained(pipelines["ltx"])
+    raw = torch.randn(1, 4, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    normalised = LTXPipeline._normalize_latents(raw, pipe.vae.latents_mean, pipe.vae.latents_std,
+                                                pipe.vae.config.scaling_factor)
+    torch.testing.assert_close((raw - teacher.vae.mean) / teacher.vae.std, normalised)
+    # the pipeline's sigmas at mu = calculate_shift(48 tokens) are the fixed shift's (without shift_terminal's
+    # stretch of its own step grid, which videocm does not apply: the same ODE, other sampling points)
+    config = dict(pipe.scheduler.config)
+    mu = calculate_shift(48, config["base_image_seq_len"], config["max_image_seq_len"], config["base_shift"],
+                         config["max_shift"])
+    theirs = FlowMatchEulerDiscreteScheduler.from_config({**config, "shift_terminal": None})
+    theirs.set_timesteps(8, mu=mu)
+    assert teacher.info.schedule["dynamic_shift_tokens"] == 48 and teacher.info.schedule["mu"] == pytest.approx(mu)
+    torch.testing.assert_close(teacher.schedule.sampling_times(8), theirs.sigmas, atol=1e-6, rtol=0)
+    # re-noising noise drawn as the packed (tokens, channels) latents the pipeline's scheduler steps on
+    generator = torch.Generator().manual_seed(3)
+    packed = torch.randn(48, 4, generator=generator)
+    drawn = drawn_in_order((4, 3, 4, 4), "ThwC", torch.Generator().manual_seed(3))
+    torch.testing.assert_close(LTXPipeline._pack_latents(drawn[None])[0], packed, atol=0, rtol=0)
+    assert teacher.info.network_options == {"rope_interpolation_scale": [4 / 25, 8, 8]}
+    patched = tmp_path / "patched"
+    shutil.copytree(pipelines["ltx"], patched)
+    config_path = patched / "transformer" / "config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "patch_size": 2}))
+    capsys.readouterr()
+    assert main(["sample", "--model", str(patched), "--prompt", "x", "--out", str(tmp_path / "x.npy")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "patch size 1" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_family_spec_names_modules_of_the_pipeline_network(pipelines, layout):
+    """The LoRA targets, a detail expert's own modules and the feature blocks a family names exist in the real
+    pipeline network (the built-in families are checked on the networks videocm builds, tests/test_families.py)."""
+    from diffusers import DiffusionPipeline
+    from videocm.models.families import family_for_pipeline
+
+    pipe = DiffusionPipeline.from_pretrained(pipelines[layout])
+    spec = family_for_pipeline(type(pipe).__name__)
+    network = getattr(pipe, spec.subfolder)
+    names = [n for n, _ in network.named_modules()]
+    for target in spec.lora_targets:
+        assert any(n == target or n.endswith("." + target) for n in names), f"no module matches {target}"
+    parts = names + [n for n, _ in network.named_parameters()]
+    for own in spec.detail_own_modules:
+        assert own in parts, f"{own} is neither a module nor a parameter of {type(network).__name__}"
+    blocks = spec.feature_blocks(network)
+    assert blocks and all(any(b is m for m in network.modules()) for b in blocks)
 
 
 @pytest.mark.slow
@@ -298,7 +358,7 @@ def test_lcm_student_of_each_layout_matches_in_the_diffusers_pipeline(pipelines,
     assert main(["export", "--model", str(student), "--out", str(tmp_path / "export")]) == 0
     pipe = DiffusionPipeline.from_pretrained(tmp_path / "export")
     expected = {"unet3d": "LCMScheduler", "cogvideox": "LCMScheduler", "wan": "FlowConsistencyScheduler",
-                "hunyuan": "FlowConsistencyScheduler"}[layout]
+                "hunyuan": "FlowConsistencyScheduler", "ltx": "FlowConsistencyScheduler"}[layout]
     assert type(pipe.scheduler).__name__ == expected and type(pipe).__name__ == SPECS[layout]["pipeline"]
     theirs = diffusers_clip(pipe, layout, info.get("embedded_guidance", 1.0))
     assert theirs.shape == ours.shape
@@ -328,7 +388,7 @@ def test_lcm_student_of_each_layout_matches_in_the_diffusers_pipeline(pipelines,
         assert np.abs(diffusers_clip(stock, layout, 1.0, steps=2) - ours).max() > 4 * TOLERANCE
 
 
-@pytest.mark.parametrize("layout", ["wan", "hunyuan", "unet3d", "cogvideox"])
+@pytest.mark.parametrize("layout", ["wan", "hunyuan", "unet3d", "cogvideox", "ltx"])
 @pytest.mark.slow
 def test_dcm_student_exports_an_expert_switching_model(pipelines, video_folder, tmp_path, layout, capsys):
     import videocm  # noqa: F401

@@ -1,4 +1,4 @@
-"""Tiny random diffusers video pipelines (tests/tiny_pipelines.py): each of the four layouts builds offline, saves,
+"""Tiny random diffusers video pipelines (tests/tiny_pipelines.py): each of the five layouts builds offline, saves,
 reloads with ``DiffusionPipeline.from_pretrained`` and its own class, and generates deterministic 2-step videos."""
 
 from __future__ import annotations
@@ -80,9 +80,14 @@ def test_latent_shape_and_build_seed(layout, tiny_dirs, tmp_path):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_smallest_size(layout, tiny_dirs):
-    """16x16 pixels (2x2 latents) is the smallest size all layouts accept (8x8: Wan/Hunyuan reject, CogVideoX fails)."""
-    video = _generate(_load(tiny_dirs[layout]), layout, seed=0, height=16, width=16)
-    assert video.shape == (1, NUM_FRAMES, 16, 16, 3) and np.isfinite(video).all()
+    """16x16 pixels (2x2 latents) is the smallest size the first four layouts accept (8x8: Wan/Hunyuan reject,
+    CogVideoX fails); LTXPipeline takes multiples of 32 only."""
+    size = 32 if layout == "ltx" else 16
+    video = _generate(_load(tiny_dirs[layout]), layout, seed=0, height=size, width=size)
+    assert video.shape == (1, NUM_FRAMES, size, size, 3) and np.isfinite(video).all()
+    if layout == "ltx":
+        with pytest.raises(ValueError, match="divisible by 32"):
+            _generate(_load(tiny_dirs[layout]), layout, seed=0, height=16, width=16)
 
 
 def test_tokenizers_reload_with_their_special_tokens(tiny_dirs):

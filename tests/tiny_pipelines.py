@@ -1,6 +1,6 @@
 """Tiny, randomly initialised diffusers video pipelines built offline from the REAL diffusers/transformers classes.
 
-``build_tiny_pipeline(layout, out, seed)`` constructs one of four text-to-video pipelines with tiny configs, saves it
+``build_tiny_pipeline(layout, out, seed)`` constructs one of five text-to-video pipelines with tiny configs, saves it
 with ``pipe.save_pretrained(out)`` and returns ``out``; it reloads fully offline with
 ``DiffusionPipeline.from_pretrained(out)`` (or the specific class).  Tokenizers are the real ``transformers`` classes
 (v5: backed by ``tokenizers``) built from a small hand-made vocabulary (lowercase words incl. every word of the
@@ -81,7 +81,7 @@ from pathlib import Path
 
 import torch
 
-LAYOUTS = ("unet3d", "cogvideox", "wan", "hunyuan")
+LAYOUTS = ("unet3d", "cogvideox", "wan", "hunyuan", "ltx")
 
 NUM_FRAMES = 9
 HEIGHT = WIDTH = 32
@@ -103,6 +103,11 @@ SPECS: dict[str, dict] = {
                     call=dict(num_frames=NUM_FRAMES, height=HEIGHT, width=WIDTH,
                               max_sequence_length=MAX_SEQUENCE_LENGTH),
                     vae_scaling=dict(scaling_factor=0.476986)),
+    "ltx": dict(pipeline="LTXPipeline", latent_shape=(1, 48, 4), latent_layout="packed",
+                unpacked_shape=(1, 4, 3, 4, 4),
+                call=dict(num_frames=NUM_FRAMES, height=HEIGHT, width=WIDTH, max_sequence_length=MAX_SEQUENCE_LENGTH),
+                vae_scaling=dict(latents_mean=[0.1, -0.2, 0.3, 0.05], latents_std=[1.5, 0.8, 1.2, 2.0],
+                                 scaling_factor=1.0)),
 }
 
 
@@ -358,7 +363,35 @@ def _hunyuan(seed: int):
                                 scheduler=scheduler, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2)
 
 
-_BUILDERS = {"unet3d": _unet3d, "cogvideox": _cogvideox, "wan": _wan, "hunyuan": _hunyuan}
+def _ltx(seed: int):
+    from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXPipeline, LTXVideoTransformer3DModel
+    from transformers import T5Config, T5EncoderModel
+
+    tokenizer = make_t5_tokenizer(MAX_SEQUENCE_LENGTH)
+    torch.manual_seed(seed)
+    text_encoder = T5EncoderModel(T5Config(**_t5_config_kwargs(tokenizer)))
+    torch.manual_seed(seed + 1)
+    transformer = LTXVideoTransformer3DModel(
+        in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=16,
+        cross_attention_dim=32, num_layers=2, caption_channels=32, qk_norm="rms_norm_across_heads")
+    torch.manual_seed(seed + 2)
+    vae = AutoencoderKLLTXVideo(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1), spatio_temporal_scaling=(True, True, False, False),
+        decoder_spatio_temporal_scaling=(True, True, False, False), decoder_inject_noise=(False,) * 5, patch_size=2,
+        timestep_conditioning=True)
+    scaling = SPECS["ltx"]["vae_scaling"]
+    vae.latents_mean.copy_(torch.tensor(scaling["latents_mean"]))
+    vae.latents_std.copy_(torch.tensor(scaling["latents_std"]))
+    scheduler = FlowMatchEulerDiscreteScheduler(  # LTX-Video 0.9's scheduler_config.json
+        num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=True, base_shift=0.95, max_shift=2.05,
+        base_image_seq_len=1024, max_image_seq_len=4096, shift_terminal=0.1)
+    return LTXPipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                       transformer=transformer)
+
+
+_BUILDERS = {"unet3d": _unet3d, "cogvideox": _cogvideox, "wan": _wan, "hunyuan": _hunyuan, "ltx": _ltx}
 
 
 def make_tiny_pipeline(layout: str, seed: int = 0):

@@ -45,6 +45,14 @@ def initial_noise(seeds: list[int], shape: tuple[int, ...], device: str | torch.
 NOISE_MODES = ("videocm", "diffusers")
 
 
+def drawn_in_order(shape: tuple[int, ...], order: str, generator: torch.Generator) -> torch.Tensor:
+    """Standard normal noise of one clip ``shape`` ``(C, T, h, w)``, drawn from ``generator`` as a tensor whose axes
+    are in ``order`` (e.g. ``"ThwC"``: a pipeline's packed ``(tokens, channels)``) and returned as ``(C, T, h, w)``."""
+    axes = dict(zip("CThw", shape))
+    drawn = torch.randn([axes[a] for a in order], generator=generator)
+    return drawn.permute([order.index(a) for a in "CThw"])
+
+
 def sampling_noise(seeds: list[int], shape: tuple[int, ...], mode: str, device: str | torch.device = "cpu",
                    pipeline_class: str | None = None) -> tuple[torch.Tensor, NoiseSource]:
     """Starting noise ``(B, *shape)`` and the re-noising source of a student (see the module docstring);
@@ -54,21 +62,16 @@ def sampling_noise(seeds: list[int], shape: tuple[int, ...], mode: str, device: 
     if mode != "diffusers":
         raise VideoCMError(f"noise mode {mode!r}: use one of {', '.join(NOISE_MODES)}")
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    # the pipeline's drawing order per clip: frames first, (T, C, h, w), or channels first
     spec = family_for_pipeline(pipeline_class)
-    initial_frames_first, renoise_frames_first = spec.pipeline.noise_frames_first if spec else (False, False)
+    # the pipeline's drawing order per clip (the axes of the tensor it draws; see PipelineLayout.noise_orders)
+    initial_order, renoise_order = spec.pipeline.noise_orders if spec else ("CThw", "CThw")
 
-    def drawer(frames_first: bool) -> NoiseSource:
+    def drawer(order: str) -> NoiseSource:
         def draw(step: int, step_shape: tuple[int, ...]) -> torch.Tensor:
-            clip_shape = step_shape[1:]
-            if frames_first:
-                channels, frames, *rest = clip_shape
-                return torch.stack([torch.randn((frames, channels, *rest), generator=g).transpose(0, 1)
-                                    for g in generators]).to(device)
-            return torch.stack([torch.randn(clip_shape, generator=g) for g in generators]).to(device)
+            return torch.stack([drawn_in_order(step_shape[1:], order, g) for g in generators]).to(device)
         return draw
 
-    return drawer(initial_frames_first)(0, (len(seeds), *shape)), drawer(renoise_frames_first)
+    return drawer(initial_order)(0, (len(seeds), *shape)), drawer(renoise_order)
 
 
 class _Uncounted:

@@ -346,7 +346,7 @@ def merged_student(teacher_network, trained):
     network = copy.deepcopy(teacher_network).float()  # the teacher may be held in bfloat16; the student is not
     network.load_state_dict(merged_network_state(base.network) if has_lora(base.network)
                             else base.network.state_dict())
-    saved = DenoiserAdapter(base.spec, network, base.embedded_guidance)
+    saved = base.of(network)
     if isinstance(trained, GuidanceEmbeddedDenoiser):
         return GuidanceEmbeddedDenoiser(saved, copy.deepcopy(trained.guidance_embedding))
     return saved

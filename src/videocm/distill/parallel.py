@@ -351,6 +351,8 @@ def _check_context_parallel(network: nn.Module, degree: int, kind: str, latent_s
         raise VideoCMError(f"Ulysses attention splits the {heads} heads of {name} over {degree} processes; give "
                            f"a --context-parallel that divides {heads}")
     patch = getattr(network.config, "patch_size", None)
+    if isinstance(patch, int):  # (frames, rows, columns) of a transformer that names one spatial size
+        patch = (network.config.get("patch_size_t") or 1, patch, patch)
     if latent_shape is not None and patch is not None:
         frames, height, width = latent_shape[-3:]
         tokens = (frames // patch[0]) * (height // patch[1]) * (width // patch[2])

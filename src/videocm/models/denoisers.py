@@ -31,12 +31,14 @@ from .families import FamilySpec, get_family
 class DenoiserAdapter(nn.Module):
     """Calls a diffusers network with videocm's denoiser signature."""
 
-    def __init__(self, family: str | FamilySpec, network: nn.Module, embedded_guidance: float | None = None) -> None:
+    def __init__(self, family: str | FamilySpec, network: nn.Module, embedded_guidance: float | None = None,
+                 options: dict | None = None) -> None:
         super().__init__()
         self.spec = family if isinstance(family, FamilySpec) else get_family(family)
         self.family = self.spec.name
         self.network = network
         self.embedded_guidance = None if embedded_guidance is None else float(embedded_guidance)
+        self.options = dict(options or {})  # ModelInfo.network_options: fixed keyword arguments of every call
         self._cache: dict = {}  # the family's per-shape tables (CogVideoX's rotary embeddings)
 
     @property
@@ -46,7 +48,11 @@ class DenoiserAdapter(nn.Module):
 
     def with_embedded_guidance(self, scale: float | None) -> "DenoiserAdapter":
         """The same network, given ``scale`` as its embedded guidance."""
-        return DenoiserAdapter(self.spec, self.network, scale)
+        return DenoiserAdapter(self.spec, self.network, scale, self.options)
+
+    def of(self, network: nn.Module) -> "DenoiserAdapter":
+        """An adapter of ``network`` (a copy or expert of this one's) called the same way."""
+        return DenoiserAdapter(self.spec, network, self.embedded_guidance, self.options)
 
     def text_states(self, states: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """The text states the network reads (padding zeroed where the family's pipeline does so)."""
@@ -65,7 +71,7 @@ class DenoiserAdapter(nn.Module):
             raise ValueError("control latents given to a denoiser without a control branch (ControlledDenoiser)")
         states = self.text_states(encoder_hidden_states, encoder_attention_mask)
         out = self.spec.run(self.network, x, timestep, states, encoder_attention_mask, pooled_projections,
-                            network_arguments or {}, self.embedded_guidance, self._cache)
+                            {**self.options, **(network_arguments or {})}, self.embedded_guidance, self._cache)
         return out.to(x.dtype)
 
 
@@ -95,6 +101,10 @@ class DenoiserWrapper(nn.Module):
     @property
     def embedded_guidance(self) -> float | None:
         return self.base.embedded_guidance
+
+    @property
+    def options(self) -> dict:
+        return self.base.options
 
     def text_states(self, states, mask):
         return self.base.text_states(states, mask)

@@ -42,6 +42,9 @@ class FlowConsistencyScheduler(SchedulerMixin, ConfigMixin):
     it is the last step, re-noises it to the next sigma with noise from ``generator`` (or :attr:`generator`, for
     pipelines such as ``WanPipeline`` that do not pass theirs: set ``pipe.scheduler.generator = generator``).
 
+    ``mu``: the exponential shift of a dynamically shifting teacher (LTX-Video), fixed at the clip shape the student
+    was distilled at; the ``mu`` such a pipeline passes to ``set_timesteps`` for other shapes is not used.
+
     ``phase_boundaries`` (grid indices; DCM): the phased sampler of :func:`videocm.diffusion.phased.sample_phased`:
     steps split between the segments, an ODE jump to the next sigma in segments that do not end at 0, and the
     consistency step above in the last one.
@@ -53,8 +56,8 @@ class FlowConsistencyScheduler(SchedulerMixin, ConfigMixin):
     @register_to_config
     def __init__(self, num_train_timesteps: int = 1000, shift: float = 1.0, original_inference_steps: int = 50,
                  sigma_data: float = 0.5, timestep_scaling: float = 10.0, use_given_sigmas: bool = False,
-                 phase_boundaries: list[int] | None = None) -> None:
-        self.schedule = FlowSchedule(shift=shift, num_train_timesteps=num_train_timesteps)
+                 phase_boundaries: list[int] | None = None, mu: float | None = None) -> None:
+        self.schedule = FlowSchedule(shift=shift, num_train_timesteps=num_train_timesteps, mu=mu)
         self.grid = skipping_grid(self.schedule, original_inference_steps)
         self.segments = segment_bounds(phase_boundaries or [], original_inference_steps)
         self.init_noise_sigma = 1.0

@@ -52,7 +52,7 @@ def tied_expert(base: DenoiserAdapter, rank: int, alpha: float, targets: list[st
     network.lora_config = config
     for name, parameter in network.named_parameters():
         parameter.requires_grad_(".lora_" in name or _is_own(name, own))
-    return DenoiserAdapter(base.spec, network, base.embedded_guidance)
+    return base.of(network)
 
 
 def own_state(expert: DenoiserAdapter) -> dict[str, torch.Tensor]:
@@ -84,7 +84,7 @@ def load_expert(base: DenoiserAdapter, folder: Path) -> DenoiserAdapter:
     if (folder / base.spec.subfolder).is_dir():  # a full expert
         network = base.spec.load_network(folder / base.spec.subfolder)
         device = next(base.network.parameters()).device
-        return DenoiserAdapter(base.spec, network, base.embedded_guidance).to(device).requires_grad_(False)
+        return base.of(network).to(device).requires_grad_(False)
     needed = ["adapter_config.json", "adapter_model.safetensors", "own_modules.safetensors"]
     missing = [name for name in needed if not (folder / name).is_file()]
     if missing:

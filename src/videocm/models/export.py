@@ -54,6 +54,7 @@ def student_scheduler(info: ModelInfo):
         boundaries = [int(b) for b in info.phased.boundaries] if info.is_phased else None
         return FlowConsistencyScheduler(num_train_timesteps=int(schedule.get("num_train_timesteps", 1000)),
                                         shift=float(schedule["shift"]), sigma_data=float(consistency.sigma_data),
+                                        mu=float(schedule["mu"]) if schedule.get("mu") is not None else None,
                                         phase_boundaries=boundaries, **common)
     if info.is_phased:
         raise VideoCMError("VP DCM students switch between ODE jumps and consistency steps, which diffusers' "
@@ -177,10 +178,6 @@ def export_student(student: str | Path, out: str | Path, fmt: str | None = None,
     return out
 
 
-def get_family_of_index(index: dict):
-    return family_for_pipeline(index.get("_class_name"))
-
-
 def two_transformers(info: ModelInfo, model) -> bool:
     """Whether a student exports as Wan 2.2's two-transformer layout: a two-phase DCM student of a two-expert
     teacher."""
@@ -222,22 +219,22 @@ def _write_pipeline(teacher: Path, out: Path, part: str, scheduler_class: str, p
     """``model_index.json`` of the teacher with the student's denoiser and scheduler; other parts linked or copied
     (``boundary_ratio``: the student's two transformers, Wan 2.2's layout)."""
     index = json.loads((teacher / "model_index.json").read_text())
+    spec = family_for_pipeline(index.get("_class_name"))
     for name, entry in index.items():
         if (name.startswith("_") or not isinstance(entry, list) or entry[0] is None
-                or name in (part, "scheduler", get_family_of_index(index).second_subfolder)):
+                or name in (part, "scheduler", spec.second_subfolder)):
             continue
         source, target = teacher / name, out / name
         if copy:
             shutil.copytree(source, target)
         else:
             target.symlink_to(source.resolve(), target_is_directory=True)
-    index = get_family_of_index(index).export_index(index)  # one student network where the teacher had two
+    index = spec.export_index(index)  # one student network where the teacher had two
     index["scheduler"] = ["videocm" if scheduler_class == "FlowConsistencyScheduler" else "diffusers", scheduler_class]
     if phased:
         index[part] = ["videocm", "ExpertSwitchingModel"]
     if boundary_ratio is not None:
-        second = get_family_of_index(index).second_subfolder
-        index[second] = list(index[part])
+        index[spec.second_subfolder] = list(index[part])
         index["boundary_ratio"] = boundary_ratio
     (out / "model_index.json").write_text(json.dumps(index, indent=2))
 
@@ -257,7 +254,8 @@ def call_arguments(info: ModelInfo) -> dict:
     wanted = {"num_inference_steps": int(info.default_steps or 4),
               "guidance_scale": spec.export_guidance(info.embedded_guidance),
               "num_frames": int(frames), "height": int(height), "width": int(width),
-              "max_sequence_length": int(info.max_sequence_length) if info.max_sequence_length else None}
+              "max_sequence_length": int(info.max_sequence_length) if info.max_sequence_length else None,
+              **spec.export_call_arguments(info)}
     pipeline_class = getattr(diffusers, info.pipeline_class or spec.pipeline.class_name, None)
     accepted = inspect.signature(pipeline_class.__call__).parameters if pipeline_class else wanted
     return {k: v for k, v in wanted.items() if k in accepted and v is not None}

@@ -82,7 +82,8 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu", video_sha
                            f"teacher or student folder")
     spec = get_family(info.family)
     network = spec.load_network(_require(folder, spec.subfolder))
-    base = DenoiserAdapter(spec, network, info.embedded_guidance).to(device).eval().requires_grad_(False)
+    base = DenoiserAdapter(spec, network, info.embedded_guidance, info.network_options).to(device).eval(
+    ).requires_grad_(False)
     denoiser = base
     if info.guidance_embedded:
         from .student import GUIDANCE_FOLDER, load_guidance_embedding

@@ -88,6 +88,8 @@ class ModelInfo:
     pipeline: str | None = None
     pipeline_class: str | None = None
     boundary_ratio: float | None = None  # a Wan 2.2 two-expert teacher: where its pipeline switches transformer
+    # fixed keyword arguments of every network call that the pipeline makes (LTX-Video's rope_interpolation_scale)
+    network_options: dict | None = None
     # provenance
     dataset: str | None = None
     vae_from: str | None = None
@@ -254,7 +256,8 @@ def schedule_to_config(schedule, **vp_arguments) -> dict:
     from ..diffusion import FlowSchedule
 
     if isinstance(schedule, FlowSchedule):
-        return {"type": "flow", "shift": schedule.shift, "num_train_timesteps": schedule.num_train_timesteps}
+        return {"type": "flow", "shift": schedule.shift, "num_train_timesteps": schedule.num_train_timesteps,
+                **({"mu": schedule.mu} if schedule.mu is not None else {})}
     return {"type": "vp", "prediction_type": schedule.prediction_type,
             "timestep_spacing": schedule.timestep_spacing, **vp_arguments}
 
@@ -267,7 +270,8 @@ def schedule_from_config(config: dict):
     kind = config.pop("type", None)
     if kind == "flow":
         return FlowSchedule(shift=float(config.get("shift", 1.0)),
-                            num_train_timesteps=int(config.get("num_train_timesteps", 1000)))
+                            num_train_timesteps=int(config.get("num_train_timesteps", 1000)),
+                            mu=float(config["mu"]) if config.get("mu") is not None else None)
     if kind == "vp":
         return vp_schedule(**config)
     raise VideoCMError(f"schedule type {kind!r} is unknown: use 'flow' or 'vp'")

@@ -18,6 +18,7 @@ one-line error naming it.
 
 from __future__ import annotations
 
+import math
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -62,15 +63,33 @@ def read_model_index(folder: str | Path) -> tuple[dict, FamilySpec]:
     return index, spec
 
 
-def schedule_config_from_scheduler(config: dict) -> dict:
-    """videocm's schedule config (see :func:`models.folder.schedule_from_config`) from a diffusers scheduler's."""
+def dynamic_shift_mu(config: dict, tokens: int) -> float:
+    """A dynamically shifting flow scheduler's ``mu`` at a latent sequence of ``tokens``, as the pipeline computes
+    it (``calculate_shift``: linear between ``base_shift`` at ``base_image_seq_len`` and ``max_shift`` at
+    ``max_image_seq_len``)."""
+    base_len, max_len = int(config.get("base_image_seq_len", 256)), int(config.get("max_image_seq_len", 4096))
+    base, top = float(config.get("base_shift", 0.5)), float(config.get("max_shift", 1.15))
+    slope = (top - base) / (max_len - base_len)
+    return tokens * slope + base - slope * base_len
+
+
+def schedule_config_from_scheduler(config: dict, tokens: int | None = None) -> dict:
+    """videocm's schedule config (see :func:`models.folder.schedule_from_config`) from a diffusers scheduler's;
+    ``tokens``: the latent sequence length a dynamically shifting scheduler (LTX-Video's) is fixed at."""
     name = config.get("_class_name", "")
     flow = (name in FLOW_SCHEDULERS or config.get("use_flow_sigmas") or config.get("prediction_type") ==
             "flow_prediction")
     if flow:
         if config.get("use_dynamic_shifting"):
-            raise VideoCMError(f"{name} with use_dynamic_shifting is not supported: set a fixed shift in its "
-                               f"scheduler_config.json")
+            if tokens is None:
+                raise VideoCMError(f"{name} with use_dynamic_shifting needs the clip shape to fix its shift; give "
+                                   f"--frames, --height and --width")
+            if config.get("time_shift_type", "exponential") != "exponential":
+                raise VideoCMError(f"{name} with time_shift_type {config['time_shift_type']!r} is not supported: "
+                                   f"videocm takes the exponential dynamic shift")
+            return {"type": "flow", "shift": 1.0, "mu": dynamic_shift_mu(config, tokens),
+                    "dynamic_shift_tokens": int(tokens),
+                    "num_train_timesteps": int(config.get("num_train_timesteps", 1000))}
         shift = config.get("flow_shift") if config.get("use_flow_sigmas") else config.get("shift")
         return {"type": "flow", "shift": float(shift or 1.0),
                 "num_train_timesteps": int(config.get("num_train_timesteps", 1000))}
@@ -190,10 +209,11 @@ def pipeline_info(folder: Path, pipeline, spec: FamilySpec, vae: VideoVAE, video
         raise VideoCMError(f"{name} needs 4k+1 frames (its VAE compresses time {vae.temporal_factor}x); got "
                            f"{frames}: use e.g. {(frames - 1) // vae.temporal_factor * vae.temporal_factor + 1}")
     spec.check_video_shape(frames, vae, name)
-    if height % (vae.spatial_factor * 2) or width % (vae.spatial_factor * 2):
-        raise VideoCMError(f"height and width must be multiples of {vae.spatial_factor * 2} for {name}, got "
-                           f"{height}x{width}")
-    schedule = schedule_config_from_scheduler(dict(pipeline.scheduler.config))
+    multiple = spec.size_multiple(vae.spatial_factor)
+    if height % multiple or width % multiple:
+        raise VideoCMError(f"height and width must be multiples of {multiple} for {name}, got {height}x{width}")
+    latent_shape = vae.latent_shape(frames, height, width)
+    schedule = schedule_config_from_scheduler(dict(pipeline.scheduler.config), math.prod(latent_shape[1:]))
     prediction = "flow" if schedule["type"] == "flow" else schedule["prediction_type"]
     info = ModelInfo(kind="teacher", family=spec.name, source="diffusers-pipeline",
                      pipeline=str(Path(folder).resolve()), pipeline_class=name, schedule=schedule,
@@ -202,7 +222,7 @@ def pipeline_info(folder: Path, pipeline, spec: FamilySpec, vae: VideoVAE, video
                      max_sequence_length=int(max_sequence_length or layout.max_sequence_length),
                      boundary_ratio=(float(pipeline.config.boundary_ratio)
                                      if getattr(pipeline.config, "boundary_ratio", None) is not None else None))
-    return info.replace(**spec.pipeline_info(layout))
+    return info.replace(**spec.pipeline_info(layout, pipeline))
 
 
 def pipeline_parts(folder: str | Path, family: str, device, max_sequence_length: int, without_denoiser: bool):
@@ -213,17 +233,17 @@ def pipeline_parts(folder: str | Path, family: str, device, max_sequence_length:
     return pipeline, pipeline_vae(pipeline, device), PipelineText(pipeline, family, max_sequence_length)
 
 
-def pipeline_denoiser(spec: FamilySpec, pipeline, embedded_guidance: float | None):
+def pipeline_denoiser(spec: FamilySpec, pipeline, embedded_guidance: float | None, options: dict | None = None):
     """The teacher denoiser of a loaded pipeline: its network, or with a second one (Wan 2.2's
     ``transformer_2``) both, switched at ``boundary_ratio`` times the training timesteps as the pipeline does."""
     from .denoisers import DenoiserAdapter, TwoStageDenoiser
 
-    first = DenoiserAdapter(spec, getattr(pipeline, spec.subfolder), embedded_guidance)
+    first = DenoiserAdapter(spec, getattr(pipeline, spec.subfolder), embedded_guidance, options)
     second = getattr(pipeline, spec.second_subfolder, None) if spec.second_subfolder else None
     if second is None:
         return first
     boundary = float(pipeline.config.boundary_ratio) * int(pipeline.scheduler.config.num_train_timesteps)
-    return TwoStageDenoiser(first, DenoiserAdapter(spec, second, embedded_guidance), boundary)
+    return TwoStageDenoiser(first, first.of(second), boundary)
 
 
 def load_pipeline_teacher(folder: str | Path, device: str | torch.device = "cpu",
@@ -235,7 +255,7 @@ def load_pipeline_teacher(folder: str | Path, device: str | torch.device = "cpu"
     pipeline, spec = load_pipeline(folder, device, denoiser_dtype=dtype)
     vae = pipeline_vae(pipeline, device)
     info = pipeline_info(folder, pipeline, spec, vae, video_shape, max_sequence_length)
-    denoiser = pipeline_denoiser(spec, pipeline, info.embedded_guidance)
+    denoiser = pipeline_denoiser(spec, pipeline, info.embedded_guidance, info.network_options)
     text = PipelineText(pipeline, spec.name, info.max_sequence_length)
     return VideoModel(denoiser.to(device).eval().requires_grad_(False), vae, schedule_from_config(info.schedule),
                       info, folder, text=text)

@@ -39,8 +39,10 @@ class VideoVAE(torch.nn.Module):
     ``decode`` takes them back to pixels ``(B, 3, T, H, W)`` in [-1, 1].
 
     Normalisation, ``(raw - mean) / std``: per-channel ``latents_mean`` / ``latents_std`` from the VAE's config
-    (videocm's own VAEs, Wan), or, with ``normalisation="config"`` and no such statistics, the pipeline's
-    ``scaling_factor`` and ``shift_factor`` (CogVideoX, HunyuanVideo, ModelScope's image VAE). An image VAE
+    (videocm's own VAEs, Wan), or, with ``normalisation="config"``, from its weights with its ``scaling_factor``
+    (LTX-Video: ``(raw - mean) * scaling_factor / std``) or without statistics the pipeline's ``scaling_factor``
+    and ``shift_factor`` (CogVideoX, HunyuanVideo, ModelScope's image VAE). A timestep-conditioned decoder
+    (LTX-Video 0.9.1 on) decodes at timestep 0 without added noise, as the pipeline does by default. An image VAE
     (``AutoencoderKL``) is applied frame by frame, as ``TextToVideoSDPipeline`` does.
     """
 
@@ -50,8 +52,13 @@ class VideoVAE(torch.nn.Module):
         config = vae.config
         channels = self.latent_channels
         mean, std = config.get("latents_mean"), config.get("latents_std")
+        buffers = {name: buffer for name, buffer in vae.named_buffers() if name in ("latents_mean", "latents_std")}
         if mean and std:
             mean, std = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+        elif normalisation == "config" and len(buffers) == 2:  # statistics kept as weights (LTX-Video's VAE)
+            scale = float(config.get("scaling_factor") or 1.0)
+            mean = buffers["latents_mean"].detach().float().cpu()
+            std = buffers["latents_std"].detach().float().cpu() / scale
         elif normalisation == "config":
             scale = float(config.get("scaling_factor") or 1.0)
             mean = torch.full((channels,), float(config.get("shift_factor") or 0.0))
@@ -71,18 +78,22 @@ class VideoVAE(torch.nn.Module):
         config = self.vae.config
         return int(config.get("z_dim") or config.get("latent_channels"))
 
+    def _ratio(self, config_keys: tuple[str, ...], attribute: str):
+        """A compression ratio from the config, or from the attribute a VAE computes it into (LTX-Video's)."""
+        config = self.vae.config
+        return next((config[k] for k in config_keys if config.get(k)), None) or vars(self.vae).get(attribute)
+
     @property
     def spatial_factor(self) -> int:
-        config = self.vae.config
-        factor = config.get("scale_factor_spatial") or config.get("spatial_compression_ratio")
-        return int(factor) if factor else 2 ** (len(config.block_out_channels) - 1)
+        factor = self._ratio(("scale_factor_spatial", "spatial_compression_ratio"), "spatial_compression_ratio")
+        return int(factor) if factor else 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     @property
     def temporal_factor(self) -> int:
         if self.per_frame:
             return 1
-        config = self.vae.config
-        return int(config.get("scale_factor_temporal") or config.get("temporal_compression_ratio") or 1)
+        factor = self._ratio(("scale_factor_temporal", "temporal_compression_ratio"), "temporal_compression_ratio")
+        return int(factor or 1)
 
     def latent_frames(self, frames: int) -> int:
         factor = self.temporal_factor
@@ -116,7 +127,11 @@ class VideoVAE(torch.nn.Module):
         if self.per_frame:
             frames = self.vae.decode(self._frames_as_batch(raw)).sample
             return self._batch_as_frames(frames, latents.shape[0]).float().clamp(-1, 1).to(latents.device)
-        return self.vae.decode(raw).sample.float().clamp(-1, 1).to(latents.device)
+        if self.vae.config.get("timestep_conditioning"):
+            decoded = self.vae.decode(raw, torch.zeros(raw.shape[0], device=raw.device, dtype=raw.dtype)).sample
+        else:
+            decoded = self.vae.decode(raw).sample
+        return decoded.float().clamp(-1, 1).to(latents.device)
 
     def set_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Record per-channel latent statistics in the config (so they are saved) and the buffers."""

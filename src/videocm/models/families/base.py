@@ -29,8 +29,10 @@ class PipelineLayout:
     width: int
     guidance: float
     max_sequence_length: int
-    # the order the pipeline draws noise per clip, frames first (T, C, h, w): (starting noise, re-noising noise)
-    noise_frames_first: tuple[bool, bool] = (False, False)
+    # the order the pipeline draws noise per clip, as the axes of the tensor it draws (C channels, T frames, h
+    # rows, w columns): (starting noise, re-noising noise). "CThw" as videocm's latents; "TChw" frames first
+    # (CogVideoX); "ThwC" packed tokens, channels last (LTX-Video)
+    noise_orders: tuple[str, str] = ("CThw", "CThw")
 
 
 class FamilySpec:
@@ -163,11 +165,22 @@ class FamilySpec:
     def check_model_index(self, index: dict, folder) -> None:
         """A one-line error for a pipeline layout of this family that videocm cannot distil (yet)."""
 
+    def size_multiple(self, spatial_factor: int) -> int:
+        """What a clip's height and width must be multiples of, for a VAE compressing ``spatial_factor`` x: whole
+        2x2 patches of latents."""
+        return spatial_factor * 2
+
     def check_video_shape(self, frames: int, vae, class_name: str) -> None:
         """A one-line error for clip shapes the family's VAE cannot decode back (beyond the generic checks)."""
 
-    def pipeline_info(self, layout: PipelineLayout) -> dict:
-        """Extra keys of a pipeline teacher's model description (e.g. an embedded guidance scale)."""
+    def pipeline_info(self, layout: PipelineLayout, pipeline) -> dict:
+        """Extra keys of a pipeline teacher's model description (e.g. an embedded guidance scale, or
+        ``network_options``: fixed keyword arguments of every network call, which :meth:`run` finds in ``extra``)."""
+        return {}
+
+    def export_call_arguments(self, info) -> dict:
+        """Keyword arguments of the pipeline's call, beyond steps, guidance, shape and text length, that the
+        export's ``HOW_TO_USE.md`` passes so the pipeline runs the network as videocm did."""
         return {}
 
     def export_guidance(self, embedded_guidance: float | None) -> float:

@@ -20,7 +20,7 @@ class CogVideoXSpec(FamilySpec):
     zero_padded_text = False  # the pipeline hands T5's padded states over as they are
     # CogVideoXPipeline keeps latents (B, T, C, h, w): both noises are drawn frames first
     pipeline = PipelineLayout("CogVideoXPipeline", ("text_encoder", "tokenizer"), 49, 480, 720, 6.0, 226,
-                              noise_frames_first=(True, True))
+                              noise_orders=("TChw", "TChw"))
 
     def run(self, network, x, timestep, states, mask, pooled, extra, embedded_guidance, cache):
         dtype = next(network.parameters()).dtype

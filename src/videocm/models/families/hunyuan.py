@@ -53,7 +53,7 @@ class HunyuanSpec(FamilySpec):
                                                       max_sequence_length=max_length)
         return {"encoder_hidden_states": states, "encoder_attention_mask": mask, "pooled_projections": pooled}
 
-    def pipeline_info(self, layout: PipelineLayout) -> dict:
+    def pipeline_info(self, layout: PipelineLayout, pipeline) -> dict:
         return {"embedded_guidance": layout.guidance}
 
     def export_guidance(self, embedded_guidance):

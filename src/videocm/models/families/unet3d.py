@@ -32,7 +32,7 @@ class UNet3DSpec(FamilySpec):
     detail_own_modules = ("time_embedding", "conv_norm_out", "conv_out")
     # TextToVideoSDPipeline steps its scheduler on frames stacked as a batch: re-noising noise is drawn frames first
     pipeline = PipelineLayout("TextToVideoSDPipeline", ("text_encoder", "tokenizer"), 16, 256, 256, 9.0, 77,
-                              noise_frames_first=(False, True))
+                              noise_orders=("CThw", "TChw"))
     teacher_schedule = "vp"
 
     def build_network(self, latent_channels: int, text_dim: int, sample_size: int,
