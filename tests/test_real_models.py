@@ -181,7 +181,7 @@ def test_missing_or_unknown_parts_are_one_line_errors(pipelines, video_folder, t
 def test_wan22_two_expert_teacher_switches_at_its_boundary(video_folder, tmp_path, capsys):
     """Wan 2.2 A14B's layout (transformer_2, boundary_ratio) used to load and silently run the high-noise
     transformer at every timestep. Now each timestep goes to its expert, as WanPipeline does; distilling it is
-    refused in one line until it is supported; TI2V (expand_timesteps) is refused."""
+    control training refuses it in one line."""
     from tiny_pipelines import build_tiny_wan22
     from videocm.models.denoisers import TwoStageDenoiser
     from videocm.models.folder import load_model
@@ -214,9 +214,6 @@ def test_wan22_two_expert_teacher_switches_at_its_boundary(video_folder, tmp_pat
     assert main(["train-control", "--teacher", str(two), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert "Wan 2.2 two-expert pipeline" in err and "control training" in err and len(err.splitlines()) == 1
-    (two / "model_index.json").write_text(json.dumps({**index, "expand_timesteps": True}))
-    assert main(["sample", "--model", str(two), "--prompt", "x", "--out", str(tmp_path / "y.npy")]) == 2
-    assert "expand_timesteps" in capsys.readouterr().err
 
 
 def test_ltx_teacher_is_read_as_its_pipeline_runs_it(pipelines, tmp_path, capsys):
@@ -277,6 +274,39 @@ def test_family_spec_names_modules_of_the_pipeline_network(pipelines, layout):
         assert own in parts, f"{own} is neither a module nor a parameter of {type(network).__name__}"
     blocks = spec.feature_blocks(network)
     assert blocks and all(any(b is m for m in network.modules()) for b in blocks)
+
+
+@pytest.mark.slow
+def test_ti2v_layout_distils_and_exports_text_to_video(video_folder, tmp_path):
+    """Wan 2.2 TI2V-5B's layout in WanPipeline (expand_timesteps, the residual 16x VAE): the teacher's network
+    given one timestep per clip equals the pipeline's one per token; an LCM student exports as the same layout and
+    the stock pipeline (per-token timesteps) reproduces `videocm sample`."""
+    import videocm  # noqa: F401
+    from diffusers import DiffusionPipeline
+    from tiny_pipelines import build_tiny_wan22_ti2v
+    from videocm.models.folder import load_model
+
+    folder = build_tiny_wan22_ti2v(tmp_path / "ti2v")
+    teacher = load_model(folder, "cpu", video_shape=[9, 32, 32], max_sequence_length=16)
+    assert teacher.info.latent_shape == [8, 3, 2, 2]  # 16x spatial
+    network = teacher.denoiser.network
+    x = torch.randn(2, 8, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    states = teacher.text.encode([PROMPT, "a blue 7 moving up"])["encoder_hidden_states"]
+    with torch.no_grad():
+        per_clip = network(hidden_states=x, timestep=torch.tensor([700.0, 300.0]), encoder_hidden_states=states,
+                           return_dict=False)[0]
+        tokens = 3 * 1 * 1
+        per_token = network(hidden_states=x, timestep=torch.tensor([700.0, 300.0])[:, None].expand(2, tokens),
+                            encoder_hidden_states=states, return_dict=False)[0]
+    torch.testing.assert_close(per_clip, per_token, atol=1e-5, rtol=1e-5)
+    student = tmp_path / "student"
+    distil("wan", "lcm", folder, video_folder, student)
+    ours = videocm_clip(student, tmp_path / "clip.npy").astype(np.float32) / 255
+    assert main(["export", "--model", str(student), "--out", str(tmp_path / "export")]) == 0
+    pipe = DiffusionPipeline.from_pretrained(tmp_path / "export")
+    assert pipe.config.expand_timesteps and type(pipe.vae).__name__ == "AutoencoderKLWan"
+    theirs = diffusers_clip(pipe, "wan", 1.0)
+    assert theirs.shape == ours.shape and np.abs(theirs - ours).max() <= TOLERANCE
 
 
 @pytest.mark.slow

@@ -425,3 +425,30 @@ def build_tiny_wan22(out: Path, seed: int = 0, boundary_ratio: float = 0.875) ->
     out = Path(out)
     pipe.save_pretrained(out)
     return out
+
+
+def build_tiny_wan22_ti2v(out: Path, seed: int = 0) -> Path:
+    """The tiny Wan pipeline in Wan 2.2 TI2V-5B's layout, as ``WanPipeline`` (text to video) runs it:
+    ``expand_timesteps`` (a timestep per latent token) and a residual Wan 2.2 VAE that patchifies 2x2 pixels
+    (``in_channels`` 12, ``patch_size`` 2, 16x spatial, here 8 latent channels for TI2V's 48), the transformer
+    taking those channels; saved into ``out``."""
+    from diffusers import AutoencoderKLWan, WanPipeline, WanTransformer3DModel
+
+    base = make_tiny_pipeline("wan", seed)
+    torch.manual_seed(seed + 5)
+    channels = 8
+    vae = AutoencoderKLWan(base_dim=8, decoder_base_dim=8, z_dim=channels, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True], is_residual=True, patch_size=2, in_channels=12,
+                           out_channels=12, scale_factor_spatial=16, scale_factor_temporal=4,
+                           latents_mean=[0.1 * i - 0.3 for i in range(channels)],
+                           latents_std=[1.0 + 0.1 * i for i in range(channels)])
+    torch.manual_seed(seed + 6)
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=channels,
+        out_channels=channels, text_dim=32, freq_dim=32, ffn_dim=64, num_layers=2, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
+    pipe = WanPipeline(tokenizer=base.tokenizer, text_encoder=base.text_encoder, vae=vae, scheduler=base.scheduler,
+                       transformer=transformer, transformer_2=None, boundary_ratio=None, expand_timesteps=True)
+    out = Path(out)
+    pipe.save_pretrained(out)
+    return out

@@ -84,9 +84,9 @@ class WanSpec(FamilySpec):
         if two != (index.get("boundary_ratio") is not None):
             raise VideoCMError(f"{folder}: a Wan 2.2 two-expert pipeline needs both transformer_2 and boundary_ratio "
                                f"in model_index.json (it has {'only transformer_2' if two else 'only boundary_ratio'})")
-        if index.get("expand_timesteps"):
-            raise VideoCMError(f"{folder} is a Wan 2.2 TI2V pipeline (expand_timesteps: per-token timesteps); "
-                               f"videocm does not distil it yet. Use a Wan 2.1-layout pipeline")
+        # Wan 2.2 TI2V (expand_timesteps) as WanPipeline runs it, text to video: every token of a clip gets the
+        # clip's timestep, which the network computes exactly as it does one timestep per clip; videocm passes the
+        # latter (the 48-channel VAE needs nothing of its own)
 
     def feature_blocks(self, network: nn.Module) -> list[nn.Module]:
         return list(network.blocks)
