@@ -111,7 +111,7 @@ def test_help_lists_every_setting_with_its_type_default_and_doc(name, capsys):
         assert " ".join(setting.doc.split()) in text, setting.name
     if name == "distill":
         assert main(["distill", "--method", "dcm", "--help"]) == 0
-        assert "--semantic-steps int = 2000" in capsys.readouterr().out
+        assert "--semantic-steps int (at least 1) = 2000" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv,message", [

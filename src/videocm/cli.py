@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import CONFIG_FLAG, VideoShape, config_help, load_config, read_yaml
+from .config import CONFIG_FLAG, Count, Natural, VideoShape, config_help, load_config, read_yaml
 from .errors import VideoCMError
 
 PROG = "videocm"
@@ -30,10 +30,10 @@ class DataExportConfig:
 
     out: str  # output folder: 0000.npy ... and prompts.txt
     split: Literal["train", "test"] = "test"  # which split's sprites
-    n: int = 240  # number of clips
-    seed: int = 0  # clips are drawn from (seed, i)
-    frames: int = 8  # frames per clip
-    size: int = 32  # canvas side in pixels
+    n: Count = 240  # number of clips
+    seed: Natural = 0  # clips are drawn from (seed, i)
+    frames: Count = 8  # frames per clip
+    size: Count = 32  # canvas side in pixels
     cover_captions: bool = False  # clip i gets caption i % 240, so 240 clips cover every caption once
 
 
@@ -42,7 +42,7 @@ class EncodeCaptionsConfig:
     """``videocm encode-captions``: MiniLM states of every MovingDigits caption and of ""."""
 
     out: str  # output .safetensors file
-    max_length: int = 16  # text tokens per caption
+    max_length: Count = 16  # text tokens per caption
 
 
 @dataclass
@@ -52,9 +52,9 @@ class EncodeConfig:
     teacher: str  # teacher: a diffusers pipeline folder or videocm model folder
     data: str  # folder of videos with captions (captions.jsonl, metadata.csv or NAME.txt beside each video)
     out: str  # cache folder to write (safetensors shards + index.json)
-    frame_stride: int = 0  # take every N-th frame from the start (0: spread the frames over the video)
-    batch_size: int = 4  # videos encoded together
-    shard_size: int = 64  # clips per safetensors shard
+    frame_stride: Natural = 0  # take every N-th frame from the start (0: spread the frames over the video)
+    batch_size: Count = 4  # videos encoded together
+    shard_size: Count = 64  # clips per safetensors shard
     device: str | None = None  # cpu or cuda (default: cuda when available)
     shape: VideoShape = field(default_factory=VideoShape)  # clip shape (default: the teacher's)
 

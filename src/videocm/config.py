@@ -26,7 +26,7 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 
@@ -39,16 +39,50 @@ TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
 
 
+# --- value ranges ---
+
+@dataclass(frozen=True)
+class Range:
+    """The values a number setting takes, checked when the config is read (before any work): a field annotated
+    ``Annotated[int, Range(1)]`` refuses 0 in one line. ``None`` leaves that end open."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False  # the low end itself is excluded
+    open_high: bool = False
+
+    def describe(self) -> str:
+        """``at least 1``, ``above 0``, ``in [0, 1)``."""
+        if self.high is None:
+            return f"{'above' if self.open_low else 'at least'} {self.low:g}"
+        if self.low is None:
+            return f"{'below' if self.open_high else 'at most'} {self.high:g}"
+        return f"in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
+
+    def holds(self, value: float) -> bool:
+        above = self.low is None or (value > self.low if self.open_low else value >= self.low)
+        below = self.high is None or (value < self.high if self.open_high else value <= self.high)
+        return above and below
+
+
+Count = Annotated[int, Range(1)]  # a count of steps, clips, rows ...: at least 1
+Natural = Annotated[int, Range(0)]  # 0 or more (0 often meaning "off" or "none")
+Positive = Annotated[float, Range(0, open_low=True)]  # a scale or rate above 0
+NonNegative = Annotated[float, Range(0)]  # 0 (off) or more
+Fraction = Annotated[float, Range(0, 1)]  # in [0, 1]
+Decay = Annotated[float, Range(0, 1, open_high=True)]  # an EMA decay: 0 (off) up to, not including, 1
+
+
 # --- shared sections ---
 
 @dataclass
 class VideoShape:
     """Diffusers pipeline teachers: the clip shape and text length (default: the pipeline's)."""
 
-    frames: int | None = None  # frames per clip (4k+1 for CogVideoX, Wan, HunyuanVideo); with --height, --width
-    height: int | None = None  # clip height in pixels; with --frames, --width
-    width: int | None = None  # clip width in pixels; with --frames, --height
-    max_sequence_length: int | None = None  # text tokens
+    frames: Count | None = None  # frames per clip (4k+1 for CogVideoX, Wan, HunyuanVideo); with --height, --width
+    height: Count | None = None  # clip height in pixels; with --frames, --width
+    width: Count | None = None  # clip width in pixels; with --frames, --height
+    max_sequence_length: Count | None = None  # text tokens
 
     def override(self) -> list[int] | None:
         """``[frames, height, width]``, or None when none of them is given."""
@@ -134,7 +168,7 @@ def settings(cls: type) -> tuple[Setting, ...]:
     """Every leaf setting of ``cls``, sections flattened in field order; flag names must be unique."""
     result: list[Setting] = []
     for path, section in sections(cls).items():
-        hints, docs = typing.get_type_hints(section), field_docs(section)
+        hints, docs = typing.get_type_hints(section, include_extras=True), field_docs(section)
         for f in dataclasses.fields(section):
             if _is_section(hints[f.name]):
                 continue
@@ -153,6 +187,9 @@ def settings(cls: type) -> tuple[Setting, ...]:
 def type_name(annotation: Any) -> str:
     """``int | None`` -> ``int|None``, ``list[int]`` -> ``list[int]``, ``Literal['a', 'b']`` -> ``a|b``."""
     origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        base, *extras = typing.get_args(annotation)
+        return type_name(base) + "".join(f" ({e.describe()})" for e in extras if isinstance(e, Range))
     if origin is Literal:
         return "|".join(str(a) for a in typing.get_args(annotation))
     if origin in (typing.Union, types.UnionType):
@@ -163,14 +200,24 @@ def type_name(annotation: Any) -> str:
 
 
 def _is_bool(annotation: Any) -> bool:
+    if typing.get_origin(annotation) is Annotated:
+        return _is_bool(typing.get_args(annotation)[0])
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         return bool in typing.get_args(annotation)
     return annotation is bool
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Turn a YAML value or a command-line string into the field's declared type."""
+    """Turn a YAML value or a command-line string into the field's declared type (and its :class:`Range`)."""
     origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        base, *extras = typing.get_args(annotation)
+        result = _coerce(value, base, key)
+        for values in ([result] if not isinstance(result, list) else result):
+            for bound in (e for e in extras if isinstance(e, Range)):
+                if values is not None and not bound.holds(values):
+                    raise VideoCMError(f"--{key.replace('_', '-')} must be {bound.describe()}, got {value!r}")
+        return result
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(annotation) if a is not type(None)]
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import write_config
+from .config import Count, Natural, NonNegative, write_config
 from .data import export_moving_digits, read_clip_folder, tile, write_video
 from .data.clip_folder import clip_name
 from .models.info import INFO_FILE, ModelInfo, is_model_folder
@@ -23,27 +23,27 @@ from .models import TextEncoder
 @dataclass
 class DemoConfig:
     out: str = "outputs/demo"  # output folder (clips, GIFs, the student, the report, summary.json)
-    n: int = 24  # MovingDigits clips rendered and judged
-    seed: int = 0  # seed of the clips, the generated clips and the distillation
+    n: Count = 24  # MovingDigits clips rendered and judged
+    seed: Natural = 0  # seed of the clips, the generated clips and the distillation
     split: str = "test"  # which split's sprites ("train" or "test")
-    frames: int = 8  # frames per clip
-    size: int = 32  # canvas side in pixels
+    frames: Count = 8  # frames per clip
+    size: Count = 32  # canvas side in pixels
     models_dir: str | None = None  # folder of the shipped models (default: $VIDEOCM_MODELS, else ./models)
-    gif_scale: int = 4  # GIFs enlarged this many times
-    generate: int = 8  # clips each shipped teacher/student generates (0: none)
-    few_steps: int = 4  # the step count each model also generates at, besides its default
+    gif_scale: Count = 4  # GIFs enlarged this many times
+    generate: Natural = 8  # clips each shipped teacher/student generates (0: none)
+    few_steps: Count = 4  # the step count each model also generates at, besides its default
     # the DCM run and its evaluation
     distill: bool = True  # distil a DCM student and evaluate it (false: generate with every shipped model instead)
     teacher: str | None = None  # teacher to distil (default: the shipped teacher-flow in --models-dir)
     compare: str | None = None  # student evaluated beside it, if there (default: the shipped lcm-flow)
-    semantic_minutes: float = 3.0  # wall-time cap of the semantic-expert stage
-    detail_minutes: float = 5.0  # wall-time cap of the detail-expert stage
-    semantic_steps: int = 2000  # the semantic stage's schedule length in steps
-    detail_steps: int = 1200  # the detail stage's schedule length in steps
-    latent_pool: int = 2048  # train clips encoded once for the distillation
-    batch_size: int = 16  # distillation batch
-    eval_n: int = 48  # clips per (model, steps) in the evaluation
-    eval_steps: list[int] = field(default_factory=lambda: [1, 2, 4])  # the students' step counts evaluated
+    semantic_minutes: NonNegative = 3.0  # wall-time cap of the semantic-expert stage
+    detail_minutes: NonNegative = 5.0  # wall-time cap of the detail-expert stage
+    semantic_steps: Count = 2000  # the semantic stage's schedule length in steps
+    detail_steps: Natural = 1200  # the detail stage's schedule length in steps
+    latent_pool: Count = 2048  # train clips encoded once for the distillation
+    batch_size: Count = 16  # distillation batch
+    eval_n: Count = 48  # clips per (model, steps) in the evaluation
+    eval_steps: list[Count] = field(default_factory=lambda: [1, 2, 4])  # the students' step counts evaluated
 
 
 def find_models(models_dir: Path) -> list[Path]:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import VideoShape
+from .config import Count, Natural, NonNegative, VideoShape
 from .data.clip_folder import write_clip, write_clip_folder
 from .errors import VideoCMError
 from .locations import shipped_model
@@ -26,7 +26,7 @@ class ControlInput:
 
     control_model: str | None = None  # control branch folder (videocm train-control), for its teacher or any student of it
     control: str | None = None  # control video: .npy uint8 (T, H, W, 1) silhouette, or a video/GIF of it
-    control_scale: float = 1.0  # multiplies the control residuals (0 switches the control off)
+    control_scale: NonNegative = 1.0  # multiplies the control residuals (0 switches the control off)
 
 
 @dataclass
@@ -38,12 +38,12 @@ class SampleConfig:
     prompts: str | None = None  # text file, one prompt a line (give this or --prompt)
     model: str | None = None  # model folder (default: the shipped teacher-flow in --models-dir)
     models_dir: str | None = None  # folder of the shipped models (default: $VIDEOCM_MODELS, else ./models)
-    steps: int | None = None  # sampling steps (default: the model's)
+    steps: Count | None = None  # sampling steps (default: the model's)
     timesteps: list[float] = field(default_factory=list)  # students: descending times instead of --steps (VP 999,759,..; flow 1.0,0.75,..)
-    guidance: float | None = None  # guidance scale (default: the model's)
+    guidance: NonNegative | None = None  # guidance scale (default: the model's)
     negative_prompt: str = ""  # unconditional input for guidance
-    seed: int = 0  # clip i uses seed S+i
-    batch_size: int = 16  # clips generated together
+    seed: Natural = 0  # clip i uses seed S+i
+    batch_size: Count = 16  # clips generated together
     format: Literal["mp4", "gif", "npy", "png"] | None = None  # default: from --out's suffix (npy with --prompts)
     device: str | None = None  # cpu or cuda (default: cuda when available)
     noise: Literal["diffusers", "videocm"] = "diffusers"  # students' re-noising: clip i's generator as in diffusers, or a seed per step as in eval

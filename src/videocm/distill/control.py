@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..config import Count, Decay, Fraction, Natural, NonNegative, Positive
 from ..data.moving_digits import Geometry
 from ..diffusion import skipping_grid
 from ..errors import VideoCMError
@@ -37,21 +38,21 @@ from .trainer import Monitor, TrainConfig, run_and_summarise, shard_rows
 @dataclass
 class ControlConfig(TrainConfig):
     teacher: str = "models/teacher-flow"  # teacher folder the branch is trained on (and joined to)
-    control_blocks: int = 4  # Wan: transformer blocks copied into the branch (the UNet copies its down path)
+    control_blocks: Count = 4  # Wan: transformer blocks copied into the branch (the UNet copies its down path)
     init_control: str | None = None  # a control model to continue from
-    caption_dropout: float = 0.1  # share of captions replaced by ""
+    caption_dropout: Fraction = 0.1  # share of captions replaced by ""
     prompt_cache: str | None = None  # MiniLM states from `videocm encode-captions` instead of running MiniLM
-    latent_pool: int = 0  # > 0: encode this many train clips and silhouettes once (the VAE off the loop)
+    latent_pool: Natural = 0  # > 0: encode this many train clips and silhouettes once (the VAE off the loop)
     logit_normal_mean: float = 0.0  # flow teachers: mean of the logit-normal training times
-    logit_normal_std: float = 1.0  # flow teachers: spread of the logit-normal training times
-    snr_gamma: float = 5.0  # VP teachers: min-SNR loss weighting gamma
-    sample_clips: int = 32  # clips of each monitoring sample
-    sample_steps: int = 25  # steps of the monitoring samples
-    guidance: float | None = None  # for monitoring samples; None: the teacher's default
+    logit_normal_std: Positive = 1.0  # flow teachers: spread of the logit-normal training times
+    snr_gamma: NonNegative = 5.0  # VP teachers: min-SNR loss weighting gamma
+    sample_clips: Count = 32  # clips of each monitoring sample
+    sample_steps: Count = 25  # steps of the monitoring samples
+    guidance: NonNegative | None = None  # for monitoring samples; None: the teacher's default
     # fine-tuning a trained branch for a consistency student (needs init_control)
     student: str | None = None  # a consistency student of the teacher to fine-tune the branch for (needs --init-control)
-    target_decay: float = 0.95  # --student: EMA decay of the consistency target
-    huber_c: float = 0.001  # --student: the pseudo-Huber loss's c
+    target_decay: Decay = 0.95  # --student: EMA decay of the consistency target
+    huber_c: Positive = 0.001  # --student: the pseudo-Huber loss's c
 
 
 class ControlTask:

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import write_config
+from ..config import Count, Decay, Fraction, Natural, NonNegative, Positive, write_config
 from ..diffusion import skipping_grid
 from ..diffusion.phased import segment_bounds
 from ..diffusion.sampling import concat_conditioning
@@ -57,35 +57,35 @@ class DCMConfig(LCMConfig):
     method: str = "dcm"  # dcm: this config (lcm: the VideoLCM one)
     out: str = "outputs/dcm"
     target: str = "ema"  # DCM uses the online student; at our scale it diverged for the VP teacher (docs/dcm.md)
-    phases: int = 2  # K segments, one expert each (1 = LCM with phased bookkeeping, 2 = DCM)
+    phases: Count = 2  # K segments, one expert each (1 = LCM with phased bookkeeping, 2 = DCM)
     boundaries: list[int] = field(default_factory=list)  # K-1 inner grid indices; empty: the default split
     boundary_timesteps: list[float] = field(default_factory=list)  # or in the schedule's time (VP step, flow sigma)
-    semantic_share: float = 0.3  # default split: the semantic expert owns this top fraction of the grid
+    semantic_share: Fraction = 0.3  # default split: the semantic expert owns this top fraction of the grid
     # stages: steps, learning rate and wall-time cap of each (minutes 0 = no cap)
-    semantic_steps: int = 2000  # the semantic expert's steps (its schedule)
-    detail_steps: int = 1200  # 0: no detail expert (the semantic network serves every segment)
-    semantic_lr: float = 1e-4  # the semantic expert's learning rate
-    detail_lr: float = 1e-4  # the detail expert's learning rate
-    semantic_minutes: float = 15.0  # wall-time cap of the semantic stage (0: no cap)
-    detail_minutes: float = 25.0  # wall-time cap of the detail stage (0: no cap)
-    semantic_stop_step: int = 0  # stop the stage at this step while keeping its schedule (step-matched ablations)
-    detail_stop_step: int = 0  # stop the detail stage at this step while keeping its schedule
+    semantic_steps: Count = 2000  # the semantic expert's steps (its schedule)
+    detail_steps: Natural = 1200  # 0: no detail expert (the semantic network serves every segment)
+    semantic_lr: Positive = 1e-4  # the semantic expert's learning rate
+    detail_lr: Positive = 1e-4  # the detail expert's learning rate
+    semantic_minutes: NonNegative = 15.0  # wall-time cap of the semantic stage (0: no cap)
+    detail_minutes: NonNegative = 25.0  # wall-time cap of the detail stage (0: no cap)
+    semantic_stop_step: Natural = 0  # stop the stage at this step while keeping its schedule (step-matched ablations)
+    detail_stop_step: Natural = 0  # stop the detail stage at this step while keeping its schedule
     semantic_from: str | None = None  # reuse the semantic expert of a finished DCM run or student folder
     # semantic expert: temporal coherence
-    temporal_weight: float = 1.0  # weight of the semantic expert's temporal coherence loss
-    temporal_stride: int = 3  # frame distance of the temporal coherence loss
+    temporal_weight: NonNegative = 1.0  # weight of the semantic expert's temporal coherence loss
+    temporal_stride: Count = 3  # frame distance of the temporal coherence loss
     # detail expert(s): LoRA and own modules, GAN and feature matching
     detail_expert: str = "auto"  # lora (DCM) or full; auto: full from a two-expert teacher's low-noise network
-    detail_lora_rank: int = 16  # the detail expert's LoRA rank
-    detail_lora_alpha: float = 32.0  # the detail expert's LoRA alpha
+    detail_lora_rank: Count = 16  # the detail expert's LoRA rank
+    detail_lora_alpha: Positive = 32.0  # the detail expert's LoRA alpha
     detail_lora_targets: list[str] = field(default_factory=list)  # empty: to_q, to_k, to_v, to_out.0
-    gan_weight: float = 0.5  # DCM: 0.1 x 5 on the hinge generator loss
-    feature_matching_weight: float = 0.1  # DCM: 0.1 x lambda_fm (1 for Hunyuan)
-    disc_every: int = 2  # heads on every s-th teacher block
-    disc_lr: float = 1e-4  # the discriminator heads' learning rate
-    disc_betas: list[float] = field(default_factory=lambda: [0.0, 0.999])  # the discriminator heads' Adam betas
+    gan_weight: NonNegative = 0.5  # DCM: 0.1 x 5 on the hinge generator loss
+    feature_matching_weight: NonNegative = 0.1  # DCM: 0.1 x lambda_fm (1 for Hunyuan)
+    disc_every: Count = 2  # heads on every s-th teacher block
+    disc_lr: Positive = 1e-4  # the discriminator heads' learning rate
+    disc_betas: list[Decay] = field(default_factory=lambda: [0.0, 0.999])  # the discriminator heads' Adam betas
     gan_real: Literal["target", "data"] = "target"  # the GAN's "real": the consistency target (DCM) or the clip's clean latents (LADD, DMD2)
-    disc_gradient_penalty: float = 0.0  # gamma of a zero-centred gradient penalty on the real side (R1, Mescheder et al. 2018); 0: off (DCM)
+    disc_gradient_penalty: NonNegative = 0.0  # gamma of a zero-centred gradient penalty on the real side (R1, Mescheder et al. 2018); 0: off (DCM)
     store_dtype: str = "float16"
 
 

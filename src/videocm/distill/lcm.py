@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import Count, Decay, Fraction, Natural, NonNegative, Positive
 from ..data.moving_digits import Geometry
 from ..diffusion import skipping_grid
 from ..errors import VideoCMError
@@ -48,27 +49,27 @@ class LCMConfig(TrainConfig):
     method: str = "lcm"  # lcm (VideoLCM) or dcm (dual-expert consistency model): picks the config
     teacher: str = "models/teacher-vp"  # teacher: a videocm teacher folder or a diffusers pipeline folder
     out: str = "outputs/lcm"
-    steps: int = 2000
-    batch_size: int = 16
-    lr: float = 1e-4
-    warmup_steps: int = 50
-    min_lr_ratio: float = 0.1
-    ema_decay: float = 0.0  # the trainer's sampling EMA (off: the consistency target, --target, plays that part)
-    sample_every: int = 500
+    steps: Count = 2000
+    batch_size: Count = 16
+    lr: Positive = 1e-4
+    warmup_steps: Natural = 50
+    min_lr_ratio: Fraction = 0.1
+    ema_decay: Decay = 0.0  # the trainer's sampling EMA (off: the consistency target, --target, plays that part)
+    sample_every: Natural = 500
     # skipping-step discretisation
-    grid_points: int = 50  # N: points of the teacher's ODE grid the student learns to jump along
-    skip: int = 1  # k, in grid steps
+    grid_points: Count = 50  # N: points of the teacher's ODE grid the student learns to jump along
+    skip: Count = 1  # k, in grid steps
     # guidance (diffusers' scale: 1 = none); None = the teacher's default guidance
-    guidance: float | None = None  # teacher guidance in the target (diffusers' scale, 1: none; None: the teacher's)
+    guidance: NonNegative | None = None  # teacher guidance in the target (diffusers' scale, 1: none; None: the teacher's)
     guidance_range: list[float] = field(default_factory=list)  # [w_min, w_max]: guidance embedding in the student
     negative_prompt: str = ""  # the teacher's unconditional input for guidance
     # consistency function and target
-    sigma_data: float = 0.5  # sigma_data of the boundary scalings c_skip, c_out
-    timestep_scaling: float = 10.0  # timestep scaling of c_skip, c_out (as LCMScheduler)
+    sigma_data: Positive = 0.5  # sigma_data of the boundary scalings c_skip, c_out
+    timestep_scaling: Positive = 10.0  # timestep scaling of c_skip, c_out (as LCMScheduler)
     target: str = "ema"  # "ema" (VideoLCM) or "online" (DCM)
-    target_decay: float = 0.95  # EMA decay of the "ema" target network
+    target_decay: Decay = 0.95  # EMA decay of the "ema" target network
     loss: str = "huber"  # "huber" (pseudo-Huber) or "l2"
-    huber_c: float = 0.001  # the pseudo-Huber loss's c
+    huber_c: Positive = 0.001  # the pseudo-Huber loss's c
     # student
     student: str = "full"  # "full" fine-tune or "lora"
     gradient_checkpointing: bool = False  # recompute the student's block activations in the backward (less memory)
@@ -77,26 +78,26 @@ class LCMConfig(TrainConfig):
     teacher_dtype: str = "auto"  # the frozen teacher's weights: auto = bfloat16 on a GPU, float32 on the CPU
     offload_encoders: bool = True  # after a latent cache is read: text encoders and VAE to the CPU (frees GPU memory)
     teacher_offload: bool = False  # keep the frozen teacher in CPU memory, each block copied in for its forward
-    lora_rank: int = 16  # --student lora: LoRA rank
-    lora_alpha: float = 16.0  # --student lora: LoRA alpha
+    lora_rank: Count = 16  # --student lora: LoRA rank
+    lora_alpha: Positive = 16.0  # --student lora: LoRA alpha
     lora_targets: list[str] = field(default_factory=list)  # empty: attention and feed-forward projections
     # data: MovingDigits (default), or your own videos: a video folder (encoded once into a latent cache under
     # OUT/latent-cache, or --cache DIR) or a cache written by `videocm encode`
     data: str | None = None  # your videos: a video folder or a `videocm encode` cache (default: MovingDigits)
     cache: str | None = None  # latent cache folder for --data videos (default: OUT/latent-cache)
-    frame_stride: int = 0  # frames picked from your videos: 0 = spread over the clip, s = every s-th from the start
-    latent_pool: int = 4096  # MovingDigits clips encoded once and drawn from
+    frame_stride: Natural = 0  # frames picked from your videos: 0 = spread over the clip, s = every s-th from the start
+    latent_pool: Count = 4096  # MovingDigits clips encoded once and drawn from
     prompt_cache: str | None = None  # MiniLM states from `videocm encode-captions` instead of running MiniLM
-    caption_dropout: float = 0.0  # share of captions replaced by "" in training
+    caption_dropout: Fraction = 0.0  # share of captions replaced by "" in training
     # diffusers pipeline teachers: the clip shape to distil at (default: the pipeline's) and the text length
-    frames: int | None = None  # diffusers pipeline teachers: frames to distil at (default: the pipeline's)
-    height: int | None = None  # diffusers pipeline teachers: height in pixels
-    width: int | None = None  # diffusers pipeline teachers: width in pixels
-    max_sequence_length: int | None = None  # diffusers pipeline teachers: text tokens
+    frames: Count | None = None  # diffusers pipeline teachers: frames to distil at (default: the pipeline's)
+    height: Count | None = None  # diffusers pipeline teachers: height in pixels
+    width: Count | None = None  # diffusers pipeline teachers: width in pixels
+    max_sequence_length: Count | None = None  # diffusers pipeline teachers: text tokens
     # output
-    default_steps: int = 4  # the student's default sampling steps (written to its folder)
-    sample_clips: int = 48  # clips of each monitoring sample
-    sample_steps: int = 4  # steps of the monitoring samples
+    default_steps: Count = 4  # the student's default sampling steps (written to its folder)
+    sample_clips: Count = 48  # clips of each monitoring sample
+    sample_steps: Count = 4  # steps of the monitoring samples
     store_dtype: str = "float16"  # dtype the student is saved in (float16, bfloat16 or float32)
 
 

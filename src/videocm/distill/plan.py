@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..config import Count, Fraction, NonNegative, Positive
 from ..errors import VideoCMError
 from ..models.experts import DETAIL_LORA_TARGETS, _is_own
 from ..models.families import FamilySpec, family_for_network, family_for_pipeline, get_family
@@ -42,21 +43,21 @@ class PlanConfig:
     """``videocm plan``: every field is a ``--key value`` flag."""
 
     teacher: str  # teacher: a videocm teacher folder, a diffusers pipeline folder, or a denoiser's config.json
-    frames: int | None = None  # clip frames (default: the teacher's)
-    height: int | None = None  # clip height in pixels (default: the teacher's)
-    width: int | None = None  # clip width in pixels (default: the teacher's)
+    frames: Count | None = None  # clip frames (default: the teacher's)
+    height: Count | None = None  # clip height in pixels (default: the teacher's)
+    width: Count | None = None  # clip width in pixels (default: the teacher's)
     method: str = "lcm"  # lcm or dcm
     student: str = "full"  # "full" fine-tune or "lora" (lcm; a DCM detail expert is always LoRA)
-    gpus: int = 8  # GPUs in the run
-    gpu_memory: float = 80.0  # GiB of each GPU
-    batch_size: int | None = None  # a global batch to check (default: the largest that fits)
-    text_tokens: int | None = None  # text states per clip (default: the teacher's)
-    lora_rank: int = 16  # LoRA rank of a LoRA student or DCM's detail expert
+    gpus: Count = 8  # GPUs in the run
+    gpu_memory: Positive = 80.0  # GiB of each GPU
+    batch_size: Count | None = None  # a global batch to check (default: the largest that fits)
+    text_tokens: Count | None = None  # text states per clip (default: the teacher's)
+    lora_rank: Count = 16  # LoRA rank of a LoRA student or DCM's detail expert
     device: str = "cuda"  # cuda (bf16 teacher and activations) or cpu (float32 everywhere, as on this machine)
-    gpu_tflops: float = 989.0  # each GPU's dense bf16 peak (H100 SXM: 989), an assumption
-    mfu: float = 0.35  # the fraction of that peak reached, an assumption
-    step_cost: float = 5.8  # one LCM step in forwards of the student (measured; see the module docstring)
-    reserve: float = 2.0  # GiB per GPU kept free (CUDA context, allocator slack)
+    gpu_tflops: Positive = 989.0  # each GPU's dense bf16 peak (H100 SXM: 989), an assumption
+    mfu: Fraction = 0.35  # the fraction of that peak reached, an assumption
+    step_cost: Positive = 5.8  # one LCM step in forwards of the student (measured; see the module docstring)
+    reserve: NonNegative = 2.0  # GiB per GPU kept free (CUDA context, allocator slack)
     json: str | None = None  # write the figures here
 
 

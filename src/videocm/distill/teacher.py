@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..config import Count, Fraction, Natural, NonNegative, Positive
 from ..data.moving_digits import Geometry
 from ..diffusion import FlowSchedule, broadcast_to, prediction_target, vp_schedule
 from ..errors import VideoCMError
@@ -33,36 +34,36 @@ from .trainer import Monitor, TrainConfig, run_and_summarise, shard_rows
 class TeacherConfig(TrainConfig):
     family: str = "wan"  # network family: wan (flow matching) or unet3d (VP)
     vae: str = "models/vae"  # VAE folder (videocm train-vae)
-    frames: int = 8  # frames per clip
-    size: int = 32  # clip side in pixels
-    text_max_length: int = 16  # MiniLM text tokens
+    frames: Count = 8  # frames per clip
+    size: Count = 32  # clip side in pixels
+    text_max_length: Count = 16  # MiniLM text tokens
     prompt_cache: str | None = None  # MiniLM states from `videocm encode-captions` instead of running MiniLM
-    caption_dropout: float = 0.1  # share of captions replaced by "" (what guidance needs)
-    default_guidance: float = 4.0  # the teacher's default guidance scale (written to its folder)
-    default_steps: int = 50  # the teacher's default sampling steps (written to its folder)
+    caption_dropout: Fraction = 0.1  # share of captions replaced by "" (what guidance needs)
+    default_guidance: NonNegative = 4.0  # the teacher's default guidance scale (written to its folder)
+    default_steps: Count = 50  # the teacher's default sampling steps (written to its folder)
     # flow (wan)
-    flow_shift: float = 1.0  # wan: the flow schedule's shift
+    flow_shift: Positive = 1.0  # wan: the flow schedule's shift
     logit_normal_mean: float = 0.0  # wan: mean of the logit-normal training times
-    logit_normal_std: float = 1.0  # wan: spread of the logit-normal training times
+    logit_normal_std: Positive = 1.0  # wan: spread of the logit-normal training times
     # VP (unet3d)
     beta_schedule: str = "scaled_linear"  # unet3d: the VP schedule's betas (diffusers' beta_schedule)
-    beta_start: float = 0.00085  # unet3d: first beta
-    beta_end: float = 0.012  # unet3d: last beta
+    beta_start: Positive = 0.00085  # unet3d: first beta
+    beta_end: Positive = 0.012  # unet3d: last beta
     zero_terminal_snr: bool = True  # unet3d: rescale the betas to zero SNR at the last step
-    snr_gamma: float = 5.0  # unet3d: min-SNR loss weighting gamma
+    snr_gamma: NonNegative = 5.0  # unet3d: min-SNR loss weighting gamma
     # network
-    wan_layers: int = 8  # wan: transformer blocks
-    wan_heads: int = 4  # wan: attention heads
-    wan_head_dim: int = 32  # wan: channels per head
-    wan_ffn_dim: int = 512  # wan: feed-forward width
-    wan_patch: list[int] = field(default_factory=lambda: [1, 2, 2])  # (frames, height, width) per token
-    unet_channels: list[int] = field(default_factory=lambda: [32, 64, 64])  # unet3d: each level's channels
-    unet_head_dim: int = 16  # unet3d: channels per attention head
+    wan_layers: Count = 8  # wan: transformer blocks
+    wan_heads: Count = 4  # wan: attention heads
+    wan_head_dim: Count = 32  # wan: channels per head
+    wan_ffn_dim: Count = 512  # wan: feed-forward width
+    wan_patch: list[Count] = field(default_factory=lambda: [1, 2, 2])  # (frames, height, width) per token
+    unet_channels: list[Count] = field(default_factory=lambda: [32, 64, 64])  # unet3d: each level's channels
+    unet_head_dim: Count = 16  # unet3d: channels per attention head
     init_from: str | None = None  # a teacher folder of the same architecture to start from
-    latent_pool: int = 0  # > 0: encode this many train clips once and draw batches from them (VAE off the loop)
+    latent_pool: Natural = 0  # > 0: encode this many train clips once and draw batches from them (VAE off the loop)
     # monitoring
-    sample_clips: int = 48  # clips of each monitoring sample
-    sample_steps: int = 25  # steps of the monitoring samples
+    sample_clips: Count = 48  # clips of each monitoring sample
+    sample_steps: Count = 25  # steps of the monitoring samples
     store_dtype: str = "float32"  # dtype the teacher is saved in (float32, float16 or bfloat16)
 
 

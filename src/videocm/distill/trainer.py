@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..config import Count, Decay, Fraction, Natural, NonNegative, Positive
 from ..errors import VideoCMError
 from .ema import EMAState
 from .parallel import make_engine
@@ -42,28 +43,28 @@ class TrainConfig:
     """Settings every training run shares (task configs extend it)."""
 
     out: str = "outputs/run"  # output folder (model, checkpoints, logs, config.yaml)
-    steps: int = 1000  # optimiser steps (the learning-rate schedule spans them)
-    batch_size: int = 32  # global batch per optimiser step (split over processes and accumulation micro-steps)
-    gradient_accumulation_steps: int = 1  # micro-steps per optimiser step (the batch is split over them)
-    lr: float = 3e-4  # peak AdamW learning rate
-    weight_decay: float = 0.01  # AdamW weight decay
-    warmup_steps: int = 100  # linear learning-rate warm-up steps, then cosine decay
-    min_lr_ratio: float = 0.1  # the cosine decay ends at lr times this
-    grad_clip: float = 1.0  # gradient-norm clipping (0: off)
-    ema_decay: float = 0.999  # EMA of the weights used for samples and the saved model (0: no EMA)
-    checkpoint_every: int = 500  # steps between checkpoints (resumable with --resume)
-    keep_checkpoints: int = 2  # newest checkpoints kept
-    sample_every: int = 1000  # steps between monitoring samples and scores (0: none)
+    steps: Count = 1000  # optimiser steps (the learning-rate schedule spans them)
+    batch_size: Count = 32  # global batch per optimiser step (split over processes and accumulation micro-steps)
+    gradient_accumulation_steps: Count = 1  # micro-steps per optimiser step (the batch is split over them)
+    lr: Positive = 3e-4  # peak AdamW learning rate
+    weight_decay: NonNegative = 0.01  # AdamW weight decay
+    warmup_steps: Natural = 100  # linear learning-rate warm-up steps, then cosine decay
+    min_lr_ratio: Fraction = 0.1  # the cosine decay ends at lr times this
+    grad_clip: NonNegative = 1.0  # gradient-norm clipping (0: off)
+    ema_decay: Decay = 0.999  # EMA of the weights used for samples and the saved model (0: no EMA)
+    checkpoint_every: Count = 500  # steps between checkpoints (resumable with --resume)
+    keep_checkpoints: Count = 2  # newest checkpoints kept
+    sample_every: Natural = 1000  # steps between monitoring samples and scores (0: none)
     mixed_precision: str = "no"  # "no", "bf16" or "fp16" (accelerate)
-    seed: int = 0  # seed of the weights, the data and the noise
-    max_minutes: float = 0.0  # stop early (checkpoint and save) after this much wall time; 0 = no limit
-    stop_at_step: int = 0  # stop early (checkpoint and save) at this step, keeping the schedule of ``steps``; 0 = off
+    seed: Natural = 0  # seed of the weights, the data and the noise
+    max_minutes: NonNegative = 0.0  # stop early (checkpoint and save) after this much wall time; 0 = no limit
+    stop_at_step: Natural = 0  # stop early (checkpoint and save) at this step, keeping the schedule of ``steps``; 0 = off
     resume: bool = False  # continue from the newest checkpoint in ``out``
     cpu: bool = False  # force the CPU even when a GPU is there
     parallel: str = "ddp"  # ddp (every process holds every weight) or fsdp (FSDP2: weights sharded per block)
     fsdp_shard_teacher: bool = True  # --parallel fsdp: shard the frozen teacher too (false: a whole copy each)
     fsdp_reshard_after_forward: bool = True  # --parallel fsdp: free gathered weights after each block's forward
-    context_parallel: int = 1  # --parallel fsdp: split each clip's tokens over this many processes (Wan networks)
+    context_parallel: Count = 1  # --parallel fsdp: split each clip's tokens over this many processes (Wan networks)
     context_parallel_kind: str = "ulysses"  # ulysses (all-to-all over heads) or ring (GPU attention backends only)
 
 

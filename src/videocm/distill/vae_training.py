@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import Count, Decay, NonNegative, Positive
 from ..data.moving_digits import Geometry, make_clip
 from ..data.video_io import tile, write_video
 from ..models.folder import save_vae
@@ -22,15 +23,15 @@ from .trainer import Monitor, TrainConfig, run_and_summarise, shard_rows
 @dataclass
 class VAETrainConfig(TrainConfig):
     out: str = "models/vae"  # output folder of the VAE
-    frames: int = 8  # frames per training clip
-    size: int = 32  # clip side in pixels
-    block_out_channels: list[int] = field(default_factory=lambda: [16, 32, 32])  # channels of each level (n levels: n - 1 spatial halvings)
-    latent_channels: int = 4  # latent channels
-    kl_weight: float = 1e-5  # weight of the KL term
-    ema_decay: float = 0.0  # EMA of the weights (0: none)
-    lr: float = 1e-3  # peak AdamW learning rate
-    eval_clips: int = 480  # test-split clips of the final reconstruction scores
-    stats_clips: int = 512  # train clips measuring the latents' per-channel mean and std
+    frames: Count = 8  # frames per training clip
+    size: Count = 32  # clip side in pixels
+    block_out_channels: list[Count] = field(default_factory=lambda: [16, 32, 32])  # channels of each level (n levels: n - 1 spatial halvings)
+    latent_channels: Count = 4  # latent channels
+    kl_weight: NonNegative = 1e-5  # weight of the KL term
+    ema_decay: Decay = 0.0  # EMA of the weights (0: none)
+    lr: Positive = 1e-3  # peak AdamW learning rate
+    eval_clips: Count = 480  # test-split clips of the final reconstruction scores
+    stats_clips: Count = 512  # train clips measuring the latents' per-channel mean and std
 
 
 def clips_tensor(clips) -> torch.Tensor:

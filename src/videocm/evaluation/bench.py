@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import Count, Natural
 from ..errors import VideoCMError
 from .cost import CostMeter, PeakMemory
 
@@ -45,19 +46,19 @@ class BenchConfig:
     models_dir: str | None = None  # folder of the shipped models (default: $VIDEOCM_MODELS, else ./models)
     teacher: str | None = None  # teacher folder (default: the family's shipped teacher)
     students: list[str] = field(default_factory=list)  # student folders (default: the family's shipped LCM and DCM)
-    batch_sizes: list[int] = field(default_factory=lambda: [1, 16])  # sampling batch sizes
-    teacher_steps: int = 50  # the teacher's (guided) sampling steps
-    student_steps: list[int] = field(default_factory=lambda: [1, 2, 4, 8])  # students' step counts
-    repeats: int = 3  # timed runs per row after one warm-up run (the median is reported)
+    batch_sizes: list[Count] = field(default_factory=lambda: [1, 16])  # sampling batch sizes
+    teacher_steps: Count = 50  # the teacher's (guided) sampling steps
+    student_steps: list[Count] = field(default_factory=lambda: [1, 2, 4, 8])  # students' step counts
+    repeats: Count = 3  # timed runs per row after one warm-up run (the median is reported)
     sampling: bool = True  # time sampling
     distillation: bool = True  # time distillation steps (LCM and both DCM stages)
-    distill_batch_size: int = 16  # distillation batch
-    distill_warmup_steps: int = 3  # distillation steps before the timed ones
-    distill_timed_steps: int = 10  # distillation steps timed
-    floor_repeats: int = 5  # timed repeats of each cost-floor pass
-    disc_every: int = 2  # DCM detail stage: discriminator heads on every n-th teacher block (as distill's default)
+    distill_batch_size: Count = 16  # distillation batch
+    distill_warmup_steps: Natural = 3  # distillation steps before the timed ones
+    distill_timed_steps: Count = 10  # distillation steps timed
+    floor_repeats: Count = 5  # timed repeats of each cost-floor pass
+    disc_every: Count = 2  # DCM detail stage: discriminator heads on every n-th teacher block (as distill's default)
     device: str | None = None  # cpu or cuda (default: cuda when available)
-    threads: int = 0  # torch threads (0: torch's default)
+    threads: Natural = 0  # torch threads (0: torch's default)
     compile: bool = False  # torch.compile the networks and the VAE decoder (the warm-up run pays the compilation)
     out: str = "benchmarks/results/bench.json"  # JSON file of the results
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import Count, Natural, NonNegative
 from ..data.clip_folder import read_clip_folder
 from ..errors import VideoCMError
 from ..models.info import read_json_object
@@ -21,13 +22,13 @@ class EvalConfig:
 
     clips: str | None = None  # clip folder to score: 0000.npy ... + prompts.txt (as `videocm data export` writes)
     model: list[str] = field(default_factory=list, metadata={"repeat": True})  # model folder or stand-in (real, real-blurred); DIR@4,50: its own step counts
-    steps: list[int] = field(default_factory=lambda: [1, 2, 4, 8])  # comma-separated step counts
-    guidance: float | None = None  # guidance scale (default: the model's)
-    n: int = 240  # clips per (model, steps)
-    seed: int = 0  # picks the test captions and each clip's noise seed
+    steps: list[Count] = field(default_factory=lambda: [1, 2, 4, 8])  # comma-separated step counts
+    guidance: NonNegative | None = None  # guidance scale (default: the model's)
+    n: Count = 240  # clips per (model, steps)
+    seed: Natural = 0  # picks the test captions and each clip's noise seed
     teacher_model: str | None = None  # model whose many-step clips PSNR/SSIM are measured against
-    teacher_steps: int = 50  # steps of --teacher-model's reference clips
-    batch_size: int = 16  # clips generated together
+    teacher_steps: Count = 50  # steps of --teacher-model's reference clips
+    batch_size: Count = 16  # clips generated together
     json: str | None = None  # write the scores as JSON here
     clip_scores: str | None = None  # write every row's per-clip scores and judge features here (.npz, for `videocm compare`)
     report: str | None = None  # write report.md, report.html, plot.png, samples.gif into this folder (with --model)
@@ -123,7 +124,7 @@ class CompareConfig:
 
     first: str = ""  # FILE.npz#model@steps (a row of `videocm eval --clip-scores FILE.npz`)
     second: str = ""  # FILE.npz#model@steps, scored with the same --n and --seed as --first
-    resamples: int = 1000  # bootstrap resamples
+    resamples: Count = 1000  # bootstrap resamples
     json: str | None = None  # write the comparison as JSON here
     judge: str | None = None  # judge folder whose reference features the Fréchet distance uses
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import Count, Natural, NonNegative
 from ..data.moving_digits import Geometry
 from ..errors import VideoCMError
 from .cli import parse_model_spec, print_and_save
@@ -28,10 +29,10 @@ class EvalControlConfig:
 
     control_model: str  # control branch folder
     model: list[str] = field(metadata={"repeat": True})  # model folder with its step counts, e.g. models/lcm-flow@1,2,4
-    n: int = 96  # clips per row
-    seed: int = 0  # seed of the held-out clips and of the noise
-    batch_size: int = 16  # clips generated together
-    guidance: float | None = None  # teachers' guidance (default: the model's)
+    n: Count = 96  # clips per row
+    seed: Natural = 0  # seed of the held-out clips and of the noise
+    batch_size: Count = 16  # clips generated together
+    guidance: NonNegative | None = None  # teachers' guidance (default: the model's)
     judge: str | None = None  # judge folder (default: the one packaged with videocm, or $VIDEOCM_JUDGE)
     baseline: bool = False  # add a row for the first model at its first step count without the control
     json: str | None = None  # write the results as JSON here

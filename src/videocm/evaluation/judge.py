@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..config import Count, Natural, NonNegative, Positive
 from ..data.moving_digits import COLOUR_NAMES, DIGITS, DIRECTIONS, Geometry, draw_clip, make_clip
 from ..errors import VideoCMError
 from . import corruptions
@@ -77,17 +78,17 @@ def to_input(videos: np.ndarray | list[np.ndarray]) -> torch.Tensor:
 @dataclass
 class JudgeConfig:
     out: str = "models/judge"  # folder to write the judge to (model.safetensors, config.json); resumes from it
-    steps: int = 3000  # optimiser steps
-    batch_size: int = 64  # clips per step, generated on the fly
-    lr: float = 2e-3  # peak AdamW learning rate (one-cycle schedule)
-    weight_decay: float = 1e-4  # AdamW weight decay
-    width: int = 16  # channels of the first 3D conv block (later blocks are multiples)
-    feature_dim: int = 128  # pooled features (the Fréchet distance's space)
-    seed: int = 0  # seed of the initial weights and the training clips
-    frames: int = 8  # frames of the clips it judges
-    size: int = 32  # side in pixels of the clips it judges
-    eval_clips: int = 960  # test-split clips of the final accuracy
-    checkpoint_every: int = 250  # steps between checkpoints
+    steps: Count = 3000  # optimiser steps
+    batch_size: Count = 64  # clips per step, generated on the fly
+    lr: Positive = 2e-3  # peak AdamW learning rate (one-cycle schedule)
+    weight_decay: NonNegative = 1e-4  # AdamW weight decay
+    width: Count = 16  # channels of the first 3D conv block (later blocks are multiples)
+    feature_dim: Count = 128  # pooled features (the Fréchet distance's space)
+    seed: Natural = 0  # seed of the initial weights and the training clips
+    frames: Count = 8  # frames of the clips it judges
+    size: Count = 32  # side in pixels of the clips it judges
+    eval_clips: Count = 960  # test-split clips of the final accuracy
+    checkpoint_every: Count = 250  # steps between checkpoints
 
 
 class Judge:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import Count
 from ..data.moving_digits import Geometry, make_clip
 from . import corruptions
 from .evaluate import score_clips, write_json
@@ -19,7 +20,7 @@ from .judge import Judge
 class JudgeCheckConfig:
     """``videocm judge-check``: the judge's verdict on real and corrupted test clips."""
 
-    n: int = 480  # real test clips (all 240 captions covered), each scored under every corruption
+    n: Count = 480  # real test clips (all 240 captions covered), each scored under every corruption
     judge: str | None = None  # judge folder (default: the one packaged with videocm, or $VIDEOCM_JUDGE)
     json: str | None = None  # write the rows as JSON here
 

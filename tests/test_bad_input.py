@@ -1,0 +1,105 @@
+"""Bad input (issue 20): every number setting of every command declares its range, and a value outside it is a
+one-line error when the config is read, before any model is loaded or any file written."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+
+import pytest
+
+from videocm.cli import COMMANDS, _resolve, main
+from videocm.config import Range, settings
+from videocm.distill.dcm import DCMConfig
+
+
+def _ranges(annotation) -> list[Range]:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return [e for e in typing.get_args(annotation)[1:] if isinstance(e, Range)]
+    if origin in (typing.Union, types.UnionType, list):
+        return [r for a in typing.get_args(annotation) for r in _ranges(a)]
+    return []
+
+
+def _base(annotation):
+    """int or float (the number type under any Annotated, Optional or list), else None."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _base(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType, list):
+        found = [_base(a) for a in typing.get_args(annotation) if a is not type(None)]
+        return found[0] if found else None
+    return annotation if annotation in (int, float) else None
+
+
+def _configs():
+    seen = {}
+    for name, command in sorted(COMMANDS.items()):
+        for cls in {_resolve(command.config), *([DCMConfig] if name == "distill" else [])}:
+            seen.setdefault(cls, name)
+    return [(name, cls) for cls, name in seen.items()]
+
+
+CONFIGS = _configs()
+# number settings whose whole real line is meaningful (a mean, explicit times checked where they are used)
+UNBOUNDED = {"logit_normal_mean", "timesteps", "boundary_timesteps", "guidance_range", "boundaries"}
+
+
+@pytest.mark.parametrize("name,cls", CONFIGS, ids=[f"{n}-{c.__name__}" for n, c in CONFIGS])
+def test_every_number_setting_has_a_range_its_default_is_in(name, cls):
+    for setting in settings(cls):
+        if _base(setting.type) is None or setting.name in UNBOUNDED:
+            continue
+        ranges = _ranges(setting.type)
+        assert ranges, f"{name} {setting.flag} ({setting.type}) declares no Range"
+        defaults = setting.default if isinstance(setting.default, list) else [setting.default]
+        for value in defaults:
+            if value is not None and value is not dataclasses.MISSING:
+                assert all(r.holds(value) for r in ranges), f"{name} {setting.flag}: default {value} is out of range"
+
+
+def _outside(ranges: list[Range], base) -> str:
+    """A value just outside the first range."""
+    r = ranges[0]
+    if r.low is not None:
+        return str(int(r.low) - 1 if base is int else (r.low if r.open_low else r.low - 0.5))
+    return str(int(r.high) + 1 if base is int else (r.high if r.open_high else r.high + 0.5))
+
+
+def _cases():
+    for name, cls in CONFIGS:
+        prefix = name.split() + (["--method", "dcm"] if cls is DCMConfig else [])
+        for setting in settings(cls):
+            ranges = _ranges(setting.type)
+            if ranges:
+                yield pytest.param(prefix, setting.flag, _outside(ranges, _base(setting.type)),
+                                   id=f"{cls.__name__}{setting.flag}")
+
+
+@pytest.mark.parametrize("prefix,flag,value", list(_cases()))
+def test_a_value_out_of_range_is_refused_in_one_line_before_any_work(prefix, flag, value, tmp_path, capsys,
+                                                                      monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may be written: the folder stays empty
+    argv = [*prefix, flag, value]
+    assert main(argv) == 2, argv
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("videocm: error:") and "\n" not in err and "Traceback" not in err, err
+    assert f"{flag} must be" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["sample", "--guidance", "nan"], "--guidance 'nan': give a finite number"),
+    (["eval", "--guidance", "inf"], "--guidance 'inf': give a finite number"),
+    (["distill", "--lr", "nan"], "--lr 'nan': give a finite number"),
+    (["sample", "--control-scale", "-inf"], "--control-scale '-inf': give a finite number"),
+    (["distill", "--disc-betas", "0.5,nan", "--method", "dcm"], "give a finite number"),
+])
+def test_non_finite_numbers_are_refused(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert list(tmp_path.iterdir()) == []
