@@ -203,3 +203,42 @@ def test_shipped_teachers_are_small_self_contained_folders(name, family):
     assert "Command" in (folder / "README.md").read_text()
     model = load_model(folder)
     assert model.latent_shape == (4, 8, 8, 8)
+
+
+def test_a_damaged_newest_checkpoint_is_skipped_for_the_intact_one(tmp_path, tiny_vae, tiny_teachers, capsys):
+    """A truncated file in the newest checkpoint (a crash or a full disk while copying) used to end --resume in a
+    safetensors traceback although the checkpoint before it was intact; now each checkpoint's manifest (sizes and
+    SHA-256, written last) is checked and the run resumes from the newest intact one, saying which it skipped."""
+    from videocm.distill.trainer import CHECKPOINTS, COMPLETE, checkpoint_damage
+
+    config = tiny_teacher_config(tmp_path, "wan", tiny_vae, steps=6, checkpoint_every=2, keep_checkpoints=3)
+    train_teacher(config, progress=False)
+    checkpoints = tmp_path / CHECKPOINTS
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step-2", "step-4", "step-6"]
+    manifest = json.loads((checkpoints / "step-6" / COMPLETE).read_text())["files"]
+    weights = next(name for name in manifest if name.endswith(".safetensors"))
+    assert all(checkpoint_damage(checkpoints / name) is None for name in ("step-2", "step-4", "step-6"))
+    newest = checkpoints / "step-6" / weights
+    newest.write_bytes(newest.read_bytes()[: manifest[weights][0] // 2])  # truncated
+    flipped = checkpoints / "step-4" / weights
+    data = bytearray(flipped.read_bytes())
+    data[-1] ^= 0xFF  # same size, other content
+    flipped.write_bytes(bytes(data))
+    assert "truncated" in checkpoint_damage(checkpoints / "step-6")
+    assert "checksum" in checkpoint_damage(checkpoints / "step-4")
+    capsys.readouterr()
+    summary = train_teacher(replace(config, resume=True), progress=False)
+    out = capsys.readouterr().out
+    assert "skipping checkpoint step-6" in out and "skipping checkpoint step-4" in out
+    assert summary["resumed_from_step"] == 2
+    resumed = load_file(tmp_path / "transformer" / "diffusion_pytorch_model.safetensors")
+    clean = tmp_path / "clean"
+    train_teacher(tiny_teacher_config(clean, "wan", tiny_vae, steps=6, checkpoint_every=2), progress=False)
+    expected = load_file(clean / "transformer" / "diffusion_pytorch_model.safetensors")
+    for key in expected:
+        torch.testing.assert_close(resumed[key], expected[key], atol=1e-6, rtol=1e-5, msg=key)
+    for name in ("step-2", "step-4", "step-6"):  # every checkpoint damaged: a one-line refusal
+        for file in (checkpoints / name).rglob("*.safetensors"):
+            file.write_bytes(b"")
+    with pytest.raises(VideoCMError, match="every checkpoint .* is damaged"):
+        train_teacher(replace(config, resume=True), progress=False)

@@ -10,13 +10,16 @@ every process and micro-step; a task draws the *global* batch from it and keeps 
 two processes of batch B/2, or G accumulation micro-steps of B/G, compute what one process of batch B computes, and a resumed run draws exactly the batches
 the uninterrupted run would have drawn. Checkpoints (``out/checkpoints/step-N``) hold model, optimiser, learning
 rate schedule, EMA, the task's extra state and the step; they are written under a temporary name and renamed when
-complete, the last ``keep_checkpoints`` are kept, and ``resume`` continues from the newest.
+complete, the last ``keep_checkpoints`` are kept, and ``resume`` continues from the newest intact one: the
+checkpoint's ``complete.json``, written last, holds a manifest (size and SHA-256 of every file), which ``resume``
+checks, skipping a damaged checkpoint (a truncated or missing file) for the one before it and saying why.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 import shutil
@@ -115,9 +118,61 @@ def learning_rate_factor(step: int, config: TrainConfig) -> float:
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def latest_checkpoint(out: Path) -> Path | None:
+def _complete_checkpoints(out: Path) -> list[Path]:
+    """Checkpoint folders marked complete, newest first."""
     complete = [p for p in (out / CHECKPOINTS).glob("step-*") if (p / COMPLETE).is_file()]
-    return max(complete, key=lambda p: int(p.name.split("-")[1]), default=None)
+    return sorted(complete, key=lambda p: int(p.name.split("-")[1]), reverse=True)
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    """The newest checkpoint marked complete (not verified; :func:`intact_checkpoint` checks its files)."""
+    return next(iter(_complete_checkpoints(out)), None)
+
+
+def checkpoint_manifest(folder: Path) -> dict[str, list]:
+    """``{relative path: [size, sha256]}`` of every file of a checkpoint folder but ``complete.json``."""
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != COMPLETE):
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 24), b""):
+                digest.update(chunk)
+        files[path.relative_to(folder).as_posix()] = [path.stat().st_size, digest.hexdigest()]
+    return files
+
+
+def checkpoint_damage(folder: Path) -> str | None:
+    """Why the checkpoint in ``folder`` cannot be resumed from, or None when its files match its manifest
+    (checkpoints written before manifests are taken as they are)."""
+    try:
+        record = json.loads((folder / COMPLETE).read_text())
+        int(record["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"its {COMPLETE} is unreadable"
+    files = record.get("files")
+    if files is None:
+        return None
+    for name, (size, _) in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes where {size} were written (truncated?)"
+    actual = checkpoint_manifest(folder)
+    for name, (_, digest) in files.items():
+        if actual[name][1] != digest:
+            return f"{name} does not match its checksum (changed after it was written)"
+    return None
+
+
+def intact_checkpoint(out: Path, report=print) -> Path | None:
+    """The newest checkpoint whose files match its manifest; each damaged one skipped is reported (one line)."""
+    for folder in _complete_checkpoints(out):
+        damage = checkpoint_damage(folder)
+        if damage is None:
+            return folder
+        report(f"skipping checkpoint {folder.name}: {damage}")
+    return None
 
 
 class _Checkpointable:
@@ -133,13 +188,20 @@ class _Checkpointable:
         self.obj.load_state_dict(state)
 
 
-def check_resume(out: Path, resume: bool) -> Path | None:
-    """The checkpoint to resume from, or a one-line error when ``out`` has one and ``resume`` is off."""
+def check_resume(out: Path, resume: bool, report=print) -> Path | None:
+    """The checkpoint to resume from (the newest intact one), or a one-line error when ``out`` has one and
+    ``resume`` is off, or when every checkpoint it has is damaged."""
     newest = latest_checkpoint(out)
     if newest is not None and not resume:
         raise VideoCMError(f"{out} already holds a run (newest checkpoint {newest.name}); pass --resume to continue "
                            f"it or choose another --out")
-    return newest
+    if newest is None:
+        return None
+    intact = intact_checkpoint(out, report)
+    if intact is None:
+        raise VideoCMError(f"every checkpoint in {out / CHECKPOINTS} is damaged (see above), so the run cannot be "
+                           f"resumed; start it again with another --out")
+    return intact
 
 
 def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=None,
@@ -158,7 +220,7 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=N
         raise VideoCMError(f"gradient_accumulation_steps must be at least 1, got {config.gradient_accumulation_steps}")
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=config.cpu,
                               gradient_accumulation_steps=config.gradient_accumulation_steps)
-    resume_from = check_resume(out, config.resume)
+    resume_from = check_resume(out, config.resume, accelerator.print)
     micro_steps = config.gradient_accumulation_steps
     engine = make_engine(config, accelerator, make_plain_task)
     shard_index, shard_count = engine.data_shard()  # ranks of one context-parallel group share their rows
@@ -324,8 +386,8 @@ def _save_checkpoint(engine, out: Path, step: int, keep: int) -> None:
     accelerator.wait_for_everyone()
     engine.save_state(temporary)
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (temporary / COMPLETE).write_text(json.dumps({"step": step}))
+    if accelerator.is_main_process:  # the manifest is written last: a checkpoint without it is not complete
+        (temporary / COMPLETE).write_text(json.dumps({"step": step, "files": checkpoint_manifest(temporary)}))
         if folder.exists():
             shutil.rmtree(folder)
         temporary.rename(folder)
