@@ -4,6 +4,7 @@ one-line error when the config is read, before any model is loaded or any file w
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 
@@ -103,3 +104,50 @@ def test_non_finite_numbers_are_refused(argv, message, tmp_path, capsys, monkeyp
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def _output_cases():
+    from videocm.config import Output
+
+    for name, cls in CONFIGS:
+        prefix = name.split() + (["--method", "dcm"] if cls is DCMConfig else [])
+        for setting in settings(cls):
+            annotation = setting.type
+            options = [a for a in typing.get_args(annotation) if a is not type(None)] \
+                if typing.get_origin(annotation) in (typing.Union, types.UnionType) else [annotation]
+            if any(typing.get_origin(o) is typing.Annotated and any(isinstance(e, Output) for e in o.__metadata__)
+                   for o in options):
+                yield pytest.param(prefix, setting.flag, id=f"{cls.__name__}{setting.flag}")
+
+
+OUTPUT_CASES = list(_output_cases())
+
+
+def test_every_command_that_writes_declares_its_output_paths():
+    flags = {(tuple(case.values[0]), case.values[1]) for case in OUTPUT_CASES}
+    for command in ("sample", "eval", "distill", "train-teacher", "export", "encode", "data export", "demo",
+                    "compare", "curves", "bench", "train-judge", "plan"):
+        assert any(" ".join(prefix).startswith(command) for prefix, _ in flags), command
+
+
+@pytest.mark.parametrize("prefix,flag", OUTPUT_CASES)
+def test_an_output_under_a_file_is_refused_before_any_work(prefix, flag, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"keep me")
+    assert main([*prefix, flag, str(blocker / "inside" / "out.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("videocm: error:") and "\n" not in err and "is a file" in err and flag in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"] and blocker.read_bytes() == b"keep me"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; the check is for other users")
+def test_an_output_in_a_read_only_folder_is_refused(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        assert main(["sample", "--prompt", "x", "--out", str(locked / "clip.mp4")]) == 2
+        assert "is not writable" in capsys.readouterr().err
+    finally:
+        locked.chmod(0o755)

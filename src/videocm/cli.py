@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import CONFIG_FLAG, Count, Natural, VideoShape, config_help, load_config, read_yaml
+from .config import CONFIG_FLAG, Count, Natural, OutputPath, VideoShape, config_help, load_config, read_yaml
 from .errors import VideoCMError
 
 PROG = "videocm"
@@ -28,7 +28,7 @@ DESCRIPTION = "Consistency distillation of video diffusion models (VideoLCM, DCM
 class DataExportConfig:
     """``videocm data export``: MovingDigits-v1 clips as a clip folder."""
 
-    out: str  # output folder: 0000.npy ... and prompts.txt
+    out: OutputPath  # output folder: 0000.npy ... and prompts.txt
     split: Literal["train", "test"] = "test"  # which split's sprites
     n: Count = 240  # number of clips
     seed: Natural = 0  # clips are drawn from (seed, i)
@@ -41,7 +41,7 @@ class DataExportConfig:
 class EncodeCaptionsConfig:
     """``videocm encode-captions``: MiniLM states of every MovingDigits caption and of ""."""
 
-    out: str  # output .safetensors file
+    out: OutputPath  # output .safetensors file
     max_length: Count = 16  # text tokens per caption
 
 
@@ -51,7 +51,7 @@ class EncodeConfig:
 
     teacher: str  # teacher: a diffusers pipeline folder or videocm model folder
     data: str  # folder of videos with captions (captions.jsonl, metadata.csv or NAME.txt beside each video)
-    out: str  # cache folder to write (safetensors shards + index.json)
+    out: OutputPath  # cache folder to write (safetensors shards + index.json)
     frame_stride: Natural = 0  # take every N-th frame from the start (0: spread the frames over the video)
     batch_size: Count = 4  # videos encoded together
     shard_size: Count = 64  # clips per safetensors shard
@@ -64,11 +64,11 @@ class ExportConfig:
     """``videocm export``: a student handed back to diffusers."""
 
     model: str  # student folder (from `videocm distill`), or a sharded checkpoint RUN/checkpoints/step-N
-    out: str  # new folder to write
+    out: OutputPath  # new folder to write
     format: Literal["pipeline", "model", "lora", "lora-original"] | None = None  # default: pipeline for students of diffusers pipelines, else model
     copy: bool = False  # copy the teacher's other parts instead of linking them
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # weights' storage dtype
-    gathered: str | None = None  # a sharded checkpoint's student folder is written here (default: RUN/gathered-step-N)
+    gathered: OutputPath | None = None  # a sharded checkpoint's student folder is written here (default: RUN/gathered-step-N)
 
 
 # --- run functions of those, and of commands whose library function needs a word around it ---

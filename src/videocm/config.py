@@ -73,6 +73,32 @@ Fraction = Annotated[float, Range(0, 1)]  # in [0, 1]
 Decay = Annotated[float, Range(0, 1, open_high=True)]  # an EMA decay: 0 (off) up to, not including, 1
 
 
+@dataclass(frozen=True)
+class Output:
+    """Marks a path setting the command writes (``Annotated[str, Output()]``): checked when the config is read,
+    so a path under a file or in a read-only folder is refused before any model is loaded or clip generated."""
+
+
+OutputPath = Annotated[str, Output()]
+
+
+def check_output_path(value: str, flag: str) -> None:
+    """A one-line error when nothing can be written at ``value``: a folder on its way is a file, or the nearest
+    existing folder (or the file itself) is not writable."""
+    import os
+
+    path = Path(value).expanduser()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing != path and not existing.is_dir():
+        raise VideoCMError(f"{flag} {value}: {existing} is a file, so nothing can be written under it; choose another "
+                           f"path")
+    target = existing if existing.exists() else Path(".")
+    if not os.access(target, os.W_OK):
+        raise VideoCMError(f"{flag} {value}: {target} is not writable; choose another path or fix its permissions")
+
+
 # --- shared sections ---
 
 @dataclass
@@ -213,6 +239,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     if origin is Annotated:
         base, *extras = typing.get_args(annotation)
         result = _coerce(value, base, key)
+        if any(isinstance(e, Output) for e in extras) and result is not None:
+            check_output_path(str(result), f"--{key.replace('_', '-')}")
         for values in ([result] if not isinstance(result, list) else result):
             for bound in (e for e in extras if isinstance(e, Range)):
                 if values is not None and not bound.holds(values):

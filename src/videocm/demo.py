@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Count, Natural, NonNegative, write_config
+from .config import Count, Natural, NonNegative, OutputPath, write_config
 from .data import export_moving_digits, read_clip_folder, tile, write_video
 from .data.clip_folder import clip_name
 from .models.info import INFO_FILE, ModelInfo, is_model_folder
@@ -22,7 +22,7 @@ from .models import TextEncoder
 
 @dataclass
 class DemoConfig:
-    out: str = "outputs/demo"  # output folder (clips, GIFs, the student, the report, summary.json)
+    out: OutputPath = "outputs/demo"  # output folder (clips, GIFs, the student, the report, summary.json)
     n: Count = 24  # MovingDigits clips rendered and judged
     seed: Natural = 0  # seed of the clips, the generated clips and the distillation
     split: str = "test"  # which split's sprites ("train" or "test")

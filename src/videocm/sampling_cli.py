@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import Count, Natural, NonNegative, VideoShape
+from .config import Count, Natural, NonNegative, OutputPath, VideoShape
 from .data.clip_folder import write_clip, write_clip_folder
 from .errors import VideoCMError
 from .locations import shipped_model
@@ -33,7 +33,7 @@ class ControlInput:
 class SampleConfig:
     """``videocm sample``: generate clips from prompts with a model folder."""
 
-    out: str  # output file, or folder with --prompts
+    out: OutputPath  # output file, or folder with --prompts
     prompt: str | None = None  # one prompt (give this or --prompts)
     prompts: str | None = None  # text file, one prompt a line (give this or --prompt)
     model: str | None = None  # model folder (default: the shipped teacher-flow in --models-dir)

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import Count, Decay, Fraction, Natural, NonNegative, Positive, write_config
+from ..config import Count, Decay, Fraction, Natural, NonNegative, OutputPath, Positive, write_config
 from ..diffusion import skipping_grid
 from ..diffusion.phased import segment_bounds
 from ..diffusion.sampling import concat_conditioning
@@ -55,7 +55,7 @@ class DCMConfig(LCMConfig):
     """``videocm distill --method dcm``: every field is a ``--key value`` flag."""
 
     method: str = "dcm"  # dcm: this config (lcm: the VideoLCM one)
-    out: str = "outputs/dcm"
+    out: OutputPath = "outputs/dcm"
     target: str = "ema"  # DCM uses the online student; at our scale it diverged for the VP teacher (docs/dcm.md)
     phases: Count = 2  # K segments, one expert each (1 = LCM with phased bookkeeping, 2 = DCM)
     boundaries: list[int] = field(default_factory=list)  # K-1 inner grid indices; empty: the default split

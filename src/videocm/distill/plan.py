@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import Count, Fraction, NonNegative, Positive
+from ..config import Count, Fraction, NonNegative, OutputPath, Positive
 from ..errors import VideoCMError
 from ..models.experts import DETAIL_LORA_TARGETS, _is_own
 from ..models.families import FamilySpec, family_for_network, family_for_pipeline, get_family
@@ -58,7 +58,7 @@ class PlanConfig:
     mfu: Fraction = 0.35  # the fraction of that peak reached, an assumption
     step_cost: Positive = 5.8  # one LCM step in forwards of the student (measured; see the module docstring)
     reserve: NonNegative = 2.0  # GiB per GPU kept free (CUDA context, allocator slack)
-    json: str | None = None  # write the figures here
+    json: OutputPath | None = None  # write the figures here
 
 
 @dataclass

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..config import Count, Decay, Fraction, Natural, NonNegative, Positive
+from ..config import Count, Decay, Fraction, Natural, NonNegative, OutputPath, Positive
 from ..errors import VideoCMError
 from .ema import EMAState
 from .parallel import make_engine
@@ -45,7 +45,7 @@ COMPLETE = "complete.json"
 class TrainConfig:
     """Settings every training run shares (task configs extend it)."""
 
-    out: str = "outputs/run"  # output folder (model, checkpoints, logs, config.yaml)
+    out: OutputPath = "outputs/run"  # output folder (model, checkpoints, logs, config.yaml)
     steps: Count = 1000  # optimiser steps (the learning-rate schedule spans them)
     batch_size: Count = 32  # global batch per optimiser step (split over processes and accumulation micro-steps)
     gradient_accumulation_steps: Count = 1  # micro-steps per optimiser step (the batch is split over them)

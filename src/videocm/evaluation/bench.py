@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import Count, Natural
+from ..config import Count, Natural, OutputPath
 from ..errors import VideoCMError
 from .cost import CostMeter, PeakMemory
 
@@ -60,7 +60,7 @@ class BenchConfig:
     device: str | None = None  # cpu or cuda (default: cuda when available)
     threads: Natural = 0  # torch threads (0: torch's default)
     compile: bool = False  # torch.compile the networks and the VAE decoder (the warm-up run pays the compilation)
-    out: str = "benchmarks/results/bench.json"  # JSON file of the results
+    out: OutputPath = "benchmarks/results/bench.json"  # JSON file of the results
 
 
 def machine() -> dict:

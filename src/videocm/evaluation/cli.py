@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import Count, Natural, NonNegative
+from ..config import Count, Natural, NonNegative, OutputPath
 from ..data.clip_folder import read_clip_folder
 from ..errors import VideoCMError
 from ..models.info import read_json_object
@@ -29,9 +29,9 @@ class EvalConfig:
     teacher_model: str | None = None  # model whose many-step clips PSNR/SSIM are measured against
     teacher_steps: Count = 50  # steps of --teacher-model's reference clips
     batch_size: Count = 16  # clips generated together
-    json: str | None = None  # write the scores as JSON here
-    clip_scores: str | None = None  # write every row's per-clip scores and judge features here (.npz, for `videocm compare`)
-    report: str | None = None  # write report.md, report.html, plot.png, samples.gif into this folder (with --model)
+    json: OutputPath | None = None  # write the scores as JSON here
+    clip_scores: OutputPath | None = None  # write every row's per-clip scores and judge features here (.npz, for `videocm compare`)
+    report: OutputPath | None = None  # write report.md, report.html, plot.png, samples.gif into this folder (with --model)
     judge: str | None = None  # judge folder (default: the one packaged with videocm, or $VIDEOCM_JUDGE)
 
     def __post_init__(self) -> None:
@@ -125,7 +125,7 @@ class CompareConfig:
     first: str = ""  # FILE.npz#model@steps (a row of `videocm eval --clip-scores FILE.npz`)
     second: str = ""  # FILE.npz#model@steps, scored with the same --n and --seed as --first
     resamples: Count = 1000  # bootstrap resamples
-    json: str | None = None  # write the comparison as JSON here
+    json: OutputPath | None = None  # write the comparison as JSON here
     judge: str | None = None  # judge folder whose reference features the Fréchet distance uses
 
     def __post_init__(self) -> None:
@@ -163,7 +163,7 @@ class CurvesConfig:
 
     run: list[str] = field(default_factory=list, metadata={"repeat": True})  # training output folder (holds samples/scores.jsonl); LABEL=DIR names its line
     reference: list[str] = field(default_factory=list, metadata={"repeat": True})  # LABEL=EVAL.json#model@steps: a row of `videocm eval --json` drawn as a dashed line
-    out: str = "learning-curves.png"  # the plot
+    out: OutputPath = "learning-curves.png"  # the plot
 
     def __post_init__(self) -> None:
         if not self.run:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import Count, Natural, NonNegative
+from ..config import Count, Natural, NonNegative, OutputPath
 from ..data.moving_digits import Geometry
 from ..errors import VideoCMError
 from .cli import parse_model_spec, print_and_save
@@ -35,8 +35,8 @@ class EvalControlConfig:
     guidance: NonNegative | None = None  # teachers' guidance (default: the model's)
     judge: str | None = None  # judge folder (default: the one packaged with videocm, or $VIDEOCM_JUDGE)
     baseline: bool = False  # add a row for the first model at its first step count without the control
-    json: str | None = None  # write the results as JSON here
-    report: str | None = None  # write a report folder (report.md, samples.gif) here
+    json: OutputPath | None = None  # write the results as JSON here
+    report: OutputPath | None = None  # write a report folder (report.md, samples.gif) here
 
 
 COLUMNS = [("model", "model"), ("steps", "steps"), ("control", "control"), ("nfe", "NFE"), ("iou", "IoU"),

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import Count, Natural, NonNegative, Positive
+from ..config import Count, Natural, NonNegative, OutputPath, Positive
 from ..data.moving_digits import COLOUR_NAMES, DIGITS, DIRECTIONS, Geometry, draw_clip, make_clip
 from ..errors import VideoCMError
 from . import corruptions
@@ -77,7 +77,7 @@ def to_input(videos: np.ndarray | list[np.ndarray]) -> torch.Tensor:
 
 @dataclass
 class JudgeConfig:
-    out: str = "models/judge"  # folder to write the judge to (model.safetensors, config.json); resumes from it
+    out: OutputPath = "models/judge"  # folder to write the judge to (model.safetensors, config.json); resumes from it
     steps: Count = 3000  # optimiser steps
     batch_size: Count = 64  # clips per step, generated on the fly
     lr: Positive = 2e-3  # peak AdamW learning rate (one-cycle schedule)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import Count
+from ..config import Count, OutputPath
 from ..data.moving_digits import Geometry, make_clip
 from . import corruptions
 from .evaluate import score_clips, write_json
@@ -22,7 +22,7 @@ class JudgeCheckConfig:
 
     n: Count = 480  # real test clips (all 240 captions covered), each scored under every corruption
     judge: str | None = None  # judge folder (default: the one packaged with videocm, or $VIDEOCM_JUDGE)
-    json: str | None = None  # write the rows as JSON here
+    json: OutputPath | None = None  # write the rows as JSON here
 
 
 CORRUPTIONS = {
