@@ -7,6 +7,7 @@ import dataclasses
 import os
 import types
 import typing
+from pathlib import Path
 
 import pytest
 
@@ -151,3 +152,28 @@ def test_an_output_in_a_read_only_folder_is_refused(tmp_path, capsys):
         assert "is not writable" in capsys.readouterr().err
     finally:
         locked.chmod(0o755)
+
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--steps", "4", "--timesteps", "1.0,0.5"], "give --steps or --timesteps, not both"),
+    (["--frames", "9", "--height", "32", "--width", "32"], "size a diffusers pipeline teacher's clips"),
+    (["--max-sequence-length", "16"], "--max-sequence-length size a diffusers pipeline teacher's clips"),
+    (["--negative-prompt", "blurry"], "a student makes no unconditional pass"),
+])
+def test_a_flag_that_would_be_ignored_is_refused(extra, message, tmp_path, capsys):
+    """These used to be accepted and silently ignored: --steps 4 with two timesteps ran 2 steps, a clip shape on a
+    videocm model and a negative prompt on a student changed nothing."""
+    out = tmp_path / "clip.npy"
+    assert main(["sample", "--model", str(MODELS / "lcm-vp"), "--prompt", "a red 3 moving left", "--out", str(out),
+                 *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and not out.exists()
+
+
+def test_a_negative_prompt_at_guidance_1_is_refused(tmp_path, capsys):
+    assert main(["sample", "--model", str(MODELS / "teacher-vp"), "--prompt", "a red 3 moving left", "--out",
+                 str(tmp_path / "clip.npy"), "--guidance", "1", "--negative-prompt", "blurry", "--steps", "2"]) == 2
+    assert "no unconditional pass" in capsys.readouterr().err

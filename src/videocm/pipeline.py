@@ -145,11 +145,17 @@ class VideoPipeline:
         meter = meter or _Uncounted()
         steps = steps or self.model.default_steps
         if self.model.is_student:
+            if negative_prompt:
+                raise VideoCMError("a student makes no unconditional pass (its guidance is folded in or embedded), so "
+                                   "a negative prompt would change nothing: leave --negative-prompt out")
             return self._generate_student(prompts, seeds, steps, guidance, meter, progress, timesteps, noise,
                                           controls)
         if timesteps is not None:
             raise VideoCMError("explicit timesteps are for students; give a teacher --steps")
         guidance = self.model.default_guidance if guidance is None else guidance
+        if negative_prompt and guidance == 1.0:
+            raise VideoCMError("at guidance 1 the teacher makes no unconditional pass, so a negative prompt would "
+                               "change nothing: give --guidance above 1 or leave --negative-prompt out")
         with meter.phase("text"):
             cond = self._conditioning(prompts, controls)
             uncond = None

@@ -53,10 +53,15 @@ class SampleConfig:
     def __post_init__(self) -> None:
         if (self.prompt is None) == (self.prompts is None):
             raise VideoCMError("give exactly one of --prompt TEXT and --prompts FILE (one prompt a line)")
+        if self.steps is not None and self.timesteps:
+            raise VideoCMError(f"give --steps or --timesteps, not both (--timesteps {','.join(map(str, self.timesteps))} "
+                               f"is {len(self.timesteps)} steps)")
 
 
 def run_sample(config: SampleConfig) -> int:
     from .models.folder import load_model
+    from .models.info import is_model_folder
+    from .models.pipelines import is_pipeline_folder
     from .pipeline import VideoPipeline
 
     if config.steps is not None and config.steps < 1:
@@ -83,6 +88,12 @@ def run_sample(config: SampleConfig) -> int:
         raise VideoCMError("give --control-model and --control together (the branch and the control video)")
     video_shape = config.shape.override()
     model_folder = Path(config.model) if config.model else shipped_model(DEFAULT_MODEL, config.models_dir)
+    sized = [flag for flag, value in (("--frames", config.shape.frames), ("--height", config.shape.height),
+                                      ("--width", config.shape.width),
+                                      ("--max-sequence-length", config.shape.max_sequence_length)) if value is not None]
+    if sized and not (is_pipeline_folder(model_folder) and not is_model_folder(model_folder)):
+        raise VideoCMError(f"{', '.join(sized)} size a diffusers pipeline teacher's clips; {model_folder} is a videocm "
+                           f"model folder, which generates the shape it was made for: leave {sized[0]} out")
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(model_folder, device, video_shape=video_shape,
                        max_sequence_length=config.shape.max_sequence_length)
