@@ -43,3 +43,16 @@ def tiny_teachers(tmp_path_factory, tiny_vae) -> dict[str, Path]:
     return folders
 
 
+
+
+def assert_spec_modules_exist(spec, network) -> None:
+    """The LoRA targets, a DCM detail expert's own modules and the feature blocks ``spec`` names exist in
+    ``network``."""
+    names = [n for n, _ in network.named_modules()]
+    for target in spec.lora_targets:
+        assert any(n == target or n.endswith("." + target) for n in names), f"no module matches {target}"
+    parts = names + [n for n, _ in network.named_parameters()]
+    for own in spec.detail_own_modules:
+        assert own in parts, f"{own} is neither a module nor a parameter of {type(network).__name__}"
+    blocks = spec.feature_blocks(network)
+    assert blocks and all(any(b is m for m in network.modules()) for b in blocks)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import assert_spec_modules_exist
 from videocm.errors import VideoCMError
 from videocm.models.denoisers import DenoiserAdapter
 from videocm.models.families import FAMILIES, FamilySpec, family_for_pipeline, get_family
@@ -44,15 +45,8 @@ def test_built_in_family_networks_have_what_the_spec_names(name):
     spec = get_family(name)
     torch.manual_seed(0)
     network = spec.build_network(4, 24, 8, TINY).eval()
-    names = [n for n, _ in network.named_modules()]
-    for target in spec.lora_targets:
-        assert any(n == target or n.endswith("." + target) for n in names), f"no module matches {target}"
-    parts = names + [n for n, _ in network.named_parameters()]
-    for own in spec.detail_own_modules:
-        assert own in parts, f"{own} is neither a module nor a parameter of the network"
+    assert_spec_modules_exist(spec, network)
     assert spec.time_embedding(network).linear_2.out_features > 0
-    blocks = spec.feature_blocks(network)
-    assert blocks and all(b in list(network.modules()) for b in blocks)
     denoiser = DenoiserAdapter(spec, network)
     x = torch.randn(2, 4, 4, 8, 8)
     with torch.no_grad():

@@ -260,20 +260,13 @@ def test_ltx_teacher_is_read_as_its_pipeline_runs_it(pipelines, tmp_path, capsys
 def test_family_spec_names_modules_of_the_pipeline_network(pipelines, layout):
     """The LoRA targets, a detail expert's own modules and the feature blocks a family names exist in the real
     pipeline network (the built-in families are checked on the networks videocm builds, tests/test_families.py)."""
+    from conftest import assert_spec_modules_exist
     from diffusers import DiffusionPipeline
     from videocm.models.families import family_for_pipeline
 
     pipe = DiffusionPipeline.from_pretrained(pipelines[layout])
     spec = family_for_pipeline(type(pipe).__name__)
-    network = getattr(pipe, spec.subfolder)
-    names = [n for n, _ in network.named_modules()]
-    for target in spec.lora_targets:
-        assert any(n == target or n.endswith("." + target) for n in names), f"no module matches {target}"
-    parts = names + [n for n, _ in network.named_parameters()]
-    for own in spec.detail_own_modules:
-        assert own in parts, f"{own} is neither a module nor a parameter of {type(network).__name__}"
-    blocks = spec.feature_blocks(network)
-    assert blocks and all(any(b is m for m in network.modules()) for b in blocks)
+    assert_spec_modules_exist(spec, getattr(pipe, spec.subfolder))
 
 
 @pytest.mark.slow

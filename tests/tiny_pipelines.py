@@ -279,13 +279,19 @@ def _unet3d(seed: int):
                                  scheduler=scheduler)
 
 
-def _cogvideox(seed: int):
-    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
+def _t5_text(seed: int):
+    """``(tokenizer, T5EncoderModel)`` drawn from ``seed`` (CogVideoX's and LTX-Video's text parts)."""
     from transformers import T5Config, T5EncoderModel
 
     tokenizer = make_t5_tokenizer(MAX_SEQUENCE_LENGTH)
     torch.manual_seed(seed)
-    text_encoder = T5EncoderModel(T5Config(**_t5_config_kwargs(tokenizer)))
+    return tokenizer, T5EncoderModel(T5Config(**_t5_config_kwargs(tokenizer)))
+
+
+def _cogvideox(seed: int):
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
+
+    tokenizer, text_encoder = _t5_text(seed)
     torch.manual_seed(seed + 1)
     transformer = CogVideoXTransformer3DModel(
         num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4, time_embed_dim=32,
@@ -365,11 +371,8 @@ def _hunyuan(seed: int):
 
 def _ltx(seed: int):
     from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXPipeline, LTXVideoTransformer3DModel
-    from transformers import T5Config, T5EncoderModel
 
-    tokenizer = make_t5_tokenizer(MAX_SEQUENCE_LENGTH)
-    torch.manual_seed(seed)
-    text_encoder = T5EncoderModel(T5Config(**_t5_config_kwargs(tokenizer)))
+    tokenizer, text_encoder = _t5_text(seed)
     torch.manual_seed(seed + 1)
     transformer = LTXVideoTransformer3DModel(
         in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=16,
