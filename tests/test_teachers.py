@@ -211,33 +211,32 @@ def test_a_damaged_newest_checkpoint_is_skipped_for_the_intact_one(tmp_path, tin
     SHA-256, written last) is checked and the run resumes from the newest intact one, saying which it skipped."""
     from videocm.distill.trainer import CHECKPOINTS, COMPLETE, checkpoint_damage
 
-    config = tiny_teacher_config(tmp_path, "wan", tiny_vae, steps=6, checkpoint_every=2, keep_checkpoints=3)
+    # the fixture's run (4 steps) with a checkpoint every step: checkpointing does not change the weights
+    config = tiny_teacher_config(tmp_path, "wan", tiny_vae, checkpoint_every=1, keep_checkpoints=4)
     train_teacher(config, progress=False)
     checkpoints = tmp_path / CHECKPOINTS
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["step-2", "step-4", "step-6"]
-    manifest = json.loads((checkpoints / "step-6" / COMPLETE).read_text())["files"]
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step-1", "step-2", "step-3", "step-4"]
+    manifest = json.loads((checkpoints / "step-4" / COMPLETE).read_text())["files"]
     weights = next(name for name in manifest if name.endswith(".safetensors"))
-    assert all(checkpoint_damage(checkpoints / name) is None for name in ("step-2", "step-4", "step-6"))
-    newest = checkpoints / "step-6" / weights
+    assert all(checkpoint_damage(checkpoints / f"step-{i}") is None for i in range(1, 5))
+    newest = checkpoints / "step-4" / weights
     newest.write_bytes(newest.read_bytes()[: manifest[weights][0] // 2])  # truncated
-    flipped = checkpoints / "step-4" / weights
+    flipped = checkpoints / "step-3" / weights
     data = bytearray(flipped.read_bytes())
     data[-1] ^= 0xFF  # same size, other content
     flipped.write_bytes(bytes(data))
-    assert "truncated" in checkpoint_damage(checkpoints / "step-6")
-    assert "checksum" in checkpoint_damage(checkpoints / "step-4")
+    assert "truncated" in checkpoint_damage(checkpoints / "step-4")
+    assert "checksum" in checkpoint_damage(checkpoints / "step-3")
     capsys.readouterr()
     summary = train_teacher(replace(config, resume=True), progress=False)
     out = capsys.readouterr().out
-    assert "skipping checkpoint step-6" in out and "skipping checkpoint step-4" in out
+    assert "skipping checkpoint step-4" in out and "skipping checkpoint step-3" in out
     assert summary["resumed_from_step"] == 2
     resumed = load_file(tmp_path / "transformer" / "diffusion_pytorch_model.safetensors")
-    clean = tmp_path / "clean"
-    train_teacher(tiny_teacher_config(clean, "wan", tiny_vae, steps=6, checkpoint_every=2), progress=False)
-    expected = load_file(clean / "transformer" / "diffusion_pytorch_model.safetensors")
+    expected = load_file(tiny_teachers["wan"] / "transformer" / "diffusion_pytorch_model.safetensors")
     for key in expected:
         torch.testing.assert_close(resumed[key], expected[key], atol=1e-6, rtol=1e-5, msg=key)
-    for name in ("step-2", "step-4", "step-6"):  # every checkpoint damaged: a one-line refusal
+    for name in ("step-1", "step-2", "step-3", "step-4"):  # every checkpoint damaged: a one-line refusal
         for file in (checkpoints / name).rglob("*.safetensors"):
             file.write_bytes(b"")
     with pytest.raises(VideoCMError, match="every checkpoint .* is damaged"):

@@ -9,6 +9,12 @@ component). The layout is recognised from ``model_index.json``'s ``_class_name``
     WanPipeline            Wan transformer, Wan VAE (per-channel latent statistics), UMT5, flow matching + shift
     HunyuanVideoPipeline   HunyuanVideo transformer (guidance embedded, pooled CLIP states, attention mask),
                            HunyuanVideo VAE, Llama + CLIP, flow matching + shift
+    LTXPipeline            LTX-Video transformer (packed tokens, rope scale), LTX VAE (statistics as weights,
+                           timestep-conditioned decoder), T5 with its mask, flow matching + dynamic shift (mu fixed
+                           at the clip's token count)
+
+Wan 2.2's layouts are WanPipelines: A14B (``transformer_2`` + ``boundary_ratio``, two experts) and TI2V-5B
+(``expand_timesteps``, text to video).
 
 From the folder come the denoiser, the VAE with the pipeline's latent normalisation, the text encoder(s) with the
 pipeline's own ``encode_prompt`` (so templates, padding and pooled states are exactly the pipeline's) and, from
