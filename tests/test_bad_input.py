@@ -177,3 +177,30 @@ def test_a_negative_prompt_at_guidance_1_is_refused(tmp_path, capsys):
     assert main(["sample", "--model", str(MODELS / "teacher-vp"), "--prompt", "a red 3 moving left", "--out",
                  str(tmp_path / "clip.npy"), "--guidance", "1", "--negative-prompt", "blurry", "--steps", "2"]) == 2
     assert "no unconditional pass" in capsys.readouterr().err
+
+
+def _device_cases():
+    from videocm.config import Device
+
+    for name, cls in CONFIGS:
+        for setting in settings(cls):
+            options = typing.get_args(setting.type) if typing.get_origin(setting.type) in (
+                typing.Union, types.UnionType) else (setting.type,)
+            for option in options:
+                for marker in getattr(option, "__metadata__", ()):
+                    if isinstance(marker, Device):
+                        yield pytest.param(name.split(), setting.flag, marker.planned, id=f"{name}{setting.flag}")
+
+
+@pytest.mark.parametrize("prefix,flag,planned", list(_device_cases()))
+def test_a_device_torch_or_this_machine_lacks_is_refused_in_one_line(prefix, flag, planned, tmp_path, capsys,
+                                                                     monkeypatch):
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    values = ["tpu9", "cuda:x"] + ([] if planned or torch.cuda.is_available() else ["cuda", "cuda:1"])
+    for value in values:
+        assert main([*prefix, flag, value]) == 2, value
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("videocm: error:") and "\n" not in err and flag in err and value in err, err
+    assert list(tmp_path.iterdir()) == []

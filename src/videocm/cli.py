@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import CONFIG_FLAG, Count, Natural, OutputPath, VideoShape, config_help, load_config, read_yaml
+from .config import CONFIG_FLAG, Count, DeviceName, Natural, OutputPath, VideoShape, config_help, load_config, read_yaml
 from .errors import VideoCMError
 
 PROG = "videocm"
@@ -55,7 +55,7 @@ class EncodeConfig:
     frame_stride: Natural = 0  # take every N-th frame from the start (0: spread the frames over the video)
     batch_size: Count = 4  # videos encoded together
     shard_size: Count = 64  # clips per safetensors shard
-    device: str | None = None  # cpu or cuda (default: cuda when available)
+    device: DeviceName | None = None  # cpu or cuda (default: cuda when available)
     shape: VideoShape = field(default_factory=VideoShape)  # clip shape (default: the teacher's)
 
 

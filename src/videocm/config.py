@@ -99,6 +99,39 @@ def check_output_path(value: str, flag: str) -> None:
         raise VideoCMError(f"{flag} {value}: {target} is not writable; choose another path or fix its permissions")
 
 
+@dataclass(frozen=True)
+class Device:
+    """Marks a torch device setting (``Annotated[str, Device()]``): refused when the config is read if torch
+    does not know it or this machine does not have it (``--device cuda`` without a GPU)."""
+
+    planned: bool = False  # a device a plan is made for, not one this machine must have
+
+
+DeviceName = Annotated[str, Device()]
+PlannedDevice = Annotated[str, Device(planned=True)]
+
+
+def check_device(value: str, flag: str, planned: bool = False) -> None:
+    import torch
+
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise VideoCMError(f"{flag} {value!r} is not a device torch knows; use cpu, cuda or cuda:N") from None
+    if planned:
+        if device.type not in ("cpu", "cuda"):
+            raise VideoCMError(f"{flag} {value!r}: plans are made for cpu or cuda")
+        return
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise VideoCMError(f"{flag} {value}: this machine has no CUDA GPU torch can use; leave {flag} out "
+                               f"(the CPU is used) or pass {flag} cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise VideoCMError(f"{flag} {value}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    elif device.type != "cpu" and not (device.type == "mps" and torch.backends.mps.is_available()):
+        raise VideoCMError(f"{flag} {value!r}: videocm runs on cpu or cuda")
+
+
 # --- shared sections ---
 
 @dataclass
@@ -241,6 +274,9 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         result = _coerce(value, base, key)
         if any(isinstance(e, Output) for e in extras) and result is not None:
             check_output_path(str(result), f"--{key.replace('_', '-')}")
+        for device in (e for e in extras if isinstance(e, Device)):
+            if result is not None:
+                check_device(str(result), f"--{key.replace('_', '-')}", device.planned)
         for values in ([result] if not isinstance(result, list) else result):
             for bound in (e for e in extras if isinstance(e, Range)):
                 if values is not None and not bound.holds(values):

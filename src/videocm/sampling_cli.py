@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import Count, Natural, NonNegative, OutputPath, VideoShape
+from .config import Count, DeviceName, Natural, NonNegative, OutputPath, VideoShape
 from .data.clip_folder import write_clip, write_clip_folder
 from .errors import VideoCMError
 from .locations import shipped_model
@@ -45,7 +45,7 @@ class SampleConfig:
     seed: Natural = 0  # clip i uses seed S+i
     batch_size: Count = 16  # clips generated together
     format: Literal["mp4", "gif", "npy", "png"] | None = None  # default: from --out's suffix (npy with --prompts)
-    device: str | None = None  # cpu or cuda (default: cuda when available)
+    device: DeviceName | None = None  # cpu or cuda (default: cuda when available)
     noise: Literal["diffusers", "videocm"] = "diffusers"  # students' re-noising: clip i's generator as in diffusers, or a seed per step as in eval
     shape: VideoShape = field(default_factory=VideoShape)  # diffusers pipeline teachers' clip shape
     control_input: ControlInput = field(default_factory=ControlInput)  # optional control branch

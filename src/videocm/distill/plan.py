@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import Count, Fraction, NonNegative, OutputPath, Positive
+from ..config import Count, Fraction, NonNegative, OutputPath, PlannedDevice, Positive
 from ..errors import VideoCMError
 from ..models.experts import DETAIL_LORA_TARGETS, _is_own
 from ..models.families import FamilySpec, family_for_network, family_for_pipeline, get_family
@@ -53,7 +53,7 @@ class PlanConfig:
     batch_size: Count | None = None  # a global batch to check (default: the largest that fits)
     text_tokens: Count | None = None  # text states per clip (default: the teacher's)
     lora_rank: Count = 16  # LoRA rank of a LoRA student or DCM's detail expert
-    device: str = "cuda"  # cuda (bf16 teacher and activations) or cpu (float32 everywhere, as on this machine)
+    device: PlannedDevice = "cuda"  # cuda (bf16 teacher and activations) or cpu (float32 everywhere, as on this machine)
     gpu_tflops: Positive = 989.0  # each GPU's dense bf16 peak (H100 SXM: 989), an assumption
     mfu: Fraction = 0.35  # the fraction of that peak reached, an assumption
     step_cost: Positive = 5.8  # one LCM step in forwards of the student (measured; see the module docstring)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import Count, Natural, OutputPath
+from ..config import Count, DeviceName, Natural, OutputPath
 from ..errors import VideoCMError
 from .cost import CostMeter, PeakMemory
 
@@ -57,7 +57,7 @@ class BenchConfig:
     distill_timed_steps: Count = 10  # distillation steps timed
     floor_repeats: Count = 5  # timed repeats of each cost-floor pass
     disc_every: Count = 2  # DCM detail stage: discriminator heads on every n-th teacher block (as distill's default)
-    device: str | None = None  # cpu or cuda (default: cuda when available)
+    device: DeviceName | None = None  # cpu or cuda (default: cuda when available)
     threads: Natural = 0  # torch threads (0: torch's default)
     compile: bool = False  # torch.compile the networks and the VAE decoder (the warm-up run pays the compilation)
     out: OutputPath = "benchmarks/results/bench.json"  # JSON file of the results
