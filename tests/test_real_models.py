@@ -411,7 +411,7 @@ def test_lcm_student_of_each_layout_matches_in_the_diffusers_pipeline(pipelines,
         assert np.abs(diffusers_clip(stock, layout, 1.0, steps=2) - ours).max() > 4 * TOLERANCE
 
 
-@pytest.mark.parametrize("layout", ["wan", "hunyuan", "unet3d", "cogvideox", "ltx"])
+@pytest.mark.parametrize("layout", ["wan", "hunyuan", "unet3d", "ltx"])  # VP DCM's refusal: unet3d stands for both
 @pytest.mark.slow
 def test_dcm_student_exports_an_expert_switching_model(pipelines, video_folder, tmp_path, layout, capsys):
     import videocm  # noqa: F401

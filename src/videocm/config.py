@@ -299,7 +299,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         try:
             return [_coerce(v.strip() if isinstance(v, str) else v, item, key) for v in items if v != ""]
         except VideoCMError as error:
-            if item not in (int, float) or "finite" in str(error):
+            base = typing.get_args(item)[0] if typing.get_origin(item) is Annotated else item
+            if base not in (int, float) or "finite" in str(error) or " must be " in str(error):
                 raise
             raise VideoCMError(f"config key {key!r} expects comma-separated {type_name(item)} values, "
                                f"got {value!r}") from error
