@@ -312,7 +312,7 @@ def test_three_phases_and_reused_semantic_expert(tiny_teachers, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_in_the_gan_stage(tiny_teachers, tmp_path):
+def test_two_processes_match_one_in_both_stages(tiny_teachers, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
 
     def args(out):
@@ -335,6 +335,15 @@ def test_two_processes_match_one_in_the_gan_stage(tiny_teachers, tmp_path):
         b = load_file(tmp_path / "two" / "experts" / "expert-1" / part)
         for key in a:
             torch.testing.assert_close(b[key].float(), a[key].float(), atol=2e-3, rtol=1e-2, msg=key)
+    # the semantic stage is the shared consistency step on a full network (what LCM trains): two DDP processes of
+    # batch 2 train what one process of batch 4 trains
+    weights = "transformer/diffusion_pytorch_model.safetensors"
+    one_semantic, two_semantic = load_file(tmp_path / "one" / weights), load_file(tmp_path / "two" / weights)
+    teacher = load_file(tiny_teachers["wan"] / weights)
+    for key in one_semantic:
+        torch.testing.assert_close(two_semantic[key].float(), one_semantic[key].float(), atol=2e-3, rtol=1e-2,
+                                   msg=key)
+    assert any(not torch.equal(one_semantic[k], teacher[k].to(one_semantic[k].dtype)) for k in one_semantic)
 
 
 def test_bad_dcm_settings_are_one_line_errors(tiny_teachers, tmp_path):
