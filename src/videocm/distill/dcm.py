@@ -470,7 +470,7 @@ def distill_dcm(config: DCMConfig, progress: bool = True, monitor: Monitor | Non
         if (folder / DONE).is_file():
             summaries[expert_names(config.phases)[expert]] = json.loads((folder / DONE).read_text())
         else:
-            check_resume(folder, stage.resume, report=lambda message: None)  # refused before the stage loads
+            check_resume(folder, stage.resume, verify=False)  # refused before the stage loads; train() verifies
             summary = run_and_summarise(
                 stage, lambda c, e=expert: DCMStageTask(c, e, semantic, experts, device), progress, monitor)
             state.wait_for_everyone()  # the stage's expert is written by the main process

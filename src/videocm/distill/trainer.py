@@ -188,15 +188,16 @@ class _Checkpointable:
         self.obj.load_state_dict(state)
 
 
-def check_resume(out: Path, resume: bool, report=print) -> Path | None:
+def check_resume(out: Path, resume: bool, report=print, verify: bool = True) -> Path | None:
     """The checkpoint to resume from (the newest intact one), or a one-line error when ``out`` has one and
-    ``resume`` is off, or when every checkpoint it has is damaged."""
+    ``resume`` is off, or when every checkpoint it has is damaged. ``verify=False``: only the refusal, no
+    checksums (an early check before the run that verifies)."""
     newest = latest_checkpoint(out)
     if newest is not None and not resume:
         raise VideoCMError(f"{out} already holds a run (newest checkpoint {newest.name}); pass --resume to continue "
                            f"it or choose another --out")
-    if newest is None:
-        return None
+    if newest is None or not verify:
+        return newest
     intact = intact_checkpoint(out, report)
     if intact is None:
         raise VideoCMError(f"every checkpoint in {out / CHECKPOINTS} is damaged (see above), so the run cannot be "
