@@ -33,9 +33,9 @@ SPOT_CHECKS = [
      {"model": ["a@1,2", "real"], "steps": [1, 4], "json": "s.json", "clips": None, "n": 240}),
     (["eval", "--clips", "c", "--judge", "j"], {"clips": "c", "judge": "j", "model": []}),
     (["judge-check", "--n", "24", "--json", "v.json"], {"n": 24, "json": "v.json", "judge": None}),
-    (["train-vae", "--steps", "5", "--block-out-channels", "8,16", "--resume"],
+    (["train-vae", "--steps", "5", "--block-out-channels", "8,16", "--resume", "--out", "run"],
      {"steps": 5, "block_out_channels": [8, 16], "resume": True}),
-    (["train-teacher", "--family", "unet3d", "--resume", "--steps", "3"],
+    (["train-teacher", "--family", "unet3d", "--resume", "--steps", "3", "--out", "run"],
      {"family": "unet3d", "resume": True, "steps": 3}),
     (["distill", "--teacher", "t", "--steps", "3", "--student", "lora", "--guidance", "none"],
      {"method": "lcm", "teacher": "t", "steps": 3, "student": "lora", "guidance": None}),
@@ -52,7 +52,7 @@ SPOT_CHECKS = [
       "models_dir": "m", "model": None}),
     (["bench", "--family", "vp", "--distillation", "false", "--batch-sizes", "1,2", "--models-dir", "m"],
      {"family": "vp", "distillation": False, "batch_sizes": [1, 2], "models_dir": "m", "sampling": True}),
-    (["train-control", "--teacher", "t", "--control-blocks", "2", "--resume"],
+    (["train-control", "--teacher", "t", "--control-blocks", "2", "--resume", "--out", "run"],
      {"teacher": "t", "control_blocks": 2, "resume": True}),
     (["eval-control", "--control-model", "c", "--model", "a@1", "--model", "b@2,4", "--baseline"],
      {"control_model": "c", "model": ["a@1", "b@2,4"], "baseline": True, "n": 96}),
@@ -62,7 +62,10 @@ SPOT_CHECKS = [
 
 
 @pytest.mark.parametrize("argv,expected", SPOT_CHECKS, ids=[" ".join(a[:2]) for a, _ in SPOT_CHECKS])
-def test_flags_parse_into_the_commands_config(argv, expected):
+def test_flags_parse_into_the_commands_config(argv, expected, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("{}")  # --resume needs a run to continue
     _, _, config = parse_command(argv)
     for key, value in expected.items():
         assert getattr(config, key) == value, key
@@ -192,7 +195,10 @@ def test_no_source_file_finds_files_by_climbing_parents():
     assert offenders == []
 
 
-def test_resolved_configs_load_back(tmp_path):
+def test_resolved_configs_load_back(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("{}")
     for i, (argv, _) in enumerate(SPOT_CHECKS):
         _, _, config = parse_command(argv)
         written = write_config(config, tmp_path / str(i))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import shutil
 import sys
 import textwrap
@@ -15,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import CONFIG_FLAG, Count, DeviceName, Natural, OutputPath, VideoShape, config_help, load_config, read_yaml
+from .config import (CONFIG_FLAG, Count, DeviceName, Natural, OutputPath, ReusedFolder, VideoShape, clear_outputs,
+                     config_help, load_config, read_yaml)
 from .errors import VideoCMError
 
 PROG = "videocm"
@@ -35,6 +37,7 @@ class DataExportConfig:
     frames: Count = 8  # frames per clip
     size: Count = 32  # canvas side in pixels
     cover_captions: bool = False  # clip i gets caption i % 240, so 240 clips cover every caption once
+    overwrite: bool = False  # replace what an output path already holds (without it, one that exists is refused)
 
 
 @dataclass
@@ -43,6 +46,7 @@ class EncodeCaptionsConfig:
 
     out: OutputPath  # output .safetensors file
     max_length: Count = 16  # text tokens per caption
+    overwrite: bool = False  # replace what an output path already holds (without it, one that exists is refused)
 
 
 @dataclass
@@ -51,7 +55,7 @@ class EncodeConfig:
 
     teacher: str  # teacher: a diffusers pipeline folder or videocm model folder
     data: str  # folder of videos with captions (captions.jsonl, metadata.csv or NAME.txt beside each video)
-    out: OutputPath  # cache folder to write (safetensors shards + index.json)
+    out: ReusedFolder  # cache folder to write (safetensors shards + index.json); the same command again finishes a killed run
     frame_stride: Natural = 0  # take every N-th frame from the start (0: spread the frames over the video)
     batch_size: Count = 4  # videos encoded together
     shard_size: Count = 64  # clips per safetensors shard
@@ -69,6 +73,7 @@ class ExportConfig:
     copy: bool = False  # copy the teacher's other parts instead of linking them
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # weights' storage dtype
     gathered: OutputPath | None = None  # a sharded checkpoint's student folder is written here (default: RUN/gathered-step-N)
+    overwrite: bool = False  # replace what an output path already holds (without it, one that exists is refused)
 
 
 # --- run functions of those, and of commands whose library function needs a word around it ---
@@ -376,6 +381,9 @@ def _run(argv: list[str]) -> int:
         print(command_help(name, COMMANDS[name], _pick(COMMANDS[name], tokens, config_path)[0]))
         return 0
     command, run, config = parse_command(argv)
+    if os.environ.get("RANK", "0") == "0":  # one process clears what --overwrite replaces (training runs wait)
+        for cleared in clear_outputs(config):
+            print(f"{PROG}: --overwrite: deleted {cleared}", file=sys.stderr)
     if command.monitored:  # a training run: the judge scores its periodic samples
         from .evaluation.monitor import JudgeMonitor
 

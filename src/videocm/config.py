@@ -30,7 +30,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 
-from .errors import VideoCMError
+from .errors import VideoCMError, read_user_text
 
 ConfigT = TypeVar("ConfigT")
 CONFIG_FILE = "config.yaml"
@@ -76,10 +76,22 @@ Decay = Annotated[float, Range(0, 1, open_high=True)]  # an EMA decay: 0 (off) u
 @dataclass(frozen=True)
 class Output:
     """Marks a path setting the command writes (``Annotated[str, Output()]``): checked when the config is read,
-    so a path under a file or in a read-only folder is refused before any model is loaded or clip generated."""
+    so a path under a file or in a read-only folder is refused before any model is loaded or clip generated, and
+    so is one that already holds something (a file, or a folder that is not empty) unless the config's
+    ``overwrite`` is on. ``kind``: ``"path"`` a file or folder the command makes; ``"run"`` a training run's
+    folder, which ``--resume`` continues instead; ``"reused"`` a folder the command continues by design (a latent
+    cache, the demo's folder), never refused for holding something. ``names``: the path is a folder the command
+    writes these files into (a report), and only they count, or are replaced, there."""
+
+    kind: Literal["path", "run", "reused"] = "path"
+    names: tuple[str, ...] = ()
 
 
 OutputPath = Annotated[str, Output()]
+RunFolder = Annotated[str, Output("run")]
+ReportFolder = Annotated[str, Output(names=("report.md", "report.html", "plot.png", "samples.gif"))]
+ReusedFolder = Annotated[str, Output("reused")]
+OVERWRITE_FLAG = "--overwrite"
 
 
 def check_output_path(value: str, flag: str) -> None:
@@ -97,6 +109,111 @@ def check_output_path(value: str, flag: str) -> None:
     target = existing if existing.exists() else Path(".")
     if not os.access(target, os.W_OK):
         raise VideoCMError(f"{flag} {value}: {target} is not writable; choose another path or fix its permissions")
+
+
+def holds_something(path: Path) -> bool:
+    """A file, or a folder with anything in it."""
+    return path.is_file() or (path.is_dir() and any(path.iterdir()))
+
+
+def is_run_folder(path: Path) -> bool:
+    """A folder a videocm command has written its ``config.yaml`` into."""
+    return (path / CONFIG_FILE).is_file()
+
+
+def _written(path: Path, names: tuple[str, ...]) -> list[Path]:
+    """What an output at ``path`` would replace: the named files in it, or the path itself."""
+    if names:
+        return [path / n for n in names if (path / n).exists()] if path.is_dir() else []
+    return [path] if holds_something(path) else []
+
+
+def existing_output_problem(value: str, flag: str, kind: str, overwrite: bool, resume: bool,
+                            names: tuple[str, ...] = ()) -> str | None:
+    """Why the command may not write at ``value`` as things stand there, or None. Nothing written is lost: an
+    output that holds something needs ``--overwrite`` (a run folder: ``--resume`` continues it), and ``--resume``
+    needs a run to continue."""
+    path = Path(value).expanduser()
+    if kind == "reused":
+        return None
+    if kind == "run" and resume:
+        if overwrite:
+            return f"give --resume (continue the run in {value}) or {OVERWRITE_FLAG} (replace it), not both"
+        if not is_run_folder(path):
+            what = "does not exist" if not path.exists() else "is not a videocm run folder (no config.yaml)"
+            return f"--resume: {flag} {value} {what}, so there is no run to continue; drop --resume to start one"
+        return None
+    if overwrite or not _written(path, names):
+        return None
+    if names:
+        found = ", ".join(p.name for p in _written(path, names))
+        return (f"{flag} {value} already holds {found}; pass {OVERWRITE_FLAG} to replace them (nothing else there "
+                f"is touched) or choose another {flag}")
+    if kind == "run" and is_run_folder(path):
+        return (f"{flag} {value} already holds a run; pass --resume to continue it, {OVERWRITE_FLAG} to delete it "
+                f"and start again, or choose another {flag}")
+    what = "is a file" if path.is_file() else "is a folder that is not empty"
+    return (f"{flag} {value} {what}; pass {OVERWRITE_FLAG} to replace it (a folder is deleted first) or choose "
+            f"another {flag}")
+
+
+def output_settings(config: Any) -> list[tuple[Setting, str, Output]]:
+    """(setting, value, marker) of every output path ``config`` has a value for."""
+    found = []
+    for setting in settings(type(config)):
+        options = typing.get_args(setting.type) if typing.get_origin(setting.type) in (
+            typing.Union, types.UnionType) else (setting.type,)
+        markers = [m for o in options for m in getattr(o, "__metadata__", ()) if isinstance(m, Output)]
+        value = setting.get(config)
+        if markers and value is not None:
+            found.append((setting, str(value), markers[0]))
+    return found
+
+
+def check_existing_outputs(config: Any) -> None:
+    """A one-line error for the first output of ``config`` that may not be written as things stand."""
+    overwrite, resume = bool(getattr(config, "overwrite", False)), bool(getattr(config, "resume", False))
+    for setting, value, marker in output_settings(config):
+        problem = existing_output_problem(value, setting.flag, marker.kind, overwrite, resume, marker.names)
+        if problem:
+            raise VideoCMError(problem)
+
+
+def _refuse_to_delete(path: Path, flag: str) -> None:
+    here = Path.cwd().resolve()
+    resolved = path.resolve()
+    if resolved in (here, *here.parents, Path.home().resolve()) or (resolved / ".git").exists():
+        raise VideoCMError(f"{OVERWRITE_FLAG} would delete {path} (the current folder, one above it, your home or "
+                           f"a git checkout); give {flag} a folder of its own")
+
+
+def clear_outputs(config: Any) -> list[str]:
+    """With ``overwrite`` on: delete what each output path of ``config`` holds (a file, or a folder and everything
+    in it), so that nothing stale is left beside the new outputs; returns what was deleted. Run it once, in the
+    main process, before the command writes anything."""
+    if not getattr(config, "overwrite", False):
+        return []
+    cleared = []
+    for setting, value, marker in output_settings(config):
+        path = Path(value).expanduser()
+        if marker.kind == "reused":
+            continue
+        if marker.names:
+            for written in _written(path, marker.names):
+                written.unlink()
+                cleared.append(str(written))
+            continue
+        if not holds_something(path):
+            continue
+        if path.is_dir():
+            import shutil
+
+            _refuse_to_delete(path, setting.flag)
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        cleared.append(value)
+    return cleared
 
 
 @dataclass(frozen=True)
@@ -173,6 +290,12 @@ class Setting:
     @property
     def required(self) -> bool:
         return self.default is dataclasses.MISSING
+
+    def get(self, config: Any) -> Any:
+        """This setting's value in ``config`` (through its sections)."""
+        for name in (*self.section, self.name):
+            config = getattr(config, name)
+        return config
 
 
 def _own_field_docs(cls: type) -> dict[str, str]:
@@ -419,7 +542,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise VideoCMError(f"config file {path} does not exist")
     try:
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = yaml.safe_load(read_user_text(path, 'config file')) or {}
     except yaml.YAMLError as error:
         raise VideoCMError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from error
     if not isinstance(loaded, dict):
@@ -435,7 +558,9 @@ def load_config(cls: type[ConfigT], path: str | Path | None = None, overrides: l
     if unknown:
         raise VideoCMError(_unknown_message(unknown, [s.name for s in settings(cls)], "command line", True))
     values.update(flags)
-    return config_from_dict(cls, values, str(path) if path else "command line")
+    config = config_from_dict(cls, values, str(path) if path else "command line")
+    check_existing_outputs(config)
+    return config
 
 
 def _default_text(value: Any) -> str:

@@ -10,10 +10,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Count, Natural, NonNegative, OutputPath, write_config
+from .config import Count, Natural, NonNegative, ReusedFolder, write_config
 from .data import export_moving_digits, read_clip_folder, tile, write_video
 from .data.clip_folder import clip_name
 from .models.info import INFO_FILE, ModelInfo, is_model_folder
@@ -22,7 +23,7 @@ from .models import TextEncoder
 
 @dataclass
 class DemoConfig:
-    out: OutputPath = "outputs/demo"  # output folder (clips, GIFs, the student, the report, summary.json)
+    out: ReusedFolder = "outputs/demo"  # output folder (clips, GIFs, the student, the report, summary.json); a second demo reuses its student
     n: Count = 24  # MovingDigits clips rendered and judged
     seed: Natural = 0  # seed of the clips, the generated clips and the distillation
     split: str = "test"  # which split's sprites ("train" or "test")
@@ -86,14 +87,16 @@ def distil_and_evaluate(config: DemoConfig, out: Path) -> dict:
     from .evaluation.judge import Judge
     from .evaluation.report import markdown_table, write_report
 
+    from .config import is_run_folder
+
     student = out / "dcm-student"
-    resume = (student / "stages").exists()
-    if not is_model_folder(student) or resume:
+    finished = is_model_folder(student) and (student / "train_summary.json").is_file()
+    if not finished:  # a killed demo's run is continued
         distill_dcm(DCMConfig(
             teacher=config.teacher, out=str(student), semantic_minutes=config.semantic_minutes,
             detail_minutes=config.detail_minutes, semantic_steps=config.semantic_steps,
             detail_steps=config.detail_steps, latent_pool=config.latent_pool, batch_size=config.batch_size,
-            sample_every=0, checkpoint_every=100, seed=config.seed, resume=resume))
+            sample_every=0, checkpoint_every=100, seed=config.seed, resume=is_run_folder(student)))
     steps_for = {config.teacher: sorted({50, max(config.eval_steps)}, reverse=True)}
     specs = [str(student), config.compare, config.teacher] if Path(config.compare).is_dir() else [
         str(student), config.teacher]
@@ -126,6 +129,8 @@ def run_demo(config: DemoConfig) -> dict:
     out = Path(config.out)
     write_config(config, out)
     clips_dir = out / "clips"
+    if clips_dir.is_dir():  # rendered again, so that no clip of an earlier, longer demo is left beside these
+        shutil.rmtree(clips_dir)
     prompts = export_moving_digits(clips_dir, config.split, config.n, config.seed, config.frames, config.size,
                                    cover_captions=False, progress=False)
     videos, _ = read_clip_folder(clips_dir)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -13,7 +12,7 @@ from tqdm.auto import tqdm
 
 from .config import Count, DeviceName, Natural, NonNegative, OutputPath, VideoShape
 from .data.clip_folder import write_clip, write_clip_folder
-from .errors import VideoCMError
+from .errors import VideoCMError, read_user_text
 from .locations import shipped_model
 
 DEFAULT_MODEL = "teacher-flow"  # under --models-dir
@@ -49,6 +48,7 @@ class SampleConfig:
     noise: Literal["diffusers", "videocm"] = "diffusers"  # students' re-noising: clip i's generator as in diffusers, or a seed per step as in eval
     shape: VideoShape = field(default_factory=VideoShape)  # diffusers pipeline teachers' clip shape
     control_input: ControlInput = field(default_factory=ControlInput)  # optional control branch
+    overwrite: bool = False  # replace what an output path already holds (without it, one that exists is refused)
 
     def __post_init__(self) -> None:
         if (self.prompt is None) == (self.prompts is None):
@@ -78,7 +78,7 @@ def run_sample(config: SampleConfig) -> int:
         prompts_file = Path(config.prompts)
         if not prompts_file.is_file():
             raise VideoCMError(f"--prompts {prompts_file} does not exist")
-        prompts = [line.strip() for line in prompts_file.read_text().splitlines() if line.strip()]
+        prompts = [line.strip() for line in read_user_text(prompts_file, '--prompts').splitlines() if line.strip()]
         if not prompts:
             raise VideoCMError(f"--prompts {prompts_file} holds no prompts")
     else:
@@ -122,6 +122,7 @@ def run_sample(config: SampleConfig) -> int:
     else:
         for i, clip in enumerate(clips):
             write_clip(out / f"{i:04d}", clip, fmt)
-        shutil.copyfile(prompts_file, out / "prompts.txt")
+        # the prompts used, one a line, so that line i is clip i's (blank lines of --prompts are not clips)
+        (out / "prompts.txt").write_text("".join(p + "\n" for p in prompts))
     print(f"wrote {len(clips)} clips to {out}")
     return 0

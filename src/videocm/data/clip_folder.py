@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..errors import VideoCMError
+from ..errors import VideoCMError, read_user_text
 from .moving_digits import Geometry, make_clip
 from .video_io import write_video
 
@@ -61,7 +61,11 @@ def read_clip_folder(folder: Path) -> tuple[list[np.ndarray], list[str]]:
     prompts_path = folder / PROMPTS_FILE
     if not prompts_path.is_file():
         raise VideoCMError(f"{folder} has no {PROMPTS_FILE}: a clip folder holds 0000.npy ... and {PROMPTS_FILE}")
-    prompts = prompts_path.read_text().splitlines()
+    prompts = read_user_text(prompts_path).splitlines()
+    clips = sorted(p.name for p in folder.glob("[0-9][0-9][0-9][0-9].npy"))
+    if len(clips) != len(prompts):
+        raise VideoCMError(f"{folder} holds {len(clips)} clips but {PROMPTS_FILE} lists {len(prompts)} prompts; "
+                           f"give one prompt a line for each clip 0000.npy ... (nothing is scored otherwise)")
     videos = []
     for i in range(len(prompts)):
         path = folder / clip_name(i)

@@ -16,6 +16,7 @@ fixed-size uint8 clip.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import sys
@@ -28,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..errors import VideoCMError
+from ..errors import VideoCMError, read_user_text
 from .video_io import read_video
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".gif", ".mov", ".mkv")
@@ -199,7 +200,7 @@ def first_present(entry: dict, keys: tuple[str, ...]):
 
 def read_jsonl_captions(path: Path) -> list[tuple[str, str]]:
     entries = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_user_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -217,7 +218,7 @@ def read_jsonl_captions(path: Path) -> list[tuple[str, str]]:
 
 
 def read_csv_captions(path: Path) -> list[tuple[str, str]]:
-    with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: spreadsheets often write a BOM
+    with io.StringIO(read_user_text(path), newline="") as handle:  # a spreadsheet's byte-order mark is dropped
         reader = csv.DictReader(handle)
         columns = [c.strip() for c in (reader.fieldnames or [])]
         file_column = next((c for c in CSV_FILE_KEYS if c in columns), None)

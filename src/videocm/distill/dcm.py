@@ -33,7 +33,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import Count, Decay, Fraction, Natural, NonNegative, OutputPath, Positive, write_config
+from ..config import (Count, Decay, Fraction, Natural, NonNegative, Positive, RunFolder, clear_outputs,
+                      existing_output_problem, is_run_folder, write_config)
 from ..diffusion import skipping_grid
 from ..diffusion.phased import segment_bounds
 from ..diffusion.sampling import concat_conditioning
@@ -55,7 +56,7 @@ class DCMConfig(LCMConfig):
     """``videocm distill --method dcm``: every field is a ``--key value`` flag."""
 
     method: str = "dcm"  # dcm: this config (lcm: the VideoLCM one)
-    out: OutputPath = "outputs/dcm"
+    out: RunFolder = "outputs/dcm"
     target: str = "ema"  # DCM uses the online student; at our scale it diverged for the VP teacher (docs/dcm.md)
     phases: Count = 2  # K segments, one expert each (1 = LCM with phased bookkeeping, 2 = DCM)
     boundaries: list[int] = field(default_factory=list)  # K-1 inner grid indices; empty: the default split
@@ -208,6 +209,8 @@ class DCMStageTask:
     """One stage: expert ``expert`` (0 = semantic, full network; >0 = LoRA expert on the frozen semantic one),
     trained with the consistency step on its segment plus the stage's own terms: temporal coherence (semantic),
     GAN and feature matching on the teacher's features (detail)."""
+
+    guards_collapse = True
 
     def __init__(self, config: DCMConfig, expert: int, semantic: DenoiserAdapter | None = None,
                  trained: list[DenoiserAdapter] | None = None, device=None) -> None:
@@ -450,19 +453,29 @@ def distill_dcm(config: DCMConfig, progress: bool = True, monitor: Monitor | Non
     config = two_stage_defaults(config)
     if config.phases < 1:
         raise VideoCMError(f"--phases must be at least 1, got {config.phases}")
+    problem = existing_output_problem(config.out, "--out", "run", config.overwrite, config.resume)
+    if problem:
+        raise VideoCMError(problem)
+    if config.resume and (out / "train_summary.json").is_file():
+        raise VideoCMError(f"{out} is a finished DCM run (its student is assembled), so there is nothing to resume; "
+                           f"pass --overwrite to train it again or choose another --out")
     stages_root = out / "stages"
     started = [p for p in stages_root.glob("expert-*") if (p / DONE).is_file() or (p / "checkpoints").is_dir()]
-    if started and not config.resume:
+    if started and not config.resume and not config.overwrite:
         raise VideoCMError(f"{out} already holds a DCM run; pass --resume to continue it or choose another --out")
     state = PartialState(cpu=config.cpu)
     if state.is_main_process:
+        clear_outputs(config)
         out.mkdir(parents=True, exist_ok=True)
         write_config(config, out)
+    state.wait_for_everyone()
     device = state.device
     summaries, experts, semantic = {}, [], None
     for expert in range(config.phases if config.detail_steps > 0 else 1):
         stage = stage_config(config, expert)
         folder = Path(stage.out)
+        # the whole folder was cleared above; a stage not begun yet starts fresh under --resume
+        stage = dataclasses.replace(stage, overwrite=False, resume=stage.resume and is_run_folder(folder))
         if expert == 0 and config.semantic_from:
             semantic = _semantic_from(Path(config.semantic_from), device).requires_grad_(False)
             summaries["semantic"] = {"from": str(config.semantic_from)}

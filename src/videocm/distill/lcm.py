@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import Count, Decay, Fraction, Natural, NonNegative, OutputPath, Positive
+from ..config import Count, Decay, Fraction, Natural, NonNegative, Positive, ReusedFolder, RunFolder
 from ..data.moving_digits import Geometry
 from ..diffusion import skipping_grid
 from ..errors import VideoCMError
@@ -48,7 +48,7 @@ class LCMConfig(TrainConfig):
 
     method: str = "lcm"  # lcm (VideoLCM) or dcm (dual-expert consistency model): picks the config
     teacher: str = "models/teacher-vp"  # teacher: a videocm teacher folder or a diffusers pipeline folder
-    out: OutputPath = "outputs/lcm"
+    out: RunFolder = "outputs/lcm"
     steps: Count = 2000
     batch_size: Count = 16
     lr: Positive = 1e-4
@@ -84,7 +84,7 @@ class LCMConfig(TrainConfig):
     # data: MovingDigits (default), or your own videos: a video folder (encoded once into a latent cache under
     # OUT/latent-cache, or --cache DIR) or a cache written by `videocm encode`
     data: str | None = None  # your videos: a video folder or a `videocm encode` cache (default: MovingDigits)
-    cache: OutputPath | None = None  # latent cache folder for --data videos (default: OUT/latent-cache)
+    cache: ReusedFolder | None = None  # latent cache folder for --data videos (default: OUT/latent-cache)
     frame_stride: Natural = 0  # frames picked from your videos: 0 = spread over the clip, s = every s-th from the start
     latent_pool: Count = 4096  # MovingDigits clips encoded once and drawn from
     prompt_cache: str | None = None  # MiniLM states from `videocm encode-captions` instead of running MiniLM
@@ -355,6 +355,8 @@ def merged_student(teacher_network, trained):
 
 class LCMTask:
     """VideoLCM: the consistency step over the whole grid, from a student initialised from the teacher."""
+
+    guards_collapse = True  # a student starts from its teacher, so its first sample check is already a good one
 
     def __init__(self, config: LCMConfig, device: torch.device | str | None = None) -> None:
         device = torch.device(device or ("cuda" if torch.cuda.is_available() and not config.cpu else "cpu"))

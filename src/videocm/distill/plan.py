@@ -59,6 +59,7 @@ class PlanConfig:
     step_cost: Positive = 5.8  # one LCM step in forwards of the student (measured; see the module docstring)
     reserve: NonNegative = 2.0  # GiB per GPU kept free (CUDA context, allocator slack)
     json: OutputPath | None = None  # write the figures here
+    overwrite: bool = False  # replace what an output path already holds (without it, one that exists is refused)
 
 
 @dataclass

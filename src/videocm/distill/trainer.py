@@ -26,13 +26,14 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..config import Count, Decay, Fraction, Natural, NonNegative, OutputPath, Positive
+from ..config import (Count, Decay, Fraction, Natural, NonNegative, Positive, RunFolder, clear_outputs,
+                      existing_output_problem)
 from ..errors import VideoCMError
 from .ema import EMAState
 from .parallel import make_engine
@@ -45,7 +46,7 @@ COMPLETE = "complete.json"
 class TrainConfig:
     """Settings every training run shares (task configs extend it)."""
 
-    out: OutputPath = "outputs/run"  # output folder (model, checkpoints, logs, config.yaml)
+    out: RunFolder = "outputs/run"  # output folder (model, checkpoints, logs, config.yaml)
     steps: Count = 1000  # optimiser steps (the learning-rate schedule spans them)
     batch_size: Count = 32  # global batch per optimiser step (split over processes and accumulation micro-steps)
     gradient_accumulation_steps: Count = 1  # micro-steps per optimiser step (the batch is split over them)
@@ -58,17 +59,19 @@ class TrainConfig:
     checkpoint_every: Count = 500  # steps between checkpoints (resumable with --resume)
     keep_checkpoints: Count = 2  # newest checkpoints kept
     sample_every: Natural = 1000  # steps between monitoring samples and scores (0: none)
-    mixed_precision: str = "no"  # "no", "bf16" or "fp16" (accelerate)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # accelerate's mixed precision
     seed: Natural = 0  # seed of the weights, the data and the noise
     max_minutes: NonNegative = 0.0  # stop early (checkpoint and save) after this much wall time; 0 = no limit
     stop_at_step: Natural = 0  # stop early (checkpoint and save) at this step, keeping the schedule of ``steps``; 0 = off
     resume: bool = False  # continue from the newest checkpoint in ``out``
+    overwrite: bool = False  # delete what ``out`` holds and start again (without it a used --out is refused)
+    on_collapse: Literal["stop", "rollback", "warn"] = "stop"  # distillation: a periodic sample check that finds a collapsed student stops the run (keeping the last good checkpoint), rolls back to it with the learning rate halved, or warns
     cpu: bool = False  # force the CPU even when a GPU is there
-    parallel: str = "ddp"  # ddp (every process holds every weight) or fsdp (FSDP2: weights sharded per block)
+    parallel: Literal["ddp", "fsdp"] = "ddp"  # ddp (every process holds every weight) or fsdp (FSDP2: weights sharded per block)
     fsdp_shard_teacher: bool = True  # --parallel fsdp: shard the frozen teacher too (false: a whole copy each)
     fsdp_reshard_after_forward: bool = True  # --parallel fsdp: free gathered weights after each block's forward
     context_parallel: Count = 1  # --parallel fsdp: split each clip's tokens over this many processes (Wan networks)
-    context_parallel_kind: str = "ulysses"  # ulysses (all-to-all over heads) or ring (GPU attention backends only)
+    context_parallel_kind: Literal["ulysses", "ring"] = "ulysses"  # ulysses (all-to-all over heads) or ring (GPU attention backends only)
 
 
 class Monitor(Protocol):
@@ -205,6 +208,23 @@ def check_resume(out: Path, resume: bool, report=print, verify: bool = True) -> 
     return intact
 
 
+def checkpoint_step(folder: Path) -> int:
+    return int(json.loads((folder / COMPLETE).read_text())["step"])
+
+
+def check_run_folder(config: TrainConfig) -> None:
+    """Before anything is loaded or written: a used ``out`` needs ``--resume`` or ``--overwrite``, ``--resume``
+    needs a run there, and a run that has finished its steps has nothing to resume."""
+    problem = existing_output_problem(config.out, "--out", "run", config.overwrite, config.resume)
+    if problem:
+        raise VideoCMError(problem)
+    newest = latest_checkpoint(Path(config.out)) if config.resume else None
+    if newest is not None and checkpoint_step(newest) >= config.steps:
+        done = checkpoint_step(newest)
+        raise VideoCMError(f"{config.out} has finished its {done} steps, so there is nothing to resume; pass --steps "
+                           f"above {done} to train it further, or choose another --out")
+
+
 def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=None,
           monitor: Monitor | None = None, make_plain_task=None) -> dict:
     """Run (or, with ``config.resume``, continue) training; returns a summary with the final loss and wall time.
@@ -243,7 +263,9 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=N
     model, optimizer = engine.prepare_student(task.model, make_optimizer)
     trainable = [p for p in model.parameters() if p.requires_grad]  # sharded ones under fsdp
     # stepped by hand once per optimiser step (accelerate would step it once per process)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizers[0], lambda s: learning_rate_factor(s, config))
+    run = _RunState()
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizers[0],
+                                                  lambda s: learning_rate_factor(s, config) * run.lr_scale)
     if hasattr(task, "prepare"):
         task.prepare(engine)  # the task's own modules and optimisers (e.g. DCM's discriminator)
     engine.register(_Checkpointable(scheduler))
@@ -255,21 +277,31 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=N
     start = 0
     if resume_from is not None:
         engine.load_state(resume_from)
-        start = json.loads((resume_from / COMPLETE).read_text())["step"]
+        start = checkpoint_step(resume_from)
+        run.lr_scale = checkpoint_lr_scale(resume_from)
         accelerator.print(f"resuming from {resume_from} (step {start})")
+        if scheduler.base_lrs and not math.isclose(scheduler.base_lrs[0], config.lr):  # --lr given anew
+            accelerator.print(f"--lr {config.lr:g} replaces the run's {scheduler.base_lrs[0]:g} from step {start}")
+            _set_lr(scheduler, config.lr, start)
     elif accelerator.is_main_process:
+        if config.resume:
+            accelerator.print(f"{out} has no checkpoint yet (the run stopped before its first); starting at step 0")
         for log in ("train_log.jsonl", "train_log.csv"):
             (out / log).unlink(missing_ok=True)
     began = time.time()
-    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc=out.name,
-               disable=not (progress and accelerator.is_main_process))
+    guard = CollapseGuard(config.on_collapse, out, accelerator, start) if (
+        getattr(task, "guards_collapse", False) and monitor is not None and config.sample_every > 0) else None
+    if guard is not None and resume_from is not None:
+        guard.previous = json.loads((resume_from / COMPLETE).read_text()).get("collapse_check")
+    bar = tqdm(total=config.steps, initial=start, desc=out.name, disable=not (progress and accelerator.is_main_process))
     logs: dict[str, float] = {}
     stopped_at = None
-    for step in bar:
+    step = start
+    while step < config.steps:
         timed_out = config.max_minutes > 0 and time.time() - began > config.max_minutes * 60
         if timed_out or 0 < config.stop_at_step <= step:
             stopped_at = step
-            _save_checkpoint(engine, out, step, config.keep_checkpoints)
+            _save_checkpoint(engine, out, step, config.keep_checkpoints, run, guard)
             reason = f"time limit of {config.max_minutes} min" if timed_out else "--stop-at-step"
             accelerator.print(f"{reason} reached at step {step}; saved and stopping")
             break
@@ -285,17 +317,24 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=N
             with accelerator.accumulate(model), accelerator.autocast():
                 loss, logs = task.loss(model, step, rng, generator, accelerator.device)
                 if not torch.isfinite(loss):
-                    last = latest_checkpoint(out)
-                    raise VideoCMError(
-                        f"loss became {loss.item()} at step {step}; stopped without saving. Last good checkpoint: "
-                        f"{last or 'none'}. Lower --lr or raise --warmup-steps, then rerun with --resume"
-                    )
+                    break
                 engine.backward(loss)
                 if accelerator.sync_gradients and config.grad_clip > 0:
                     engine.clip_grad_norm_(trainable, config.grad_clip)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             total += float(loss.item()) / micro_steps
+        if not torch.isfinite(loss):
+            evidence = f"the loss became {loss.item()}"
+            if guard is None or guard.policy != "rollback":
+                last = latest_checkpoint(out)
+                raise VideoCMError(f"{evidence} at step {step}; stopped without saving. Last good checkpoint: "
+                                   f"{last or 'none'}. Lower --lr or raise --warmup-steps, then rerun with --resume")
+            step = guard.roll_back(engine, run, step, evidence)
+            _set_lr(scheduler, config.lr, step)  # the checkpoint's schedule, with the halved scale
+            bar.reset(total=config.steps)
+            bar.update(step)
+            continue
         scheduler.step()
         if hasattr(task, "after_step"):
             task.after_step(engine.unwrap_model(model))
@@ -303,19 +342,34 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=N
             ema.ema.step([p for p in engine.unwrap_model(model).parameters() if p.requires_grad])
         logs = {"step": step + 1, "loss": total, "lr": scheduler.get_last_lr()[0], **logs}
         bar.set_postfix(loss=f"{logs['loss']:.4f}")
+        bar.update(1)
         done = step + 1
         if on_step is not None:
             on_step(done)
         if monitor is not None and config.sample_every > 0 and done % config.sample_every == 0:
+            scores = {}
             with engine.plain(task, model, ema) as plain:  # every process gathers; the main one samples
                 if plain is not None:
                     plain_task, plain_model, plain_ema = plain
                     with _ema_weights(plain_model, plain_ema):
-                        logs.update(plain_task.sample(plain_model, done, out, monitor))
+                        scores = plain_task.sample(plain_model, done, out, monitor)
+                        logs.update(scores)
+            if guard is not None:
+                evidence = guard.check(scores, done)  # the same verdict on every process
+                if evidence is not None and guard.policy == "rollback":
+                    step = guard.roll_back(engine, run, done, evidence)
+                    _set_lr(scheduler, config.lr, step)
+                    bar.reset(total=config.steps)
+                    bar.update(step)
+                    continue
+                if evidence is not None and guard.policy == "stop":
+                    guard.stop(done, evidence)
         if accelerator.is_main_process and (done % 10 == 0 or done == config.steps):
             _write_logs(out, logs, time.time() - began)
         if done % config.checkpoint_every == 0 or done == config.steps:
-            _save_checkpoint(engine, out, done, config.keep_checkpoints)
+            _save_checkpoint(engine, out, done, config.keep_checkpoints, run, guard)
+        step = done
+    bar.close()
     accelerator.wait_for_everyone()
     with engine.plain(task, model, ema) as plain:
         if plain is not None:
@@ -347,9 +401,16 @@ def run_and_summarise(config: TrainConfig, make_task, progress: bool = True, mon
                       ) -> dict:
     """Write the resolved config, build the task, train, and write ``OUT/train_summary.json`` (with wall time and
     the parameter counts) — what every training command does around :func:`train`."""
+    from accelerate import PartialState
+
     from ..config import write_config
 
-    write_config(config, config.out)
+    check_run_folder(config)  # every process, before any of them writes
+    state = PartialState(cpu=config.cpu)
+    if state.is_main_process:
+        clear_outputs(config)
+        write_config(config, config.out)
+    state.wait_for_everyone()
     began = time.time()
     task = make_task(config)
     plain = lambda: make_task(dataclasses.replace(config, parallel="ddp", cpu=True))  # noqa: E731
@@ -377,8 +438,10 @@ class _ema_weights:
             self.ema.ema.restore(self.model.parameters())
 
 
-def _save_checkpoint(engine, out: Path, step: int, keep: int) -> None:
-    """Write ``step-N`` under a temporary name, mark it complete, then rename: a killed save leaves no checkpoint."""
+def _save_checkpoint(engine, out: Path, step: int, keep: int, run: "_RunState | None" = None,
+                     guard: "CollapseGuard | None" = None) -> None:
+    """Write ``step-N`` under a temporary name, mark it complete, then rename: a killed save leaves no checkpoint.
+    Of the older ones the newest ``keep`` are kept, and the collapse guard's last good one."""
     accelerator = engine.accelerator
     folder = out / CHECKPOINTS / f"step-{step}"
     temporary = out / CHECKPOINTS / f".tmp-step-{step}"
@@ -388,12 +451,107 @@ def _save_checkpoint(engine, out: Path, step: int, keep: int) -> None:
     engine.save_state(temporary)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:  # the manifest is written last: a checkpoint without it is not complete
-        (temporary / COMPLETE).write_text(json.dumps({"step": step, "files": checkpoint_manifest(temporary)}))
+        record = {"step": step, "lr_scale": run.lr_scale if run else 1.0,
+                  "collapse_check": guard.previous if guard is not None else None,  # the last check that passed
+                  "files": checkpoint_manifest(temporary)}
+        (temporary / COMPLETE).write_text(json.dumps(record))
         if folder.exists():
             shutil.rmtree(folder)
         temporary.rename(folder)
         complete = sorted((p for p in (out / CHECKPOINTS).glob("step-*") if (p / COMPLETE).is_file()),
                           key=lambda p: int(p.name.split("-")[1]))
+        good = guard.good_checkpoint() if guard is not None else None
         for old in complete[:-keep] if keep > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
+            if old != good:
+                shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+
+
+@dataclass
+class _RunState:
+    """What a run changes about itself as it goes (kept in each checkpoint's ``complete.json``)."""
+
+    lr_scale: float = 1.0  # halved by each collapse rollback
+    rollbacks: int = 0
+
+
+def _set_lr(scheduler, lr: float, step: int) -> None:
+    """Make ``lr`` the schedule's peak from ``step`` on (a checkpoint restores the peak it was saved with)."""
+    scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
+    for group in scheduler.optimizer.param_groups:
+        group["initial_lr"] = lr
+        group["lr"] = lr * scheduler.lr_lambdas[0](step)
+
+
+def checkpoint_lr_scale(folder: Path) -> float:
+    return float(json.loads((folder / COMPLETE).read_text()).get("lr_scale", 1.0))
+
+
+class CollapseGuard:
+    """Acts on the periodic sample checks of a distillation run by ``--on-collapse`` (see :mod:`.collapse`):
+    every process reaches the same verdict (the main one samples and decides)."""
+
+    MAX_ROLLBACKS = 3
+
+    def __init__(self, policy: str, out: Path, accelerator, start: int) -> None:
+        self.policy, self.out, self.accelerator = policy, out, accelerator
+        self.good_step = start  # every check up to here passed (a fresh run starts from its initialisation)
+        self.previous: dict | None = None  # the figures of the last check that passed
+
+    def good_checkpoint(self) -> Path | None:
+        """The newest checkpoint taken at or before the last check that passed."""
+        kept = [p for p in _complete_checkpoints(self.out) if checkpoint_step(p) <= self.good_step]
+        return kept[0] if kept else None
+
+    def check(self, scores: dict, step: int) -> str | None:
+        from accelerate.utils import broadcast_object_list
+
+        from .collapse import collapse_evidence
+
+        verdict = [collapse_evidence(scores, self.previous) if self.accelerator.is_main_process else None]
+        if self.accelerator.num_processes > 1:
+            broadcast_object_list(verdict)
+        evidence = verdict[0]
+        if evidence is None:
+            self.good_step, self.previous = step, {**scores, "step": step}
+        elif self.policy == "warn":
+            self.accelerator.print(f"videocm: warning: the student looks collapsed at step {step}: {evidence} "
+                                   f"(--on-collapse warn: training on)")
+        return evidence
+
+    def _set_aside_newer(self, good: Path | None) -> None:
+        """Checkpoints after the good one are renamed ``collapsed-step-N`` (kept, but never resumed from)."""
+        if self.accelerator.is_main_process:
+            limit = checkpoint_step(good) if good is not None else -1
+            for folder in _complete_checkpoints(self.out):
+                if checkpoint_step(folder) > limit:
+                    aside = folder.with_name(f"collapsed-{folder.name}")
+                    if aside.exists():
+                        shutil.rmtree(aside)
+                    folder.rename(aside)
+        self.accelerator.wait_for_everyone()
+
+    def stop(self, step: int, evidence: str, why: str = "--on-collapse stop") -> None:
+        good = self.good_checkpoint()
+        self._set_aside_newer(good)
+        kept = (f"the last good checkpoint is {good}, which --resume continues from" if good is not None else
+                "no checkpoint was taken before it")
+        hint = ", or pass --on-collapse rollback" if self.policy == "stop" else ""
+        raise VideoCMError(f"the student collapsed at step {step}: {evidence}. Stopped ({why}); {kept}. Lower --lr "
+                           f"or raise --warmup-steps{hint}")
+
+    def roll_back(self, engine, run: _RunState, step: int, evidence: str) -> int:
+        """Load the last good checkpoint with the learning rate halved; returns its step."""
+        good = self.good_checkpoint()
+        if good is None or run.rollbacks >= self.MAX_ROLLBACKS:
+            self.stop(step, evidence, f"{run.rollbacks} rollbacks done" if good is not None else
+                      "--on-collapse rollback, with no checkpoint before it to roll back to")
+        self._set_aside_newer(good)
+        engine.load_state(good)
+        self.previous = json.loads((good / COMPLETE).read_text()).get("collapse_check")
+        run.lr_scale, run.rollbacks = run.lr_scale * 0.5, run.rollbacks + 1
+        start = checkpoint_step(good)
+        self.accelerator.print(f"videocm: the student collapsed at step {step}: {evidence}; rolled back to "
+                               f"{good.name} with the learning rate halved (x{run.lr_scale:g}; rollback "
+                               f"{run.rollbacks} of {self.MAX_ROLLBACKS})")
+        return start

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import Count, Decay, NonNegative, OutputPath, Positive
+from ..config import Count, Decay, NonNegative, RunFolder, Positive
 from ..data.moving_digits import Geometry, make_clip
 from ..data.video_io import tile, write_video
 from ..models.folder import save_vae
@@ -22,7 +22,7 @@ from .trainer import Monitor, TrainConfig, run_and_summarise, shard_rows
 
 @dataclass
 class VAETrainConfig(TrainConfig):
-    out: OutputPath = "models/vae"  # output folder of the VAE
+    out: RunFolder = "models/vae"  # output folder of the VAE
     frames: Count = 8  # frames per training clip
     size: Count = 32  # clip side in pixels
     block_out_channels: list[Count] = field(default_factory=lambda: [16, 32, 32])  # channels of each level (n levels: n - 1 spatial halvings)

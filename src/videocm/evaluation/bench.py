@@ -61,6 +61,7 @@ class BenchConfig:
     threads: Natural = 0  # torch threads (0: torch's default)
     compile: bool = False  # torch.compile the networks and the VAE decoder (the warm-up run pays the compilation)
     out: OutputPath = "benchmarks/results/bench.json"  # JSON file of the results
+    overwrite: bool = False  # replace what an output path already holds (without it, one that exists is refused)
 
 
 def machine() -> dict:

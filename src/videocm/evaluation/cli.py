@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import Count, Natural, NonNegative, OutputPath
+from ..config import Count, Natural, NonNegative, OutputPath, ReportFolder
 from ..data.clip_folder import read_clip_folder
 from ..errors import VideoCMError
 from ..models.info import read_json_object
@@ -31,8 +31,9 @@ class EvalConfig:
     batch_size: Count = 16  # clips generated together
     json: OutputPath | None = None  # write the scores as JSON here
     clip_scores: OutputPath | None = None  # write every row's per-clip scores and judge features here (.npz, for `videocm compare`)
-    report: OutputPath | None = None  # write report.md, report.html, plot.png, samples.gif into this folder (with --model)
+    report: ReportFolder | None = None  # write report.md, report.html, plot.png, samples.gif into this folder (with --model)
     judge: str | None = None  # judge folder (default: the one packaged with videocm, or $VIDEOCM_JUDGE)
+    overwrite: bool = False  # replace what an output path already holds (without it, one that exists is refused)
 
     def __post_init__(self) -> None:
         if self.clips is None and not self.model:
@@ -127,6 +128,7 @@ class CompareConfig:
     resamples: Count = 1000  # bootstrap resamples
     json: OutputPath | None = None  # write the comparison as JSON here
     judge: str | None = None  # judge folder whose reference features the Fréchet distance uses
+    overwrite: bool = False  # replace what an output path already holds (without it, one that exists is refused)
 
     def __post_init__(self) -> None:
         for name in ("first", "second"):
@@ -164,6 +166,7 @@ class CurvesConfig:
     run: list[str] = field(default_factory=list, metadata={"repeat": True})  # training output folder (holds samples/scores.jsonl); LABEL=DIR names its line
     reference: list[str] = field(default_factory=list, metadata={"repeat": True})  # LABEL=EVAL.json#model@steps: a row of `videocm eval --json` drawn as a dashed line
     out: OutputPath = "learning-curves.png"  # the plot
+    overwrite: bool = False  # replace what an output path already holds (without it, one that exists is refused)
 
     def __post_init__(self) -> None:
         if not self.run:

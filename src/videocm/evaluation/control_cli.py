@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import Count, Natural, NonNegative, OutputPath
+from ..config import Count, Natural, NonNegative, OutputPath, ReportFolder
 from ..data.moving_digits import Geometry
 from ..errors import VideoCMError
 from .cli import parse_model_spec, print_and_save
@@ -36,7 +36,8 @@ class EvalControlConfig:
     judge: str | None = None  # judge folder (default: the one packaged with videocm, or $VIDEOCM_JUDGE)
     baseline: bool = False  # add a row for the first model at its first step count without the control
     json: OutputPath | None = None  # write the results as JSON here
-    report: OutputPath | None = None  # write a report folder (report.md, samples.gif) here
+    report: ReportFolder | None = None  # write a report folder (report.md, samples.gif) here
+    overwrite: bool = False  # replace what an output path already holds (without it, one that exists is refused)
 
 
 COLUMNS = [("model", "model"), ("steps", "steps"), ("control", "control"), ("nfe", "NFE"), ("iou", "IoU"),

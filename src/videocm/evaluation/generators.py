@@ -72,6 +72,9 @@ def load_generator(spec: str) -> Generator:
     if not is_model_folder(folder):
         raise VideoCMError(f"--model {spec}: {folder} is not a videocm model folder (no {INFO_FILE})")
     info = ModelInfo.load(folder)
+    if info.kind == "control":
+        raise VideoCMError(f"--model {spec}: {folder} is a control branch; score it with `videocm eval-control "
+                           f"--control-model {folder} --model TEACHER_OR_STUDENT@STEPS`")
     if info.kind not in ("teacher", "student"):
         raise VideoCMError(f"--model {spec}: {folder} holds a {info.kind} model, which does not generate clips")
     generator = VideoPipeline.from_folder(folder)

@@ -21,9 +21,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import Count, Natural, NonNegative, OutputPath, Positive
+from ..config import Count, Natural, NonNegative, ReusedFolder, Positive
 from ..data.moving_digits import COLOUR_NAMES, DIGITS, DIRECTIONS, Geometry, draw_clip, make_clip
-from ..errors import VideoCMError
+from ..errors import VideoCMError, reading_weights
 from . import corruptions
 
 HEADS = {"digit": len(DIGITS), "colour": len(COLOUR_NAMES), "direction": len(DIRECTIONS)}
@@ -77,7 +77,7 @@ def to_input(videos: np.ndarray | list[np.ndarray]) -> torch.Tensor:
 
 @dataclass
 class JudgeConfig:
-    out: OutputPath = "models/judge"  # folder to write the judge to (model.safetensors, config.json); resumes from it
+    out: ReusedFolder = "models/judge"  # folder to write the judge to (model.safetensors, config.json); resumes from it
     steps: Count = 3000  # optimiser steps
     batch_size: Count = 64  # clips per step, generated on the fly
     lr: Positive = 2e-3  # peak AdamW learning rate (one-cycle schedule)
@@ -109,7 +109,8 @@ class Judge:
             )
         info = json.loads((folder / CONFIG_FILE).read_text())
         net = JudgeNet(info["width"], info["feature_dim"])
-        net.load_state_dict(load_file(folder / WEIGHTS_FILE))
+        with reading_weights(folder / WEIGHTS_FILE, "judge weights"):
+            net.load_state_dict(load_file(folder / WEIGHTS_FILE))
         return cls(net, info)
 
     def _check(self, videos: np.ndarray) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.video_io import tile, write_video
+from ..distill.collapse import clip_health
 from ..errors import VideoCMError
 from .control import control_eval_set, control_scores
 from .evaluate import eval_prompts, score_clips
@@ -43,7 +44,7 @@ class JudgeMonitor:
         clips = pipeline.generate(prompts, seeds, steps, guidance)
         samples = Path(out) / "samples"
         write_video(samples / f"step-{step:06d}.gif", tile(clips[:16], 8), scale=2)
-        scores = {"coherence": temporal_coherence(clips)}
+        scores = {"coherence": temporal_coherence(clips), **clip_health(clips)}  # the collapse guard reads these
         try:
             judged = score_clips(self._judge(), clips, prompts)
             scores.update({k: judged[k] for k in ("fidelity_digit", "fidelity_colour", "fidelity_direction",

@@ -23,6 +23,7 @@ class JudgeCheckConfig:
     n: Count = 480  # real test clips (all 240 captions covered), each scored under every corruption
     judge: str | None = None  # judge folder (default: the one packaged with videocm, or $VIDEOCM_JUDGE)
     json: OutputPath | None = None  # write the rows as JSON here
+    overwrite: bool = False  # replace what an output path already holds (without it, one that exists is refused)
 
 
 CORRUPTIONS = {

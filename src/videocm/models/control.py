@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import VideoCMError
+from ..errors import VideoCMError, reading_weights
 from .control_branch import ControlBranch
 from .denoisers import ControlledDenoiser
 from .families import FAMILIES, get_family
@@ -144,5 +144,6 @@ def load_control(folder: str | Path, device: str | torch.device = "cpu") -> tupl
                            f"{', '.join(control_families())}")
     if not (folder / CONTROL_SUBFOLDER / "config.json").is_file():
         raise VideoCMError(f"{folder} is missing its {CONTROL_SUBFOLDER}/ part; re-save the control model")
-    branch = branch_class.from_pretrained(folder / CONTROL_SUBFOLDER, torch_dtype=torch.float32)
+    with reading_weights(folder / CONTROL_SUBFOLDER, "control branch weights"):
+        branch = branch_class.from_pretrained(folder / CONTROL_SUBFOLDER, torch_dtype=torch.float32)
     return branch.to(device).eval().requires_grad_(False), info

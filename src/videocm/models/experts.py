@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..errors import VideoCMError
+from ..errors import VideoCMError, reading_weights
 from .denoisers import DenoiserAdapter
 
 EXPERTS_FOLDER = "experts"
@@ -93,11 +93,13 @@ def load_expert(base: DenoiserAdapter, folder: Path) -> DenoiserAdapter:
     config = LoraConfig(**{k: v for k, v in settings.items() if k in ("r", "lora_alpha", "target_modules")})
     expert = tied_expert(base, config.r, config.lora_alpha, sorted(config.target_modules))
     dtype = next(expert.network.parameters()).dtype
-    lora = {k: v.to(dtype) for k, v in load_file(str(folder / "adapter_model.safetensors")).items()}
+    with reading_weights(folder / "adapter_model.safetensors", "expert's LoRA weights"):
+        lora = {k: v.to(dtype) for k, v in load_file(str(folder / "adapter_model.safetensors")).items()}
     result = set_peft_model_state_dict(expert.network, lora)
     if getattr(result, "unexpected_keys", None):
         raise VideoCMError(f"{folder}: adapter weights do not fit this network ({result.unexpected_keys[:3]} ...)")
-    own = {k: v.to(dtype) for k, v in load_file(str(folder / "own_modules.safetensors")).items()}
+    with reading_weights(folder / "own_modules.safetensors", "expert's own weights"):
+        own = {k: v.to(dtype) for k, v in load_file(str(folder / "own_modules.safetensors")).items()}
     missing, unexpected = expert.network.load_state_dict(own, strict=False)
     if unexpected or set(own_state(expert)) - set(own):
         raise VideoCMError(f"{folder}: own modules do not fit this network; re-save the student")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import VideoCMError
+from ..errors import VideoCMError, reading_weights
 from .denoisers import DenoiserAdapter, GuidanceEmbeddedDenoiser, unwrapped
 from .families import get_family
 from .info import INFO_FILE, ModelInfo, is_model_folder, schedule_from_config
@@ -32,6 +32,9 @@ def _require(folder: Path, part: str) -> Path:
     path = folder / part
     if not (path / "config.json").is_file():
         raise VideoCMError(f"{folder} is missing its {part}/ part (config.json and weights); re-save the model")
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        raise VideoCMError(f"{path} has its config.json but no weights file (*.safetensors); the folder is "
+                           f"incomplete: copy it again or re-save the model")
     return path
 
 
@@ -41,7 +44,8 @@ def load_vae(folder: str | Path, device: str | torch.device = "cpu") -> VideoVAE
 
     folder = Path(folder)
     ModelInfo.load(folder)
-    vae = AutoencoderKLCogVideoX.from_pretrained(_require(folder, "vae"), torch_dtype=torch.float32)
+    with reading_weights(folder / "vae", "VAE weights"):
+        vae = AutoencoderKLCogVideoX.from_pretrained(_require(folder, "vae"), torch_dtype=torch.float32)
     return VideoVAE(vae).to(device).eval().requires_grad_(False)
 
 
@@ -77,6 +81,9 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu", video_sha
     if is_pipeline_folder(folder) and not is_model_folder(folder):
         return load_pipeline_teacher(folder, device, video_shape, max_sequence_length, dtype)
     info = ModelInfo.load(folder)
+    if info.kind == "control":
+        raise VideoCMError(f"{folder} is a control branch, not a model that generates clips: pass it as "
+                           f"--control-model (with --control VIDEO) beside a teacher or student --model")
     if info.kind not in ("teacher", "student"):
         raise VideoCMError(f"{folder} holds a {info.kind} model, not a network that generates clips; give a "
                            f"teacher or student folder")

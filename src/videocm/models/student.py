@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..errors import VideoCMError
+from ..errors import VideoCMError, reading_weights
 
 GUIDANCE_FOLDER = "guidance_embedding"
 LORA_FOLDER = "lora"
@@ -61,7 +61,8 @@ def load_guidance_embedding(folder: Path) -> GuidanceEmbedding:
     if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
         raise VideoCMError(f"{folder} is missing (config.json and model.safetensors); re-save the student")
     embedding = GuidanceEmbedding(**json.loads((folder / "config.json").read_text()))
-    embedding.load_state_dict(load_file(str(folder / "model.safetensors")))
+    with reading_weights(folder / "model.safetensors", "guidance embedding"):
+        embedding.load_state_dict(load_file(str(folder / "model.safetensors")))
     return embedding
 
 

@@ -69,7 +69,10 @@ class FamilySpec:
         return getattr(diffusers, self.network_class)
 
     def load_network(self, path, dtype: torch.dtype = torch.float32) -> nn.Module:
-        return self.diffusers_class().from_pretrained(path, torch_dtype=dtype)
+        from ...errors import reading_weights
+
+        with reading_weights(path, f"{self.network_class} weights"):
+            return self.diffusers_class().from_pretrained(path, torch_dtype=dtype)
 
     def build_network(self, latent_channels: int, text_dim: int, sample_size: int,
                       options: Mapping[str, Any]) -> nn.Module:
