@@ -134,6 +134,8 @@ def existing_output_problem(value: str, flag: str, kind: str, overwrite: bool, r
     output that holds something needs ``--overwrite`` (a run folder: ``--resume`` continues it), and ``--resume``
     needs a run to continue."""
     path = Path(value).expanduser()
+    if kind != "path" and path.is_file():
+        return f"{flag} {value} is a file; give a folder (new, or one this command wrote)"
     if kind == "reused":
         return None
     if kind == "run" and resume:

@@ -39,6 +39,6 @@ class reading_weights:
                 isinstance(error, RuntimeError) and "size mismatch" in str(error)):
             return False
         lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-        reason = lines[0][:160] if lines else type(error).__name__
+        reason = lines[0].split(" for '")[0][:160] if lines else type(error).__name__
         raise VideoCMError(f"the {self.what} in {self.path} cannot be read ({reason}): the file is missing, "
                            f"truncated or damaged; copy the folder again or re-save it") from None

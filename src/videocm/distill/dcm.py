@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from ..config import (Count, Decay, Fraction, Natural, NonNegative, Positive, RunFolder, clear_outputs,
-                      existing_output_problem, is_run_folder, write_config)
+                      existing_output_problem, holds_something, is_run_folder, write_config)
 from ..diffusion import skipping_grid
 from ..diffusion.phased import segment_bounds
 from ..diffusion.sampling import concat_conditioning
@@ -466,9 +466,22 @@ def distill_dcm(config: DCMConfig, progress: bool = True, monitor: Monitor | Non
     state = PartialState(cpu=config.cpu)
     if state.is_main_process:
         clear_outputs(config)
+    fresh = not holds_something(out)
+    state.wait_for_everyone()
+    if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         write_config(config, out)
-    state.wait_for_everyone()
+    try:
+        return _run_stages(config, state, monitor, progress)
+    except VideoCMError:
+        trained = any(stages_root.glob("expert-*/checkpoints/step-*")) or any(stages_root.glob(f"expert-*/{DONE}"))
+        if fresh and not trained and state.is_main_process:  # refused before it trained: nothing worth keeping
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _run_stages(config: DCMConfig, state, monitor, progress: bool) -> dict:
+    out = Path(config.out)
     device = state.device
     summaries, experts, semantic = {}, [], None
     for expert in range(config.phases if config.detail_steps > 0 else 1):

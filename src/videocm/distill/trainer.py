@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import (Count, Decay, Fraction, Natural, NonNegative, Positive, RunFolder, clear_outputs,
-                      existing_output_problem)
+                      existing_output_problem, holds_something)
 from ..errors import VideoCMError
 from .ema import EMAState
 from .parallel import make_engine
@@ -218,6 +218,9 @@ def check_run_folder(config: TrainConfig) -> None:
     problem = existing_output_problem(config.out, "--out", "run", config.overwrite, config.resume)
     if problem:
         raise VideoCMError(problem)
+    if config.batch_size % config.gradient_accumulation_steps:
+        raise VideoCMError(f"--batch-size {config.batch_size} does not split into --gradient-accumulation-steps "
+                           f"{config.gradient_accumulation_steps}; use a multiple of it")
     newest = latest_checkpoint(Path(config.out)) if config.resume else None
     if newest is not None and checkpoint_step(newest) >= config.steps:
         done = checkpoint_step(newest)
@@ -409,17 +412,30 @@ def run_and_summarise(config: TrainConfig, make_task, progress: bool = True, mon
     state = PartialState(cpu=config.cpu)
     if state.is_main_process:
         clear_outputs(config)
-        write_config(config, config.out)
+    fresh = not holds_something(Path(config.out))
     state.wait_for_everyone()
+    if state.is_main_process:
+        write_config(config, config.out)
     began = time.time()
-    task = make_task(config)
-    plain = lambda: make_task(dataclasses.replace(config, parallel="ddp", cpu=True))  # noqa: E731
-    summary = train(task, config, progress, monitor=monitor, make_plain_task=plain)
+    try:
+        task = make_task(config)
+        plain = lambda: make_task(dataclasses.replace(config, parallel="ddp", cpu=True))  # noqa: E731
+        summary = train(task, config, progress, monitor=monitor, make_plain_task=plain)
+    except VideoCMError:
+        _remove_if_refused(Path(config.out), fresh, state.is_main_process)
+        raise
     summary["seconds_total"] = round(time.time() - began, 1)
     summary["parameters"] = sum(p.numel() for p in task.model.parameters())
     summary["trainable_parameters"] = sum(p.numel() for p in task.model.parameters() if p.requires_grad)
     (Path(config.out) / "train_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _remove_if_refused(out: Path, fresh: bool, main: bool) -> None:
+    """A run refused before it trained (a teacher that does not load, a batch that does not split) leaves no
+    folder behind when it made the folder: nothing there is worth keeping, and a second try needs no flag."""
+    if main and fresh and latest_checkpoint(out) is None and not (out / "train_log.csv").exists():
+        shutil.rmtree(out, ignore_errors=True)
 
 
 class _ema_weights:
