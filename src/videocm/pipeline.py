@@ -152,6 +152,10 @@ class VideoPipeline:
                                           controls)
         if timesteps is not None:
             raise VideoCMError("explicit timesteps are for students; give a teacher --steps")
+        most = getattr(self.model.schedule, "num_train_timesteps", None)
+        if getattr(self.model.schedule, "kind", "") == "vp" and most is not None and not 1 <= steps <= most:
+            raise VideoCMError(f"steps must be between 1 and {most} for this teacher (a schedule of {most} discrete "
+                               f"timesteps), got {steps}")
         guidance = self.model.default_guidance if guidance is None else guidance
         if negative_prompt and guidance == 1.0:
             raise VideoCMError("at guidance 1 the teacher makes no unconditional pass, so a negative prompt would "

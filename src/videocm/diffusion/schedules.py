@@ -21,8 +21,6 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..errors import VideoCMError
-
 VP_PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
@@ -140,8 +138,7 @@ class VPSchedule:
         """
         n = self.num_train_timesteps
         if not 1 <= num_steps <= n:
-            raise VideoCMError(f"steps must be between 1 and {n} for this model (a discrete schedule of {n} "
-                               f"timesteps), got {num_steps}")
+            raise ValueError(f"num_steps must be in [1, {n}], got {num_steps}")
         if self.timestep_spacing == "linspace":
             steps = np.linspace(0, n - 1, num_steps).round()[::-1].copy().astype(np.int64)
         elif self.timestep_spacing == "leading":
