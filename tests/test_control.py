@@ -197,10 +197,10 @@ def test_train_control_learns_only_the_branch_and_samples_with_teacher_and_stude
     assert controlled.shape == clip.video.shape and controlled.dtype == np.uint8
     assert main(["sample", "--model", str(teacher_path), "--prompt", clip.caption, "--steps", "2", "--out",
                  str(out), "--control-model", str(tmp_path / "control"), "--control",
-                 str(tmp_path / "control.npy"), "--control-scale", "0"]) == 0
+                 str(tmp_path / "control.npy"), "--control-scale", "0", "--overwrite"]) == 0
     uncontrolled_by_scale = np.load(out)
     assert main(["sample", "--model", str(teacher_path), "--prompt", clip.caption, "--steps", "2", "--out",
-                 str(out)]) == 0
+                 str(out), "--overwrite"]) == 0
     assert np.array_equal(np.load(out), uncontrolled_by_scale)
     assert not np.array_equal(controlled, uncontrolled_by_scale)
 

@@ -225,7 +225,7 @@ def test_gradient_accumulation_equals_one_large_batch(tiny_teachers, tmp_path):
     assert any(not torch.equal(a[key], teacher[key]) for key in a)
     for key in a:
         torch.testing.assert_close(b[key], a[key], atol=1e-5, rtol=1e-4, msg=key)
-    with pytest.raises(VideoCMError, match="does not split into 3 accumulation steps"):
+    with pytest.raises(VideoCMError, match="does not split into --gradient-accumulation-steps 3"):
         distill(tiny_lcm(tiny_teachers["wan"], tmp_path / "bad", gradient_accumulation_steps=3, **common),
                 progress=False)
 

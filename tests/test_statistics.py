@@ -140,7 +140,7 @@ def test_curves_plots_a_runs_monitor_scores_with_reference_rows(tmp_path, capsys
     assert out.stat().st_size > 5000
     printed = capsys.readouterr().out
     assert "long: 2 points, last at step 500: fidelity_all 0.900, frechet_distance 6.000" in printed
-    assert main(["curves", "--run", str(tmp_path), "--out", str(out)]) == 2
+    assert main(["curves", "--run", str(tmp_path), "--out", str(out), "--overwrite"]) == 2
     assert "samples/scores.jsonl: no such file" in capsys.readouterr().err
     assert main(["curves", "--run", str(tmp_path / "run"), "--reference", f"x={evaluation}#teacher-vp@50"]) == 2
     assert "has no row 'teacher-vp@50'; it has: teacher-vp@4" in capsys.readouterr().err

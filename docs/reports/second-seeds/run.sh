@@ -10,15 +10,16 @@ V=.venv/bin/videocm
 O=outputs/second-seeds
 R=docs/reports/second-seeds
 mkdir -p $O
+started() { [ -f "$1/config.yaml" ] && echo true || echo false; }  # a killed run is continued
 [ -f $O/captions.safetensors ] || $V encode-captions --out $O/captions.safetensors
 [ -f $O/lcm-flow-s1/videocm.json ] || $V distill --method lcm --teacher models/teacher-flow --out $O/lcm-flow-s1 \
   --seed 1 --steps 2800 --batch-size 16 --sample-every 700 --checkpoint-every 200 --warmup-steps 50 --lr 1e-4 \
-  --prompt-cache $O/captions.safetensors --resume "${RESUME:-false}" > $O/lcm-flow-s1.log 2>&1
+  --prompt-cache $O/captions.safetensors --resume $(started $O/lcm-flow-s1) >> $O/lcm-flow-s1.log 2>&1
 [ -f $O/dcm-flow-s1/videocm.json ] || $V distill --method dcm --teacher models/teacher-flow --out $O/dcm-flow-s1 \
   --seed 1 --batch-size 16 --semantic-stop-step 1153 --semantic-minutes 0 --detail-minutes 0 \
-  --checkpoint-every 100 --sample-every 0 --prompt-cache $O/captions.safetensors --resume "${RESUME:-false}" \
-  > $O/dcm-flow-s1.log 2>&1
+  --checkpoint-every 100 --sample-every 0 --prompt-cache $O/captions.safetensors --resume $(started $O/dcm-flow-s1) \
+  >> $O/dcm-flow-s1.log 2>&1
 $V eval --model models/lcm-flow@1,2,4 --model $O/lcm-flow-s1@1,2,4 --model models/dcm-flow@1,2,4 \
   --model $O/dcm-flow-s1@1,2,4 --model models/teacher-flow@4,50 --steps 1,2,4 --n 240 \
   --teacher-model models/teacher-flow --teacher-steps 50 --json $R/eval.json --clip-scores $R/clip-scores.npz \
-  --report $R/report
+  --report $R/report --overwrite

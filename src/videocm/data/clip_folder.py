@@ -63,9 +63,9 @@ def read_clip_folder(folder: Path) -> tuple[list[np.ndarray], list[str]]:
         raise VideoCMError(f"{folder} has no {PROMPTS_FILE}: a clip folder holds 0000.npy ... and {PROMPTS_FILE}")
     prompts = read_user_text(prompts_path).splitlines()
     clips = sorted(p.name for p in folder.glob("[0-9][0-9][0-9][0-9].npy"))
-    if len(clips) != len(prompts):
+    if len(clips) > len(prompts):
         raise VideoCMError(f"{folder} holds {len(clips)} clips but {PROMPTS_FILE} lists {len(prompts)} prompts; "
-                           f"give one prompt a line for each clip 0000.npy ... (nothing is scored otherwise)")
+                           f"give one prompt a line for each clip 0000.npy ... (the others would not be scored)")
     videos = []
     for i in range(len(prompts)):
         path = folder / clip_name(i)

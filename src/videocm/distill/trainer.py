@@ -222,7 +222,8 @@ def check_run_folder(config: TrainConfig) -> None:
         raise VideoCMError(f"--batch-size {config.batch_size} does not split into --gradient-accumulation-steps "
                            f"{config.gradient_accumulation_steps}; use a multiple of it")
     newest = latest_checkpoint(Path(config.out)) if config.resume else None
-    if newest is not None and checkpoint_step(newest) >= config.steps:
+    # finished, unless that last checkpoint is damaged (then train() falls back to an earlier one)
+    if newest is not None and checkpoint_step(newest) >= config.steps and checkpoint_damage(newest) is None:
         done = checkpoint_step(newest)
         raise VideoCMError(f"{config.out} has finished its {done} steps, so there is nothing to resume; pass --steps "
                            f"above {done} to train it further, or choose another --out")
