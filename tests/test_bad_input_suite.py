@@ -84,6 +84,7 @@ CASES = [
     (["distill", "--teacher", "nothere", "--out", "new", "--steps", "1"], 'does not exist'),
     (["distill", "--teacher", TF, "--data", "notrun", "--out", "new", "--steps", "1"], 'holds no video files'),
     (["distill", "--lr", "nan", "--out", "new"], "give a finite number"),
+    (["distill", "--teacher", TF, "--out", "new", "--steps", "1", "--guidance-2", "2"], "two-expert teacher"),
     (["distill", "--steps", "0", "--out", "new"], "--steps must be at least 1"),
     (["distill", "--steps", "-5", "--out", "new"], "--steps must be at least 1"),
     (["distill", "--teacher", TF, "--out", "new", "--batch-size", "3", "--gradient-accumulation-steps", "2"], "does not split"),

@@ -30,6 +30,7 @@ SHAPE = ["--frames", "9", "--height", "32", "--width", "32"]
 TEXT = {"unet3d": [], "cogvideox": ["--max-sequence-length", "16"], "wan": ["--max-sequence-length", "16"],
         "hunyuan": ["--max-sequence-length", "16"], "ltx": ["--max-sequence-length", "16"]}
 PROMPT = "a red 3 moving left"
+MODELS = Path(__file__).resolve().parents[1] / "models"
 TOLERANCE = 2 / 255
 
 
@@ -214,6 +215,54 @@ def test_wan22_two_expert_teacher_switches_at_its_boundary(video_folder, tmp_pat
     assert main(["train-control", "--teacher", str(two), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert "Wan 2.2 two-expert pipeline" in err and "control training" in err and len(err.splitlines()) == 1
+
+
+def test_wan22_guidance_2_guides_the_low_noise_experts_steps(video_folder, tmp_path, monkeypatch, capsys):
+    """WanPipeline's guidance_scale_2: the low-noise transformer's steps take their own guidance, in sampling and in
+    the distillation target; anything else refuses --guidance-2 in one line."""
+    from tiny_pipelines import build_tiny_wan22
+    from videocm.diffusion import sampling
+    from videocm.distill import lcm
+    from videocm.models.folder import load_model
+    from videocm.pipeline import VideoPipeline
+
+    two = build_tiny_wan22(tmp_path / "wan22")
+    pipeline = VideoPipeline(load_model(two, "cpu", video_shape=[9, 32, 32], max_sequence_length=16))
+    seen, real_guided = [], sampling.guided_output
+
+    def spy(denoiser, x, timestep, cond, uncond=None, guidance_scale=1.0, paired=None):
+        seen.append((float(timestep[0]), guidance_scale))
+        return real_guided(denoiser, x, timestep, cond, uncond, guidance_scale, paired)
+
+    monkeypatch.setattr(sampling, "guided_output", spy)
+    split = pipeline.generate([PROMPT], [0], 6, 4.0, guidance_2=2.0)
+    assert {g for t, g in seen if t >= 875} == {4.0} and {g for t, g in seen if t < 875} == {2.0}
+    assert np.array_equal(pipeline.generate([PROMPT], [0], 6, 4.0, guidance_2=4.0),
+                          pipeline.generate([PROMPT], [0], 6, 4.0))
+    assert not np.array_equal(split[0], pipeline.generate([PROMPT], [0], 6, 4.0)[0])
+    capsys.readouterr()
+    assert main(["sample", "--model", str(MODELS / "teacher-flow"), "--prompt", PROMPT, "--guidance-2", "2",
+                 "--out", str(tmp_path / "x.npy")]) == 2
+    assert "two-expert teacher" in capsys.readouterr().err
+    # the distillation target: rows whose high time is the low-noise expert's take --guidance-2
+    config = lcm.LCMConfig(teacher=str(two), data=str(video_folder), out=str(tmp_path / "run"), frames=9, height=32,
+                           width=32, max_sequence_length=16, batch_size=8, guidance=4.0, guidance_2=2.0, cpu=True)
+    task = lcm.LCMTask(config)
+    caught = {}
+    real_step = lcm.consistency_step
+
+    def step_spy(*args, **kwargs):
+        caught["index"], caught["skip"], caught["w"] = args[8], args[9], args[12]
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(lcm, "consistency_step", step_spy)
+    d = task.distillation
+    d.loss(task.model, d.teacher, (0, config.grid_points), np.random.default_rng(3), torch.Generator().manual_seed(3),
+           "cpu", 8, (0, 1))
+    high = d.schedule.model_timestep(d.grid[caught["index"] + caught["skip"]]) >= 875
+    assert 0 < int(high.sum()) < 8  # both experts' rows in the batch
+    torch.testing.assert_close(caught["w"], torch.where(high, 4.0, 2.0).float())
+    assert d.student_info().guidance.scale_2 == 2.0
 
 
 def test_ltx_teacher_is_read_as_its_pipeline_runs_it(pipelines, tmp_path, capsys):

@@ -138,12 +138,18 @@ class VideoPipeline:
     def generate(self, prompts: list[str], seeds: list[int], steps: int | None = None,
                  guidance: float | None = None, meter=None, negative_prompt: str = "",
                  progress: bool = False, timesteps: list[float] | None = None, noise: str = "videocm",
-                 controls: list[np.ndarray] | None = None) -> list[np.ndarray]:
+                 controls: list[np.ndarray] | None = None, guidance_2: float | None = None) -> list[np.ndarray]:
         """``timesteps``: explicit sampling times for a student (descending, the schedule's time), instead of
         ``steps`` spread over its grid. ``noise``: a student's re-noising convention (module docstring).
-        ``controls``: one uint8 silhouette ``(T, H, W, 1)`` per prompt, for a pipeline with a control branch."""
+        ``controls``: one uint8 silhouette ``(T, H, W, 1)`` per prompt, for a pipeline with a control branch.
+        ``guidance_2``: a Wan 2.2 two-expert teacher's guidance at the low-noise expert's steps (WanPipeline's
+        ``guidance_scale_2``; None: ``guidance`` at every step)."""
         meter = meter or _Uncounted()
         steps = steps or self.model.default_steps
+        boundary = getattr(self.model.denoiser, "boundary", None)
+        if guidance_2 is not None and (self.model.is_student or boundary is None):
+            raise VideoCMError(f"--guidance-2 is the low-noise expert's guidance of a Wan 2.2 two-expert teacher; "
+                               f"{self.name} is {'a student (its guidance is folded in)' if self.model.is_student else 'not one'}: leave it out")
         if self.model.is_student:
             if negative_prompt:
                 raise VideoCMError("a student makes no unconditional pass (its guidance is folded in or embedded), so "
@@ -157,7 +163,7 @@ class VideoPipeline:
             raise VideoCMError(f"steps must be between 1 and {most} for this teacher (a schedule of {most} discrete "
                                f"timesteps), got {steps}")
         guidance = self.model.default_guidance if guidance is None else guidance
-        if negative_prompt and guidance == 1.0:
+        if negative_prompt and guidance == 1.0 and guidance_2 in (None, 1.0):
             raise VideoCMError("at guidance 1 the teacher makes no unconditional pass, so a negative prompt would "
                                "change nothing: give --guidance above 1 or leave --negative-prompt out")
         with meter.phase("text"):
@@ -169,8 +175,17 @@ class VideoPipeline:
                     uncond["control"] = cond["control"]
         with meter.phase("denoise"):
             noise = initial_noise(seeds, self.model.latent_shape, self.device)
+            scales = guidance
+            if guidance_2 is not None:  # as WanPipeline: guidance_scale_2 where the low-noise transformer runs
+                at = self.model.schedule.model_timestep(self.model.schedule.sampling_times(steps)[:-1])
+                scales = [guidance if float(t) >= boundary else guidance_2 for t in at]
+                if uncond is None and guidance_2 != 1.0:
+                    uncond = {k: v.to(self.device) for k, v in
+                              self.text.encode([negative_prompt] * len(prompts)).items()}
+                    if "control" in cond:
+                        uncond["control"] = cond["control"]
             latents = sample_teacher(meter.counted(self._denoiser), noise, self.model.schedule, steps, cond,
-                                     uncond, guidance, progress=progress)
+                                     uncond, scales, progress=progress)
         with meter.phase("decode"):
             clips = to_uint8_frames(self.model.vae.decode(latents))
         meter.clips += len(prompts)

@@ -40,6 +40,7 @@ class SampleConfig:
     steps: Count | None = None  # sampling steps (default: the model's)
     timesteps: list[float] = field(default_factory=list)  # students: descending times instead of --steps (VP 999,759,..; flow 1.0,0.75,..)
     guidance: NonNegative | None = None  # guidance scale (default: the model's)
+    guidance_2: NonNegative | None = None  # Wan 2.2 two-expert teachers: the low-noise transformer's guidance (WanPipeline's guidance_scale_2; default: --guidance)
     negative_prompt: str = ""  # unconditional input for guidance
     seed: Natural = 0  # clip i uses seed S+i
     batch_size: Count = 16  # clips generated together
@@ -112,7 +113,7 @@ def run_sample(config: SampleConfig) -> int:
         clips += pipeline.generate(prompts[start:start + batch], seeds[start:start + batch],
                                    config.steps, config.guidance, negative_prompt=config.negative_prompt,
                                    progress=len(prompts) == 1, timesteps=config.timesteps or None,
-                                   noise=config.noise,
+                                   noise=config.noise, guidance_2=config.guidance_2,
                                    controls=None if controls is None else controls[start:start + batch])
     if config.prompt is not None:
         print(f"wrote {write_clip(out, clips[0], fmt)}")

@@ -8,7 +8,7 @@ mask ``(B, L)``). The output has ``x``'s shape and is interpreted by ``schedule.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -67,7 +67,7 @@ def sample_teacher(
     num_steps: int,
     cond: Conditioning,
     uncond: Conditioning | None = None,
-    guidance_scale: float = 1.0,
+    guidance_scale: float | Sequence[float] = 1.0,
     times: torch.Tensor | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
     progress: bool = False,
@@ -76,7 +76,8 @@ def sample_teacher(
 
     DDIM (eta 0) for VP schedules, Euler for flow schedules, over ``schedule.sampling_times(num_steps)`` unless
     ``times`` (descending, ending at the clean terminal) is given. ``noise``: ``(B, C, T, H, W)``; returns the same
-    shape. ``callback`` receives ``{"step", "t", "x", "x0"}`` after every step.
+    shape. ``callback`` receives ``{"step", "t", "x", "x0"}`` after every step. ``guidance_scale``: one scale, or
+    one per step (Wan 2.2's two experts each have their own).
     """
     times = schedule.sampling_times(num_steps) if times is None else times
     x = noise
@@ -84,10 +85,14 @@ def sample_teacher(
     # everything the loop needs on the device, copied once: no host-device traffic between network calls
     on_device = times.to(x.device)
     timesteps = schedule.model_timestep(on_device).to(x.device)
-    paired = concat_conditioning(uncond, cond) if uncond is not None and guidance_scale != 1.0 else None
+    scales = [float(guidance_scale)] * (len(times) - 1) if isinstance(guidance_scale, (int, float)) else \
+        [float(g) for g in guidance_scale]
+    if len(scales) != len(times) - 1:
+        raise ValueError(f"{len(scales)} guidance scales for {len(times) - 1} steps")
+    paired = concat_conditioning(uncond, cond) if uncond is not None and any(g != 1.0 for g in scales) else None
     for i in tqdm(range(len(times) - 1), desc="sampling", disable=not progress, leave=False):
         t, s = on_device[i], on_device[i + 1]
-        output = guided_output(denoiser, x, timesteps[i].expand(batch), cond, uncond, guidance_scale, paired)
+        output = guided_output(denoiser, x, timesteps[i].expand(batch), cond, uncond, scales[i], paired)
         if callback is not None:
             x0, _ = x0_and_noise(schedule, output, x, t)
             x = ode_step(schedule, output, x, t, s)

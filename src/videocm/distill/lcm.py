@@ -61,6 +61,7 @@ class LCMConfig(TrainConfig):
     skip: Count = 1  # k, in grid steps
     # guidance (diffusers' scale: 1 = none); None = the teacher's default guidance
     guidance: NonNegative | None = None  # teacher guidance in the target (diffusers' scale, 1: none; None: the teacher's)
+    guidance_2: NonNegative | None = None  # Wan 2.2 two-expert teachers: the guidance where the low-noise transformer runs (WanPipeline's guidance_scale_2; None: --guidance)
     guidance_range: list[float] = field(default_factory=list)  # [w_min, w_max]: guidance embedding in the student
     negative_prompt: str = ""  # the teacher's unconditional input for guidance
     # consistency function and target
@@ -234,7 +235,8 @@ def student_info(config: LCMConfig, teacher: ModelInfo, guidance: float, phased=
         default = float(min(max(guidance, c.guidance_range[0]), c.guidance_range[1]))
         section = GuidanceInfo("embedded", range=list(c.guidance_range), default=default)
     else:
-        section = GuidanceInfo("fixed", scale=guidance)
+        section = GuidanceInfo("fixed", scale=guidance,
+                               scale_2=None if c.guidance_2 is None else float(c.guidance_2))
         default = guidance
     return teacher.replace(
         kind="student", method=c.method, default_steps=c.default_steps, default_guidance=default,
@@ -265,6 +267,14 @@ class Distillation:
                 raise VideoCMError("this teacher embeds guidance in its network; --guidance-range is not supported")
             denoiser = denoiser.with_embedded_guidance(self.guidance)
         self.teacher = denoiser
+        self.guidance_2 = config.guidance_2
+        if self.guidance_2 is not None:
+            if getattr(denoiser, "boundary", None) is None:
+                raise VideoCMError(f"--guidance-2 is the low-noise expert's guidance of a Wan 2.2 two-expert teacher; "
+                                   f"{config.teacher} is not one: leave it out")
+            if config.guidance_range:
+                raise VideoCMError("give --guidance-2 or --guidance-range, not both (a guidance embedding takes one "
+                                   "scale for every timestep)")
         self.text = teacher_text(teacher, config.prompt_cache)
         self.batches = training_batches(config, teacher, self.text, device)
         self.negative = {k: v.to(device) for k, v in self.text.encode([config.negative_prompt]).items()}
@@ -308,6 +318,9 @@ class Distillation:
         latents, text, _ = self.batches.draw(n, rng, shard, device)
         index, skip, w, noise = draw_consistency_batch(rng, generator, n, rows, segment, c.skip, latents.shape[1:],
                                                        device, self.guidance_weights)
+        if self.guidance_2 is not None:  # the low-noise expert's rows take its own weight, as WanPipeline does
+            low = self.schedule.model_timestep(self.grid[index + skip]).to(device) < self.teacher.boundary
+            w = torch.where(low, torch.full_like(w, self.guidance_2), w)
         student_cond = {**text, "guidance": w} if c.guidance_range else text
         terms = consistency_step(student, target, self.teacher, self.schedule, self.grid, segment[0], latents, noise,
                                  index, skip, text, expanded(self.negative, len(w)), w, student_cond, c.sigma_data,

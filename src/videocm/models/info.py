@@ -36,6 +36,7 @@ class GuidanceInfo:
 
     mode: str = "fixed"
     scale: float | None = None
+    scale_2: float | None = None  # Wan 2.2 two-expert teachers: the scale folded in at the low-noise expert's steps
     range: list[float] | None = None
     default: float | None = None
 
