@@ -319,6 +319,53 @@ def test_family_spec_names_modules_of_the_pipeline_network(pipelines, layout):
 
 
 @pytest.mark.slow
+def test_cogvideox_image_to_video_teacher_distils_and_exports(video_folder, tmp_path, capsys):
+    """CogVideoXImageToVideoPipeline (CogVideoX-5b-I2V's layout): the first frame's latents are made as the
+    pipeline makes them (the posterior sampled with the clip's generator first); an LCM student trains on each
+    clip's own first frame, exports as the same layout, and the stock pipeline given the image reproduces
+    `videocm sample --image`; without an image it is a one-line error."""
+    from diffusers import DiffusionPipeline
+    from PIL import Image
+    from tiny_pipelines import build_tiny_cogvideox_i2v
+    from videocm.data.moving_digits import make_clip
+    from videocm.models.folder import load_model
+    from videocm.pipeline import VideoPipeline
+
+    folder = build_tiny_cogvideox_i2v(tmp_path / "i2v")
+    teacher = load_model(folder, "cpu", video_shape=[9, 32, 32], max_sequence_length=16)
+    assert teacher.info.image_condition == "channels"
+    frame = make_clip(3, 0, "test").video[0]
+    np.save(tmp_path / "first.npy", frame)
+    stock = DiffusionPipeline.from_pretrained(folder)
+    image = stock.video_processor.preprocess(Image.fromarray(frame), height=32, width=32)
+    _, theirs = stock.prepare_latents(image, 1, 4, 9, 32, 32, torch.float32, "cpu",
+                                      torch.Generator().manual_seed(7))
+    ours = VideoPipeline(teacher).image_latents([frame], 1, [torch.Generator().manual_seed(7)])
+    torch.testing.assert_close(ours, theirs.permute(0, 2, 1, 3, 4), rtol=1e-5, atol=1e-5)
+    capsys.readouterr()
+    assert main(["sample", "--model", str(folder), "--prompt", PROMPT, "--out", str(tmp_path / "x.npy"), *SHAPE,
+                 "--max-sequence-length", "16"]) == 2
+    assert "image-to-video model: give the first frame (--image FILE)" in capsys.readouterr().err
+    student = tmp_path / "student"
+    distil("cogvideox", "lcm", folder, video_folder, student)
+    assert main(["sample", "--model", str(student), "--prompt", PROMPT, "--image", str(tmp_path / "first.npy"),
+                 "--out", str(tmp_path / "clip.npy"), "--steps", "2", "--seed", "5"]) == 0
+    clip = np.load(tmp_path / "clip.npy").astype(np.float32) / 255
+    assert main(["export", "--model", str(student), "--out", str(tmp_path / "export")]) == 0
+    assert "image=image" in (tmp_path / "export" / "HOW_TO_USE.md").read_text()
+    pipe = DiffusionPipeline.from_pretrained(tmp_path / "export")
+    assert type(pipe).__name__ == "CogVideoXImageToVideoPipeline"
+    pipe.set_progress_bar_config(disable=True)
+
+    def exported(first):
+        generator = torch.Generator().manual_seed(5)
+        return pipe(image=Image.fromarray(first), prompt=PROMPT, num_inference_steps=2, guidance_scale=1.0,
+                    generator=generator, output_type="np", **call_kwargs("cogvideox")).frames[0]
+
+    assert np.abs(exported(frame) - clip).max() <= TOLERANCE
+    assert np.abs(exported(make_clip(4, 0, "test").video[0]) - clip).max() > 4 * TOLERANCE  # the image matters
+
+
 def test_ti2v_layout_distils_and_exports_text_to_video(video_folder, tmp_path):
     """Wan 2.2 TI2V-5B's layout in WanPipeline (expand_timesteps, the residual 16x VAE): the teacher's network
     given one timestep per clip equals the pipeline's one per token; an LCM student exports as the same layout and

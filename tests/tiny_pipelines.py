@@ -455,3 +455,19 @@ def build_tiny_wan22_ti2v(out: Path, seed: int = 0) -> Path:
     out = Path(out)
     pipe.save_pretrained(out)
     return out
+
+
+def build_tiny_cogvideox_i2v(out: Path, seed: int = 0) -> Path:
+    """The tiny CogVideoX pipeline as ``CogVideoXImageToVideoPipeline`` (CogVideoX-5b-I2V's layout): the same parts,
+    its transformer taking twice the latent channels (noisy latents and the first frame's latents); saved into
+    ``out``. Called with ``image=`` a PIL image (or tensor) of the first frame."""
+    from diffusers import CogVideoXImageToVideoPipeline, CogVideoXTransformer3DModel
+
+    base = make_tiny_pipeline("cogvideox", seed)
+    config = dict(base.transformer.config)
+    torch.manual_seed(seed + 3)
+    transformer = CogVideoXTransformer3DModel(**{**{k: v for k, v in config.items() if not k.startswith("_")},
+                                                 "in_channels": 2 * config["out_channels"]})
+    CogVideoXImageToVideoPipeline(tokenizer=base.tokenizer, text_encoder=base.text_encoder, vae=base.vae,
+                                  transformer=transformer, scheduler=base.scheduler).save_pretrained(Path(out))
+    return Path(out)

@@ -54,17 +54,19 @@ def drawn_in_order(shape: tuple[int, ...], order: str, generator: torch.Generato
 
 
 def sampling_noise(seeds: list[int], shape: tuple[int, ...], mode: str, device: str | torch.device = "cpu",
-                   pipeline_class: str | None = None) -> tuple[torch.Tensor, NoiseSource]:
+                   pipeline_class: str | None = None, generators: list[torch.Generator] | None = None
+                   ) -> tuple[torch.Tensor, NoiseSource]:
     """Starting noise ``(B, *shape)`` and the re-noising source of a student (see the module docstring);
-    ``pipeline_class``: the diffusers pipeline whose drawing order ``noise="diffusers"`` follows."""
+    ``pipeline_class``: the diffusers pipeline whose drawing order ``noise="diffusers"`` follows; ``generators``:
+    clip ``i``'s generator, already drawn from (an image-to-video pipeline samples the image's latents first)."""
     if mode == "videocm":
         return initial_noise(seeds, shape, device), seeded_noise(seeds, device)
     if mode != "diffusers":
         raise VideoCMError(f"noise mode {mode!r}: use one of {', '.join(NOISE_MODES)}")
-    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    generators = generators or [torch.Generator().manual_seed(int(s)) for s in seeds]
     spec = family_for_pipeline(pipeline_class)
     # the pipeline's drawing order per clip (the axes of the tensor it draws; see PipelineLayout.noise_orders)
-    initial_order, renoise_order = spec.pipeline.noise_orders if spec else ("CThw", "CThw")
+    initial_order, renoise_order = spec.layout(pipeline_class).noise_orders if spec else ("CThw", "CThw")
 
     def drawer(order: str) -> NoiseSource:
         def draw(step: int, step_shape: tuple[int, ...]) -> torch.Tensor:
@@ -122,6 +124,36 @@ class VideoPipeline:
         self.controlled = branch is not None
         return self
 
+    def image_latents(self, images: list[np.ndarray] | None, count: int,
+                      generators: list[torch.Generator] | None = None) -> torch.Tensor | None:
+        """An image-to-video model's first-frame condition ``(B, C, T, h, w)`` of uint8 frames ``(H, W, 3)``, one
+        per clip: the VAE latents of each image as a one-frame video, zero beyond the first latent frame, as
+        CogVideoXImageToVideoPipeline makes them (the posterior sampled with clip i's generator when given, as the
+        pipeline does; its mode otherwise). None for a model that takes no image."""
+        condition = self.model.info.image_condition
+        if not condition:
+            if images is not None:
+                raise VideoCMError(f"{self.name} is a text-to-video model: it takes no image; leave --image out")
+            return None
+        if images is None:
+            raise VideoCMError(f"{self.name} is an image-to-video model: give the first frame (--image FILE)")
+        if len(images) != count:
+            raise VideoCMError(f"{len(images)} images for {count} prompts: give one per prompt")
+        frames, height, width = self.model.info.video_shape
+        rows = []
+        for i, image in enumerate(images):
+            image = np.asarray(image)
+            if image.dtype != np.uint8 or image.shape != (height, width, 3):
+                raise VideoCMError(f"the first frame must be uint8 of shape ({height}, {width}, 3) for {self.name}, "
+                                   f"got {image.dtype} {tuple(image.shape)}")
+            video = torch.from_numpy(image).permute(2, 0, 1)[:, None].float().div(127.5).sub(1)[None]
+            generator = generators[i] if generators is not None else None
+            rows.append(self.model.vae.encode(video.to(self.device), sample=generator is not None,
+                                              generator=generator))
+        first = torch.cat(rows)  # (B, C, 1, h, w)
+        padding = first.new_zeros(first.shape[0], first.shape[1], self.model.latent_shape[1] - 1, *first.shape[3:])
+        return torch.cat([first, padding], dim=2).to(self.device)
+
     def _conditioning(self, prompts: list[str], controls) -> dict[str, torch.Tensor]:
         """Text states of ``prompts`` and, with ``controls`` (uint8 silhouettes ``(T, H, W, 1)``, one per
         prompt), their control latents."""
@@ -138,12 +170,14 @@ class VideoPipeline:
     def generate(self, prompts: list[str], seeds: list[int], steps: int | None = None,
                  guidance: float | None = None, meter=None, negative_prompt: str = "",
                  progress: bool = False, timesteps: list[float] | None = None, noise: str = "videocm",
-                 controls: list[np.ndarray] | None = None, guidance_2: float | None = None) -> list[np.ndarray]:
+                 controls: list[np.ndarray] | None = None, guidance_2: float | None = None,
+                 images: list[np.ndarray] | None = None) -> list[np.ndarray]:
         """``timesteps``: explicit sampling times for a student (descending, the schedule's time), instead of
         ``steps`` spread over its grid. ``noise``: a student's re-noising convention (module docstring).
         ``controls``: one uint8 silhouette ``(T, H, W, 1)`` per prompt, for a pipeline with a control branch.
         ``guidance_2``: a Wan 2.2 two-expert teacher's guidance at the low-noise expert's steps (WanPipeline's
-        ``guidance_scale_2``; None: ``guidance`` at every step)."""
+        ``guidance_scale_2``; None: ``guidance`` at every step). ``images``: an image-to-video model's first frame
+        of each clip, uint8 ``(H, W, 3)``."""
         meter = meter or _Uncounted()
         steps = steps or self.model.default_steps
         boundary = getattr(self.model.denoiser, "boundary", None)
@@ -155,7 +189,7 @@ class VideoPipeline:
                 raise VideoCMError("a student makes no unconditional pass (its guidance is folded in or embedded), so "
                                    "a negative prompt would change nothing: leave --negative-prompt out")
             return self._generate_student(prompts, seeds, steps, guidance, meter, progress, timesteps, noise,
-                                          controls)
+                                          controls, images)
         if timesteps is not None:
             raise VideoCMError("explicit timesteps are for students; give a teacher --steps")
         most = getattr(self.model.schedule, "num_train_timesteps", None)
@@ -168,11 +202,15 @@ class VideoPipeline:
                                "change nothing: give --guidance above 1 or leave --negative-prompt out")
         with meter.phase("text"):
             cond = self._conditioning(prompts, controls)
+            image = self.image_latents(images, len(prompts))
+            if image is not None:
+                cond["image_latents"] = image
             uncond = None
             if guidance != 1.0:
                 uncond = {k: v.to(self.device) for k, v in self.text.encode([negative_prompt] * len(prompts)).items()}
-                if "control" in cond:  # the control applies to both halves of guidance, as in ControlNet
-                    uncond["control"] = cond["control"]
+                for shared in ("control", "image_latents"):  # both halves of guidance see them, as the pipelines do
+                    if shared in cond:
+                        uncond[shared] = cond[shared]
         with meter.phase("denoise"):
             noise = initial_noise(seeds, self.model.latent_shape, self.device)
             scales = guidance
@@ -182,8 +220,9 @@ class VideoPipeline:
                 if uncond is None and guidance_2 != 1.0:
                     uncond = {k: v.to(self.device) for k, v in
                               self.text.encode([negative_prompt] * len(prompts)).items()}
-                    if "control" in cond:
-                        uncond["control"] = cond["control"]
+                    for shared in ("control", "image_latents"):
+                        if shared in cond:
+                            uncond[shared] = cond[shared]
             latents = sample_teacher(meter.counted(self._denoiser), noise, self.model.schedule, steps, cond,
                                      uncond, scales, progress=progress)
         with meter.phase("decode"):
@@ -192,7 +231,7 @@ class VideoPipeline:
         return clips
 
     def _generate_student(self, prompts, seeds, steps, guidance, meter, progress, timesteps=None,
-                          noise_mode: str = "videocm", controls=None) -> list[np.ndarray]:
+                          noise_mode: str = "videocm", controls=None, images=None) -> list[np.ndarray]:
         """Multistep consistency sampling (expert-switching for a phased student): one network evaluation per
         step, guidance folded in or embedded."""
         info = self.model.info
@@ -216,8 +255,13 @@ class VideoPipeline:
                 raise VideoCMError(str(error)) from error
         else:
             times = consistency_times(grid, steps)
+        generators = ([torch.Generator().manual_seed(int(s)) for s in seeds] if noise_mode == "diffusers" and
+                      info.image_condition else None)
         with meter.phase("text"):
             cond = self._conditioning(prompts, controls)
+            image = self.image_latents(images, len(prompts), generators)
+            if image is not None:
+                cond["image_latents"] = image
         if info.guidance_embedded:
             low, high = info.guidance.range
             w = float(info.guidance.default if guidance is None else guidance)
@@ -229,7 +273,7 @@ class VideoPipeline:
                                f"leave --guidance out (or distil with --guidance-range to choose it when sampling)")
         with meter.phase("denoise"):
             noise, renoise = sampling_noise(seeds, self.model.latent_shape, noise_mode, self.device,
-                                            info.pipeline_class)
+                                            info.pipeline_class, generators)
             scalings = (float(consistency.sigma_data), float(consistency.timestep_scaling))
             if experts is not None:
                 latents = sample_phased([meter.counted(e) for e in experts], noise, self.model.schedule, grid,

@@ -40,6 +40,7 @@ class SampleConfig:
     steps: Count | None = None  # sampling steps (default: the model's)
     timesteps: list[float] = field(default_factory=list)  # students: descending times instead of --steps (VP 999,759,..; flow 1.0,0.75,..)
     guidance: NonNegative | None = None  # guidance scale (default: the model's)
+    image: str | None = None  # image-to-video models: the first frame of every clip (.png/.jpg, .npy, or a video's first frame)
     guidance_2: NonNegative | None = None  # Wan 2.2 two-expert teachers: the low-noise transformer's guidance (WanPipeline's guidance_scale_2; default: --guidance)
     negative_prompt: str = ""  # unconditional input for guidance
     seed: Natural = 0  # clip i uses seed S+i
@@ -106,6 +107,11 @@ def run_sample(config: SampleConfig) -> int:
         branch, _ = load_control(control.control_model, device)
         pipeline.use_control(branch, control.control_scale)
         controls = [read_control(control.control, tuple(model.info.video_shape))] * len(prompts)
+    images = None
+    if config.image is not None:
+        from .data.video_io import read_first_frame
+
+        images = [read_first_frame(config.image)] * len(prompts)
     seeds = [config.seed + i for i in range(len(prompts))]
     clips: list[np.ndarray] = []
     batch = config.batch_size
@@ -114,6 +120,7 @@ def run_sample(config: SampleConfig) -> int:
                                    config.steps, config.guidance, negative_prompt=config.negative_prompt,
                                    progress=len(prompts) == 1, timesteps=config.timesteps or None,
                                    noise=config.noise, guidance_2=config.guidance_2,
+                                   images=None if images is None else images[start:start + batch],
                                    controls=None if controls is None else controls[start:start + batch])
     if config.prompt is not None:
         print(f"wrote {write_clip(out, clips[0], fmt)}")

@@ -91,3 +91,31 @@ def read_video(path: Path) -> np.ndarray:
     if frames.ndim != 4 or frames.shape[0] == 0:
         raise VideoCMError(f"video {path} has no frames")
     return frames[..., :3].astype(np.uint8)
+
+
+def read_first_frame(path: str | Path) -> np.ndarray:
+    """An image-to-video model's first frame as uint8 ``(H, W, 3)``: a .png/.jpg/.webp image, an ``.npy`` of
+    ``(H, W, 3)`` or ``(T, H, W, 3)`` (its first frame), or a video's first frame."""
+    path = Path(path)
+    if not path.is_file():
+        raise VideoCMError(f"--image {path} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            frame = np.load(path, allow_pickle=False)
+            frame = frame[0] if frame.ndim == 4 else frame
+        elif suffix in (".png", ".jpg", ".jpeg", ".webp", ".bmp"):
+            import imageio.v3 as iio
+
+            frame = iio.imread(path)
+            frame = frame[..., :3] if frame.ndim == 3 else np.repeat(frame[..., None], 3, axis=-1)
+        else:
+            frame = read_video(path)[0]
+    except VideoCMError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any decoder failure is the same user error
+        raise VideoCMError(f"--image {path} could not be read as an image ({str(error).splitlines()[0]})") from None
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
+        raise VideoCMError(f"--image {path} holds {frame.dtype} {tuple(frame.shape)}; give an RGB image (uint8 "
+                           f"(H, W, 3))")
+    return frame

@@ -271,9 +271,12 @@ class DCMStageTask:
         teacher, grid = self.distillation.teacher, self.distillation.grid
         device = next(teacher.parameters()).device
         shape = (1, *self.distillation.teacher_info.latent_shape)
+        probe = dict(self.distillation.negative)
+        if self.distillation.teacher_info.image_condition:
+            probe["image_latents"] = torch.zeros(shape, device=device)
         with torch.no_grad(), self.tap(shape) as tap:
             teacher(torch.zeros(shape, device=device),
-                    self.distillation.schedule.model_timestep(grid[1:2]).to(device), **self.distillation.negative)
+                    self.distillation.schedule.model_timestep(grid[1:2]).to(device), **probe)
         return [f.shape[1] for f in tap.features]
 
     # ---- trainer hooks -------------------------------------------------------------------------------------------

@@ -247,6 +247,14 @@ def student_info(config: LCMConfig, teacher: ModelInfo, guidance: float, phased=
         embedded_guidance=guidance if teacher.embedded_guidance is not None else None)
 
 
+def first_frame_condition(latents: torch.Tensor) -> torch.Tensor:
+    """An image-to-video network's condition from clip latents ``(B, C, T, h, w)``: the first latent frame (a
+    causal video VAE encodes the first frame alone) and zeros after it, as the pipeline pads an image's latents."""
+    condition = torch.zeros_like(latents)
+    condition[:, :, :1] = latents[:, :, :1]
+    return condition
+
+
 class Distillation:
     """What every consistency method of one teacher shares: the frozen teacher (guidance embedded where the
     network takes it), its VAE, schedule and skipping grid, the guidance weight, the text encoder, the training
@@ -275,6 +283,9 @@ class Distillation:
             if config.guidance_range:
                 raise VideoCMError("give --guidance-2 or --guidance-range, not both (a guidance embedding takes one "
                                    "scale for every timestep)")
+        if teacher.info.image_condition and config.sample_every > 0:
+            raise VideoCMError("the periodic samples of an image-to-video student are not supported yet (they need "
+                               "first frames): pass --sample-every 0 and score the student with videocm sample --image")
         self.text = teacher_text(teacher, config.prompt_cache)
         self.batches = training_batches(config, teacher, self.text, device)
         self.negative = {k: v.to(device) for k, v in self.text.encode([config.negative_prompt]).items()}
@@ -316,6 +327,10 @@ class Distillation:
         c = self.config
         rows = shard_rows(n, shard)
         latents, text, _ = self.batches.draw(n, rng, shard, device)
+        negative = expanded(self.negative, latents.shape[0])
+        if self.teacher_info.image_condition:  # image to video: each clip's own first frame conditions it
+            text = {**text, "image_latents": first_frame_condition(latents)}
+            negative["image_latents"] = text["image_latents"]
         index, skip, w, noise = draw_consistency_batch(rng, generator, n, rows, segment, c.skip, latents.shape[1:],
                                                        device, self.guidance_weights)
         if self.guidance_2 is not None:  # the low-noise expert's rows take its own weight, as WanPipeline does
@@ -323,7 +338,7 @@ class Distillation:
             w = torch.where(low, torch.full_like(w, self.guidance_2), w)
         student_cond = {**text, "guidance": w} if c.guidance_range else text
         terms = consistency_step(student, target, self.teacher, self.schedule, self.grid, segment[0], latents, noise,
-                                 index, skip, text, expanded(self.negative, len(w)), w, student_cond, c.sigma_data,
+                                 index, skip, text, negative, w, student_cond, c.sigma_data,
                                  c.timestep_scaling, c.loss, c.huber_c)
         return terms, latents, text
 

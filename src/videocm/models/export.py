@@ -276,7 +276,8 @@ def usage(info: ModelInfo, fmt: str, out: Path, scheduler_class: str, phased: bo
         lines += ["```python", "import torch"]
         if needs_videocm:
             lines.append("import videocm  # noqa: F401 - registers videocm's classes with diffusers")
-        lines += ["from diffusers import DiffusionPipeline", ""]
+        lines += ["from diffusers import DiffusionPipeline"] + (["from PIL import Image"] if info.image_condition
+                                                                 else []) + [""]
         if fmt == "pipeline":
             lines.append(f'pipe = DiffusionPipeline.from_pretrained("{out}")')
         else:
@@ -292,7 +293,12 @@ def usage(info: ModelInfo, fmt: str, out: Path, scheduler_class: str, phased: bo
             lines.append("pipe.scheduler.generator = generator  # re-noising noise (pipelines do not pass theirs)")
         if arguments.get("guidance_scale") == 1.0:
             lines.append("# guidance is folded into the student: guidance_scale=1.0 skips the unconditional pass")
-        lines.append('video = pipe("your prompt",')
+        if info.image_condition:  # image to video: the first frame, of the clip size
+            lines.append(f'image = Image.open("first_frame.png").convert("RGB")  # {arguments.get("width")}x'
+                         f'{arguments.get("height")}, the first frame of the clip')
+            lines.append('video = pipe(image=image, prompt="your prompt",')
+        else:
+            lines.append('video = pipe("your prompt",')
         lines += [f"             {key}={value!r}," for key, value in arguments.items()]
         lines += ["             generator=generator).frames[0]", "```", "",
                   f"These are the arguments the student was distilled with (also in `{CALL_FILE}`)."]

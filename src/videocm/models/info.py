@@ -89,6 +89,7 @@ class ModelInfo:
     pipeline: str | None = None
     pipeline_class: str | None = None
     boundary_ratio: float | None = None  # a Wan 2.2 two-expert teacher: where its pipeline switches transformer
+    image_condition: str | None = None  # image-to-video: how a first frame conditions it (PipelineLayout)
     # fixed keyword arguments of every network call that the pipeline makes (LTX-Video's rope_interpolation_scale)
     network_options: dict | None = None
     # provenance

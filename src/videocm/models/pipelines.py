@@ -57,7 +57,7 @@ def read_model_index(folder: str | Path) -> tuple[dict, FamilySpec]:
     spec = family_for_pipeline(name)
     if spec is None:
         raise VideoCMError(f"{folder} holds a {name} pipeline; videocm distils {', '.join(pipeline_classes())}")
-    for part in (spec.subfolder, "vae", "scheduler", *spec.pipeline.text_parts):
+    for part in (spec.subfolder, "vae", "scheduler", *spec.layout(name).text_parts):
         entry = index.get(part)
         if not entry or entry[0] is None:
             raise VideoCMError(f"{folder}: {MODEL_INDEX} lists no {part}; a {name} needs one")
@@ -208,7 +208,7 @@ def pipeline_info(folder: Path, pipeline, spec: FamilySpec, vae: VideoVAE, video
                   max_sequence_length: int | None = None) -> ModelInfo:
     """The description of a pipeline teacher at ``video_shape`` ``[frames, height, width]``."""
     name = type(pipeline).__name__
-    layout = spec.pipeline
+    layout = spec.layout(name)
     frames, height, width = video_shape or spec.default_video_shape(getattr(pipeline, spec.subfolder),
                                                                     vae.spatial_factor)
     if vae.temporal_factor > 1 and (frames - 1) % vae.temporal_factor:
@@ -227,7 +227,8 @@ def pipeline_info(folder: Path, pipeline, spec: FamilySpec, vae: VideoVAE, video
                      video_shape=[frames, height, width], default_guidance=layout.guidance, default_steps=50,
                      max_sequence_length=int(max_sequence_length or layout.max_sequence_length),
                      boundary_ratio=(float(pipeline.config.boundary_ratio)
-                                     if getattr(pipeline.config, "boundary_ratio", None) is not None else None))
+                                     if getattr(pipeline.config, "boundary_ratio", None) is not None else None),
+                     image_condition=layout.image_condition or None)
     return info.replace(**spec.pipeline_info(layout, pipeline))
 
 

@@ -35,7 +35,7 @@ def get_family(name: str | None) -> FamilySpec:
 def family_for_pipeline(class_name: str | None) -> FamilySpec | None:
     """The family whose diffusers pipeline class is ``class_name`` (None when no family has it)."""
     for spec in FAMILIES.values():
-        if spec.pipeline is not None and spec.pipeline.class_name == class_name:
+        if any(layout.class_name == class_name for layout in spec.layouts):
             return spec
     return None
 
@@ -49,4 +49,4 @@ def family_for_network(class_name: str | None) -> FamilySpec | None:
 
 
 def pipeline_classes() -> list[str]:
-    return [spec.pipeline.class_name for spec in FAMILIES.values() if spec.pipeline is not None]
+    return [layout.class_name for spec in FAMILIES.values() for layout in spec.layouts]

@@ -33,6 +33,9 @@ class PipelineLayout:
     # rows, w columns): (starting noise, re-noising noise). "CThw" as videocm's latents; "TChw" frames first
     # (CogVideoX); "ThwC" packed tokens, channels last (LTX-Video)
     noise_orders: tuple[str, str] = ("CThw", "CThw")
+    # image to video: how the first frame conditions the network ("" none; "channels": its VAE latents, zero
+    # beyond the first latent frame, concatenated to the noisy latents on channels, as CogVideoX-I2V does)
+    image_condition: str = ""
 
 
 class FamilySpec:
@@ -53,6 +56,16 @@ class FamilySpec:
     # handed to the network itself
     zero_padded_text: bool = True
     pipeline: PipelineLayout | None = None
+    image_pipeline: PipelineLayout | None = None  # the family's image-to-video pipeline, when videocm takes it
+
+    @property
+    def layouts(self) -> tuple[PipelineLayout, ...]:
+        return tuple(layout for layout in (self.pipeline, self.image_pipeline) if layout is not None)
+
+    def layout(self, class_name: str | None) -> PipelineLayout | None:
+        """This family's layout of the pipeline class ``class_name`` (None: the text-to-video one)."""
+        found = [layout for layout in self.layouts if layout.class_name == class_name]
+        return found[0] if found else self.pipeline
     # the noise schedule ``videocm train-teacher`` trains this family with ("flow" or "vp"; "" = not trainable)
     teacher_schedule: str = ""
     # the pipeline VAE's compression (frames, pixels per side): ``videocm plan``'s latent shape of a clip

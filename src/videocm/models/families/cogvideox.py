@@ -1,4 +1,6 @@
-"""CogVideoX (``CogVideoXTransformer3DModel``, VP v-prediction with zero terminal SNR): ``CogVideoXPipeline``.
+"""CogVideoX (``CogVideoXTransformer3DModel``, VP v-prediction with zero terminal SNR): ``CogVideoXPipeline`` and
+``CogVideoXImageToVideoPipeline`` (the first frame's latents, zero beyond the first latent frame, concatenated to
+the noisy latents on channels; the transformer takes twice the latent channels).
 
 The network works on ``(B, T, C, h, w)`` and takes 3D rotary embeddings, made here as the pipeline makes them
 (cached per latent shape); its VAE decodes an odd number of latent frames only.
@@ -6,6 +8,7 @@ The network works on ``(B, T, C, h, w)`` and takes 3D rotary embeddings, made he
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ...errors import VideoCMError
@@ -21,9 +24,13 @@ class CogVideoXSpec(FamilySpec):
     # CogVideoXPipeline keeps latents (B, T, C, h, w): both noises are drawn frames first
     pipeline = PipelineLayout("CogVideoXPipeline", ("text_encoder", "tokenizer"), 49, 480, 720, 6.0, 226,
                               noise_orders=("TChw", "TChw"))
+    image_pipeline = PipelineLayout("CogVideoXImageToVideoPipeline", ("text_encoder", "tokenizer"), 49, 480, 720,
+                                    6.0, 226, noise_orders=("TChw", "TChw"), image_condition="channels")
 
     def run(self, network, x, timestep, states, mask, pooled, extra, embedded_guidance, cache):
         dtype = next(network.parameters()).dtype
+        if "image_latents" in extra:  # CogVideoXImageToVideoPipeline: [noisy latents, image latents] on channels
+            x = torch.cat([x, extra["image_latents"].to(x.dtype)], dim=1)
         hidden = x.to(dtype).transpose(1, 2)
         out = network(hidden_states=hidden, encoder_hidden_states=states.to(dtype), timestep=timestep,
                       image_rotary_emb=self._rotary(network, hidden.shape, x.device, cache), return_dict=False)[0]
@@ -54,6 +61,13 @@ class CogVideoXSpec(FamilySpec):
                     temporal_size=(frames + patch_t - 1) // patch_t, grid_type="slice",
                     max_size=(base_height, base_width), device=device)
         return cache[key]
+
+    def pipeline_info(self, layout, pipeline) -> dict:
+        if layout.image_condition and (pipeline.transformer.config.get("patch_size_t") or
+                                       pipeline.vae.config.get("invert_scale_latents")):
+            raise VideoCMError("CogVideoX 1.5 image to video (patch_size_t, invert_scale_latents) is not supported "
+                               "yet; CogVideoX-5b-I2V's layout is")
+        return {}
 
     def time_embedding(self, network: nn.Module) -> nn.Module:
         return network.time_embedding
