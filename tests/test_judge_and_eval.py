@@ -148,3 +148,33 @@ def test_eval_errors_are_one_line(tmp_path, capsys):
     assert "comma-separated" in capsys.readouterr().err
     assert main(["eval", "--model", str(tmp_path / "nope")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_an_image_to_video_model_is_evaluated_from_the_real_clips_first_frames():
+    """videocm eval of an image-to-video model: clip i starts from the first frame of real clip i, the one the
+    report's real row shows for the same caption; a text-to-video model gets no images."""
+    from types import SimpleNamespace
+
+    from videocm.evaluation.evaluate import eval_prompts, generate_with_cost, real_clips_for
+    from videocm.data.moving_digits import Geometry
+
+    class Recording:
+        name = "i2v"
+
+        def __init__(self, condition):
+            self.model = SimpleNamespace(info=SimpleNamespace(image_condition=condition, video_shape=[8, 32, 32]))
+            self.images = []
+
+        def generate(self, prompts, seeds, steps, guidance, meter, images=None):
+            self.images += [] if images is None else list(images)
+            meter.clips += len(prompts)
+            return [np.zeros((8, 32, 32, 3), np.uint8) for _ in prompts]
+
+    prompts, seeds = eval_prompts(6)
+    i2v = Recording("channels")
+    generate_with_cost(i2v, prompts, seeds, 2, None, 4, "x")
+    real = real_clips_for(prompts, Geometry(8, 32))
+    assert len(i2v.images) == 6 and all(np.array_equal(a, clip[0]) for a, clip in zip(i2v.images, real))
+    t2v = Recording(None)
+    generate_with_cost(t2v, prompts, seeds, 2, None, 4, "x")
+    assert t2v.images == []

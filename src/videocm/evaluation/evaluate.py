@@ -114,16 +114,32 @@ class ModelRun:
     per_clip: ClipScores | None = None
 
 
+def first_frames_for(generator, prompts: list[str]) -> list[np.ndarray] | None:
+    """An image-to-video generator's first frames: clip ``i`` starts from the first frame of the real test clip
+    :func:`real_clips_for` draws for prompt ``i`` (the report's real row), at the generator's clip shape; None
+    for a text-to-video generator."""
+    model = getattr(generator, "model", None)
+    if model is None or not model.info.image_condition:
+        return None
+    frames, height, width = model.info.video_shape
+    if height != width:
+        raise VideoCMError(f"{generator.name} makes {height}x{width} clips; MovingDigits first frames are square")
+    return [clip[0] for clip in real_clips_for(prompts, Geometry(frames, height))]
+
+
 def generate_with_cost(generator, prompts, seeds, steps, guidance, batch_size, desc, controls=None
                        ) -> tuple[list, dict]:
     """Clips in batches with their cost per clip; ``controls`` (one per prompt) go to a pipeline with a control
-    branch."""
+    branch; an image-to-video generator starts clip ``i`` from a real clip's first frame (:func:`first_frames_for`)."""
     meter = CostMeter()
     clips: list[np.ndarray] = []
+    images = first_frames_for(generator, prompts)
     with PeakMemory() as memory:
         for start in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False):
             part = slice(start, start + batch_size)
             extra = {} if controls is None else {"controls": controls[part]}
+            if images is not None:
+                extra["images"] = images[part]
             clips += generator.generate(prompts[part], seeds[part], steps, guidance, meter, **extra)
     cost = meter.summary()
     cost["peak_memory_mb"] = memory.peak_mb

@@ -77,9 +77,6 @@ def load_generator(spec: str) -> Generator:
                            f"--control-model {folder} --model TEACHER_OR_STUDENT@STEPS`")
     if info.kind not in ("teacher", "student"):
         raise VideoCMError(f"--model {spec}: {folder} holds a {info.kind} model, which does not generate clips")
-    if info.image_condition:
-        raise VideoCMError(f"--model {spec}: {folder} is an image-to-video model; videocm eval scores text-to-video "
-                           f"models (sample it with `videocm sample --image FIRST_FRAME`)")
     generator = VideoPipeline.from_folder(folder)
     generator.name = folder.name
     return generator
