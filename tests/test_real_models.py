@@ -340,7 +340,7 @@ def test_cogvideox_image_to_video_teacher_distils_and_exports(video_folder, tmp_
     image = stock.video_processor.preprocess(Image.fromarray(frame), height=32, width=32)
     _, theirs = stock.prepare_latents(image, 1, 4, 9, 32, 32, torch.float32, "cpu",
                                       torch.Generator().manual_seed(7))
-    ours = VideoPipeline(teacher).image_latents([frame], 1, [torch.Generator().manual_seed(7)])
+    ours = VideoPipeline(teacher).image_inputs([frame], 1, [torch.Generator().manual_seed(7)])["image_latents"]
     torch.testing.assert_close(ours, theirs.permute(0, 2, 1, 3, 4), rtol=1e-5, atol=1e-5)
     capsys.readouterr()
     assert main(["sample", "--model", str(folder), "--prompt", PROMPT, "--out", str(tmp_path / "x.npy"), *SHAPE,
@@ -364,6 +364,73 @@ def test_cogvideox_image_to_video_teacher_distils_and_exports(video_folder, tmp_
 
     assert np.abs(exported(frame) - clip).max() <= TOLERANCE
     assert np.abs(exported(make_clip(4, 0, "test").video[0]) - clip).max() > 4 * TOLERANCE  # the image matters
+
+
+def _wan_i2v_clip(pipe, frame, steps: int, seed: int = 5) -> np.ndarray:
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(seed)
+    pipe.scheduler.generator = generator
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(image=Image.fromarray(frame), prompt=PROMPT, num_inference_steps=steps, guidance_scale=1.0,
+                generator=generator, output_type="np", **call_kwargs("wan")).frames[0]
+
+
+def test_wan_image_to_video_teachers_distil_and_export(video_folder, tmp_path, capsys):
+    """WanImageToVideoPipeline: Wan 2.1 I2V (mask and [image, zeros] latents on channels, CLIP image states) and
+    Wan 2.2 I2V-A14B (two experts, no image encoder). The first-frame inputs equal the pipeline's; an LCM student
+    of 2.1 and a DCM student of 2.2 (its experts from the teacher's) export as the same layouts, and the stock
+    pipeline given the image reproduces `videocm sample --image`. TI2V-5B's image mode is refused in one line."""
+    import videocm  # noqa: F401 - FlowConsistencyScheduler
+    from diffusers import DiffusionPipeline
+    from PIL import Image
+    from tiny_pipelines import build_tiny_wan22_ti2v, build_tiny_wan_i2v
+    from videocm.data.moving_digits import make_clip
+    from videocm.models.folder import load_model
+    from videocm.pipeline import VideoPipeline
+
+    frame = make_clip(3, 0, "test").video[0]
+    np.save(tmp_path / "first.npy", frame)
+    wan21 = build_tiny_wan_i2v(tmp_path / "wan21")
+    teacher = load_model(wan21, "cpu", video_shape=[9, 32, 32], max_sequence_length=16)
+    assert teacher.info.image_condition == "mask-channels"
+    ours = VideoPipeline(teacher).image_inputs([frame], 1)
+    stock = DiffusionPipeline.from_pretrained(wan21)
+    image = stock.video_processor.preprocess(Image.fromarray(frame), height=32, width=32)
+    _, condition = stock.prepare_latents(image, 1, 4, 32, 32, 9, torch.float32, "cpu",
+                                         torch.Generator().manual_seed(0))
+    torch.testing.assert_close(ours["image_latents"], condition, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours["image_states"], stock.encode_image(Image.fromarray(frame), "cpu"))
+    student = tmp_path / "lcm"
+    distil("wan", "lcm", wan21, video_folder, student)
+    assert main(["sample", "--model", str(student), "--prompt", PROMPT, "--image", str(tmp_path / "first.npy"),
+                 "--out", str(tmp_path / "lcm.npy"), "--steps", "2", "--seed", "5"]) == 0
+    assert main(["export", "--model", str(student), "--out", str(tmp_path / "lcm-export")]) == 0
+    pipe = DiffusionPipeline.from_pretrained(tmp_path / "lcm-export")
+    assert type(pipe).__name__ == "WanImageToVideoPipeline" and pipe.image_encoder is not None
+    clip = np.load(tmp_path / "lcm.npy").astype(np.float32) / 255
+    assert np.abs(_wan_i2v_clip(pipe, frame, 2) - clip).max() <= TOLERANCE
+    assert np.abs(_wan_i2v_clip(pipe, make_clip(4, 0, "test").video[0], 2) - clip).max() > 4 * TOLERANCE
+
+    wan22 = build_tiny_wan_i2v(tmp_path / "wan22", two_experts=True)
+    student = tmp_path / "dcm"
+    distil("wan", "dcm", wan22, video_folder, student)
+    assert main(["sample", "--model", str(student), "--prompt", PROMPT, "--image", str(tmp_path / "first.npy"),
+                 "--out", str(tmp_path / "dcm.npy"), "--steps", "4", "--seed", "5"]) == 0
+    assert main(["export", "--model", str(student), "--out", str(tmp_path / "dcm-export")]) == 0
+    pipe = DiffusionPipeline.from_pretrained(tmp_path / "dcm-export")
+    assert type(pipe).__name__ == "WanImageToVideoPipeline" and pipe.transformer_2 is not None
+    clip = np.load(tmp_path / "dcm.npy").astype(np.float32) / 255
+    assert np.abs(_wan_i2v_clip(pipe, frame, 4) - clip).max() <= TOLERANCE
+
+    ti2v = build_tiny_wan22_ti2v(tmp_path / "ti2v")
+    index = json.loads((ti2v / "model_index.json").read_text())
+    (ti2v / "model_index.json").write_text(json.dumps({**index, "_class_name": "WanImageToVideoPipeline"}))
+    capsys.readouterr()
+    assert main(["sample", "--model", str(ti2v), "--prompt", PROMPT, "--image", str(tmp_path / "first.npy"),
+                 "--out", str(tmp_path / "ti2v.npy"), *SHAPE, "--max-sequence-length", "16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "TI2V-5B's image to video" in err and len(err.splitlines()) == 1
 
 
 def test_ti2v_layout_distils_and_exports_text_to_video(video_folder, tmp_path):

@@ -471,3 +471,37 @@ def build_tiny_cogvideox_i2v(out: Path, seed: int = 0) -> Path:
     CogVideoXImageToVideoPipeline(tokenizer=base.tokenizer, text_encoder=base.text_encoder, vae=base.vae,
                                   transformer=transformer, scheduler=base.scheduler).save_pretrained(Path(out))
     return Path(out)
+
+
+def build_tiny_wan_i2v(out: Path, seed: int = 0, two_experts: bool = False) -> Path:
+    """The tiny Wan pipeline as ``WanImageToVideoPipeline``: the transformer takes the noisy latents, a 4-channel
+    first-frame mask and the latents of [image, zeros ...] (4 + 4 + 4 = 12 channels). Wan 2.1 I2V's layout
+    (default): with a tiny CLIP vision encoder (hidden 16, 2 layers, 32x32 images in 8x8 patches) whose
+    second-to-last states the transformer reads (``image_dim`` 16). ``two_experts``: Wan 2.2 I2V-A14B's layout
+    instead, two such transformers without image states, switched at ``boundary_ratio`` 0.9. Saved into ``out``."""
+    from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    base = make_tiny_pipeline("wan", seed)
+    config = {k: v for k, v in base.transformer.config.items() if not k.startswith("_")}
+    inner = config["num_attention_heads"] * config["attention_head_dim"]
+
+    def transformer(offset: int, image_dim):
+        torch.manual_seed(seed + offset)
+        return WanTransformer3DModel(**{**config, "in_channels": 12, "image_dim": image_dim,
+                                        "added_kv_proj_dim": inner if image_dim else None})
+
+    if two_experts:
+        pipe = WanImageToVideoPipeline(tokenizer=base.tokenizer, text_encoder=base.text_encoder, vae=base.vae,
+                                       scheduler=base.scheduler, transformer=transformer(5, None),
+                                       transformer_2=transformer(6, None), boundary_ratio=0.9)
+    else:
+        torch.manual_seed(seed + 4)
+        encoder = CLIPVisionModel(CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                                   num_attention_heads=2, image_size=32, patch_size=8))
+        processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+        pipe = WanImageToVideoPipeline(tokenizer=base.tokenizer, text_encoder=base.text_encoder, vae=base.vae,
+                                       scheduler=base.scheduler, image_processor=processor, image_encoder=encoder,
+                                       transformer=transformer(5, 16))
+    pipe.save_pretrained(Path(out))
+    return Path(out)

@@ -124,35 +124,28 @@ class VideoPipeline:
         self.controlled = branch is not None
         return self
 
-    def image_latents(self, images: list[np.ndarray] | None, count: int,
-                      generators: list[torch.Generator] | None = None) -> torch.Tensor | None:
-        """An image-to-video model's first-frame condition ``(B, C, T, h, w)`` of uint8 frames ``(H, W, 3)``, one
-        per clip: the VAE latents of each image as a one-frame video, zero beyond the first latent frame, as
-        CogVideoXImageToVideoPipeline makes them (the posterior sampled with clip i's generator when given, as the
-        pipeline does; its mode otherwise). None for a model that takes no image."""
-        condition = self.model.info.image_condition
-        if not condition:
+    def image_inputs(self, images: list[np.ndarray] | None, count: int,
+                     generators: list[torch.Generator] | None = None) -> dict[str, torch.Tensor]:
+        """An image-to-video model's first-frame inputs (:mod:`models.image_condition`) of uint8 frames
+        ``(H, W, 3)``, one per clip (the posterior sampled with clip i's generator where the pipeline does so);
+        nothing for a model that takes no image."""
+        from .models.image_condition import image_inputs
+
+        if not self.model.info.image_condition:
             if images is not None:
                 raise VideoCMError(f"{self.name} is a text-to-video model: it takes no image; leave --image out")
-            return None
+            return {}
         if images is None:
             raise VideoCMError(f"{self.name} is an image-to-video model: give the first frame (--image FILE)")
         if len(images) != count:
             raise VideoCMError(f"{len(images)} images for {count} prompts: give one per prompt")
-        frames, height, width = self.model.info.video_shape
-        rows = []
-        for i, image in enumerate(images):
+        _, height, width = self.model.info.video_shape
+        for image in images:
             image = np.asarray(image)
             if image.dtype != np.uint8 or image.shape != (height, width, 3):
                 raise VideoCMError(f"the first frame must be uint8 of shape ({height}, {width}, 3) for {self.name}, "
                                    f"got {image.dtype} {tuple(image.shape)}")
-            video = torch.from_numpy(image).permute(2, 0, 1)[:, None].float().div(127.5).sub(1)[None]
-            generator = generators[i] if generators is not None else None
-            rows.append(self.model.vae.encode(video.to(self.device), sample=generator is not None,
-                                              generator=generator))
-        first = torch.cat(rows)  # (B, C, 1, h, w)
-        padding = first.new_zeros(first.shape[0], first.shape[1], self.model.latent_shape[1] - 1, *first.shape[3:])
-        return torch.cat([first, padding], dim=2).to(self.device)
+        return image_inputs(self.model, list(images), generators, self.device)
 
     def _conditioning(self, prompts: list[str], controls) -> dict[str, torch.Tensor]:
         """Text states of ``prompts`` and, with ``controls`` (uint8 silhouettes ``(T, H, W, 1)``, one per
@@ -202,13 +195,12 @@ class VideoPipeline:
                                "change nothing: give --guidance above 1 or leave --negative-prompt out")
         with meter.phase("text"):
             cond = self._conditioning(prompts, controls)
-            image = self.image_latents(images, len(prompts))
-            if image is not None:
-                cond["image_latents"] = image
+            shared_inputs = self.image_inputs(images, len(prompts))
+            cond.update(shared_inputs)
             uncond = None
             if guidance != 1.0:
                 uncond = {k: v.to(self.device) for k, v in self.text.encode([negative_prompt] * len(prompts)).items()}
-                for shared in ("control", "image_latents"):  # both halves of guidance see them, as the pipelines do
+                for shared in ("control", *shared_inputs):  # both halves of guidance see them, as the pipelines do
                     if shared in cond:
                         uncond[shared] = cond[shared]
         with meter.phase("denoise"):
@@ -220,7 +212,7 @@ class VideoPipeline:
                 if uncond is None and guidance_2 != 1.0:
                     uncond = {k: v.to(self.device) for k, v in
                               self.text.encode([negative_prompt] * len(prompts)).items()}
-                    for shared in ("control", "image_latents"):
+                    for shared in ("control", *shared_inputs):
                         if shared in cond:
                             uncond[shared] = cond[shared]
             latents = sample_teacher(meter.counted(self._denoiser), noise, self.model.schedule, steps, cond,
@@ -259,9 +251,7 @@ class VideoPipeline:
                       info.image_condition else None)
         with meter.phase("text"):
             cond = self._conditioning(prompts, controls)
-            image = self.image_latents(images, len(prompts), generators)
-            if image is not None:
-                cond["image_latents"] = image
+            cond.update(self.image_inputs(images, len(prompts), generators))
         if info.guidance_embedded:
             low, high = info.guidance.range
             w = float(info.guidance.default if guidance is None else guidance)

@@ -2,7 +2,9 @@
 
 Layout of a cache folder ``OUT``::
 
-    OUT/shard-00000.safetensors   key ``latents`` (B, ...) and ``text.NAME`` (B, ...) for each text tensor
+    OUT/shard-00000.safetensors   key ``latents`` (B, ...), ``text.NAME`` (B, ...) for each text tensor and, for
+                                  an image-to-video teacher, ``condition.NAME`` (B, ...): each clip's first-frame
+                                  condition (its image latents and image-encoder states)
     OUT/shard-00001.safetensors   ...
     OUT/index.json                written last: fingerprint, captions and source files per shard, skipped videos
     OUT/progress.json             only while writing: the same shape with ``"complete": false``
@@ -36,6 +38,7 @@ INDEX_FILE = "index.json"
 PROGRESS_FILE = "progress.json"
 LATENTS_KEY = "latents"
 TEXT_PREFIX = "text."
+CONDITION_PREFIX = "condition."
 
 
 def shard_name(number: int) -> str:
@@ -56,7 +59,7 @@ def write_latent_cache(
     """Encode ``items`` into a latent cache at ``out`` and return its index.
 
     ``load`` gives one video as uint8 ``(T, H, W, 3)``; ``encode_videos`` maps a uint8 ``(B, T, H, W, 3)`` batch to
-    latents ``(B, ...)``; ``encode_texts`` maps ``B`` captions to tensors with the batch dimension first.
+    latents ``(B, ...)``, or to a dict of ``latents`` and per-video condition tensors; ``encode_texts`` maps ``B`` captions to tensors with the batch dimension first.
     ``fingerprint`` (JSON-serialisable: model, sizes, frames ...) says what the cache was made with; a rerun with
     the same fingerprint and items resumes, a different one raises ``VideoCMError``. A video whose ``load``
     raises an ``Exception`` is reported, recorded in ``skipped`` and left out; if none loads, ``VideoCMError``.
@@ -121,6 +124,7 @@ class ShardBuffer:
     def __init__(self) -> None:
         self.latents: list[torch.Tensor] = []
         self.texts: dict[str, list[torch.Tensor]] = {}
+        self.conditions: dict[str, list[torch.Tensor]] = {}
         self.captions: list[str] = []
         self.sources: list[str] = []
 
@@ -133,18 +137,26 @@ class ShardBuffer:
         with torch.no_grad():
             latents = encode_videos(np.stack([clip for _, clip in batch]))
             texts = encode_texts(captions)
-        encoded = {LATENTS_KEY: latents, **{TEXT_PREFIX + name: value for name, value in texts.items()}}
+        conditions = {}
+        if isinstance(latents, dict):
+            conditions = {k: v for k, v in latents.items() if k != LATENTS_KEY}
+            latents = latents[LATENTS_KEY]
+        encoded = {LATENTS_KEY: latents, **{TEXT_PREFIX + name: value for name, value in texts.items()},
+                   **{CONDITION_PREFIX + name: value for name, value in conditions.items()}}
         for key, value in encoded.items():
             check_batch_tensor(key, value, len(batch), tensors)
         self.latents.append(to_storable(latents))
         for name, value in texts.items():
             self.texts.setdefault(name, []).append(to_storable(value))
+        for name, value in conditions.items():
+            self.conditions.setdefault(name, []).append(to_storable(value))
         self.captions += captions
         self.sources += [str(item.path) for item, _ in batch]
 
     def tensors(self) -> dict[str, torch.Tensor]:
         joined = {LATENTS_KEY: torch.cat(self.latents)}
         joined.update({TEXT_PREFIX + name: torch.cat(values) for name, values in self.texts.items()})
+        joined.update({CONDITION_PREFIX + name: torch.cat(values) for name, values in self.conditions.items()})
         return joined
 
 
@@ -281,6 +293,9 @@ class LatentCache:
         self.latents = torch.cat([shard[LATENTS_KEY] for shard in shards])
         names = [key.removeprefix(TEXT_PREFIX) for key in shards[0] if key.startswith(TEXT_PREFIX)]
         self.texts = {name: torch.cat([shard[TEXT_PREFIX + name] for shard in shards]) for name in names}
+        names = [key.removeprefix(CONDITION_PREFIX) for key in shards[0] if key.startswith(CONDITION_PREFIX)]
+        # per-clip conditions (an image-to-video teacher's first frame), handed out with the text states
+        self.conditions = {name: torch.cat([shard[CONDITION_PREFIX + name] for shard in shards]) for name in names}
         if len(self.latents) != len(self.captions) or len(self.captions) != index["count"]:
             raise VideoCMError(f"{path} is inconsistent ({len(self.latents)} latents, {index['count']} in the index): "
                                "delete it and run `videocm encode` again")
@@ -306,5 +321,5 @@ class LatentCache:
         ``indices`` is an int, a sequence of ints or an integer tensor; an int gives a batch of one.
         """
         positions = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
-        return (self.latents[positions], {name: value[positions] for name, value in self.texts.items()},
-                [self.captions[i] for i in positions.tolist()])
+        inputs = {name: value[positions] for name, value in {**self.texts, **self.conditions}.items()}
+        return self.latents[positions], inputs, [self.captions[i] for i in positions.tolist()]

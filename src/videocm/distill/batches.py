@@ -120,9 +120,15 @@ def encode_video_folder(teacher, text, data: Path, out: Path, frame_stride: int 
     vae = teacher.vae.to(device)
 
     @torch.no_grad()
-    def encode_videos(videos: np.ndarray) -> torch.Tensor:
+    def encode_videos(videos: np.ndarray) -> torch.Tensor | dict[str, torch.Tensor]:
         pixels = torch.from_numpy(videos).permute(0, 4, 1, 2, 3).float().div(127.5).sub(1).to(device)
-        return vae.encode(pixels).cpu()
+        latents = vae.encode(pixels).cpu()
+        if not teacher.info.image_condition:
+            return latents
+        from ..models.image_condition import image_inputs  # each clip's first frame, as its own condition
+
+        conditions = image_inputs(teacher, list(videos[:, 0]), device=device)
+        return {"latents": latents, **{k: v.cpu() for k, v in conditions.items()}}
 
     def encode_texts(captions: list[str]) -> dict[str, torch.Tensor]:
         return {k: v.cpu() for k, v in text.encode(captions).items()}
@@ -180,6 +186,8 @@ class CachedLatentBatches:
         keep = torch.from_numpy(~dropped[rows])
         if self.empty is not None and not keep.all():
             for key, value in text.items():
+                if key not in self.empty:  # a clip's own condition (its first frame) stays with a dropped caption
+                    continue
                 empty = self.empty[key].to(value.dtype).expand_as(value)
                 text[key] = torch.where(keep.view(-1, *([1] * (value.dim() - 1))), value, empty)
             captions = [c if k else "" for c, k in zip(captions, keep.tolist())]

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -272,8 +273,12 @@ class DCMStageTask:
         device = next(teacher.parameters()).device
         shape = (1, *self.distillation.teacher_info.latent_shape)
         probe = dict(self.distillation.negative)
-        if self.distillation.teacher_info.image_condition:
-            probe["image_latents"] = torch.zeros(shape, device=device)
+        if self.distillation.teacher_info.image_condition:  # a black first frame stands in for a clip's
+            from ..models.image_condition import image_inputs
+
+            _, height, width = self.distillation.teacher_info.video_shape
+            probe.update(image_inputs(self.distillation.teacher_model, [np.zeros((height, width, 3), np.uint8)],
+                                      device=device))
         with torch.no_grad(), self.tap(shape) as tap:
             teacher(torch.zeros(shape, device=device),
                     self.distillation.schedule.model_timestep(grid[1:2]).to(device), **probe)

@@ -30,6 +30,7 @@ from ..errors import VideoCMError
 from ..models.denoisers import DenoiserAdapter, GuidanceEmbeddedDenoiser, unwrapped
 from ..models.folder import STORE_DTYPES, cast_for_storage, load_model, save_model
 from ..models.info import ConsistencyInfo, GuidanceInfo, ModelInfo
+from ..models.image_condition import clip_first_frame_inputs
 from ..models.student import (LORA_FOLDER, add_lora, has_lora, merged_network_state, new_guidance_embedding, save_lora,
                               without_dropout)
 from ..models.text_encoder import PromptCache, TextEncoder
@@ -247,14 +248,6 @@ def student_info(config: LCMConfig, teacher: ModelInfo, guidance: float, phased=
         embedded_guidance=guidance if teacher.embedded_guidance is not None else None)
 
 
-def first_frame_condition(latents: torch.Tensor) -> torch.Tensor:
-    """An image-to-video network's condition from clip latents ``(B, C, T, h, w)``: the first latent frame (a
-    causal video VAE encodes the first frame alone) and zeros after it, as the pipeline pads an image's latents."""
-    condition = torch.zeros_like(latents)
-    condition[:, :, :1] = latents[:, :, :1]
-    return condition
-
-
 class Distillation:
     """What every consistency method of one teacher shares: the frozen teacher (guidance embedded where the
     network takes it), its VAE, schedule and skipping grid, the guidance weight, the text encoder, the training
@@ -329,8 +322,12 @@ class Distillation:
         latents, text, _ = self.batches.draw(n, rng, shard, device)
         negative = expanded(self.negative, latents.shape[0])
         if self.teacher_info.image_condition:  # image to video: each clip's own first frame conditions it
-            text = {**text, "image_latents": first_frame_condition(latents)}
-            negative["image_latents"] = text["image_latents"]
+            if "image_latents" not in text:  # a cache without per-clip conditions: CogVideoX's from the latents
+                if self.teacher_info.image_condition != "channels":
+                    raise VideoCMError("this latent cache holds no first-frame conditions, which an image-to-video "
+                                       "teacher needs: encode the videos again (videocm encode)")
+                text = {**text, **clip_first_frame_inputs(latents)}
+            negative.update({k: text[k] for k in ("image_latents", "image_states") if k in text})
         index, skip, w, noise = draw_consistency_batch(rng, generator, n, rows, segment, c.skip, latents.shape[1:],
                                                        device, self.guidance_weights)
         if self.guidance_2 is not None:  # the low-noise expert's rows take its own weight, as WanPipeline does

@@ -63,9 +63,11 @@ class DenoiserAdapter(nn.Module):
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
                 encoder_attention_mask: torch.Tensor | None = None, pooled_projections: torch.Tensor | None = None,
                 guidance: torch.Tensor | None = None, control: torch.Tensor | None = None,
-                network_arguments: dict | None = None, image_latents: torch.Tensor | None = None) -> torch.Tensor:
+                network_arguments: dict | None = None, image_latents: torch.Tensor | None = None,
+                image_states: torch.Tensor | None = None) -> torch.Tensor:
         """``network_arguments``: keyword arguments a wrapper adds to the network's call (control residuals);
-        ``image_latents``: an image-to-video network's first-frame condition ``(B, C, T, h, w)``."""
+        ``image_latents`` / ``image_states``: an image-to-video network's first-frame inputs
+        (:mod:`models.image_condition`)."""
         if guidance is not None:
             raise ValueError("this network has no guidance embedding; do not pass guidance=")
         if control is not None:
@@ -74,6 +76,8 @@ class DenoiserAdapter(nn.Module):
         extra = {**self.options, **(network_arguments or {})}
         if image_latents is not None:
             extra["image_latents"] = image_latents
+        if image_states is not None:
+            extra["image_states"] = image_states
         out = self.spec.run(self.network, x, timestep, states, encoder_attention_mask, pooled_projections, extra,
                             self.embedded_guidance, self._cache)
         return out.to(x.dtype)

@@ -26,6 +26,9 @@ class WanSpec(FamilySpec):
     lora_targets = ("to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2")
     detail_own_modules = ("condition_embedder", "scale_shift_table", "norm_out", "proj_out")
     pipeline = PipelineLayout("WanPipeline", ("text_encoder", "tokenizer"), 81, 480, 832, 5.0, 512)
+    # Wan 2.1 I2V (with the CLIP image encoder) and Wan 2.2 I2V-A14B (two experts, no image encoder)
+    image_pipeline = PipelineLayout("WanImageToVideoPipeline", ("text_encoder", "tokenizer"), 81, 480, 832, 5.0, 512,
+                                    image_condition="mask-channels")
     teacher_schedule = "flow"
     second_subfolder = "transformer_2"  # Wan 2.2 A14B: the low-noise expert
 
@@ -45,8 +48,11 @@ class WanSpec(FamilySpec):
 
     def run(self, network, x, timestep, states, mask, pooled, extra, embedded_guidance, cache):
         dtype = next(network.parameters()).dtype
+        if "image_latents" in extra:  # WanImageToVideoPipeline: [noisy latents, mask, image latents] on channels
+            x = torch.cat([x, extra["image_latents"].to(x.dtype)], dim=1)
+        image = extra.get("image_states")
         return network(hidden_states=x.to(dtype), timestep=timestep, encoder_hidden_states=states.to(dtype),
-                       return_dict=False)[0]
+                       encoder_hidden_states_image=None if image is None else image.to(dtype), return_dict=False)[0]
 
     def time_embedding(self, network: nn.Module) -> nn.Module:
         return network.condition_embedder.time_embedder
@@ -84,6 +90,9 @@ class WanSpec(FamilySpec):
         if two != (index.get("boundary_ratio") is not None):
             raise VideoCMError(f"{folder}: a Wan 2.2 two-expert pipeline needs both transformer_2 and boundary_ratio "
                                f"in model_index.json (it has {'only transformer_2' if two else 'only boundary_ratio'})")
+        if index.get("_class_name") == "WanImageToVideoPipeline" and index.get("expand_timesteps"):
+            raise VideoCMError(f"{folder}: Wan 2.2 TI2V-5B's image to video (WanImageToVideoPipeline with "
+                               f"expand_timesteps) is not supported yet; its WanPipeline (text to video) is")
         # Wan 2.2 TI2V (expand_timesteps) as WanPipeline runs it, text to video: every token of a clip gets the
         # clip's timestep, which the network computes exactly as it does one timestep per clip; videocm passes the
         # latter (the 48-channel VAE needs nothing of its own)
