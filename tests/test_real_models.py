@@ -377,14 +377,15 @@ def _wan_i2v_clip(pipe, frame, steps: int, seed: int = 5) -> np.ndarray:
 
 
 def test_wan_image_to_video_teachers_distil_and_export(video_folder, tmp_path, capsys):
-    """WanImageToVideoPipeline: Wan 2.1 I2V (mask and [image, zeros] latents on channels, CLIP image states) and
-    Wan 2.2 I2V-A14B (two experts, no image encoder). The first-frame inputs equal the pipeline's; an LCM student
-    of 2.1 and a DCM student of 2.2 (its experts from the teacher's) export as the same layouts, and the stock
-    pipeline given the image reproduces `videocm sample --image`. TI2V-5B's image mode is refused in one line."""
+    """WanImageToVideoPipeline: Wan 2.1 I2V (mask and [image, zeros] latents on channels, CLIP image states), Wan
+    2.2 I2V-A14B (two experts, no image encoder) and TI2V-5B's image mode (the image's latents as the first
+    frame). The first-frame inputs equal the pipeline's; an LCM student of 2.1, a DCM student of 2.2 (its experts
+    from the teacher's) and an LCM student of TI2V export as the same layouts, and the stock pipeline given the
+    image reproduces `videocm sample --image`."""
     import videocm  # noqa: F401 - FlowConsistencyScheduler
     from diffusers import DiffusionPipeline
     from PIL import Image
-    from tiny_pipelines import build_tiny_wan22_ti2v, build_tiny_wan_i2v
+    from tiny_pipelines import build_tiny_wan22_ti2v_image, build_tiny_wan_i2v
     from videocm.data.moving_digits import make_clip
     from videocm.models.folder import load_model
     from videocm.pipeline import VideoPipeline
@@ -423,14 +424,19 @@ def test_wan_image_to_video_teachers_distil_and_export(video_folder, tmp_path, c
     clip = np.load(tmp_path / "dcm.npy").astype(np.float32) / 255
     assert np.abs(_wan_i2v_clip(pipe, frame, 4) - clip).max() <= TOLERANCE
 
-    ti2v = build_tiny_wan22_ti2v(tmp_path / "ti2v")
-    index = json.loads((ti2v / "model_index.json").read_text())
-    (ti2v / "model_index.json").write_text(json.dumps({**index, "_class_name": "WanImageToVideoPipeline"}))
-    capsys.readouterr()
-    assert main(["sample", "--model", str(ti2v), "--prompt", PROMPT, "--image", str(tmp_path / "first.npy"),
-                 "--out", str(tmp_path / "ti2v.npy"), *SHAPE, "--max-sequence-length", "16"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "TI2V-5B's image to video" in err and len(err.splitlines()) == 1
+    # TI2V-5B's image mode: the image's latents are the first frame (timestep 0 there), the rest is generated
+    ti2v = build_tiny_wan22_ti2v_image(tmp_path / "ti2v")
+    assert load_model(ti2v, "cpu", video_shape=[9, 32, 32], max_sequence_length=16).info.image_condition == \
+        "first-frame"
+    student = tmp_path / "ti2v-lcm"
+    distil("wan", "lcm", ti2v, video_folder, student)
+    assert main(["sample", "--model", str(student), "--prompt", PROMPT, "--image", str(tmp_path / "first.npy"),
+                 "--out", str(tmp_path / "ti2v.npy"), "--steps", "2", "--seed", "5"]) == 0
+    assert main(["export", "--model", str(student), "--out", str(tmp_path / "ti2v-export")]) == 0
+    pipe = DiffusionPipeline.from_pretrained(tmp_path / "ti2v-export")
+    assert type(pipe).__name__ == "WanImageToVideoPipeline" and pipe.config.expand_timesteps
+    clip = np.load(tmp_path / "ti2v.npy").astype(np.float32) / 255
+    assert np.abs(_wan_i2v_clip(pipe, frame, 2) - clip).max() <= TOLERANCE
 
 
 def test_ti2v_layout_distils_and_exports_text_to_video(video_folder, tmp_path):

@@ -505,3 +505,20 @@ def build_tiny_wan_i2v(out: Path, seed: int = 0, two_experts: bool = False) -> P
                                        transformer=transformer(5, 16))
     pipe.save_pretrained(Path(out))
     return Path(out)
+
+
+def build_tiny_wan22_ti2v_image(out: Path, seed: int = 0) -> Path:
+    """The tiny TI2V-5B layout as ``WanImageToVideoPipeline`` runs it (image to video): the same parts as
+    :func:`build_tiny_wan22_ti2v`, ``expand_timesteps``, the image's latents as the first latent frame; saved into
+    ``out``."""
+    import tempfile
+
+    from diffusers import WanImageToVideoPipeline, WanPipeline
+
+    with tempfile.TemporaryDirectory() as folder:
+        parts = WanPipeline.from_pretrained(build_tiny_wan22_ti2v(Path(folder) / "t2v", seed)).components
+        pipe = WanImageToVideoPipeline(tokenizer=parts["tokenizer"], text_encoder=parts["text_encoder"],
+                                       vae=parts["vae"], scheduler=parts["scheduler"],
+                                       transformer=parts["transformer"], expand_timesteps=True)
+        pipe.save_pretrained(Path(out))
+    return Path(out)

@@ -21,6 +21,7 @@ from .errors import VideoCMError
 from .models.control import control_tensor, encode_control, with_control
 from .models.families import family_for_pipeline
 from .models.folder import load_model
+from .models.image_condition import with_first_frame
 from .models.text_encoder import TextEncoder
 from .models.vae import to_uint8_frames
 from .models.video_model import VideoModel
@@ -217,6 +218,7 @@ class VideoPipeline:
                             uncond[shared] = cond[shared]
             latents = sample_teacher(meter.counted(self._denoiser), noise, self.model.schedule, steps, cond,
                                      uncond, scales, progress=progress)
+            latents = with_first_frame(latents, cond)
         with meter.phase("decode"):
             clips = to_uint8_frames(self.model.vae.decode(latents))
         meter.clips += len(prompts)
@@ -271,6 +273,7 @@ class VideoPipeline:
             else:
                 latents = sample_consistency(meter.counted(self._denoiser), noise, self.model.schedule, times,
                                              cond, renoise, *scalings, progress=progress)
+            latents = with_first_frame(latents, cond)
         with meter.phase("decode"):
             clips = to_uint8_frames(self.model.vae.decode(latents))
         meter.clips += len(prompts)

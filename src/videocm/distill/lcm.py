@@ -30,7 +30,7 @@ from ..errors import VideoCMError
 from ..models.denoisers import DenoiserAdapter, GuidanceEmbeddedDenoiser, unwrapped
 from ..models.folder import STORE_DTYPES, cast_for_storage, load_model, save_model
 from ..models.info import ConsistencyInfo, GuidanceInfo, ModelInfo
-from ..models.image_condition import clip_first_frame_inputs
+from ..models.image_condition import INPUT_KEYS, clip_first_frame_inputs
 from ..models.student import (LORA_FOLDER, add_lora, has_lora, merged_network_state, new_guidance_embedding, save_lora,
                               without_dropout)
 from ..models.text_encoder import PromptCache, TextEncoder
@@ -322,12 +322,12 @@ class Distillation:
         latents, text, _ = self.batches.draw(n, rng, shard, device)
         negative = expanded(self.negative, latents.shape[0])
         if self.teacher_info.image_condition:  # image to video: each clip's own first frame conditions it
-            if "image_latents" not in text:  # a cache without per-clip conditions: CogVideoX's from the latents
+            if not any(key in text for key in INPUT_KEYS):  # a cache without them: CogVideoX's from the latents
                 if self.teacher_info.image_condition != "channels":
                     raise VideoCMError("this latent cache holds no first-frame conditions, which an image-to-video "
                                        "teacher needs: encode the videos again (videocm encode)")
                 text = {**text, **clip_first_frame_inputs(latents)}
-            negative.update({k: text[k] for k in ("image_latents", "image_states") if k in text})
+            negative.update({k: text[k] for k in INPUT_KEYS if k in text})
         index, skip, w, noise = draw_consistency_batch(rng, generator, n, rows, segment, c.skip, latents.shape[1:],
                                                        device, self.guidance_weights)
         if self.guidance_2 is not None:  # the low-noise expert's rows take its own weight, as WanPipeline does

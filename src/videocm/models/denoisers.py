@@ -64,7 +64,8 @@ class DenoiserAdapter(nn.Module):
                 encoder_attention_mask: torch.Tensor | None = None, pooled_projections: torch.Tensor | None = None,
                 guidance: torch.Tensor | None = None, control: torch.Tensor | None = None,
                 network_arguments: dict | None = None, image_latents: torch.Tensor | None = None,
-                image_states: torch.Tensor | None = None) -> torch.Tensor:
+                image_states: torch.Tensor | None = None, first_frame_latents: torch.Tensor | None = None
+                ) -> torch.Tensor:
         """``network_arguments``: keyword arguments a wrapper adds to the network's call (control residuals);
         ``image_latents`` / ``image_states``: an image-to-video network's first-frame inputs
         (:mod:`models.image_condition`)."""
@@ -78,6 +79,8 @@ class DenoiserAdapter(nn.Module):
             extra["image_latents"] = image_latents
         if image_states is not None:
             extra["image_states"] = image_states
+        if first_frame_latents is not None:
+            extra["first_frame_latents"] = first_frame_latents
         out = self.spec.run(self.network, x, timestep, states, encoder_attention_mask, pooled_projections, extra,
                             self.embedded_guidance, self._cache)
         return out.to(x.dtype)

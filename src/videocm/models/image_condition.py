@@ -6,6 +6,9 @@ students); the denoiser takes the result as keyword arguments (``image_latents``
 * ``"channels"`` (``CogVideoXImageToVideoPipeline``): the image's VAE latents as a one-frame video (the posterior
   sampled with the clip's generator when one is given, as the pipeline does; its mode otherwise), zero beyond the
   first latent frame; concatenated to the noisy latents on channels.
+* ``"first-frame"`` (``WanImageToVideoPipeline`` with ``expand_timesteps``, Wan 2.2 TI2V-5B): the image's VAE
+  latents (mode) replace the first latent frame, whose tokens get timestep 0; the family's ``run`` makes the
+  network's output there carry the noisy frame to the image, and the sampled clip's first frame is the image's.
 * ``"mask-channels"`` (``WanImageToVideoPipeline``): a mask (one channel per frame the VAE folds into a latent
   frame: ones on the first latent frame, zeros after) and the VAE latents (mode) of the video [image, zeros ...];
   both concatenated to the noisy latents on channels. With an image encoder (Wan 2.1 I2V) also its states of the
@@ -21,7 +24,8 @@ import torch
 
 from ..errors import VideoCMError
 
-KINDS = ("channels", "mask-channels")
+KINDS = ("channels", "mask-channels", "first-frame")
+INPUT_KEYS = ("image_latents", "image_states", "first_frame_latents")  # the denoiser's keyword arguments
 
 
 def _pixels(images: list[np.ndarray]) -> torch.Tensor:
@@ -49,6 +53,9 @@ def image_inputs(model, images: list[np.ndarray], generators: list[torch.Generat
         first = torch.cat(rows)
         padding = first.new_zeros(first.shape[0], first.shape[1], latent_frames - 1, *first.shape[3:])
         return {"image_latents": torch.cat([first, padding], dim=2).to(device)}
+    if kind == "first-frame":
+        return {"first_frame_latents": torch.cat([vae.encode(pixels[i:i + 1, :, None]) for i in range(len(images))])
+                .to(device)}
     frames = int(model.info.video_shape[0])
     video = torch.cat([pixels[:, :, None], pixels.new_zeros(pixels.shape[0], 3, frames - 1, *pixels.shape[2:])], 2)
     latents = torch.cat([vae.encode(video[i:i + 1]) for i in range(len(images))])
@@ -63,6 +70,14 @@ def image_inputs(model, images: list[np.ndarray], generators: list[torch.Generat
         states = pipeline.encode_image([Image.fromarray(np.asarray(i)) for i in images], encoder.device)
         inputs["image_states"] = states.float().to(device)
     return inputs
+
+
+def with_first_frame(latents: torch.Tensor, inputs: dict) -> torch.Tensor:
+    """Sampled latents with a ``"first-frame"`` model's image latents as the first frame (as its pipeline ends)."""
+    first = inputs.get("first_frame_latents")
+    if first is None:
+        return latents
+    return torch.cat([first.to(latents.dtype), latents[:, :, 1:]], dim=2)
 
 
 def clip_first_frame_inputs(latents: torch.Tensor) -> dict[str, torch.Tensor]:

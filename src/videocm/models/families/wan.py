@@ -51,8 +51,29 @@ class WanSpec(FamilySpec):
         if "image_latents" in extra:  # WanImageToVideoPipeline: [noisy latents, mask, image latents] on channels
             x = torch.cat([x, extra["image_latents"].to(x.dtype)], dim=1)
         image = extra.get("image_states")
-        return network(hidden_states=x.to(dtype), timestep=timestep, encoder_hidden_states=states.to(dtype),
-                       encoder_hidden_states_image=None if image is None else image.to(dtype), return_dict=False)[0]
+        first = extra.get("first_frame_latents")
+        call_timestep, noisy = timestep, x
+        if first is not None:  # TI2V-5B's image mode: the image's latents are the first frame, at timestep 0
+            _, ph, pw = network.config.patch_size
+            batch, _, frames, height, width = x.shape
+            x = torch.cat([first.to(x.dtype), x[:, :, 1:]], dim=2)
+            grid = timestep.reshape(-1, 1, 1, 1).expand(batch, frames, height // ph, width // pw).clone()
+            grid[:, 0] = 0
+            call_timestep = grid.flatten(1)  # one per token, as the pipeline passes them
+        out = network(hidden_states=x.to(dtype), timestep=call_timestep, encoder_hidden_states=states.to(dtype),
+                      encoder_hidden_states_image=None if image is None else image.to(dtype), return_dict=False)[0]
+        if first is not None:
+            # the pipeline overwrites the first frame with the image's latents; videocm's samplers and
+            # consistency step see it land there: the velocity that carries the noisy first frame to the image
+            # (x0 = x - sigma v, sigma = timestep / 1000 on Wan's flow schedule)
+            sigma = timestep.float().reshape(-1, 1, 1, 1, 1).clamp(min=1e-3) / 1000
+            out = torch.cat([((noisy[:, :, :1] - first) / sigma).to(out.dtype), out[:, :, 1:]], dim=2)
+        return out
+
+    def pipeline_info(self, layout, pipeline) -> dict:
+        if layout.image_condition and getattr(pipeline.config, "expand_timesteps", False):
+            return {"image_condition": "first-frame"}  # TI2V-5B's image mode
+        return {}
 
     def time_embedding(self, network: nn.Module) -> nn.Module:
         return network.condition_embedder.time_embedder
@@ -90,9 +111,6 @@ class WanSpec(FamilySpec):
         if two != (index.get("boundary_ratio") is not None):
             raise VideoCMError(f"{folder}: a Wan 2.2 two-expert pipeline needs both transformer_2 and boundary_ratio "
                                f"in model_index.json (it has {'only transformer_2' if two else 'only boundary_ratio'})")
-        if index.get("_class_name") == "WanImageToVideoPipeline" and index.get("expand_timesteps"):
-            raise VideoCMError(f"{folder}: Wan 2.2 TI2V-5B's image to video (WanImageToVideoPipeline with "
-                               f"expand_timesteps) is not supported yet; its WanPipeline (text to video) is")
         # Wan 2.2 TI2V (expand_timesteps) as WanPipeline runs it, text to video: every token of a clip gets the
         # clip's timestep, which the network computes exactly as it does one timestep per clip; videocm passes the
         # latter (the 48-channel VAE needs nothing of its own)
