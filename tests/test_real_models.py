@@ -319,7 +319,23 @@ def test_family_spec_names_modules_of_the_pipeline_network(pipelines, layout):
 
 
 @pytest.mark.slow
-def test_cogvideox_image_to_video_teacher_distils_and_exports(video_folder, tmp_path, capsys):
+def assert_i2v_snippet_reproduces(export: Path, student: Path, frame: np.ndarray, folder: Path, monkeypatch) -> None:
+    """``HOW_TO_USE.md``'s snippet of an image-to-video export, run as written with its ``first_frame.png`` beside
+    it, gives ``videocm sample --image`` at its steps and seed."""
+    from PIL import Image
+
+    code, steps, seed = usage_snippet(export)
+    Image.fromarray(frame).save(folder / "first_frame.png")
+    np.save(folder / "first.npy", frame)
+    monkeypatch.chdir(folder)
+    snippet = run_snippet(code, fresh_interpreter=False)
+    assert main(["sample", "--model", str(student), "--prompt", PROMPT, "--image", str(folder / "first.npy"),
+                 "--out", str(folder / "default.npy"), "--steps", str(steps), "--seed", str(seed),
+                 "--overwrite"]) == 0
+    assert np.abs(snippet - np.load(folder / "default.npy").astype(np.float32) / 255).max() <= TOLERANCE
+
+
+def test_cogvideox_image_to_video_teacher_distils_and_exports(video_folder, tmp_path, capsys, monkeypatch):
     """CogVideoXImageToVideoPipeline (CogVideoX-5b-I2V's layout): the first frame's latents are made as the
     pipeline makes them (the posterior sampled with the clip's generator first); an LCM student trains on each
     clip's own first frame, exports as the same layout, and the stock pipeline given the image reproduces
@@ -364,6 +380,7 @@ def test_cogvideox_image_to_video_teacher_distils_and_exports(video_folder, tmp_
 
     assert np.abs(exported(frame) - clip).max() <= TOLERANCE
     assert np.abs(exported(make_clip(4, 0, "test").video[0]) - clip).max() > 4 * TOLERANCE  # the image matters
+    assert_i2v_snippet_reproduces(tmp_path / "export", student, frame, tmp_path, monkeypatch)
 
 
 def _wan_i2v_clip(pipe, frame, steps: int, seed: int = 5) -> np.ndarray:
@@ -376,7 +393,21 @@ def _wan_i2v_clip(pipe, frame, steps: int, seed: int = 5) -> np.ndarray:
                 generator=generator, output_type="np", **call_kwargs("wan")).frames[0]
 
 
-def test_wan_image_to_video_teachers_distil_and_export(video_folder, tmp_path, capsys):
+def _i2v_round_trip(method: str, teacher: Path, data: Path, first: Path, out: Path, steps: int):
+    """Distil ``teacher`` (an image-to-video pipeline) with ``method``, sample the student from the first frame
+    ``first`` (seed 5), export it: ``(the exported pipeline, the student's clip in [0, 1], the student folder)``."""
+    from diffusers import DiffusionPipeline
+
+    student = out / method
+    distil("wan", method, teacher, data, student)
+    assert main(["sample", "--model", str(student), "--prompt", PROMPT, "--image", str(first), "--out",
+                 str(out / f"{method}.npy"), "--steps", str(steps), "--seed", "5"]) == 0
+    assert main(["export", "--model", str(student), "--out", str(out / f"{method}-export")]) == 0
+    pipe = DiffusionPipeline.from_pretrained(out / f"{method}-export")
+    return pipe, np.load(out / f"{method}.npy").astype(np.float32) / 255, student
+
+
+def test_wan_image_to_video_teachers_distil_and_export(video_folder, tmp_path, capsys, monkeypatch):
     """WanImageToVideoPipeline: Wan 2.1 I2V (mask and [image, zeros] latents on channels, CLIP image states), Wan
     2.2 I2V-A14B (two experts, no image encoder) and TI2V-5B's image mode (the image's latents as the first
     frame). The first-frame inputs equal the pipeline's; an LCM student of 2.1, a DCM student of 2.2 (its experts
@@ -402,40 +433,23 @@ def test_wan_image_to_video_teachers_distil_and_export(video_folder, tmp_path, c
                                          torch.Generator().manual_seed(0))
     torch.testing.assert_close(ours["image_latents"], condition, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(ours["image_states"], stock.encode_image(Image.fromarray(frame), "cpu"))
-    student = tmp_path / "lcm"
-    distil("wan", "lcm", wan21, video_folder, student)
-    assert main(["sample", "--model", str(student), "--prompt", PROMPT, "--image", str(tmp_path / "first.npy"),
-                 "--out", str(tmp_path / "lcm.npy"), "--steps", "2", "--seed", "5"]) == 0
-    assert main(["export", "--model", str(student), "--out", str(tmp_path / "lcm-export")]) == 0
-    pipe = DiffusionPipeline.from_pretrained(tmp_path / "lcm-export")
+    pipe, clip, student = _i2v_round_trip("lcm", wan21, video_folder, tmp_path / "first.npy", tmp_path / "21", 2)
     assert type(pipe).__name__ == "WanImageToVideoPipeline" and pipe.image_encoder is not None
-    clip = np.load(tmp_path / "lcm.npy").astype(np.float32) / 255
     assert np.abs(_wan_i2v_clip(pipe, frame, 2) - clip).max() <= TOLERANCE
     assert np.abs(_wan_i2v_clip(pipe, make_clip(4, 0, "test").video[0], 2) - clip).max() > 4 * TOLERANCE
+    assert_i2v_snippet_reproduces(tmp_path / "21" / "lcm-export", student, frame, tmp_path, monkeypatch)
 
     wan22 = build_tiny_wan_i2v(tmp_path / "wan22", two_experts=True)
-    student = tmp_path / "dcm"
-    distil("wan", "dcm", wan22, video_folder, student)
-    assert main(["sample", "--model", str(student), "--prompt", PROMPT, "--image", str(tmp_path / "first.npy"),
-                 "--out", str(tmp_path / "dcm.npy"), "--steps", "4", "--seed", "5"]) == 0
-    assert main(["export", "--model", str(student), "--out", str(tmp_path / "dcm-export")]) == 0
-    pipe = DiffusionPipeline.from_pretrained(tmp_path / "dcm-export")
+    pipe, clip, _ = _i2v_round_trip("dcm", wan22, video_folder, tmp_path / "first.npy", tmp_path / "22", 4)
     assert type(pipe).__name__ == "WanImageToVideoPipeline" and pipe.transformer_2 is not None
-    clip = np.load(tmp_path / "dcm.npy").astype(np.float32) / 255
     assert np.abs(_wan_i2v_clip(pipe, frame, 4) - clip).max() <= TOLERANCE
 
     # TI2V-5B's image mode: the image's latents are the first frame (timestep 0 there), the rest is generated
     ti2v = build_tiny_wan22_ti2v_image(tmp_path / "ti2v")
     assert load_model(ti2v, "cpu", video_shape=[9, 32, 32], max_sequence_length=16).info.image_condition == \
         "first-frame"
-    student = tmp_path / "ti2v-lcm"
-    distil("wan", "lcm", ti2v, video_folder, student)
-    assert main(["sample", "--model", str(student), "--prompt", PROMPT, "--image", str(tmp_path / "first.npy"),
-                 "--out", str(tmp_path / "ti2v.npy"), "--steps", "2", "--seed", "5"]) == 0
-    assert main(["export", "--model", str(student), "--out", str(tmp_path / "ti2v-export")]) == 0
-    pipe = DiffusionPipeline.from_pretrained(tmp_path / "ti2v-export")
+    pipe, clip, _ = _i2v_round_trip("lcm", ti2v, video_folder, tmp_path / "first.npy", tmp_path / "ti2v-run", 2)
     assert type(pipe).__name__ == "WanImageToVideoPipeline" and pipe.config.expand_timesteps
-    clip = np.load(tmp_path / "ti2v.npy").astype(np.float32) / 255
     assert np.abs(_wan_i2v_clip(pipe, frame, 2) - clip).max() <= TOLERANCE
 
 
