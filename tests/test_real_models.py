@@ -381,6 +381,12 @@ def test_cogvideox_image_to_video_teacher_distils_and_exports(video_folder, tmp_
     assert np.abs(exported(frame) - clip).max() <= TOLERANCE
     assert np.abs(exported(make_clip(4, 0, "test").video[0]) - clip).max() > 4 * TOLERANCE  # the image matters
     assert_i2v_snippet_reproduces(tmp_path / "export", student, frame, tmp_path, monkeypatch)
+    # DCM: both experts trained on the clips' first frames; the student samples from an image (VP DCM students
+    # do not export: LCMScheduler cannot switch between ODE jumps and consistency steps)
+    distil("cogvideox", "dcm", folder, video_folder, tmp_path / "dcm")
+    assert main(["sample", "--model", str(tmp_path / "dcm"), "--prompt", PROMPT, "--image", str(tmp_path / "first.npy"),
+                 "--out", str(tmp_path / "dcm.npy"), "--steps", "2"]) == 0
+    assert np.load(tmp_path / "dcm.npy").shape == (9, 32, 32, 3)
 
 
 def _wan_i2v_clip(pipe, frame, steps: int, seed: int = 5) -> np.ndarray:
