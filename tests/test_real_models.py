@@ -362,8 +362,10 @@ def test_cogvideox_image_to_video_teacher_distils_and_exports(video_folder, tmp_
     assert main(["sample", "--model", str(folder), "--prompt", PROMPT, "--out", str(tmp_path / "x.npy"), *SHAPE,
                  "--max-sequence-length", "16"]) == 2
     assert "image-to-video model: give the first frame (--image FILE)" in capsys.readouterr().err
-    student = tmp_path / "student"
-    distil("cogvideox", "lcm", folder, video_folder, student)
+    student = tmp_path / "student"  # its monitoring samples start from the training videos' first frames
+    distil("cogvideox", "lcm", folder, video_folder, student, "--sample-every", "2", "--sample-clips", "2",
+           "--on-collapse", "warn")
+    assert (student / "samples" / "step-000002.gif").is_file()
     assert main(["sample", "--model", str(student), "--prompt", PROMPT, "--image", str(tmp_path / "first.npy"),
                  "--out", str(tmp_path / "clip.npy"), "--steps", "2", "--seed", "5"]) == 0
     clip = np.load(tmp_path / "clip.npy").astype(np.float32) / 255

@@ -176,6 +176,17 @@ class CachedLatentBatches:
     def sample_prompts(self) -> list[str]:
         return list(dict.fromkeys(self.cache.captions))[:16]
 
+    def sample_first_frames(self) -> list[np.ndarray]:
+        """The first frame of the video of each of :meth:`sample_prompts`, as the cache took its frames (what an
+        image-to-video student's monitoring samples start from); read again from the source videos."""
+        from ..data.video_folder import load_clip
+
+        frames, height, width = self.cache.fingerprint["video_shape"]
+        stride = int(self.cache.fingerprint.get("frame_stride", 0))
+        first = {caption: i for i, caption in reversed(list(enumerate(self.cache.captions)))}
+        return [load_clip(Path(self.cache.sources[first[c]]), frames, height, width, stride)[0]
+                for c in self.sample_prompts()]
+
     @torch.no_grad()
     def draw(self, n: int, rng: np.random.Generator, shard: tuple[int, int],
              device: torch.device | str) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[str]]:

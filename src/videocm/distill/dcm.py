@@ -387,7 +387,7 @@ class DCMStageTask:
         pipeline = self.distillation.monitoring_pipeline(experts[0], self.info(), experts)
         try:
             return monitor.samples(pipeline, self.config.sample_clips, self.config.sample_steps, None, out, step,
-                                   self.distillation.batches.sample_prompts())
+                                   self.distillation.batches.sample_prompts(), self.distillation.sample_images())
         finally:
             model.train()
 

@@ -276,9 +276,6 @@ class Distillation:
             if config.guidance_range:
                 raise VideoCMError("give --guidance-2 or --guidance-range, not both (a guidance embedding takes one "
                                    "scale for every timestep)")
-        if teacher.info.image_condition and config.sample_every > 0:
-            raise VideoCMError("the periodic samples of an image-to-video student are not supported yet (they need "
-                               "first frames): pass --sample-every 0 and score the student with videocm sample --image")
         self.text = teacher_text(teacher, config.prompt_cache)
         self.batches = training_batches(config, teacher, self.text, device)
         self.negative = {k: v.to(device) for k, v in self.text.encode([config.negative_prompt]).items()}
@@ -338,6 +335,13 @@ class Distillation:
                                  index, skip, text, negative, w, student_cond, c.sigma_data,
                                  c.timestep_scaling, c.loss, c.huber_c)
         return terms, latents, text
+
+    def sample_images(self) -> list[np.ndarray] | None:
+        """An image-to-video student's monitoring samples start from the first frames of the training videos of
+        the sample prompts; None for a text-to-video one."""
+        if not self.teacher_info.image_condition:
+            return None
+        return self.batches.sample_first_frames()
 
     def student_info(self, phased=None) -> ModelInfo:
         """The description of a student of this teacher (``phased``: a DCM student's experts)."""
@@ -419,7 +423,7 @@ class LCMTask:
         student = merged_student(self.distillation.teacher.network, self._trained(model)).to(device).eval()
         pipeline = self.distillation.monitoring_pipeline(student, self.distillation.student_info())
         return monitor.samples(pipeline, self.config.sample_clips, self.config.sample_steps, None, out, step,
-                               self.distillation.batches.sample_prompts())
+                               self.distillation.batches.sample_prompts(), self.distillation.sample_images())
 
     def save(self, model, out):
         out = Path(out)

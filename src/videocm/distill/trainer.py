@@ -79,7 +79,7 @@ class Monitor(Protocol):
     :class:`evaluation.monitor.JudgeMonitor`), so training never imports evaluation."""
 
     def samples(self, pipeline, n: int, steps: int, guidance: float | None, out: Path, step: int,
-                prompts: list[str] | None = None) -> dict[str, float]:
+                prompts: list[str] | None = None, images: list | None = None) -> dict[str, float]:
         """Generate ``n`` clips with ``pipeline``, write ``OUT/samples/step-N.gif``, return their scores."""
 
     def control_samples(self, pipeline, n: int, steps: int, guidance: float | None, geometry

@@ -31,17 +31,18 @@ class JudgeMonitor:
         return self._loaded
 
     def samples(self, pipeline, n: int, steps: int, guidance: float | None, out: Path, step: int,
-                prompts: list[str] | None = None) -> dict[str, float]:
+                prompts: list[str] | None = None, images: list[np.ndarray] | None = None) -> dict[str, float]:
         """Generate ``n`` clips for evenly spread test captions (or ``prompts``, e.g. the user's own captions),
         write ``OUT/samples/step-N.gif`` (16 of them) and append the coherence and, for MovingDigits clips, the
         judge's fidelity, Fréchet distance (with the real-vs-real value) and flicker, with 95% intervals over the
         clips for fidelity and Fréchet, to ``OUT/samples/scores.jsonl``."""
-        if prompts:
+        if prompts:  # (``images``: an image-to-video model's first frame of each of ``prompts``)
+            images = None if images is None else [images[i % len(prompts)] for i in range(n)]
             prompts = [prompts[i % len(prompts)] for i in range(n)]
             seeds = list(range(1, n + 1))
         else:
             prompts, seeds = eval_prompts(n, seed=1)
-        clips = pipeline.generate(prompts, seeds, steps, guidance)
+        clips = pipeline.generate(prompts, seeds, steps, guidance, images=images)
         samples = Path(out) / "samples"
         write_video(samples / f"step-{step:06d}.gif", tile(clips[:16], 8), scale=2)
         scores = {"coherence": temporal_coherence(clips), **clip_health(clips)}  # the collapse guard reads these
