@@ -208,6 +208,27 @@ def check_resume(out: Path, resume: bool, report=print, verify: bool = True) -> 
     return intact
 
 
+def _resume_point(out: Path, resume: bool, accelerator) -> Path | None:
+    """:func:`check_resume` once, in the main process (it reads every checkpoint file for its checksum), with
+    its answer, or its error, handed to every process."""
+    if accelerator.num_processes == 1:
+        return check_resume(out, resume, accelerator.print)
+    from accelerate.utils import broadcast_object_list
+
+    answer: list = [None]
+    if accelerator.is_main_process:
+        try:
+            found = check_resume(out, resume, accelerator.print)
+            answer = [("checkpoint", None if found is None else str(found))]
+        except VideoCMError as error:
+            answer = [("error", str(error))]
+    broadcast_object_list(answer)
+    kind, value = answer[0]
+    if kind == "error":
+        raise VideoCMError(value)
+    return None if value is None else Path(value)
+
+
 def checkpoint_step(folder: Path) -> int:
     return int(json.loads((folder / COMPLETE).read_text())["step"])
 
@@ -245,7 +266,7 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=N
         raise VideoCMError(f"gradient_accumulation_steps must be at least 1, got {config.gradient_accumulation_steps}")
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=config.cpu,
                               gradient_accumulation_steps=config.gradient_accumulation_steps)
-    resume_from = check_resume(out, config.resume, accelerator.print)
+    resume_from = _resume_point(out, config.resume, accelerator)
     micro_steps = config.gradient_accumulation_steps
     engine = make_engine(config, accelerator, make_plain_task)
     shard_index, shard_count = engine.data_shard()  # ranks of one context-parallel group share their rows
