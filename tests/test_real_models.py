@@ -265,6 +265,27 @@ def test_wan22_guidance_2_guides_the_low_noise_experts_steps(video_folder, tmp_p
     assert d.student_info().guidance.scale_2 == 2.0
 
 
+@pytest.mark.parametrize("conditioned", [True, False], ids=["0.9.1-on", "0.9.0"])
+def test_ltx_vae_decodes_as_the_pipeline_with_and_without_timestep_conditioning(conditioned):
+    """LTX-Video 0.9.1 on decodes at timestep 0; 0.9.0's VAE takes no timestep: each is called its own way."""
+    from diffusers import AutoencoderKLLTXVideo
+    from videocm.models.vae import VideoVAE
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLLTXVideo(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1), spatio_temporal_scaling=(True, True, False, False),
+        decoder_spatio_temporal_scaling=(True, True, False, False), decoder_inject_noise=(False,) * 5, patch_size=2,
+        timestep_conditioning=conditioned).eval()
+    wrapped = VideoVAE(vae, normalisation="config")
+    latents = torch.randn(1, 4, 2, 2, 2, generator=torch.Generator().manual_seed(1))
+    raw = latents * wrapped.std + wrapped.mean
+    with torch.no_grad():
+        theirs = (vae.decode(raw, torch.zeros(1)) if conditioned else vae.decode(raw)).sample.clamp(-1, 1)
+        torch.testing.assert_close(wrapped.decode(latents), theirs)
+
+
 def test_ltx_teacher_is_read_as_its_pipeline_runs_it(pipelines, tmp_path, capsys):
     """LTX-Video's own conventions, each against the pipeline's code: the VAE statistics kept as weights, the
     dynamic shift fixed at the clip's token count, the packed re-noising noise, the rope scale; a transformer of
