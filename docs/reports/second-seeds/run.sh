@@ -23,3 +23,12 @@ $V eval --model models/lcm-flow@1,2,4 --model $O/lcm-flow-s1@1,2,4 --model model
   --model $O/dcm-flow-s1@1,2,4 --model models/teacher-flow@4,50 --steps 1,2,4 --n 240 \
   --teacher-model models/teacher-flow --teacher-steps 50 --json $R/eval.json --clip-scores $R/clip-scores.npz \
   --report $R/report --overwrite
+# paired comparisons on the same captions and noise (each row against another; see the README)
+N=$R/clip-scores.npz
+compare() { $V compare --first "$N#$1" --second "$N#$2" --json "$R/compare-$3.json" --overwrite; }
+compare lcm-flow-s1@4 teacher-flow@4 lcm-s1-vs-teacher4
+compare lcm-flow-s1@4 teacher-flow@50 lcm-s1-vs-teacher50
+compare lcm-flow-s1@4 lcm-flow@4 lcm-s1-vs-lcm-s0
+compare dcm-flow-s1@4 lcm-flow-s1@4 dcm-s1-vs-lcm-s1
+compare dcm-flow-s1@4 dcm-flow@4 dcm-s1-vs-dcm-s0
+compare dcm-flow@4 lcm-flow@4 dcm-s0-vs-lcm-s0
