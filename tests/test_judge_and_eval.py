@@ -121,12 +121,15 @@ def test_eval_clips_on_exported_real_clips(tmp_path, capsys):
 def test_eval_models_compares_generators_and_writes_a_report(tmp_path):
     report = tmp_path / "report"
     code = main(["eval", "--model", "real", "--model", "real-blurred", "--steps", "1,4", "--n", "48",
-                 "--teacher-model", "real", "--json", str(tmp_path / "r.json"), "--report", str(report)])
+                 "--teacher-model", "real", "--teacher-steps", "4", "--json", str(tmp_path / "r.json"), "--report",
+                 str(report)])
     assert code == 0
     result = json.loads((tmp_path / "r.json").read_text())
     rows = {(r["model"], r["steps"]): r for r in result["rows"]}
     assert set(rows) == {("real", 1), ("real", 4), ("real-blurred", 1), ("real-blurred", 4)}
     assert rows[("real", 1)]["psnr_vs_teacher"] == 100.0 and rows[("real", 1)]["ssim_vs_teacher"] == 1.0
+    # the reference row (the teacher at its own steps) has no agreement with itself: no placeholder 100.00
+    assert rows[("real", 4)].get("psnr_vs_teacher") is None and rows[("real", 4)].get("ssim_vs_teacher") is None
     blurry, sharper = rows[("real-blurred", 1)], rows[("real-blurred", 4)]
     assert blurry["psnr_vs_teacher"] < sharper["psnr_vs_teacher"] < 100.0
     assert blurry["frechet_distance"] > sharper["frechet_distance"] > rows[("real", 4)]["frechet_distance"] * 0.5
@@ -135,6 +138,8 @@ def test_eval_models_compares_generators_and_writes_a_report(tmp_path):
         assert (report / name).stat().st_size > 0
     text = (report / "report.md").read_text()
     assert "real-blurred" in text and "samples.gif" in text and "| model |" in text
+    reference = next(line for line in text.splitlines() if line.startswith("| real | 4 |"))
+    assert "100.00" not in reference and "—" in reference
     from videocm.data import read_video
 
     grid = read_video(report / "samples.gif")

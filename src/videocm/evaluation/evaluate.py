@@ -164,14 +164,17 @@ def evaluate_models(
     runs = []
     for spec, generator in zip(specs, generators):
         for steps in steps_for.get(spec, steps_list):
-            if spec == teacher and steps == teacher_steps:  # the reference clips already are this row's
+            reference = spec == teacher and steps == teacher_steps
+            if reference:  # the reference clips already are this row's
                 clips, cost = teacher_clips, teacher_cost
             else:
                 clips, cost = generate_with_cost(generator, prompts, seeds, steps, guidance, batch_size,
                                                  f"{generator.name} {steps} steps")
             row = {"model": generator.name, "path": spec, "steps": steps, "guidance": guidance}
             per_clip, heads = clip_scores(judge, clips, prompts)
-            agreement = teacher_agreement(clips, teacher_clips) if teacher_clips is not None else None
+            # the reference row against itself has no agreement to report (its PSNR would be a placeholder)
+            agreement = teacher_agreement(clips, teacher_clips) if teacher_clips is not None and not reference \
+                else None
             if agreement is not None:
                 per_clip.psnr_vs_teacher = agreement["psnr_per_clip"]
             row.update(summarise(judge, per_clip, heads, prompts))

@@ -35,7 +35,7 @@ def table_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
 def cell(row: dict, key: str, fmt: str) -> str:
     """A table cell: the value, and its 95% bootstrap interval ``[low, high]`` where the row has one."""
     if row.get(key) is None:
-        return ""
+        return "—"  # not measured for this row (e.g. the teacher's agreement with itself)
     interval = row.get(f"{key}_ci")
     if interval is None:
         return fmt.format(row[key])
