@@ -191,7 +191,12 @@ class VideoPipeline:
             raise VideoCMError(f"steps must be between 1 and {most} for this teacher (a schedule of {most} discrete "
                                f"timesteps), got {steps}")
         guidance = self.model.default_guidance if guidance is None else guidance
-        if negative_prompt and guidance == 1.0 and guidance_2 in (None, 1.0):
+        scales = guidance
+        if guidance_2 is not None:  # as WanPipeline: guidance_scale_2 where the low-noise transformer runs
+            at = self.model.schedule.model_timestep(self.model.schedule.sampling_times(steps)[:-1])
+            scales = [guidance if float(t) >= boundary else guidance_2 for t in at]
+        guided = any(g != 1.0 for g in ([scales] if isinstance(scales, (int, float)) else scales))
+        if negative_prompt and not guided:
             raise VideoCMError("at guidance 1 the teacher makes no unconditional pass, so a negative prompt would "
                                "change nothing: give --guidance above 1 or leave --negative-prompt out")
         with meter.phase("text"):
@@ -199,23 +204,13 @@ class VideoPipeline:
             shared_inputs = self.image_inputs(images, len(prompts))
             cond.update(shared_inputs)
             uncond = None
-            if guidance != 1.0:
+            if guided:
                 uncond = {k: v.to(self.device) for k, v in self.text.encode([negative_prompt] * len(prompts)).items()}
                 for shared in ("control", *shared_inputs):  # both halves of guidance see them, as the pipelines do
                     if shared in cond:
                         uncond[shared] = cond[shared]
         with meter.phase("denoise"):
             noise = initial_noise(seeds, self.model.latent_shape, self.device)
-            scales = guidance
-            if guidance_2 is not None:  # as WanPipeline: guidance_scale_2 where the low-noise transformer runs
-                at = self.model.schedule.model_timestep(self.model.schedule.sampling_times(steps)[:-1])
-                scales = [guidance if float(t) >= boundary else guidance_2 for t in at]
-                if uncond is None and guidance_2 != 1.0:
-                    uncond = {k: v.to(self.device) for k, v in
-                              self.text.encode([negative_prompt] * len(prompts)).items()}
-                    for shared in ("control", *shared_inputs):
-                        if shared in cond:
-                            uncond[shared] = cond[shared]
             latents = sample_teacher(meter.counted(self._denoiser), noise, self.model.schedule, steps, cond,
                                      uncond, scales, progress=progress)
             latents = with_first_frame(latents, cond)

@@ -6,6 +6,7 @@ the step's generator, and each process keeps its own rows, so the data do not de
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -176,9 +177,8 @@ class CachedLatentBatches:
     def sample_prompts(self) -> list[str]:
         return list(dict.fromkeys(self.cache.captions))[:16]
 
-    def sample_first_frames(self) -> list[np.ndarray]:
-        """The first frame of the video of each of :meth:`sample_prompts`, as the cache took its frames (what an
-        image-to-video student's monitoring samples start from); read again from the source videos."""
+    @functools.cached_property
+    def _first_frames(self) -> list[np.ndarray]:
         from ..data.video_folder import load_clip
 
         frames, height, width = self.cache.fingerprint["video_shape"]
@@ -186,6 +186,11 @@ class CachedLatentBatches:
         first = {caption: i for i, caption in reversed(list(enumerate(self.cache.captions)))}
         return [load_clip(Path(self.cache.sources[first[c]]), frames, height, width, stride)[0]
                 for c in self.sample_prompts()]
+
+    def sample_first_frames(self) -> list[np.ndarray]:
+        """The first frame of the video of each of :meth:`sample_prompts`, as the cache took its frames (what an
+        image-to-video student's monitoring samples start from); read from the source videos once."""
+        return self._first_frames
 
     @torch.no_grad()
     def draw(self, n: int, rng: np.random.Generator, shard: tuple[int, int],

@@ -322,6 +322,14 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=N
     logs: dict[str, float] = {}
     stopped_at = None
     step = start
+
+    def roll_back(at: int, evidence: str) -> int:
+        """The collapse guard's rollback: the last good checkpoint, its schedule at the halved rate, the bar."""
+        back = guard.roll_back(engine, run, at, evidence)
+        _set_lr(scheduler, config.lr, back)
+        bar.reset(total=config.steps)
+        bar.update(back)
+        return back
     while step < config.steps:
         timed_out = config.max_minutes > 0 and time.time() - began > config.max_minutes * 60
         if timed_out or 0 < config.stop_at_step <= step:
@@ -355,10 +363,7 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=N
                 last = latest_checkpoint(out)
                 raise VideoCMError(f"{evidence} at step {step}; stopped without saving. Last good checkpoint: "
                                    f"{last or 'none'}. Lower --lr or raise --warmup-steps, then rerun with --resume")
-            step = guard.roll_back(engine, run, step, evidence)
-            _set_lr(scheduler, config.lr, step)  # the checkpoint's schedule, with the halved scale
-            bar.reset(total=config.steps)
-            bar.update(step)
+            step = roll_back(step, evidence)
             continue
         scheduler.step()
         if hasattr(task, "after_step"):
@@ -382,10 +387,7 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=N
             if guard is not None:
                 evidence = guard.check(scores, done)  # the same verdict on every process
                 if evidence is not None and guard.policy == "rollback":
-                    step = guard.roll_back(engine, run, done, evidence)
-                    _set_lr(scheduler, config.lr, step)
-                    bar.reset(total=config.steps)
-                    bar.update(step)
+                    step = roll_back(done, evidence)
                     continue
                 if evidence is not None and guard.policy == "stop":
                     guard.stop(done, evidence)
