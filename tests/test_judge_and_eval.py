@@ -144,6 +144,15 @@ def test_eval_models_compares_generators_and_writes_a_report(tmp_path):
 
     grid = read_video(report / "samples.gif")
     assert grid.shape[0] == 8 and grid.shape[1] > grid.shape[2] / 8 * 4  # 5 rows of 8 clips
+    # the columns shown cover different digits, and the page opens with the verdict, plot and grid embedded
+    digits = [caption.split()[2] for caption in result["prompts_shown"]]
+    assert len(set(digits)) == len(digits) == 8
+    assert any(line.startswith("4 steps: best real ") for line in result["verdict"])
+    assert any("against the teacher" in line for line in result["verdict"])
+    page = (report / "report.html").read_text()
+    assert page.index("Verdict") < page.index("<table>")
+    assert "src='data:image/png;base64," in page and "src='data:image/gif;base64," in page
+    assert text.index("## Verdict") < text.index("| model |")
 
 
 def test_eval_errors_are_one_line(tmp_path, capsys):

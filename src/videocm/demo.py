@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Count, Natural, NonNegative, ReusedFolder, write_config
-from .data import export_moving_digits, read_clip_folder, tile, write_video
+from .data import export_moving_digits, read_clip_folder, write_video
+from .data.video_io import labelled_grid
 from .data.clip_folder import clip_name
 from .models.info import INFO_FILE, ModelInfo, is_model_folder
 from .models import TextEncoder
@@ -63,7 +64,7 @@ def generate_with_models(models: list[Path], prompts: list[str], config: DemoCon
 
     judge = Judge.load()
     seeds = [config.seed + i for i in range(len(prompts))]
-    rows, grid = [], list(real)
+    rows, grid, labels = [], [list(real)], ["real"]
     for folder in models:
         if ModelInfo.load(folder).kind not in ("teacher", "student"):
             continue
@@ -74,9 +75,10 @@ def generate_with_models(models: list[Path], prompts: list[str], config: DemoCon
             scores = score_clips(judge, clips, prompts)
             rows.append({"model": folder.name, "steps": steps, "n": len(prompts), "nfe": cost["nfe"],
                          "seconds_per_clip": cost["seconds_total"], "fidelity_all": scores["fidelity_all"]})
-            grid += clips
+            grid.append(clips)
+            labels.append(f"{folder.name}, {steps} step{'s' if steps != 1 else ''}")
     if rows:
-        write_video(out / "generated.gif", tile(grid, len(prompts)), scale=config.gif_scale)
+        write_video(out / "generated.gif", labelled_grid(grid, labels, prompts, scale=config.gif_scale))
     return rows
 
 
@@ -136,8 +138,14 @@ def run_demo(config: DemoConfig) -> dict:
     videos, _ = read_clip_folder(clips_dir)
     controls = [np.load(clips_dir / "control" / clip_name(i)) for i in range(len(videos))]
     columns = min(6, len(videos))
-    write_video(out / "clips.gif", tile(videos, columns), scale=config.gif_scale)
-    write_video(out / "controls.gif", tile(controls, columns), scale=config.gif_scale)
+    rows = range(0, len(videos), columns)
+    captions = [prompts[start:start + columns] for start in rows]
+    names = [f"clips {start}-{min(start + columns, len(videos)) - 1}" for start in rows]
+    write_video(out / "clips.gif", labelled_grid([videos[start:start + columns] for start in rows], names, captions,
+                                                 scale=config.gif_scale))
+    write_video(out / "controls.gif", labelled_grid([controls[start:start + columns] for start in rows],
+                                                    [f"controls of {name}" for name in names], captions,
+                                                    scale=config.gif_scale))
 
     encoder = TextEncoder()
     states = encoder.encode(prompts + [""])

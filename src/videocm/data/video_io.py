@@ -31,6 +31,68 @@ def tile(videos: list[np.ndarray], columns: int, gap: int = 2) -> np.ndarray:
     return canvas
 
 
+def labelled_grid(rows: list[list[np.ndarray]], row_labels: list[str], column_labels: list[str] | list[list[str]],
+                  scale: int = 3, gap: int = 2) -> np.ndarray:
+    """A grid clip of ``rows`` (each a list of equally shaped uint8 ``(T, H, W, C)`` clips, one per column)
+    upscaled ``scale`` times, with each row's label in a band on its left and the columns' labels (e.g. their
+    captions, wrapped) in a band above them, drawn into every frame: one header for all rows, or with a list
+    of labels per row, a band above each row. Returns ``(T, H', W', 3)`` uint8."""
+    from PIL import ImageDraw, ImageFont, Image
+
+    if not rows or not rows[0]:
+        raise ValueError("nothing to tile")
+    per_row = bool(column_labels) and not isinstance(column_labels[0], str)
+    headers = list(column_labels) if per_row else [list(column_labels)]
+    columns = max(len(labels) for labels in headers)
+    if len(row_labels) != len(rows) or (per_row and len(headers) != len(rows)) or any(
+            len(row) > columns for row in rows):
+        raise ValueError(f"{len(rows)} rows of up to {max(map(len, rows))} clips but {len(row_labels)} row "
+                         f"labels and {columns} column labels")
+    font = ImageFont.load_default(size=11)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    line_height, blank = 13, np.zeros_like(rows[0][0])
+
+    def wrapped(text: str, width: int) -> list[str]:
+        lines, line = [], ""
+        for word in text.split():
+            trial = f"{line} {word}".strip()
+            if line and measure.textlength(trial, font=font) > width:
+                lines.append(line)
+                line = word
+            else:
+                line = trial
+        return lines + [line] if line else lines
+
+    left = gap + int(min(160, max((measure.textlength(word, font=font) for label in row_labels
+                                   for word in label.split()), default=0) + 8))
+
+    def block(clips: list[np.ndarray], labels: list[str], header: list[str] | None) -> np.ndarray:
+        """Rows of ``clips`` (``columns`` to a row) with their labels on the left and ``header`` above."""
+        cells = [upscale(clip if clip.shape[-1] == 3 else clip.repeat(3, axis=-1), scale) for clip in clips]
+        body = tile(cells, columns, gap)
+        cell = cells[0].shape[2]
+        header_lines = [wrapped(label, cell - 4) for label in header or []]
+        top = gap + line_height * max(map(len, header_lines), default=0) if header else 0
+        band = Image.new("RGB", (left + body.shape[2], top + body.shape[1]), (255, 255, 255))
+        draw = ImageDraw.Draw(band)
+        for c, lines in enumerate(header_lines):
+            for k, line in enumerate(lines):
+                draw.text((left + gap + c * (cell + gap) + 2, gap + k * line_height), line, fill=(0, 0, 0),
+                          font=font)
+        for r, label in enumerate(labels):
+            for k, line in enumerate(wrapped(label, left - 6)):
+                draw.text((3, top + gap + r * (cell + gap) + k * line_height), line, fill=(0, 0, 0), font=font)
+        canvas = np.repeat(np.asarray(band)[None], body.shape[0], axis=0)
+        canvas[:, top:, left:] = body
+        return canvas
+
+    padded = [row + [blank] * (columns - len(row)) for row in rows]
+    if per_row:
+        return np.concatenate([block(row, [label], header) for row, label, header in
+                               zip(padded, row_labels, headers)], axis=1)
+    return block([clip for row in padded for clip in row], row_labels, headers[0])
+
+
 def write_video(path: Path, video: np.ndarray, fps: float = 4.0, scale: int = 1) -> Path:
     """Write uint8 ``(T, H, W, 3)`` (or ``(T, H, W, 1)``) frames to ``.gif``, ``.mp4`` or ``.webm``."""
     path = Path(path)

@@ -250,6 +250,21 @@ def check_run_folder(config: TrainConfig) -> None:
                            f"above {done} to train it further, or choose another --out")
 
 
+def step_bound(config: TrainConfig) -> int:
+    """The step at which the run will stop counting steps: ``--stop-at-step`` when it comes first."""
+    return config.stop_at_step if 0 < config.stop_at_step < config.steps else config.steps
+
+
+def progress_bar(config: TrainConfig, start: int, name: str, disable: bool, file=None) -> tqdm:
+    """The training bar, showing the bound that will actually stop the run: the step bound, and under a time
+    cap (``max_minutes``) the cap in place of a step-rate estimate, since the cap may stop the run first."""
+    if config.max_minutes > 0:
+        cap = f"{int(config.max_minutes)}:{round(config.max_minutes % 1 * 60):02d}"
+        form = "{desc}: {n_fmt}/{total_fmt} steps [{elapsed} of a " + cap + " time cap, {rate_fmt}{postfix}]"
+        return tqdm(total=step_bound(config), initial=start, desc=name, disable=disable, bar_format=form, file=file)
+    return tqdm(total=step_bound(config), initial=start, desc=name, disable=disable, file=file)
+
+
 def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=None,
           monitor: Monitor | None = None, make_plain_task=None) -> dict:
     """Run (or, with ``config.resume``, continue) training; returns a summary with the final loss and wall time.
@@ -318,7 +333,7 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=N
         getattr(task, "guards_collapse", False) and monitor is not None and config.sample_every > 0) else None
     if guard is not None and resume_from is not None:
         guard.previous = json.loads((resume_from / COMPLETE).read_text()).get("collapse_check")
-    bar = tqdm(total=config.steps, initial=start, desc=out.name, disable=not (progress and accelerator.is_main_process))
+    bar = progress_bar(config, start, out.name, disable=not (progress and accelerator.is_main_process))
     logs: dict[str, float] = {}
     stopped_at = None
     step = start
@@ -327,7 +342,7 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=N
         """The collapse guard's rollback: the last good checkpoint, its schedule at the halved rate, the bar."""
         back = guard.roll_back(engine, run, at, evidence)
         _set_lr(scheduler, config.lr, back)
-        bar.reset(total=config.steps)
+        bar.reset(total=bar.total)
         bar.update(back)
         return back
     while step < config.steps:

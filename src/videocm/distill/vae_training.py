@@ -13,7 +13,7 @@ import torch
 
 from ..config import Count, Decay, NonNegative, RunFolder, Positive
 from ..data.moving_digits import Geometry, make_clip
-from ..data.video_io import tile, write_video
+from ..data.video_io import labelled_grid, write_video
 from ..models.folder import save_vae
 from ..models.info import ModelInfo
 from ..models.vae import VAEConfig, VideoVAE, build_vae, to_uint8_frames
@@ -83,7 +83,7 @@ class VAETask:
 def reconstruction_quality(vae: VideoVAE, n: int, geometry: Geometry, out: Path | None = None,
                            monitor: Monitor | None = None) -> dict:
     """The monitor's scores (PSNR, the judge's fidelity) of VAE reconstructions of ``n`` test clips (all captions
-    covered), and a GIF of the first 8 beside their originals."""
+    covered), and a GIF of 8 of them (different digits) beside their originals."""
     device = next(vae.parameters()).device
     clips = [make_clip(i, 60_000, "test", geometry, cover_captions=True) for i in range(n)]
     recon = []
@@ -91,7 +91,10 @@ def reconstruction_quality(vae: VideoVAE, n: int, geometry: Geometry, out: Path 
         recon += to_uint8_frames(vae.decode(vae.encode(clips_tensor(clips[i:i + 64]).to(device))))
     quality = {"n": n}
     if out is not None:
-        write_video(out / "reconstructions.gif", tile([c.video for c in clips[:8]] + recon[:8], 8), scale=3)
+        shown = sorted({min(n - 1, i * 30) for i in range(8)})  # every 30th caption: 8 different digits
+        write_video(out / "reconstructions.gif", labelled_grid([[clips[i].video for i in shown],
+                                                                [recon[i] for i in shown]], ["real", "through the VAE"],
+                                                               [clips[i].caption for i in shown], scale=3))
     if monitor is not None:
         quality.update(monitor.reconstructions(recon, [c.video for c in clips], [c.caption for c in clips]))
     return quality

@@ -21,7 +21,7 @@ from ..data.moving_digits import Geometry
 from ..errors import VideoCMError
 from .cli import parse_model_spec, print_and_save
 from .control import control_eval_set, control_scores
-from .evaluate import generate_with_cost
+from .evaluate import generate_with_cost, shown_indices
 
 @dataclass
 class EvalControlConfig:
@@ -78,9 +78,10 @@ def evaluate_control(control_folder: str, specs: list[str], n: int = 96, seed: i
     if height != width:
         raise VideoCMError(f"{control_folder} was trained on {height}x{width} clips; MovingDigits clips are square")
     prompts, controls, seeds, real = control_eval_set(n, seed, Geometry(frames, height))
+    shown = shown_indices(prompts, keep)
     rows: list[dict] = []
     samples: list[tuple[str, list[np.ndarray]]] = [
-        ("control", [np.repeat(c, 3, axis=-1) for c in controls[:keep]]), ("real test clips", real[:keep])]
+        ("control", [np.repeat(controls[i], 3, axis=-1) for i in shown]), ("real", [real[i] for i in shown])]
     parsed = [parse_model_spec(spec) for spec in specs]
     pipelines = []
     for path, steps in parsed:
@@ -101,7 +102,7 @@ def evaluate_control(control_folder: str, specs: list[str], n: int = 96, seed: i
                                 f"{pipeline.name} {steps[0]} steps, no control")
         rows.append({"model": pipeline.name, "path": str(parsed[0][0]), "steps": steps[0], "control": "none",
                      **control_scores(clips, controls, prompts, judge), **cost})
-        samples.append((f"{pipeline.name}, {steps[0]} steps, no control", clips[:keep]))
+        samples.append((f"{pipeline.name}, {steps[0]} steps, no control", [clips[i] for i in shown]))
     for (path, _), (pipeline, steps) in zip(parsed, pipelines):
         pipeline.use_control(branch, 1.0)
         for count in steps:
@@ -109,22 +110,19 @@ def evaluate_control(control_folder: str, specs: list[str], n: int = 96, seed: i
                                     f"{pipeline.name} {count} steps")
             rows.append({"model": pipeline.name, "path": str(path), "steps": count, "control": "branch",
                          **control_scores(clips, controls, prompts, judge), **cost})
-            samples.append((f"{pipeline.name}, {count} step{'s' if count != 1 else ''}", clips[:keep]))
+            samples.append((f"{pipeline.name}, {count} step{'s' if count != 1 else ''}", [clips[i] for i in shown]))
     result = {"n": n, "seed": seed, "control_model": str(control_folder), "control_info": info.to_dict(),
-              "foreground_threshold": 64, "prompts_shown": prompts[:keep], "rows": rows}
+              "foreground_threshold": 64, "prompts_shown": [prompts[i] for i in shown], "rows": rows}
     return result, samples
 
 
 def write_control_report(result: dict, samples, folder: str | Path, scale: int = 3) -> Path:
-    from ..data.video_io import write_video
-    from ..data.video_io import tile
+    from ..data.video_io import labelled_grid, write_video
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    width = len(samples[0][1])
-    write_video(folder / "samples.gif", tile([clip for _, row in samples for clip in row[:width]], width),
-                scale=scale)
-    labels = "\n".join(f"{i + 1}. {label}" for i, (label, _) in enumerate(samples))
+    write_video(folder / "samples.gif", labelled_grid([row for _, row in samples], [label for label, _ in samples],
+                                                      result["prompts_shown"], scale=scale))
     frames = len(result["rows"][0]["iou_per_frame"])
     per_frame = "\n".join(
         ["| model | steps | control | " + " | ".join(f"frame {t}" for t in range(frames)) + " |",
@@ -140,7 +138,8 @@ def write_control_report(result: dict, samples, folder: str | Path, scale: int =
         f"control: the same clips scored against the next clip's silhouette (chance level). Colour, digit, "
         f"direction: the judge's heads against the caption.\n\n{control_table(result['rows'])}\n\n"
         f"## IoU per frame\n\n{per_frame}\n\n"
-        f"## Samples\n\n![samples](samples.gif)\n\nRows, top to bottom:\n\n{labels}\n\nColumns (prompts): {prompts}\n")
+        f"## Samples\n\n![samples](samples.gif)\n\nRows (labelled in the image) are the control, the real clip and each "
+        f"model; columns are labelled by their captions: {prompts}\n")
     (folder / "report.md").write_text(markdown)
     return folder / "report.md"
 

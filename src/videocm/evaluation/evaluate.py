@@ -32,6 +32,27 @@ def eval_prompts(n: int, seed: int = 0) -> tuple[list[str], list[int]]:
     return prompts, [seed * 1_000_003 + i for i in range(n)]
 
 
+def shown_indices(prompts: list[str], keep: int) -> list[int]:
+    """Which ``keep`` of the clips a report's GIF shows: spread evenly over ``prompts``, each the nearest clip
+    (onwards, cyclically) whose digit no earlier column has, so the first columns cover different digits while
+    any are left (prompts outside the benchmark count as their own "digit")."""
+    def digit(prompt: str):
+        try:
+            return parse_caption(prompt)[0]
+        except VideoCMError:
+            return prompt
+
+    n, chosen, used = len(prompts), [], set()
+    for k in range(min(keep, n)):
+        start = k * n // min(keep, n)
+        order = [(start + offset) % n for offset in range(n)]
+        free = [i for i in order if i not in chosen]
+        pick = next((i for i in free if digit(prompts[i]) not in used), free[0])
+        chosen.append(pick)
+        used.add(digit(prompts[pick]))
+    return chosen
+
+
 def reference_features(judge: Judge) -> np.ndarray:
     """Judge features of the fixed set of real test clips (cached on the judge)."""
     cached = getattr(judge, "_reference_features", None)
@@ -107,7 +128,7 @@ def score_clips(judge: Judge, videos: list[np.ndarray], prompts: list[str]) -> d
 
 @dataclass
 class ModelRun:
-    """One (model, steps) evaluation: its scores row and the first clips, kept for the report's GIF."""
+    """One (model, steps) evaluation: its scores row and the clips its report's GIF shows."""
 
     row: dict
     samples: list[np.ndarray] = field(default_factory=list)
@@ -156,6 +177,7 @@ def evaluate_models(
     ``steps_for`` gives some models their own step counts instead of ``steps_list``."""
     steps_for = steps_for or {}
     prompts, seeds = eval_prompts(n, seed)
+    shown = shown_indices(prompts, keep)
     generators = [load_generator(spec) for spec in specs]
     teacher_clips = teacher_cost = None
     if teacher is not None:
@@ -181,12 +203,86 @@ def evaluate_models(
             if agreement is not None:
                 row["ssim_vs_teacher"] = agreement["ssim"]
             row.update(cost)
-            runs.append(ModelRun(row, clips[:keep], per_clip))
-    real = real_clips_for(prompts[:keep], Geometry(judge.frames, judge.size))
-    result = {"n": n, "seed": seed, "prompts_shown": prompts[:keep], "teacher": teacher,
+            runs.append(ModelRun(row, [clips[i] for i in shown], per_clip))
+    real = real_clips_for([prompts[i] for i in shown], Geometry(judge.frames, judge.size))
+    comparisons = same_steps_comparisons(judge, runs)
+    result = {"n": n, "seed": seed, "prompts_shown": [prompts[i] for i in shown], "teacher": teacher,
               "teacher_steps": teacher_steps if teacher else None, "rows": [run.row for run in runs],
-              "comparisons": same_steps_comparisons(judge, runs)}
+              "comparisons": comparisons}
+    if teacher_clips is not None:
+        reference_run = next((run for run in runs if run.row["path"] == teacher and run.row["steps"] == teacher_steps),
+                             None)
+        teacher_scores = reference_run.per_clip if reference_run else clip_scores(judge, teacher_clips, prompts)[0]
+        result["teacher_comparisons"] = best_against_teacher(judge, runs, comparisons, teacher_scores,
+                                                             reference_run)
+    result["verdict"] = verdict_lines(result)
     return result, runs, real
+
+
+def best_per_steps(runs: list[ModelRun], comparisons: list[dict]) -> dict[int, tuple[ModelRun, list[dict]]]:
+    """For each step count, the row with the highest fidelity (the lower Fréchet distance breaking equal
+    fidelities) and its paired comparisons with the other rows at that count, the best row first."""
+    best = {}
+    for steps in sorted({run.row["steps"] for run in runs}):
+        mine = sorted((run for run in runs if run.row["steps"] == steps),
+                      key=lambda run: (-run.row["fidelity_all"], run.row["frechet_distance"]))
+        label = row_label(mine[0].row)
+        against = []
+        for comparison in comparisons:
+            if comparison["first"] == label:
+                against.append(comparison)
+            elif comparison["second"] == label:  # turned round: the best row first
+                turned = {key: {"difference": -value["difference"], "ci": [-value["ci"][1], -value["ci"][0]],
+                                "verdict": {"better": "worse", "worse": "better"}.get(value["verdict"], "tie")}
+                          for key, value in comparison.items() if isinstance(value, dict)}
+                against.append({"first": label, "second": comparison["first"], **turned})
+        best[steps] = (mine[0], against)
+    return best
+
+
+def best_against_teacher(judge: Judge, runs: list[ModelRun], comparisons: list[dict], teacher: ClipScores,
+                         reference_run: ModelRun | None) -> list[dict]:
+    """Paired comparisons of each step count's best row (:func:`best_per_steps`) with the teacher's reference
+    clips (same prompts and seeds)."""
+    frechet = reference_frechet(judge)
+    found = []
+    for steps, (run, _) in best_per_steps(runs, comparisons).items():
+        if run is reference_run or run.per_clip is None:
+            continue
+        found.append({"first": row_label(run.row), "second": "teacher",
+                      **paired_comparison(run.per_clip, teacher, frechet)})
+    return found
+
+
+def verdict_lines(result: dict) -> list[str]:
+    """The evaluation's verdict in sentences, read before the tables: at each step count the best row and how
+    it compares with the others there, then each of those against the teacher's reference clips. A difference
+    whose 95% paired interval contains 0 is called a tie."""
+    def phrase(comparison: dict, key: str, name: str, digits: int) -> str:
+        value = comparison.get(key)
+        if value is None:
+            return ""
+        low, high = value["ci"]
+        word = {"better": "better", "worse": "worse", "tie": "tie"}[value["verdict"]]
+        return f"{name} {word} ({value['difference']:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}])"
+
+    runs = [ModelRun(row, per_clip=None) for row in result["rows"]]
+    lines = []
+    for steps, (run, against) in best_per_steps(runs, result.get("comparisons", [])).items():
+        row = run.row
+        line = (f"{steps} step{'s' if steps != 1 else ''}: best {row['model']} (fidelity {row['fidelity_all']:.3f}, "
+                f"Fréchet {row['frechet_distance']:.2f})")
+        others = [f"against {c['second']}: " + ", ".join(p for p in (phrase(c, "fidelity_all", "fidelity", 3),
+                                                                  phrase(c, "frechet_distance", "Fréchet", 2)) if p)
+                  for c in against]
+        lines.append(line + ("; " + "; ".join(others) if others else "") + ".")
+    teacher = result.get("teacher")
+    for comparison in result.get("teacher_comparisons", []):
+        lines.append(f"{comparison['first']} against the teacher ({Path(teacher).name}, "
+                     f"{result['teacher_steps']} steps): " + ", ".join(
+                         p for p in (phrase(comparison, "fidelity_all", "fidelity", 3),
+                                     phrase(comparison, "frechet_distance", "Fréchet", 2)) if p) + ".")
+    return lines
 
 
 def row_label(row: dict) -> str:

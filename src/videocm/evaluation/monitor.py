@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.video_io import tile, write_video
+from ..data.video_io import labelled_grid, write_video
 from ..distill.collapse import clip_health
 from ..errors import VideoCMError
 from .control import control_eval_set, control_scores
-from .evaluate import eval_prompts, score_clips
+from .evaluate import eval_prompts, score_clips, shown_indices
 from .judge import Judge
 from .metrics import clip_psnr, temporal_coherence
 
@@ -33,7 +33,7 @@ class JudgeMonitor:
     def samples(self, pipeline, n: int, steps: int, guidance: float | None, out: Path, step: int,
                 prompts: list[str] | None = None, images: list[np.ndarray] | None = None) -> dict[str, float]:
         """Generate ``n`` clips for evenly spread test captions (or ``prompts``, e.g. the user's own captions),
-        write ``OUT/samples/step-N.gif`` (16 of them) and append the coherence and, for MovingDigits clips, the
+        write ``OUT/samples/step-N.gif`` (8 of them, labelled) and append the coherence and, for MovingDigits clips, the
         judge's fidelity, Fréchet distance (with the real-vs-real value) and flicker, with 95% intervals over the
         clips for fidelity and Fréchet, to ``OUT/samples/scores.jsonl``."""
         if prompts:  # (``images``: an image-to-video model's first frame of each of ``prompts``)
@@ -44,7 +44,10 @@ class JudgeMonitor:
             prompts, seeds = eval_prompts(n, seed=1)
         clips = pipeline.generate(prompts, seeds, steps, guidance, images=images)
         samples = Path(out) / "samples"
-        write_video(samples / f"step-{step:06d}.gif", tile(clips[:16], 8), scale=2)
+        shown = shown_indices(prompts, 8)
+        write_video(samples / f"step-{step:06d}.gif", labelled_grid(
+            [[clips[i] for i in shown]], [f"update {step}, {steps} step{'s' if steps != 1 else ''}"],
+            [prompts[i] for i in shown], scale=2))
         scores = {"coherence": temporal_coherence(clips), **clip_health(clips)}  # the collapse guard reads these
         try:
             judged = score_clips(self._judge(), clips, prompts)

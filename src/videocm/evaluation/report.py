@@ -1,7 +1,7 @@
 """The evaluation report: ``report.md`` and ``report.html`` with the table (95% bootstrap intervals over clips
 in brackets), ``plot.png`` (fidelity and Fréchet
 distance against steps, a line per model) and ``samples.gif`` (a row per model and step count, real clips in the
-first row)."""
+first row, rows and columns labelled in the image). Both pages open with the verdict."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.video_io import tile, write_video
+from ..data.video_io import labelled_grid, write_video
 from ..errors import VideoCMError
 
 COLUMNS = [
@@ -114,16 +114,24 @@ def plot_learning_curves(runs: dict[str, list[dict]], path: str | Path,
     plt.close(figure)
 
 
+def embedded(path: Path, kind: str) -> str:
+    """A file as a ``data:`` URI, so ``report.html`` shows its plot and grid when opened or sent alone."""
+    import base64
+
+    return f"data:{kind};base64,{base64.b64encode(path.read_bytes()).decode()}"
+
+
 def write_report(result: dict, runs, real: list[np.ndarray], folder: str | Path, scale: int = 3) -> Path:
-    """Write the report folder; returns the path of ``report.md``."""
+    """Write the report folder; returns the path of ``report.md``. Both pages open with the verdict
+    (``result["verdict"]``), then the table, the plot and the labelled grid of samples."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rows = result["rows"]
     plot(rows, folder / "plot.png")
-    grid_rows = [real] + [run.samples for run in runs]
-    width = len(real)
-    write_video(folder / "samples.gif", tile([clip for row in grid_rows for clip in row[:width]], width), scale=scale)
-    labels = ["real test clips"] + [f"{run.row['model']}, {run.row['steps']} steps" for run in runs]
+    labels = ["real"] + [f"{run.row['model']}, {run.row['steps']} step{'s' if run.row['steps'] != 1 else ''}"
+                         for run in runs]
+    write_video(folder / "samples.gif", labelled_grid([real] + [run.samples for run in runs], labels,
+                                                      result["prompts_shown"], scale=scale))
     intro = (
         f"{result['n']} clips per row for test captions spread evenly over all 240 (seed {result['seed']}). "
         "Fidelity: share of clips whose judged digit, colour and direction match the caption. Fréchet: distance "
@@ -134,24 +142,29 @@ def write_report(result: dict, runs, real: list[np.ndarray], folder: str | Path,
     )
     if result.get("teacher"):
         intro += f" PSNR/SSIM against the teacher ({result['teacher']}, {result['teacher_steps']} steps), same seeds."
-    samples = "\n".join(f"{i + 1}. {label}" for i, label in enumerate(labels))
-    prompts = ", ".join(f"`{p}`" for p in result["prompts_shown"])
+    verdict = result.get("verdict") or []
+    verdict_md = "## Verdict\n\n" + "\n".join(f"- {line}" for line in verdict) + (
+        "\n\nDifferences are the first row minus the second with 95% paired bootstrap intervals over clips; "
+        "an interval containing 0 is a tie.\n\n" if verdict else "")
     markdown = (
-        f"# videocm evaluation\n\n{intro}\n\n{markdown_table(rows)}\n\n![fidelity and Fréchet distance against "
-        f"steps](plot.png)\n\n## Samples\n\n![samples](samples.gif)\n\nRows, top to bottom:\n\n{samples}\n\n"
-        f"Columns (prompts): {prompts}\n"
+        f"# videocm evaluation\n\n{verdict_md}## Scores\n\n{intro}\n\n{markdown_table(rows)}\n\n"
+        f"![fidelity and Fréchet distance against steps](plot.png)\n\n## Samples\n\n![samples](samples.gif)\n\n"
+        f"Rows are labelled in the image (model and steps, real clips on top); columns by their captions.\n"
     )
     (folder / "report.md").write_text(markdown)
     header, cells = table_rows(rows)
     table = "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>" + "".join(
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in cells) + "</table>"
+    verdict_html = ("<h2>Verdict</h2><ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in verdict)
+                    + "</ul><p>Differences: first minus second, 95% paired bootstrap intervals over clips; an "
+                    "interval containing 0 is a tie.</p>") if verdict else ""
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>videocm evaluation</title><style>"
         "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
         "padding:4px 8px;text-align:right}img{image-rendering:pixelated;max-width:100%}</style></head><body>"
-        f"<h1>videocm evaluation</h1><p>{html.escape(intro)}</p>{table}<p><img src='plot.png'></p>"
-        f"<h2>Samples</h2><img src='samples.gif'><ol>{''.join(f'<li>{html.escape(l)}</li>' for l in labels)}</ol>"
-        f"<p>Columns (prompts): {html.escape(', '.join(result['prompts_shown']))}</p></body></html>"
+        f"<h1>videocm evaluation</h1>{verdict_html}<h2>Scores</h2><p>{html.escape(intro)}</p>{table}"
+        f"<p><img alt='fidelity and Fréchet distance against steps' src='{embedded(folder / 'plot.png', 'image/png')}'></p>"
+        f"<h2>Samples</h2><img alt='samples' src='{embedded(folder / 'samples.gif', 'image/gif')}'></body></html>"
     )
     (folder / "report.html").write_text(page)
     return folder / "report.md"
