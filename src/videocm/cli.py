@@ -193,6 +193,14 @@ COMMANDS: dict[str, Command] = {
     "train-vae": Command(
         "distill.vae_training:VAETrainConfig", "distill.vae_training:train_vae",
         "train the video VAE on MovingDigits", print_result=True, monitored=True),
+    "distill-decoder": Command(
+        "distill.decoder:DecoderConfig", "distill.decoder:distill_decoder",
+        "distil a tiny decoder from a VAE's decoder (sample, eval, bench and serve take it with --decoder)",
+        "Train a small convolutional decoder (diffusers' AutoencoderTiny, frame by frame) to reproduce --vae's (or "
+        "--teacher's) decoder on latents of MovingDigits clips or of a latent cache (--cache), then measure its PSNR "
+        "against the full decoder, the judge's scores and its decode time. --out is a decoder folder: --decoder DIR "
+        "loads it; a model folder's tiny-decoder/ or the shipped one is --decoder tiny.",
+        print_result=True, monitored=True),
     "train-teacher": Command(
         "distill.teacher:TeacherConfig", "distill.teacher:train_teacher",
         "train a latent video diffusion teacher on MovingDigits", print_result=True, monitored=True),

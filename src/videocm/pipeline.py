@@ -103,17 +103,28 @@ class VideoPipeline:
         self.name = model.path.name
         self.controlled = False
         self._denoiser, self._experts = model.denoiser, model.experts
+        self.decoder = model.vae  # what turns latents into frames: the VAE, or a tiny decoder (use_decoder)
+        self.decoder_name = "full"
 
     @classmethod
-    def from_folder(cls, folder, device: str | torch.device = "cpu") -> "VideoPipeline":
-        return cls(load_model(folder, device), device)
+    def from_folder(cls, folder, device: str | torch.device = "cpu", decoder: str = "full") -> "VideoPipeline":
+        return cls(load_model(folder, device), device).use_decoder(decoder)
+
+    def use_decoder(self, choice: str = "full", models_dir: str | None = None) -> "VideoPipeline":
+        """Decode with the model's VAE (``full``), a tiny decoder distilled from it (``tiny``: the model folder's
+        own ``tiny-decoder/``, else the shipped one) or a decoder folder (:func:`models.tiny_decoder.resolve_decoder`)."""
+        from .models.tiny_decoder import resolve_decoder
+
+        self.decoder = resolve_decoder(choice, self.model, models_dir, self.device)
+        self.decoder_name = choice
+        return self
 
     def compile(self) -> "VideoPipeline":
-        """``torch.compile`` every network of the model and the VAE decoder, in place (``nn.Module.compile``). The
-        first call with a new batch size pays the compilation (tens of seconds here); later calls run faster."""
+        """``torch.compile`` every network of the model and the decoder in use, in place (``nn.Module.compile``).
+        The first call with a new batch size pays the compilation (tens of seconds here); later calls run faster."""
         for network in {id(d.network): d.network for d in self.model.denoisers}.values():
             network.compile()
-        self.model.vae.vae.decoder.compile()
+        (self.decoder.decoder if hasattr(self.decoder, "decoder") else self.decoder.vae.decoder).compile()
         return self
 
     def use_control(self, branch, scale: float = 1.0) -> "VideoPipeline":
@@ -215,7 +226,7 @@ class VideoPipeline:
                                      uncond, scales, progress=progress)
             latents = with_first_frame(latents, cond)
         with meter.phase("decode"):
-            clips = to_uint8_frames(self.model.vae.decode(latents))
+            clips = to_uint8_frames(self.decoder.decode(latents))
         meter.clips += len(prompts)
         return clips
 
@@ -270,6 +281,6 @@ class VideoPipeline:
                                              cond, renoise, *scalings, progress=progress)
             latents = with_first_frame(latents, cond)
         with meter.phase("decode"):
-            clips = to_uint8_frames(self.model.vae.decode(latents))
+            clips = to_uint8_frames(self.decoder.decode(latents))
         meter.clips += len(prompts)
         return clips

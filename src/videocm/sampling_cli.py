@@ -11,7 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import Count, DeviceName, Natural, NonNegative, OutputPath, VideoShape
-from .data.clip_folder import write_clip, write_clip_folder
+from .data.clip_folder import ClipWriter, write_clip_folder
 from .errors import VideoCMError, read_user_text
 from .locations import shipped_model
 
@@ -50,6 +50,8 @@ class SampleConfig:
     noise: Literal["diffusers", "videocm"] = "diffusers"  # students' re-noising: clip i's generator as in diffusers, or a seed per step as in eval
     shape: VideoShape = field(default_factory=VideoShape)  # diffusers pipeline teachers' clip shape
     control_input: ControlInput = field(default_factory=ControlInput)  # optional control branch
+    decoder: str = "full"  # full (the model's VAE), tiny (a distilled tiny decoder: the model folder's tiny-decoder/, else the shipped one) or a decoder folder
+    compile: bool = False  # torch.compile the networks and the decoder (pays off over many batches)
     overwrite: bool = False  # replace what an output path already holds (without it, one that exists is refused)
 
     def __post_init__(self) -> None:
@@ -99,7 +101,9 @@ def run_sample(config: SampleConfig) -> int:
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(model_folder, device, video_shape=video_shape,
                        max_sequence_length=config.shape.max_sequence_length)
-    pipeline = VideoPipeline(model, device)
+    pipeline = VideoPipeline(model, device).use_decoder(config.decoder, config.models_dir)
+    if config.compile:
+        pipeline.compile()
     controls = None
     if control.control_model is not None:
         from .models.control import load_control, read_control
@@ -113,24 +117,23 @@ def run_sample(config: SampleConfig) -> int:
 
         images = [read_first_frame(config.image)] * len(prompts)
     seeds = [config.seed + i for i in range(len(prompts))]
-    clips: list[np.ndarray] = []
     batch = config.batch_size
-    for start in tqdm(range(0, len(prompts), batch), desc="sampling", disable=len(prompts) <= 1):
-        clips += pipeline.generate(prompts[start:start + batch], seeds[start:start + batch],
-                                   config.steps, config.guidance, negative_prompt=config.negative_prompt,
-                                   progress=len(prompts) == 1, timesteps=config.timesteps or None,
-                                   noise=config.noise, guidance_2=config.guidance_2,
-                                   images=None if images is None else images[start:start + batch],
-                                   controls=None if controls is None else controls[start:start + batch])
+    with ClipWriter(out, fmt, single=config.prompt is not None) as writer:
+        for start in tqdm(range(0, len(prompts), batch), desc="sampling", disable=len(prompts) <= 1):
+            # the writer thread writes this batch's files while the next batch is generated
+            writer.add(pipeline.generate(prompts[start:start + batch], seeds[start:start + batch],
+                                         config.steps, config.guidance, negative_prompt=config.negative_prompt,
+                                         progress=len(prompts) == 1, timesteps=config.timesteps or None,
+                                         noise=config.noise, guidance_2=config.guidance_2,
+                                         images=None if images is None else images[start:start + batch],
+                                         controls=None if controls is None else controls[start:start + batch]))
     if config.prompt is not None:
-        print(f"wrote {write_clip(out, clips[0], fmt)}")
+        print(f"wrote {writer.written[0]}")
         return 0
     if fmt == "npy":
-        write_clip_folder(out, clips, prompts)
+        write_clip_folder(out, writer.clips, prompts)
     else:
-        for i, clip in enumerate(clips):
-            write_clip(out / f"{i:04d}", clip, fmt)
         # the prompts used, one a line, so that line i is clip i's (blank lines of --prompts are not clips)
         (out / "prompts.txt").write_text("".join(p + "\n" for p in prompts))
-    print(f"wrote {len(clips)} clips to {out}")
+    print(f"wrote {len(writer.clips)} clips to {out}")
     return 0

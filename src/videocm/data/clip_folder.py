@@ -98,3 +98,39 @@ def export_moving_digits(
     prompts = [clip.caption for clip in clips]
     write_clip_folder(Path(out), [clip.video for clip in clips], prompts)
     return prompts
+
+
+class ClipWriter:
+    """Writes each batch of clips on one background thread while the caller generates the next (``with``: waits
+    for every file and re-raises a failed write). ``single``: one clip to the file ``out``; ``npy`` keeps the
+    clips for one clip folder written at the end; other formats write ``out/NNNN.<fmt>`` as clips arrive."""
+
+    def __init__(self, out: Path, fmt: str, single: bool) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.out, self.fmt, self.single = out, fmt, single
+        self.clips: list[np.ndarray] = []
+        self.written: list[Path] = []
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="videocm-writer")
+        self._pending = []
+
+    def add(self, clips: list[np.ndarray]) -> None:
+        first = len(self.clips)
+        self.clips += clips
+        if self.fmt == "npy" and not self.single:
+            return
+        self._pending.append(self._pool.submit(self._write, first, clips))
+
+    def _write(self, first: int, clips: list[np.ndarray]) -> None:
+        for i, clip in enumerate(clips, first):
+            self.written.append(write_clip(self.out if self.single else self.out / f"{i:04d}", clip, self.fmt))
+
+    def __enter__(self) -> "ClipWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            for future in self._pending:
+                future.result()  # a failed write raises here, after the clips generated so far are written
+        finally:
+            self._pool.shutdown(wait=True)

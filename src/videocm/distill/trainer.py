@@ -483,14 +483,18 @@ class _ema_weights:
     def __init__(self, model: torch.nn.Module, ema: EMAState | None) -> None:
         self.model, self.ema = model, ema
 
+    def trainable(self) -> list[torch.nn.Parameter]:
+        """The parameters the EMA follows (frozen ones, e.g. an unused encoder, have no EMA copy)."""
+        return [p for p in self.model.parameters() if p.requires_grad]
+
     def __enter__(self) -> None:
         if self.ema is not None:
-            self.ema.ema.store(self.model.parameters())
-            self.ema.ema.copy_to(self.model.parameters())
+            self.ema.ema.store(self.trainable())
+            self.ema.ema.copy_to(self.trainable())
 
     def __exit__(self, *exc) -> None:
         if self.ema is not None:
-            self.ema.ema.restore(self.model.parameters())
+            self.ema.ema.restore(self.trainable())
 
 
 def _save_checkpoint(engine, out: Path, step: int, keep: int, run: "_RunState | None" = None,

@@ -60,6 +60,10 @@ class BenchConfig:
     device: DeviceName | None = None  # cpu or cuda (default: cuda when available)
     threads: Natural = 0  # torch threads (0: torch's default)
     compile: bool = False  # torch.compile the networks and the VAE decoder (the warm-up run pays the compilation)
+    decoders: list[str] = field(default_factory=lambda: ["full"])  # what the students decode with, each its own rows: full (their VAE), tiny, or a decoder folder (the teacher always uses its VAE)
+    batches: Count = 1  # batches per timed run, as `videocm sample` makes them: each batch's files are written on a thread while the next is generated
+    quality_clips: Natural = 0  # with a decoder besides full: score each student at --quality-steps with every decoder on this many test clips (paired intervals)
+    quality_steps: Count = 4  # the students' step count of the decoder quality check
     out: OutputPath = "benchmarks/results/bench.json"  # JSON file of the results
     overwrite: bool = False  # replace what an output path already holds (without it, one that exists is refused)
 
@@ -85,9 +89,12 @@ def _sync() -> None:
 # --- sampling ---
 
 def time_sampling(pipeline, prompts: list[str], seeds: list[int], steps: int, guidance: float | None,
-                  repeats: int, folder: Path) -> dict:
-    """Median end-to-end seconds per clip (and per phase) over ``repeats`` runs after a warm-up run."""
-    from ..data.clip_folder import write_clip
+                  repeats: int, folder: Path, batches: int = 1) -> dict:
+    """Median end-to-end seconds per clip (and per phase) over ``repeats`` runs after a warm-up run. A run
+    generates ``batches`` batches of ``prompts`` and writes their mp4 files as ``videocm sample`` does, on a
+    thread that overlaps each batch's writing with the next batch's work; ``seconds_write`` is the time the
+    writing added (the run's wall time beyond text, denoising and decoding)."""
+    from ..data.clip_folder import ClipWriter
 
     runs = []
     for repeat in range(repeats + 1):
@@ -98,17 +105,18 @@ def time_sampling(pipeline, prompts: list[str], seeds: list[int], steps: int, gu
         with PeakMemory() as memory:
             _sync()
             began = time.perf_counter()
-            clips = pipeline.generate(prompts, seeds, steps, guidance, meter)
-            with meter.phase("write"):
-                for i, clip in enumerate(clips):
-                    write_clip(folder / f"{i:04d}", clip, "mp4")
+            with ClipWriter(folder, "mp4", single=False) as writer:
+                for batch in range(batches):
+                    writer.add(pipeline.generate(prompts, [s + batch * len(seeds) for s in seeds], steps, guidance,
+                                                 meter))
             total = time.perf_counter() - began
         if repeat == 0:
             warmup = total  # allocator, lazy imports, first-call kernels (and torch.compile's compilation)
             continue
-        n = len(prompts)
-        runs.append({"seconds_per_clip": total / n, "nfe": meter.network_rows / n,
-                     **{f"seconds_{k}": v / n for k, v in meter.seconds.items()},
+        n = len(prompts) * batches
+        phases = {f"seconds_{k}": v / n for k, v in meter.seconds.items()}
+        phases["seconds_write"] = max(0.0, total / n - sum(phases.values()))
+        runs.append({"seconds_per_clip": total / n, "nfe": meter.network_rows / n, **phases,
                      "peak_memory_mb": memory.peak_mb, "memory_above_start_mb": memory.above_start_mb})
     keys = runs[0].keys()
     return {**{k: _median([r[k] for r in runs]) for k in keys}, "warmup_seconds": warmup}
@@ -124,18 +132,20 @@ def bench_sampling(config: BenchConfig, device: str, progress=print) -> list[dic
             prompts, seeds = eval_prompts(batch)
             teacher = _pipeline(teacher_path, device, config.compile)
             row = {"model": teacher.name, "kind": "teacher", "steps": config.teacher_steps, "batch": batch,
-                   "guidance": teacher.model.default_guidance,
+                   "guidance": teacher.model.default_guidance, "decoder": "full",
                    **time_sampling(teacher, prompts, seeds, config.teacher_steps, None, config.repeats,
-                                   Path(scratch))}
+                                   Path(scratch), config.batches)}
             rows.append(row)
             progress(_sampling_line(row))
             base = row
             del teacher
-            for path in student_paths:
-                student = _pipeline(path, device, config.compile)
+            for path, decoder in ((path, decoder) for path in student_paths for decoder in config.decoders):
+                student = _pipeline(path, device, config.compile, decoder, config.models_dir)
                 for steps in config.student_steps:
-                    measured = time_sampling(student, prompts, seeds, steps, None, config.repeats, Path(scratch))
-                    row = {"model": student.name, "kind": "student", "steps": steps, "batch": batch, **measured}
+                    measured = time_sampling(student, prompts, seeds, steps, None, config.repeats, Path(scratch),
+                                             config.batches)
+                    row = {"model": student.name, "kind": "student", "steps": steps, "batch": batch,
+                           "decoder": decoder, **measured}
                     row["speedup"] = base["seconds_per_clip"] / row["seconds_per_clip"]
                     row["denoise_speedup"] = base["seconds_denoise"] / row["seconds_denoise"]
                     row["nfe_limit"] = base["nfe"] / row["nfe"]
@@ -146,18 +156,38 @@ def bench_sampling(config: BenchConfig, device: str, progress=print) -> list[dic
     return rows
 
 
-def _pipeline(path: str, device: str, compile_networks: bool):
+def _pipeline(path: str, device: str, compile_networks: bool, decoder: str = "full", models_dir: str | None = None):
+    from ..models.folder import load_model
     from ..pipeline import VideoPipeline
 
-    pipeline = VideoPipeline.from_folder(path, device)
+    pipeline = VideoPipeline(load_model(path, device), device).use_decoder(decoder, models_dir)
     return pipeline.compile() if compile_networks else pipeline
 
 
 def _sampling_line(row: dict) -> str:
     extra = (f"  speed-up {row['speedup']:.1f}x (denoise {row['denoise_speedup']:.1f}x, NFE limit "
              f"{row['nfe_limit']:.1f}x)" if "speedup" in row else "")
-    return (f"{row['model']:>14} {row['steps']:>3} steps batch {row['batch']:>2}: {row['seconds_per_clip']:.4f} "
-            f"s/clip{extra}")
+    decoder = "" if row.get("decoder", "full") == "full" else f" ({row['decoder']} decoder)"
+    return (f"{row['model']:>14}{decoder} {row['steps']:>3} steps batch {row['batch']:>2}: "
+            f"{row['seconds_per_clip']:.4f} s/clip{extra}")
+
+
+def bench_decoder_quality(config: BenchConfig) -> list[dict]:
+    """Each student at ``quality_steps`` with every decoder of ``decoders``, scored on ``quality_clips`` test
+    clips with the same captions and seeds: the rows and the paired comparisons of each decoder with the full one."""
+    from .evaluate import evaluate_models
+    from .judge import Judge
+
+    _, student_paths = _models(config)
+    judge, found = Judge.load(), []
+    for path in student_paths:
+        specs = [path if decoder == "full" else f"{path}+{decoder}" for decoder in config.decoders]
+        if "full" not in config.decoders:
+            specs.insert(0, path)
+        result, _, _ = evaluate_models(specs, [config.quality_steps], judge, n=config.quality_clips,
+                                       batch_size=16, decoder="full")
+        found.append({"student": path, "rows": result["rows"], "comparisons": result["comparisons"]})
+    return found
 
 
 def _models(config: BenchConfig) -> tuple[str, list[str]]:
@@ -295,13 +325,36 @@ def _distill_line(row: dict) -> str:
 
 # --- tables ---
 
+def decoder_quality_table(found: list[dict]) -> str:
+    """The decoder quality check: each row's fidelity and Fréchet distance, and each decoder against the full one."""
+    lines = ["| model | decoder | steps | fidelity | Fréchet | difference to full: fidelity | Fréchet |",
+             "|" + "---|" * 7]
+    for student in found:
+        full = next(row for row in student["rows"] if row["decoder"] == "full")
+        label = f"{full['model']}@{full['steps']}"
+        for row in student["rows"]:
+            versus = next((c for c in student["comparisons"] if c["first"] == label
+                           and c["second"] == f"{row['model']}@{row['steps']}"), None)
+            if versus is None:
+                difference = "- | -"
+            else:  # the comparison is full minus this decoder: shown the other way round
+                difference = " | ".join(
+                    f"{-versus[key]['difference']:+.{digits}f} [{-versus[key]['ci'][1]:+.{digits}f}, "
+                    f"{-versus[key]['ci'][0]:+.{digits}f}]" for key, digits in (("fidelity_all", 3),
+                                                                              ("frechet_distance", 2)))
+            lines.append(f"| {row['model']} | {row['decoder']} | {row['steps']} | {row['fidelity_all']:.3f} | "
+                         f"{row['frechet_distance']:.2f} | {difference} |")
+    return "\n".join(lines)
+
+
 def sampling_table(rows: list[dict]) -> str:
-    lines = ["| model | steps | batch | NFE | s/clip | text | denoise | decode | write | peak MB | run MB | speed-up | "
-             "denoise speed-up | NFE limit | denoise / limit |", "|" + "---|" * 15]
+    lines = ["| model | decoder | steps | batch | NFE | s/clip | text | denoise | decode | write | peak MB | run MB | "
+             "speed-up | denoise speed-up | NFE limit | denoise / limit |", "|" + "---|" * 16]
     for r in rows:
         def f(key, fmt):
             return format(r[key], fmt) if key in r else "-"
-        lines.append(f"| {r['model']} | {r['steps']} | {r['batch']} | {r['nfe']:.0f} | {r['seconds_per_clip']:.4f} | "
+        lines.append(f"| {r['model']} | {r.get('decoder', 'full')} | {r['steps']} | {r['batch']} | {r['nfe']:.0f} | "
+                     f"{r['seconds_per_clip']:.4f} | "
                      f"{f('seconds_text', '.4f')} | {f('seconds_denoise', '.4f')} | {f('seconds_decode', '.4f')} | "
                      f"{f('seconds_write', '.4f')} | {r['peak_memory_mb']:.0f} | {f('memory_above_start_mb', '.0f')} | "
                      f"{f('speedup', '.1f')} | "
@@ -333,6 +386,9 @@ def run_bench(config: BenchConfig) -> dict:
     if config.sampling:
         result["sampling"] = bench_sampling(config, device)
         print(sampling_table(result["sampling"]))
+    if config.quality_clips > 0 and any(decoder != "full" for decoder in config.decoders):
+        result["decoder_quality"] = bench_decoder_quality(config)
+        print(decoder_quality_table(result["decoder_quality"]))
     if config.distillation:
         result["distillation"] = bench_distillation(config, device)
         print(distillation_table(result["distillation"]))

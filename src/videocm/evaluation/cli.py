@@ -33,6 +33,7 @@ class EvalConfig:
     clip_scores: OutputPath | None = None  # write every row's per-clip scores and judge features here (.npz, for `videocm compare`)
     report: ReportFolder | None = None  # write report.md, report.html, plot.png, samples.gif into this folder (with --model)
     judge: str | None = None  # judge folder (default: the one packaged with videocm, or $VIDEOCM_JUDGE)
+    decoder: str = "full"  # what the models decode with: full (their VAE), tiny (a distilled tiny decoder) or a decoder folder; DIR+tiny / DIR+full picks it for one --model
     overwrite: bool = False  # replace what an output path already holds (without it, one that exists is refused)
 
     def __post_init__(self) -> None:
@@ -96,7 +97,7 @@ def run_eval(config: EvalConfig) -> int:
             steps_for[path] = own
     result, runs, real = evaluate_models(
         specs, list(config.steps), judge, config.guidance, config.n, config.seed, config.teacher_model,
-        config.teacher_steps, config.batch_size, steps_for=steps_for,
+        config.teacher_steps, config.batch_size, steps_for=steps_for, decoder=config.decoder,
     )
     if config.clip_scores:
         write_clip_scores(runs, config.clip_scores)

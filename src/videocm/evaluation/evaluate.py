@@ -170,15 +170,16 @@ def generate_with_cost(generator, prompts, seeds, steps, guidance, batch_size, d
 def evaluate_models(
     specs: list[str], steps_list: list[int], judge: Judge, guidance: float | None = None, n: int = 240,
     seed: int = 0, teacher: str | None = None, teacher_steps: int = 50, batch_size: int = 16, keep: int = 8,
-    steps_for: dict[str, list[int]] | None = None,
+    steps_for: dict[str, list[int]] | None = None, decoder: str = "full",
 ) -> tuple[dict, list[ModelRun], list[np.ndarray]]:
     """Generate ``n`` clips per (model, steps) for evenly spread test captions, score them, and (with
     ``teacher``) measure agreement with the teacher's ``teacher_steps``-step clips from the same seeds.
-    ``steps_for`` gives some models their own step counts instead of ``steps_list``."""
+    ``steps_for`` gives some models their own step counts instead of ``steps_list``; ``decoder`` is what the
+    models decode with (the teacher's reference clips always use its VAE)."""
     steps_for = steps_for or {}
     prompts, seeds = eval_prompts(n, seed)
     shown = shown_indices(prompts, keep)
-    generators = [load_generator(spec) for spec in specs]
+    generators = [load_generator(spec, decoder) for spec in specs]
     teacher_clips = teacher_cost = None
     if teacher is not None:
         teacher_clips, teacher_cost = generate_with_cost(load_generator(teacher), prompts, seeds, teacher_steps,
@@ -186,13 +187,14 @@ def evaluate_models(
     runs = []
     for spec, generator in zip(specs, generators):
         for steps in steps_for.get(spec, steps_list):
-            reference = spec == teacher and steps == teacher_steps
+            reference = spec == teacher and steps == teacher_steps and getattr(generator, "decoder_name", "full") == "full"
             if reference:  # the reference clips already are this row's
                 clips, cost = teacher_clips, teacher_cost
             else:
                 clips, cost = generate_with_cost(generator, prompts, seeds, steps, guidance, batch_size,
                                                  f"{generator.name} {steps} steps")
-            row = {"model": generator.name, "path": spec, "steps": steps, "guidance": guidance}
+            row = {"model": generator.name, "path": spec, "steps": steps, "guidance": guidance,
+                   "decoder": getattr(generator, "decoder_name", "full")}
             per_clip, heads = clip_scores(judge, clips, prompts)
             # the reference row against itself has no agreement to report (its PSNR would be a placeholder)
             agreement = teacher_agreement(clips, teacher_clips) if teacher_clips is not None and not reference \

@@ -60,8 +60,22 @@ STAND_INS: dict[str, Callable[[], Generator]] = {
 }
 
 
-def load_generator(spec: str) -> Generator:
-    """A stand-in by name, or a teacher or student folder."""
+DECODER_SUFFIXES = ("+tiny", "+full")  # DIR+tiny: that model with its tiny decoder (a row of its own)
+
+
+def split_decoder(spec: str, decoder: str = "full") -> tuple[str, str]:
+    """``DIR+tiny`` -> (``DIR``, ``tiny``); ``DIR`` -> (``DIR``, ``decoder``)."""
+    for suffix in DECODER_SUFFIXES:
+        if spec.endswith(suffix):
+            return spec[: -len(suffix)], suffix[1:]
+    return spec, decoder
+
+
+def load_generator(spec: str, decoder: str = "full") -> Generator:
+    """A stand-in by name, or a teacher or student folder decoding with ``decoder`` (``full``, ``tiny`` or a
+    decoder folder; ``DIR+tiny`` / ``DIR+full`` choose it for one model). A model decoding with anything but
+    its VAE is named ``NAME+DECODER``."""
+    spec, decoder = split_decoder(spec, decoder)
     if spec in STAND_INS:
         return STAND_INS[spec]()
     folder = Path(spec)
@@ -77,6 +91,6 @@ def load_generator(spec: str) -> Generator:
                            f"--control-model {folder} --model TEACHER_OR_STUDENT@STEPS`")
     if info.kind not in ("teacher", "student"):
         raise VideoCMError(f"--model {spec}: {folder} holds a {info.kind} model, which does not generate clips")
-    generator = VideoPipeline.from_folder(folder)
-    generator.name = folder.name
+    generator = VideoPipeline.from_folder(folder, decoder=decoder)
+    generator.name = folder.name if decoder == "full" else f"{folder.name}+{Path(decoder).name}"
     return generator

@@ -26,7 +26,7 @@ from ..errors import VideoCMError
 INFO_FILE = "videocm.json"
 FORMAT = "videocm"
 VERSION = 2
-KINDS = ("teacher", "student", "vae", "control")
+KINDS = ("teacher", "student", "vae", "control", "decoder")
 
 
 @dataclass
@@ -67,8 +67,8 @@ _SECTIONS = {"guidance": GuidanceInfo, "consistency": ConsistencyInfo, "phased":
 
 @dataclass
 class ModelInfo:
-    """What a folder is. ``kind``: teacher, student, vae or control; shapes are ``[C, T, h, w]`` latents and
-    ``[T, H, W]`` clips; ``schedule`` is the noise schedule's config (see :func:`models.folder.schedule_from_config`).
+    """What a folder is. ``kind``: teacher, student, vae, control or decoder (a tiny decoder); shapes are
+    ``[C, T, h, w]`` latents and ``[T, H, W]`` clips; ``schedule`` is the noise schedule's config (see :func:`models.folder.schedule_from_config`).
     """
 
     kind: str
