@@ -252,6 +252,13 @@ COMMANDS: dict[str, Command] = {
         "control fidelity (per-frame IoU with the silhouette, caption colour) of models with a control branch",
         "Generate clips for held-out MovingDigits clips' captions and silhouettes with each --model (DIR@STEPS,STEPS: "
         "a teacher or a student) and the same --control-model, and score how well they follow the control."),
+    "serve": Command(
+        "serve:ServeConfig", "serve:run_serve",
+        "a web page for trying models: teacher and student side by side (Gradio, offline)",
+        "Start a Gradio page on --host:--port with the shipped teacher and students (or each --model DIR): a "
+        "prompt, the teacher's and the student's steps, guidance and seed, the student's decoder, an optional "
+        "control video; both clips play side by side with their seconds, network evaluations and the speed-up. "
+        "Models stay loaded between requests."),
     "demo": Command(
         "demo:DemoConfig", "demo:run_demo", "the main job on the built-in default (what `make demo` runs)"),
 }
