@@ -175,3 +175,33 @@ def test_the_clip_writer_writes_on_a_thread_while_the_caller_goes_on(tmp_path, m
     with pytest.raises(OSError):  # a failed write is raised at the end, not lost on the thread
         with ClipWriter(tmp_path / "file" / "under", "gif", single=False) as writer:
             writer.add([clip])
+
+
+def test_export_adds_the_tiny_decoder_as_a_separate_component(decoder_of_tiny_vae, tiny_teachers, tmp_path, capsys):
+    from diffusers import AutoencoderTiny
+
+    from videocm.distill.lcm import LCMConfig, distill
+
+    out, _ = decoder_of_tiny_vae
+    student = tmp_path / "student"
+    distill(LCMConfig(teacher=str(tiny_teachers["wan"]), out=str(student), steps=2, batch_size=2, latent_pool=8,
+                      sample_every=0, checkpoint_every=2, warmup_steps=1), progress=False)
+    export = tmp_path / "export"
+    assert main(["export", "--model", str(student), "--out", str(export), "--decoder", str(out)]) == 0
+    stock = AutoencoderTiny.from_pretrained(export / "tiny_decoder")
+    decoder, _ = load_tiny_decoder(out)
+    latents = torch.randn(1, 4, 8, 8, 8)
+    assert torch.allclose(stock.decode(latents.transpose(1, 2).flatten(0, 1)).sample.clamp(-1, 1),
+                          decoder.decode(latents)[0].transpose(0, 1), atol=1e-6)
+    guide = (export / "HOW_TO_USE.md").read_text()
+    assert "## Faster decoding: `tiny_decoder/`" in guide and "AutoencoderTiny.from_pretrained" in guide
+    assert guide.count("```python") <= 1  # the guide's one code block stays the pipeline's
+    # a decoder of another VAE is refused before anything is written
+    other = tmp_path / "other"
+    shutil.copytree(out, other)
+    info = json.loads((other / "videocm.json").read_text())
+    info["vae_fingerprint"] = "0" * 16
+    (other / "videocm.json").write_text(json.dumps(info))
+    capsys.readouterr()
+    assert main(["export", "--model", str(student), "--out", str(tmp_path / "refused"), "--decoder", str(other)]) == 2
+    assert "distilled from another VAE" in capsys.readouterr().err and not (tmp_path / "refused").exists()

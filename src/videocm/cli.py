@@ -73,6 +73,7 @@ class ExportConfig:
     copy: bool = False  # copy the teacher's other parts instead of linking them
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # weights' storage dtype
     gathered: OutputPath | None = None  # a sharded checkpoint's student folder is written here (default: RUN/gathered-step-N)
+    decoder: str | None = None  # also export a tiny decoder as tiny_decoder/: tiny (the model's or the shipped one) or a decoder folder
     overwrite: bool = False  # replace what an output path already holds (without it, one that exists is refused)
 
 
@@ -134,7 +135,7 @@ def run_export(config: ExportConfig) -> int:
         gather_checkpoint(model, gathered)
         print(f"gathered {model} into {gathered}")
         model = gathered
-    out = export_student(model, config.out, config.format, config.copy, config.dtype)
+    out = export_student(model, config.out, config.format, config.copy, config.dtype, config.decoder)
     print(f"exported {config.model} to {out}; see {out / USAGE_FILE}")
     return 0
 

@@ -41,6 +41,7 @@ from .info import ModelInfo
 FORMATS = ("pipeline", "model", "lora", "lora-original")
 LORA_FILES = {"lora": "pytorch_lora_weights.safetensors", "lora-original": "lora.safetensors"}
 USAGE_FILE = "HOW_TO_USE.md"
+TINY_DECODER_PART = "tiny_decoder"  # an optional component beside the pipeline's, not in model_index.json
 
 
 def student_scheduler(info: ModelInfo):
@@ -138,8 +139,10 @@ def _lora_state(model, layout: str = "lora") -> dict[str, torch.Tensor]:
 
 
 def export_student(student: str | Path, out: str | Path, fmt: str | None = None, copy: bool = False,
-                   dtype: str = "float32") -> Path:
-    """Write ``student`` to ``out`` in ``fmt`` (see the module docstring); returns ``out``."""
+                   dtype: str = "float32", decoder: str | None = None) -> Path:
+    """Write ``student`` to ``out`` in ``fmt`` (see the module docstring); returns ``out``. ``decoder``
+    (``tiny`` or a decoder folder, :func:`models.tiny_decoder.resolve_decoder`) adds a tiny decoder as the
+    separate component ``tiny_decoder/`` (a diffusers ``AutoencoderTiny``), described in ``HOW_TO_USE.md``."""
     student, out = Path(student), Path(out)
     info = ModelInfo.load(student)
     fmt = fmt or ("pipeline" if info.from_pipeline else "model")
@@ -151,7 +154,14 @@ def export_student(student: str | Path, out: str | Path, fmt: str | None = None,
         raise VideoCMError(f"{out} exists and is not empty: export into a new folder")
     model = load_model(student, "cpu")
     _check_exportable(model, fmt)
+    tiny = None
+    if decoder is not None and decoder != "full":
+        from .tiny_decoder import resolve_decoder
+
+        tiny = resolve_decoder(decoder, model)  # refused here, before anything is written, if made for another VAE
     out.mkdir(parents=True, exist_ok=True)
+    if tiny is not None:
+        tiny.autoencoder.save_pretrained(out / TINY_DECODER_PART)
     scheduler = student_scheduler(info)
     scheduler.save_pretrained(out / "scheduler")
     part = get_family(info.family).subfolder
@@ -172,7 +182,10 @@ def export_student(student: str | Path, out: str | Path, fmt: str | None = None,
         _write_pipeline(Path(info.pipeline), out, part, type(scheduler).__name__,
                         model.experts is not None and ratio is None, copy, ratio)
     switching = model.experts is not None and not (fmt == "pipeline" and two_transformers(info, model))
-    (out / USAGE_FILE).write_text(usage(info, fmt, out, type(scheduler).__name__, switching))
+    guide = usage(info, fmt, out, type(scheduler).__name__, switching)
+    if tiny is not None:
+        guide += tiny_decoder_usage(out, tiny.temporal_factor)
+    (out / USAGE_FILE).write_text(guide)
     if fmt != "model":
         (out / CALL_FILE).write_text(json.dumps(call_arguments(info), indent=2))
     return out
@@ -312,3 +325,21 @@ def usage(info: ModelInfo, fmt: str, out: Path, scheduler_class: str, phased: bo
     if flow:
         lines += ["", "`FlowConsistencyScheduler` comes from videocm (`pip install videocm`)."]
     return "\n".join(lines) + "\n"
+
+
+def tiny_decoder_usage(out: Path, temporal_factor: int) -> str:
+    """The ``HOW_TO_USE.md`` section on the exported tiny decoder (prose: the guide's one code block stays the
+    pipeline's)."""
+    frames = ("one frame per latent frame" if temporal_factor == 1 else
+              f"{temporal_factor} frames per latent frame, read from its {3 * temporal_factor} channels as "
+              f"(frame, RGB), of which the first latent frame keeps only the last")
+    return (
+        f"\n## Faster decoding: `{TINY_DECODER_PART}/`\n\n"
+        f"`{TINY_DECODER_PART}/` is a diffusers `AutoencoderTiny` distilled from this model's VAE decoder "
+        f"(`videocm distill-decoder`); it is not part of the pipeline (`model_index.json` does not list it), so "
+        f"the pipeline decodes with its own VAE unless you decode yourself. Load it with "
+        f'`AutoencoderTiny.from_pretrained("{out / TINY_DECODER_PART}")` and call its `decode` on each latent '
+        f"frame of the VAE-normalised latents (the pipeline's `output_type=\"latent\"` result, in the "
+        f"pipeline's own layout: `(B, C, T, h, w)` for Wan and HunyuanVideo, `(B, T, C, h, w)` for CogVideoX): "
+        f"`tiny.decode(latents.transpose(1, 2).flatten(0, 1)).sample` gives {frames}, in [-1, 1]. Its encoder "
+        f"is untrained: encode with the VAE. `videocm sample --decoder DIR` does all of this.\n")
