@@ -396,6 +396,9 @@ def _run(argv: list[str]) -> int:
         config_path, tokens = _without_config_flag([t for t in tokens if t not in ("-h", "--help")])
         print(command_help(name, COMMANDS[name], _pick(COMMANDS[name], tokens, config_path)[0]))
         return 0
+    from .models.lazy_imports import defer_package_inits
+
+    defer_package_inits()  # a model folder imports its own diffusers classes, not every class of their package
     command, run, config = parse_command(argv)
     if os.environ.get("RANK", "0") == "0":  # one process clears what --overwrite replaces (training runs wait)
         for cleared in clear_outputs(config):
