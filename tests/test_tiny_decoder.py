@@ -39,6 +39,15 @@ def decoder_of_tiny_vae(tiny_vae, tmp_path_factory):
     return out, summary
 
 
+def decoder_of_another_vae(decoder, out):
+    """A copy of ``decoder`` that says it was distilled from another VAE."""
+    shutil.copytree(decoder, out)
+    info = json.loads((out / "videocm.json").read_text())
+    info["vae_fingerprint"] = "0" * 16
+    (out / "videocm.json").write_text(json.dumps(info))
+    return out
+
+
 def test_the_decoder_matches_the_vae_shape_with_and_without_temporal_compression(tiny_vae, tmp_path):
     vae = load_vae(tiny_vae)
     latents = torch.randn(2, vae.latent_channels, 8, 8, 8)
@@ -136,11 +145,7 @@ def test_decoder_tiny_is_found_beside_the_model_and_refused_for_another_vae(deco
     rows = json.loads((tmp_path / "eval.json").read_text())["rows"]
     assert [(row["model"], row["decoder"]) for row in rows] == [("teacher+tiny", "tiny"), ("teacher", "full")]
     # a decoder distilled from another VAE is refused in one line
-    other = tmp_path / "other"
-    shutil.copytree(out, other)
-    info = json.loads((other / "videocm.json").read_text())
-    info["vae_fingerprint"] = "0" * 16
-    (other / "videocm.json").write_text(json.dumps(info))
+    other = decoder_of_another_vae(out, tmp_path / "other")
     capsys.readouterr()
     assert main(["sample", "--model", str(teacher), "--prompt", "a red 3 moving left", "--decoder", str(other),
                  "--out", str(tmp_path / "x.npy")]) == 2
@@ -164,7 +169,7 @@ def test_the_clip_writer_writes_on_a_thread_while_the_caller_goes_on(tmp_path, m
 
     monkeypatch.setattr(clip_folder, "write_clip", slow)
     clip = np.zeros((2, 8, 8, 3), np.uint8)
-    with ClipWriter(tmp_path / "clips", "gif", single=False) as writer:
+    with ClipWriter(tmp_path / "clips", "gif", single=False, overlap=True) as writer:
         writer.add([clip, clip])  # returns while the first file is still being written
         assert started.wait(10) and not (tmp_path / "clips" / "0000.gif").exists()
         writer.add([clip])
@@ -173,8 +178,11 @@ def test_the_clip_writer_writes_on_a_thread_while_the_caller_goes_on(tmp_path, m
     monkeypatch.setattr(clip_folder, "write_clip", real)
     (tmp_path / "file").write_text("x")
     with pytest.raises(OSError):  # a failed write is raised at the end, not lost on the thread
-        with ClipWriter(tmp_path / "file" / "under", "gif", single=False) as writer:
+        with ClipWriter(tmp_path / "file" / "under", "gif", single=False, overlap=True) as writer:
             writer.add([clip])
+    with ClipWriter(tmp_path / "now", "gif", single=False, overlap=False) as writer:
+        writer.add([clip])
+        assert (tmp_path / "now" / "0000.gif").is_file()  # without overlap, written before add returns
 
 
 def test_export_adds_the_tiny_decoder_as_a_separate_component(decoder_of_tiny_vae, tiny_teachers, tmp_path, capsys):
@@ -197,11 +205,7 @@ def test_export_adds_the_tiny_decoder_as_a_separate_component(decoder_of_tiny_va
     assert "## Faster decoding: `tiny_decoder/`" in guide and "AutoencoderTiny.from_pretrained" in guide
     assert guide.count("```python") <= 1  # the guide's one code block stays the pipeline's
     # a decoder of another VAE is refused before anything is written
-    other = tmp_path / "other"
-    shutil.copytree(out, other)
-    info = json.loads((other / "videocm.json").read_text())
-    info["vae_fingerprint"] = "0" * 16
-    (other / "videocm.json").write_text(json.dumps(info))
+    other = decoder_of_another_vae(out, tmp_path / "other")
     capsys.readouterr()
     assert main(["export", "--model", str(student), "--out", str(tmp_path / "refused"), "--decoder", str(other)]) == 2
     assert "distilled from another VAE" in capsys.readouterr().err and not (tmp_path / "refused").exists()

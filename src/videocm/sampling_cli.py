@@ -52,6 +52,7 @@ class SampleConfig:
     control_input: ControlInput = field(default_factory=ControlInput)  # optional control branch
     decoder: str = "full"  # full (the model's VAE), tiny (a distilled tiny decoder: the model folder's tiny-decoder/, else the shipped one) or a decoder folder
     compile: bool = False  # torch.compile the networks and the decoder (pays off over many batches)
+    overlap_writes: Literal["auto", "on", "off"] = "auto"  # write each batch's files on a thread while the next batch is generated (auto: when a core is spare beside torch's threads)
     overwrite: bool = False  # replace what an output path already holds (without it, one that exists is refused)
 
     def __post_init__(self) -> None:
@@ -118,9 +119,10 @@ def run_sample(config: SampleConfig) -> int:
         images = [read_first_frame(config.image)] * len(prompts)
     seeds = [config.seed + i for i in range(len(prompts))]
     batch = config.batch_size
-    with ClipWriter(out, fmt, single=config.prompt is not None) as writer:
+    overlap = {"auto": None, "on": True, "off": False}[config.overlap_writes]
+    with ClipWriter(out, fmt, single=config.prompt is not None, overlap=overlap) as writer:
         for start in tqdm(range(0, len(prompts), batch), desc="sampling", disable=len(prompts) <= 1):
-            # the writer thread writes this batch's files while the next batch is generated
+            # with overlap, the writer thread writes this batch's files while the next batch is generated
             writer.add(pipeline.generate(prompts[start:start + batch], seeds[start:start + batch],
                                          config.steps, config.guidance, negative_prompt=config.negative_prompt,
                                          progress=len(prompts) == 1, timesteps=config.timesteps or None,

@@ -100,15 +100,28 @@ def export_moving_digits(
     return prompts
 
 
-class ClipWriter:
-    """Writes each batch of clips on one background thread while the caller generates the next (``with``: waits
-    for every file and re-raises a failed write). ``single``: one clip to the file ``out``; ``npy`` keeps the
-    clips for one clip folder written at the end; other formats write ``out/NNNN.<fmt>`` as clips arrive."""
+def spare_core() -> bool:
+    """Whether a core is left over by torch's compute threads (a writer thread then costs the compute nothing;
+    on a machine whose every core torch uses, it slows torch's threads more than it saves)."""
+    import os
 
-    def __init__(self, out: Path, fmt: str, single: bool) -> None:
+    import torch
+
+    return (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) > \
+        torch.get_num_threads()
+
+
+class ClipWriter:
+    """Writes each batch of clips, with ``overlap`` on one background thread while the caller generates the next
+    (``with``: waits for every file and re-raises a failed write); ``overlap=None`` overlaps when a core is
+    spare (:func:`spare_core`). ``single``: one clip to the file ``out``; ``npy`` keeps the clips for one clip
+    folder written at the end; other formats write ``out/NNNN.<fmt>`` as clips arrive."""
+
+    def __init__(self, out: Path, fmt: str, single: bool, overlap: bool | None = None) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         self.out, self.fmt, self.single = out, fmt, single
+        self.overlap = spare_core() if overlap is None else overlap
         self.clips: list[np.ndarray] = []
         self.written: list[Path] = []
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="videocm-writer")
@@ -118,6 +131,9 @@ class ClipWriter:
         first = len(self.clips)
         self.clips += clips
         if self.fmt == "npy" and not self.single:
+            return
+        if not self.overlap:
+            self._write(first, clips)
             return
         self._pending.append(self._pool.submit(self._write, first, clips))
 

@@ -24,6 +24,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from ..config import Count, DeviceName, Natural, OutputPath
 from ..errors import VideoCMError
 from .cost import CostMeter, PeakMemory
 
+OVERLAP = {"auto": None, "on": True, "off": False}
 FAMILY_MODELS = {  # shipped teacher and students of each family, folder names under --models-dir
     "flow": ("teacher-flow", ["lcm-flow", "dcm-flow"]),
     "vp": ("teacher-vp", ["lcm-vp", "dcm-vp"]),
@@ -61,7 +63,8 @@ class BenchConfig:
     threads: Natural = 0  # torch threads (0: torch's default)
     compile: bool = False  # torch.compile the networks and the VAE decoder (the warm-up run pays the compilation)
     decoders: list[str] = field(default_factory=lambda: ["full"])  # what the students decode with, each its own rows: full (their VAE), tiny, or a decoder folder (the teacher always uses its VAE)
-    batches: Count = 1  # batches per timed run, as `videocm sample` makes them: each batch's files are written on a thread while the next is generated
+    batches: Count = 1  # batches per timed run, written as `videocm sample` writes them
+    overlap_writes: Literal["auto", "on", "off"] = "auto"  # as sample's: write on a thread while the next batch is generated (auto: when a core is spare)
     quality_clips: Natural = 0  # with a decoder besides full: score each student at --quality-steps with every decoder on this many test clips (paired intervals)
     quality_steps: Count = 4  # the students' step count of the decoder quality check
     out: OutputPath = "benchmarks/results/bench.json"  # JSON file of the results
@@ -89,11 +92,11 @@ def _sync() -> None:
 # --- sampling ---
 
 def time_sampling(pipeline, prompts: list[str], seeds: list[int], steps: int, guidance: float | None,
-                  repeats: int, folder: Path, batches: int = 1) -> dict:
+                  repeats: int, folder: Path, batches: int = 1, overlap: bool | None = None) -> dict:
     """Median end-to-end seconds per clip (and per phase) over ``repeats`` runs after a warm-up run. A run
-    generates ``batches`` batches of ``prompts`` and writes their mp4 files as ``videocm sample`` does, on a
-    thread that overlaps each batch's writing with the next batch's work; ``seconds_write`` is the time the
-    writing added (the run's wall time beyond text, denoising and decoding)."""
+    generates ``prompts`` in ``batches`` equal batches (each its own prompts, so none is encoded twice) and writes their mp4 files as ``videocm sample`` does (with
+    ``overlap``, on a thread while the next batch is generated; None: when a core is spare); ``seconds_write``
+    is the time the writing added (the run's wall time beyond text, denoising and decoding)."""
     from ..data.clip_folder import ClipWriter
 
     runs = []
@@ -105,15 +108,15 @@ def time_sampling(pipeline, prompts: list[str], seeds: list[int], steps: int, gu
         with PeakMemory() as memory:
             _sync()
             began = time.perf_counter()
-            with ClipWriter(folder, "mp4", single=False) as writer:
-                for batch in range(batches):
-                    writer.add(pipeline.generate(prompts, [s + batch * len(seeds) for s in seeds], steps, guidance,
-                                                 meter))
+            with ClipWriter(folder, "mp4", single=False, overlap=overlap) as writer:
+                for start in range(0, len(prompts), len(prompts) // batches):
+                    part = slice(start, start + len(prompts) // batches)
+                    writer.add(pipeline.generate(prompts[part], seeds[part], steps, guidance, meter))
             total = time.perf_counter() - began
         if repeat == 0:
             warmup = total  # allocator, lazy imports, first-call kernels (and torch.compile's compilation)
             continue
-        n = len(prompts) * batches
+        n = len(prompts)
         phases = {f"seconds_{k}": v / n for k, v in meter.seconds.items()}
         phases["seconds_write"] = max(0.0, total / n - sum(phases.values()))
         runs.append({"seconds_per_clip": total / n, "nfe": meter.network_rows / n, **phases,
@@ -129,12 +132,12 @@ def bench_sampling(config: BenchConfig, device: str, progress=print) -> list[dic
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as scratch:
         for batch in config.batch_sizes:
-            prompts, seeds = eval_prompts(batch)
+            prompts, seeds = eval_prompts(batch * config.batches)
             teacher = _pipeline(teacher_path, device, config.compile)
             row = {"model": teacher.name, "kind": "teacher", "steps": config.teacher_steps, "batch": batch,
                    "guidance": teacher.model.default_guidance, "decoder": "full",
                    **time_sampling(teacher, prompts, seeds, config.teacher_steps, None, config.repeats,
-                                   Path(scratch), config.batches)}
+                                   Path(scratch), config.batches, OVERLAP[config.overlap_writes])}
             rows.append(row)
             progress(_sampling_line(row))
             base = row
@@ -143,7 +146,7 @@ def bench_sampling(config: BenchConfig, device: str, progress=print) -> list[dic
                 student = _pipeline(path, device, config.compile, decoder, config.models_dir)
                 for steps in config.student_steps:
                     measured = time_sampling(student, prompts, seeds, steps, None, config.repeats, Path(scratch),
-                                             config.batches)
+                                             config.batches, OVERLAP[config.overlap_writes])
                     row = {"model": student.name, "kind": "student", "steps": steps, "batch": batch,
                            "decoder": decoder, **measured}
                     row["speedup"] = base["seconds_per_clip"] / row["seconds_per_clip"]
