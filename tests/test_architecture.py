@@ -18,7 +18,7 @@ LAYERS = [
     {"data", "models"},
     {"pipeline"},
     {"distill", "evaluation"},
-    {"demo", "sampling_cli", "cli", "__init__"},
+    {"demo", "sampling_cli", "serve", "cli", "__init__"},
 ]
 
 

@@ -49,6 +49,22 @@ CASES = [
     (["sample", *X, "--out", "a.npy", "--batch-size", "0"], "--batch-size must be at least 1"),
     (["sample", *X, "--out", "a.npy", "--seed", "-1"], "--seed must be at least 0"),
     (["sample", *X, "--out", "a.npy", "--frames", "9"], 'give --frames, --height and --width together'),
+    (["sample", *X, "--out", "a.npy", "--model", LF, "--decoder", "nothere"], "does not exist"),
+    (["sample", *X, "--out", "a.npy", "--model", LF, "--decoder", TF], "not a tiny decoder"),
+    (["sample", *X, "--out", "a.npy", "--overlap-writes", "maybe"], "use one of"),
+    # distill-decoder
+    (["distill-decoder", "--vae", "nothere", "--out", "dec"], "does not exist"),
+    (["distill-decoder", "--vae", f"{M}/vae", "--teacher", TF, "--out", "dec"], "not both"),
+    (["distill-decoder", "--vae", CF, "--out", "dec"], "is a control folder"),
+    (["distill-decoder", "--vae", f"{M}/vae", "--blocks", "1,1", "--out", "dec"], "levels"),
+    (["distill-decoder", "--vae", f"{M}/vae", "--cache", "nothere", "--out", "dec"], "does not exist"),
+    (["distill-decoder", "--vae", f"{M}/vae", "--out", "file.txt"], "is a file"),
+    (["distill-decoder", "--vae", f"{M}/vae", "--out", "dec", "--feature-weight", "-1"], "at least 0"),
+    # serve (refused before the page starts)
+    (["serve", "--model", "nothere"], "not a videocm model folder"),
+    (["serve", "--model", f"{M}/vae"], "is a vae folder"),
+    (["serve", "--model", TF], "at least one teacher and one student"),
+    (["serve", "--port", "0"], "--port must be at least 1"),
     # eval
     (["eval", "--clips", "clips3"], "holds 8 clips but prompts.txt lists 3 prompts"),
     (["eval", "--clips", "clipslatin"], "is not UTF-8 text"),

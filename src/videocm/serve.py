@@ -160,10 +160,10 @@ def checked_request(catalogue: Catalogue, config: ServeConfig, prompt: str, teac
 
 def build_app(config: ServeConfig):
     """The Gradio Blocks app (not yet launched)."""
+    catalogue = Catalogue.find(config.model, config.models_dir)  # bad --model is refused before gradio loads
     import gradio as gr
     import torch
 
-    catalogue = Catalogue.find(config.model, config.models_dir)
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     models = Models(catalogue, device, config.models_dir)
     folder = Path(tempfile.mkdtemp(prefix="videocm-serve-"))

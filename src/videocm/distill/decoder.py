@@ -52,10 +52,10 @@ class DecoderConfig(TrainConfig):
     steps: Count = 1500
     batch_size: Count = 16
     lr: Positive = 2e-3
-    warmup_steps: int = 50
+    warmup_steps: Natural = 50
     ema_decay: Decay = 0.99
     checkpoint_every: Count = 250
-    sample_every: int = 0
+    sample_every: Natural = 0
 
 
 def load_source_vae(config: DecoderConfig, device: str):

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from ..errors import VideoCMError, reading_weights
-from .info import ModelInfo
+from .info import ModelInfo, is_model_folder
 
 DECODER_PART = "decoder"
 SHIPPED = "tiny-decoder"  # the shipped decoder for the MovingDigits VAE, under the models folder
@@ -128,7 +128,7 @@ def resolve_decoder(choice: str, model, models_dir: str | None = None, device: s
         here = Path(model.path) if getattr(model, "path", None) else None
         candidates = ([here / SHIPPED, here.parent / SHIPPED] if here else []) + [shipped_models(models_dir) / SHIPPED]
         candidates = list(dict.fromkeys(candidates))
-        folder = next((path for path in candidates if (path / "videocm.json").is_file()), None)
+        folder = next((path for path in candidates if is_model_folder(path)), None)
         if folder is None:
             raise VideoCMError(f"no tiny decoder found (looked in {', '.join(map(str, candidates))}): train one with "
                                f"`videocm distill-decoder --teacher MODEL --out DIR` and pass --decoder DIR")
