@@ -96,3 +96,16 @@ def test_the_verdict_names_the_best_row_at_each_step_count_and_turns_comparisons
     assert lines[1].startswith("50 steps: best teacher")
     assert lines[2] == ("dcm@4 against the teacher (teacher-flow, 50 steps): fidelity tie (-0.050 [-0.100, +0.010]), "
                         "Fréchet worse (+1.00 [+0.40, +1.60]).")
+
+
+def test_the_decoder_quality_table_shows_each_decoder_minus_the_full_one():
+    from videocm.evaluation.bench import decoder_quality_table
+
+    rows = [{"model": "lcm", "decoder": "full", "steps": 4, "fidelity_all": 0.99, "frechet_distance": 4.9},
+            {"model": "lcm+tiny", "decoder": "tiny", "steps": 4, "fidelity_all": 0.98, "frechet_distance": 4.5}]
+    # the evaluation compares full (first) against tiny (second)
+    table = decoder_quality_table([{"rows": rows, "comparisons": [
+        comparison("lcm@4", "lcm+tiny@4", (0.01, 0.0, 0.02), (0.4, 0.2, 0.7))]}])
+    lines = table.splitlines()
+    assert lines[2] == "| lcm | full | 4 | 0.990 | 4.90 | - | - |"
+    assert lines[3] == "| lcm+tiny | tiny | 4 | 0.980 | 4.50 | -0.010 [-0.020, -0.000] | -0.40 [-0.70, -0.20] |"

@@ -107,8 +107,9 @@ class VideoPipeline:
         self.decoder_name = "full"
 
     @classmethod
-    def from_folder(cls, folder, device: str | torch.device = "cpu", decoder: str = "full") -> "VideoPipeline":
-        return cls(load_model(folder, device), device).use_decoder(decoder)
+    def from_folder(cls, folder, device: str | torch.device = "cpu", decoder: str = "full",
+                    models_dir: str | None = None) -> "VideoPipeline":
+        return cls(load_model(folder, device), device).use_decoder(decoder, models_dir)
 
     def use_decoder(self, choice: str = "full", models_dir: str | None = None) -> "VideoPipeline":
         """Decode with the model's VAE (``full``), a tiny decoder distilled from it (``tiny``: the model folder's

@@ -160,10 +160,9 @@ def bench_sampling(config: BenchConfig, device: str, progress=print) -> list[dic
 
 
 def _pipeline(path: str, device: str, compile_networks: bool, decoder: str = "full", models_dir: str | None = None):
-    from ..models.folder import load_model
     from ..pipeline import VideoPipeline
 
-    pipeline = VideoPipeline(load_model(path, device), device).use_decoder(decoder, models_dir)
+    pipeline = VideoPipeline.from_folder(path, device, decoder, models_dir)
     return pipeline.compile() if compile_networks else pipeline
 
 
@@ -330,21 +329,20 @@ def _distill_line(row: dict) -> str:
 
 def decoder_quality_table(found: list[dict]) -> str:
     """The decoder quality check: each row's fidelity and Fréchet distance, and each decoder against the full one."""
+    from .evaluate import turned_round
+
     lines = ["| model | decoder | steps | fidelity | Fréchet | difference to full: fidelity | Fréchet |",
              "|" + "---|" * 7]
     for student in found:
         full = next(row for row in student["rows"] if row["decoder"] == "full")
         label = f"{full['model']}@{full['steps']}"
         for row in student["rows"]:
-            versus = next((c for c in student["comparisons"] if c["first"] == label
-                           and c["second"] == f"{row['model']}@{row['steps']}"), None)
-            if versus is None:
-                difference = "- | -"
-            else:  # the comparison is full minus this decoder: shown the other way round
-                difference = " | ".join(
-                    f"{-versus[key]['difference']:+.{digits}f} [{-versus[key]['ci'][1]:+.{digits}f}, "
-                    f"{-versus[key]['ci'][0]:+.{digits}f}]" for key, digits in (("fidelity_all", 3),
-                                                                              ("frechet_distance", 2)))
+            versus = next((turned_round(c) for c in student["comparisons"] if c["first"] == label
+                           and c["second"] == f"{row['model']}@{row['steps']}"), None)  # this decoder minus full
+            difference = "- | -" if versus is None else " | ".join(
+                f"{versus[key]['difference']:+.{digits}f} [{versus[key]['ci'][0]:+.{digits}f}, "
+                f"{versus[key]['ci'][1]:+.{digits}f}]" for key, digits in (("fidelity_all", 3),
+                                                                         ("frechet_distance", 2)))
             lines.append(f"| {row['model']} | {row['decoder']} | {row['steps']} | {row['fidelity_all']:.3f} | "
                          f"{row['frechet_distance']:.2f} | {difference} |")
     return "\n".join(lines)

@@ -184,17 +184,18 @@ def evaluate_models(
     if teacher is not None:
         teacher_clips, teacher_cost = generate_with_cost(load_generator(teacher), prompts, seeds, teacher_steps,
                                                          guidance, batch_size, f"teacher {teacher_steps} steps")
-    runs = []
+    runs, reference_run = [], None
     for spec, generator in zip(specs, generators):
+        decoder_name = getattr(generator, "decoder_name", "full")
         for steps in steps_for.get(spec, steps_list):
-            reference = spec == teacher and steps == teacher_steps and getattr(generator, "decoder_name", "full") == "full"
+            reference = spec == teacher and steps == teacher_steps and decoder_name == "full"
             if reference:  # the reference clips already are this row's
                 clips, cost = teacher_clips, teacher_cost
             else:
                 clips, cost = generate_with_cost(generator, prompts, seeds, steps, guidance, batch_size,
                                                  f"{generator.name} {steps} steps")
             row = {"model": generator.name, "path": spec, "steps": steps, "guidance": guidance,
-                   "decoder": getattr(generator, "decoder_name", "full")}
+                   "decoder": decoder_name}
             per_clip, heads = clip_scores(judge, clips, prompts)
             # the reference row against itself has no agreement to report (its PSNR would be a placeholder)
             agreement = teacher_agreement(clips, teacher_clips) if teacher_clips is not None and not reference \
@@ -206,19 +207,28 @@ def evaluate_models(
                 row["ssim_vs_teacher"] = agreement["ssim"]
             row.update(cost)
             runs.append(ModelRun(row, [clips[i] for i in shown], per_clip))
+            if reference:
+                reference_run = runs[-1]
     real = real_clips_for([prompts[i] for i in shown], Geometry(judge.frames, judge.size))
     comparisons = same_steps_comparisons(judge, runs)
     result = {"n": n, "seed": seed, "prompts_shown": [prompts[i] for i in shown], "teacher": teacher,
               "teacher_steps": teacher_steps if teacher else None, "rows": [run.row for run in runs],
               "comparisons": comparisons}
     if teacher_clips is not None:
-        reference_run = next((run for run in runs if run.row["path"] == teacher and run.row["steps"] == teacher_steps),
-                             None)
         teacher_scores = reference_run.per_clip if reference_run else clip_scores(judge, teacher_clips, prompts)[0]
         result["teacher_comparisons"] = best_against_teacher(judge, runs, comparisons, teacher_scores,
                                                              reference_run)
     result["verdict"] = verdict_lines(result)
     return result, runs, real
+
+
+def turned_round(comparison: dict) -> dict:
+    """A paired comparison of ``first`` against ``second`` as ``second`` against ``first``: every difference and
+    interval negated, better and worse swapped."""
+    turned = {key: {"difference": -value["difference"], "ci": [-value["ci"][1], -value["ci"][0]],
+                    "verdict": {"better": "worse", "worse": "better"}.get(value["verdict"], "tie")}
+              for key, value in comparison.items() if isinstance(value, dict)}
+    return {**comparison, "first": comparison["second"], "second": comparison["first"], **turned}
 
 
 def best_per_steps(runs: list[ModelRun], comparisons: list[dict]) -> dict[int, tuple[ModelRun, list[dict]]]:
@@ -233,11 +243,8 @@ def best_per_steps(runs: list[ModelRun], comparisons: list[dict]) -> dict[int, t
         for comparison in comparisons:
             if comparison["first"] == label:
                 against.append(comparison)
-            elif comparison["second"] == label:  # turned round: the best row first
-                turned = {key: {"difference": -value["difference"], "ci": [-value["ci"][1], -value["ci"][0]],
-                                "verdict": {"better": "worse", "worse": "better"}.get(value["verdict"], "tie")}
-                          for key, value in comparison.items() if isinstance(value, dict)}
-                against.append({"first": label, "second": comparison["first"], **turned})
+            elif comparison["second"] == label:
+                against.append(turned_round(comparison))
         best[steps] = (mine[0], against)
     return best
 
@@ -265,8 +272,7 @@ def verdict_lines(result: dict) -> list[str]:
         if value is None:
             return ""
         low, high = value["ci"]
-        word = {"better": "better", "worse": "worse", "tie": "tie"}[value["verdict"]]
-        return f"{name} {word} ({value['difference']:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}])"
+        return f"{name} {value['verdict']} ({value['difference']:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}])"
 
     runs = [ModelRun(row, per_clip=None) for row in result["rows"]]
     lines = []

@@ -84,7 +84,7 @@ class TinyDecoder(torch.nn.Module):
         images = self.autoencoder.decoder(flat)  # (B*T', 3k, H, W); the decoder's own tanh clamp takes the latents
         k = self.temporal_factor
         video = images.unflatten(0, (batch, frames)).unflatten(2, (k, 3))  # (B, T', k, 3, H, W)
-        video = video.flatten(1, 2)[:, k - 1:] if k > 1 else video.flatten(1, 2)  # (B, T, 3, H, W)
+        video = video.flatten(1, 2)[:, k - 1:]  # (B, T, 3, H, W): a causal first latent frame keeps its last
         return video.transpose(1, 2).float().clamp(-1, 1)
 
 
