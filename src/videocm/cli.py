@@ -207,11 +207,14 @@ COMMANDS: dict[str, Command] = {
         "train a latent video diffusion teacher on MovingDigits", print_result=True, monitored=True),
     "distill": Command(
         "distill.lcm:LCMConfig", "distill.lcm:distill",
-        "distil a teacher folder into a few-step student (--method lcm or dcm)",
-        "Distil --teacher DIR into a consistency student written to --out DIR. Any setting of the method's config "
-        "is a --key value flag (e.g. --steps 2000 --guidance 4 --student lora); --resume continues a run from its "
-        "newest checkpoint.",
-        print_result=True, monitored=True, selector="method", variants={"dcm": ("distill.dcm:DCMConfig", "distill.dcm:distill_dcm")}),
+        "distil a teacher folder into a few-step student (--method lcm, dcm or dmd)",
+        "Distil --teacher DIR into a few-step student written to --out DIR: consistency distillation (lcm, dcm) or "
+        "distribution matching (dmd; --dmd-weight W adds its term to lcm and dcm). Any setting of the method's "
+        "config is a --key value flag (e.g. --steps 2000 --guidance 4 --student lora); --data prompts:FILE "
+        "distils from a prompt list alone; --resume continues a run from its newest checkpoint.",
+        print_result=True, monitored=True, selector="method",
+        variants={"dcm": ("distill.dcm:DCMConfig", "distill.dcm:distill_dcm"),
+                  "dmd": ("distill.dmd:DMDConfig", "distill.dmd:distill_dmd")}),
     "encode-captions": Command(
         "cli:EncodeCaptionsConfig", "cli:run_encode_captions",
         "precompute MiniLM states of all MovingDigits captions (and \"\")"),

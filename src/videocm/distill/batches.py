@@ -208,3 +208,96 @@ class CachedLatentBatches:
                 text[key] = torch.where(keep.view(-1, *([1] * (value.dim() - 1))), value, empty)
             captions = [c if k else "" for c, k in zip(captions, keep.tolist())]
         return latents.float().to(device), {k: v.to(device) for k, v in text.items()}, captions
+
+
+# ---- distillation from prompts alone (--data prompts:FILE) ----------------------------------------------------------
+
+def read_prompts(path: Path) -> list[str]:
+    """The prompts of a prompt list: one per line, blank lines skipped; a one-line error when there are none."""
+    from ..errors import VideoCMError
+
+    path = Path(path)
+    if not path.is_file():
+        raise VideoCMError(f"--data prompts:{path}: no such file; give a text file with one prompt per line")
+    try:
+        prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise VideoCMError(f"--data prompts:{path} cannot be read as UTF-8 text ({error})") from error
+    if not prompts:
+        raise VideoCMError(f"--data prompts:{path} holds no prompts; write one prompt per line")
+    return prompts
+
+
+class PromptBatches:
+    """Text states of prompts drawn uniformly from a list, no clips (what distribution matching needs);
+    ``draw`` returns ``None`` in place of latents."""
+
+    def __init__(self, prompts: list[str], text, caption_dropout: float = 0.0) -> None:
+        self.prompts, self.text, self.caption_dropout = list(prompts), text, caption_dropout
+
+    def sample_prompts(self) -> list[str]:
+        return list(dict.fromkeys(self.prompts))[:16]
+
+    @torch.no_grad()
+    def draw(self, n: int, rng: np.random.Generator, shard: tuple[int, int],
+             device: torch.device | str) -> tuple[None, dict[str, torch.Tensor], list[str]]:
+        rows = shard_rows(n, shard)
+        picks = rng.integers(len(self.prompts), size=n)
+        dropped = rng.random(n) < self.caption_dropout
+        captions = ["" if drop else self.prompts[p] for p, drop in zip(picks, dropped)][rows]
+        return None, {k: v.to(device) for k, v in self.text.encode(captions).items()}, captions
+
+
+def prompt_cache_fingerprint(teacher, prompts_file: Path, samples: int, steps: int, guidance: float,
+                             guidance_2: float | None, negative_prompt: str, seed: int) -> dict:
+    """What a cache of teacher-generated latents depends on: the teacher, the prompt list and how it sampled."""
+    return {**cache_fingerprint(teacher, Path(f"prompts:{Path(prompts_file).resolve()}"), 0),
+            "data": f"prompts:{Path(prompts_file).resolve()}", "generated_by": "teacher",
+            "teacher_steps": int(steps), "guidance": float(guidance),
+            "guidance_2": None if guidance_2 is None else float(guidance_2), "negative_prompt": negative_prompt,
+            "samples_per_prompt": int(samples), "seed": int(seed)}
+
+
+def generate_prompt_cache(teacher, denoiser, text, prompts_file: Path, out: Path, samples: int, steps: int,
+                          guidance: float, guidance_2: float | None = None, negative_prompt: str = "",
+                          seed: int = 0, device: torch.device | str = "cpu", batch_size: int = 16,
+                          progress: bool = True) -> dict:
+    """The teacher's own training latents for a prompt list: ``samples`` clips per prompt, each sampled with
+    ``steps`` guided ODE steps (DDIM or Euler) from noise of seed ``(seed, clip)``, written once into a latent cache
+    at ``out`` (the layout `videocm encode` writes; a killed run is finished where it stopped). ``denoiser``: the
+    teacher's network as distillation guides it (guidance embedded where the network takes it). Returns the index."""
+    from ..data.latent_cache import write_latent_cache
+    from ..data.video_folder import VideoItem
+    from ..diffusion.sampling import sample_teacher
+    from ..pipeline import initial_noise
+
+    prompts = read_prompts(prompts_file)
+    items = [VideoItem(Path(f"prompts:{Path(prompts_file).resolve()}#{p}.{s}"), prompt)
+             for p, prompt in enumerate(prompts) for s in range(samples)]
+    position = {str(item.path): i for i, item in enumerate(items)}
+    schedule, shape = teacher.schedule, tuple(int(v) for v in teacher.info.latent_shape)
+    scales: float | list[float] = 1.0 if getattr(denoiser, "embeds_guidance", False) else float(guidance)
+    if guidance_2 is not None:  # as WanPipeline: guidance_scale_2 where the low-noise transformer runs
+        at = schedule.model_timestep(schedule.sampling_times(steps)[:-1])
+        scales = [float(guidance) if float(t) >= denoiser.boundary else float(guidance_2) for t in at]
+    guided = any(g != 1.0 for g in ([scales] if isinstance(scales, float) else scales))
+
+    def states(captions: list[str]) -> dict[str, torch.Tensor]:
+        return {k: v.to(device) for k, v in text.encode(captions).items()}
+
+    @torch.no_grad()
+    def generate(indices: np.ndarray) -> torch.Tensor:
+        chosen = [int(i) for i in indices[:, 0]]
+        noise = initial_noise([seed * 1_000_003 + i for i in chosen], shape, device)
+        cond = states([items[i].caption for i in chosen])
+        uncond = states([negative_prompt] * len(chosen)) if guided else None
+        return sample_teacher(denoiser, noise, schedule, steps, cond, uncond, scales).float().cpu()
+
+    fingerprint = prompt_cache_fingerprint(teacher, prompts_file, samples, steps, guidance, guidance_2,
+                                           negative_prompt, seed)
+    index = write_latent_cache(out, items, lambda item: np.array([position[str(item.path)]]), generate,
+                               lambda captions: {k: v.cpu() for k, v in text.encode(captions).items()}, fingerprint,
+                               shard_size=256, batch_size=batch_size, progress=progress)
+    print(f"latent cache {out}: {index['count']} clips generated by the teacher ({steps} steps, guidance "
+          f"{guidance:g}) for {len(prompts)} prompts")
+    return index

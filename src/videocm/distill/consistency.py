@@ -29,11 +29,13 @@ from ..diffusion.sampling import guided_output
 
 @dataclass
 class ConsistencyTerms:
-    """The step's loss and the two consistency estimates it compares (``(B, C, T, h, w)``)."""
+    """The step's loss and the two consistency estimates it compares (``(B, C, T, h, w)``); ``guidance``: the
+    teacher's guidance weight of each clip (set by the caller that drew it)."""
 
     loss: torch.Tensor
     prediction: torch.Tensor
     target: torch.Tensor
+    guidance: torch.Tensor | None = None
 
 
 def consistency_step(student, target, teacher, schedule, grid: torch.Tensor, end: int, latents: torch.Tensor,

@@ -45,8 +45,8 @@ from ..models.experts import EXPERTS_FOLDER, FeatureTap, feature_blocks, load_ex
 from ..models.folder import STORE_DTYPES, cast_for_storage, load_model, save_model
 from ..models.info import ModelInfo, PhasedInfo, is_model_folder
 from ..models.student import without_dropout
-from .lcm import (Distillation, LCMConfig, TargetNetwork, load_teacher, new_student, student_info,
-                  teacher_guidance)
+from .lcm import (Distillation, LCMConfig, TargetNetwork, load_teacher, new_matching, new_student, student_info,
+                  teacher_guidance, with_matching)
 from .trainer import Monitor, check_resume, run_and_summarise, shard_rows
 
 DONE = "stage_done.json"
@@ -230,6 +230,8 @@ class DCMStageTask:
         self.segment = segment_bounds(self.boundary_indices, config.grid_points)[expert]
         torch.manual_seed(config.seed)
         self.model = self._build_expert(device)
+        # the distribution-matching term regularises the detail expert(s) only (rCM-style)
+        self.matching = new_matching(self.distillation, config, device) if expert > 0 else None
         self.distillation.cast_teacher()
         self.target = TargetNetwork(self.model, config.target, config.target_decay)
         self.shard = (0, 1)
@@ -292,6 +294,8 @@ class DCMStageTask:
         self.engine = engine
         if self.heads is not None:
             self.heads, self.disc_optimizer = engine.prepare(self.heads, self.disc_optimizer)
+        if self.matching is not None:
+            self.matching.prepare(engine)
 
     def checkpoint_objects(self) -> list:
         return [self.target] if self.target.network is not None else []
@@ -322,10 +326,11 @@ class DCMStageTask:
                          "gan_discriminator": disc})
             if config.disc_gradient_penalty > 0:
                 logs["gan_penalty"] = penalty
-        total = terms.loss + extra
+        base, matching_logs = with_matching(self, terms, text, rng, generator)
+        logs.update(matching_logs)
         if logs:
             logs = {"consistency": float(terms.loss.detach()), **logs}
-        return total, logs
+        return base + extra, logs
 
     def _adversarial(self, fake, real, text, rows, rng, generator, device):
         """Discriminator step, then the generator's hinge and feature-matching terms, from one teacher forward."""

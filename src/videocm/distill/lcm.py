@@ -36,11 +36,14 @@ from ..models.student import (LORA_FOLDER, add_lora, has_lora, merged_network_st
 from ..models.text_encoder import PromptCache, TextEncoder
 from ..models.video_model import VideoModel
 from ..pipeline import VideoPipeline
-from .batches import CachedLatentBatches, LatentBatches, ensure_latent_cache
+from .batches import (CachedLatentBatches, LatentBatches, PromptBatches, ensure_latent_cache, generate_prompt_cache,
+                      prompt_cache_fingerprint, read_prompts)
 from .consistency import ConsistencyTerms, consistency_step, draw_consistency_batch, expanded
+from .matching import DistributionMatching
 from .trainer import Monitor, TrainConfig, run_and_summarise, shard_rows
 
 METHODS = ("lcm",)
+PROMPTS_PREFIX = "prompts:"
 
 
 @dataclass
@@ -101,6 +104,16 @@ class LCMConfig(TrainConfig):
     sample_clips: Count = 48  # clips of each monitoring sample
     sample_steps: Count = 4  # steps of the monitoring samples
     store_dtype: str = "float16"  # dtype the student is saved in (float16, bfloat16 or float32)
+    # distribution matching (DMD2): the term's weight on LCM and DCM's detail stage (rCM-style), its fake score
+    dmd_weight: NonNegative = 0.0  # weight of the distribution-matching term added to the loss (0: off; --method dmd: the term alone)
+    dmd_timestep_range: list[float] = field(default_factory=lambda: [0.02, 0.98])  # grid fractions the term re-noises to
+    fake_updates: Natural = 5  # fake score optimiser steps per generator step (DMD2's two time-scale rule)
+    fake_lr: Positive = 1e-4  # the fake score's learning rate
+    fake_score: str = "full"  # the fake score: a full copy of the teacher's network or LoRA on one (lora)
+    fake_lora_rank: Count = 16  # --fake-score lora: LoRA rank
+    fake_lora_alpha: Positive = 16.0  # --fake-score lora: LoRA alpha
+    prompt_samples: Count = 4  # --data prompts:FILE for lcm and dcm: teacher clips generated per prompt
+    prompt_teacher_steps: Count = 50  # --data prompts:FILE for lcm and dcm: the teacher's sampling steps
 
 
 def check_config(config: LCMConfig, teacher_info: ModelInfo) -> None:
@@ -157,8 +170,12 @@ def teacher_text(teacher, prompt_cache: str | None = None, device="cpu"):
     return TextEncoder(max_length=teacher.info.text_length, device=device)
 
 
-def training_batches(config, teacher, text, device):
-    """Latent batches of the run: MovingDigits clips, or the user's videos through a latent cache."""
+def training_batches(config, teacher, text, device, denoiser=None, guidance: float | None = None):
+    """Latent batches of the run: MovingDigits clips, the user's videos through a latent cache, or a prompt list
+    (``prompts:FILE``: the prompts alone for ``--method dmd``, else clips the teacher generates for them once, with
+    ``denoiser`` at ``guidance``, into the latent cache)."""
+    if config.data is not None and str(config.data).startswith(PROMPTS_PREFIX):
+        return prompt_batches(config, teacher, text, device, denoiser, guidance)
     if config.data is None:
         if teacher.info.from_pipeline:
             raise VideoCMError(f"{config.teacher} is a diffusers pipeline: give your videos with --data DIR "
@@ -172,6 +189,31 @@ def training_batches(config, teacher, text, device):
         cache = ensure_latent_cache(teacher, text, Path(config.data),
                                     config.cache or str(Path(config.out) / "latent-cache"), config.frame_stride, device)
     return CachedLatentBatches(cache, text, config.caption_dropout)
+
+
+def prompt_batches(config, teacher, text, device, denoiser, guidance: float):
+    """``--data prompts:FILE``: text states of the prompts (``--method dmd``), or a latent cache of the teacher's
+    own clips for them (``OUT/latent-cache`` or ``--cache``; resumed if a killed run left it half-written)."""
+    from accelerate import PartialState
+
+    from ..data.latent_cache import LatentCache, cache_status
+
+    file = Path(str(config.data)[len(PROMPTS_PREFIX):])
+    if teacher.info.image_condition:
+        raise VideoCMError(f"{config.teacher} is an image-to-video teacher, which needs each clip's first frame: "
+                           f"give your videos with --data DIR instead of a prompt list")
+    prompts = read_prompts(file)
+    if config.method == "dmd":
+        return PromptBatches(prompts, text, config.caption_dropout)
+    cache = Path(config.cache or Path(config.out) / "latent-cache")
+    fingerprint = prompt_cache_fingerprint(teacher, file, config.prompt_samples, config.prompt_teacher_steps,
+                                           guidance, config.guidance_2, config.negative_prompt, config.seed)
+    with PartialState(cpu=config.cpu).main_process_first():  # one process generates, the others then read
+        if cache_status(cache, fingerprint) != "complete":
+            generate_prompt_cache(teacher, denoiser, text, file, cache, config.prompt_samples,
+                                  config.prompt_teacher_steps, guidance, config.guidance_2, config.negative_prompt,
+                                  config.seed, device)
+    return CachedLatentBatches(LatentCache(cache), text, config.caption_dropout)
 
 
 def offload_encoders(teacher) -> None:
@@ -277,7 +319,7 @@ class Distillation:
                 raise VideoCMError("give --guidance-2 or --guidance-range, not both (a guidance embedding takes one "
                                    "scale for every timestep)")
         self.text = teacher_text(teacher, config.prompt_cache)
-        self.batches = training_batches(config, teacher, self.text, device)
+        self.batches = training_batches(config, teacher, self.text, device, self.teacher, self.guidance)
         self.negative = {k: v.to(device) for k, v in self.text.encode([config.negative_prompt]).items()}
         self.teacher_dtype = resolve_teacher_dtype(config.teacher_dtype, device)
         if getattr(config, "offload_encoders", False) and isinstance(self.batches, CachedLatentBatches):
@@ -303,6 +345,13 @@ class Distillation:
             choice = "high" if 2 * high > len(self.grid) else "low"
         return experts()[0 if choice == "high" else 1]
 
+    def unconditional(self, text: dict, batch: int) -> dict:
+        """The teacher's unconditional inputs for ``batch`` clips of conditioning ``text``: the negative prompt's
+        states, with each clip's own first-frame inputs where an image-to-video teacher takes them."""
+        negative = expanded(self.negative, batch)
+        negative.update({k: text[k] for k in INPUT_KEYS if k in text})
+        return negative
+
     def guidance_weights(self, n: int, rng: np.random.Generator) -> torch.Tensor:
         """The classifier-free guidance scale of each clip (1 where the teacher embeds guidance itself)."""
         if self.config.guidance_range:
@@ -317,14 +366,13 @@ class Distillation:
         c = self.config
         rows = shard_rows(n, shard)
         latents, text, _ = self.batches.draw(n, rng, shard, device)
-        negative = expanded(self.negative, latents.shape[0])
         if self.teacher_info.image_condition:  # image to video: each clip's own first frame conditions it
             if not any(key in text for key in INPUT_KEYS):  # a cache without them: CogVideoX's from the latents
                 if self.teacher_info.image_condition != "channels":
                     raise VideoCMError("this latent cache holds no first-frame conditions, which an image-to-video "
                                        "teacher needs: encode the videos again (videocm encode)")
                 text = {**text, **clip_first_frame_inputs(latents)}
-            negative.update({k: text[k] for k in INPUT_KEYS if k in text})
+        negative = self.unconditional(text, latents.shape[0])
         index, skip, w, noise = draw_consistency_batch(rng, generator, n, rows, segment, c.skip, latents.shape[1:],
                                                        device, self.guidance_weights)
         if self.guidance_2 is not None:  # the low-noise expert's rows take its own weight, as WanPipeline does
@@ -334,6 +382,7 @@ class Distillation:
         terms = consistency_step(student, target, self.teacher, self.schedule, self.grid, segment[0], latents, noise,
                                  index, skip, text, negative, w, student_cond, c.sigma_data,
                                  c.timestep_scaling, c.loss, c.huber_c)
+        terms.guidance = w
         return terms, latents, text
 
     def sample_images(self) -> list[np.ndarray] | None:
@@ -350,6 +399,26 @@ class Distillation:
     def monitoring_pipeline(self, denoiser, info: ModelInfo, experts=None) -> VideoPipeline:
         model = VideoModel(denoiser, self.vae, self.schedule, info, Path(self.config.out), experts=experts)
         return VideoPipeline(model, next(denoiser.parameters()).device, text=self.text)
+
+
+def new_matching(distillation: Distillation, config: LCMConfig, device) -> DistributionMatching | None:
+    """The distribution-matching term of a run with ``--dmd-weight`` above 0 (None without)."""
+    if config.dmd_weight <= 0:
+        return None
+    return DistributionMatching(distillation.teacher, distillation.schedule, distillation.grid, config, device,
+                                distillation.guidance_2)
+
+
+def with_matching(task, terms: ConsistencyTerms, text: dict, rng, generator) -> tuple[torch.Tensor, dict]:
+    """The consistency loss of ``terms`` plus ``--dmd-weight`` times the distribution-matching term of its clean
+    estimate (``terms.prediction``), the fake score updated on it first; the figures to log."""
+    if task.matching is None:
+        return terms.loss, {}
+    rows = shard_rows(task.micro_batch, task.shard)
+    uncond = task.distillation.unconditional(text, len(terms.prediction))
+    term, logs = task.matching.step(terms.prediction, text, uncond, terms.guidance, rng, generator, task.micro_batch,
+                                    rows)
+    return terms.loss + task.config.dmd_weight * term, {"consistency": float(terms.loss.detach()), **logs}
 
 
 def new_student(teacher: DenoiserAdapter, config: LCMConfig, device):
@@ -393,11 +462,17 @@ class LCMTask:
         self.distillation = Distillation(config, device)
         torch.manual_seed(config.seed)
         self.model = new_student(self.distillation.student_base(), config, device)
+        self.matching = new_matching(self.distillation, config, device)  # copies the teacher before it is cast
         self.distillation.cast_teacher()
         self.target = TargetNetwork(self.model, config.target, config.target_decay)
         self.shard = (0, 1)
         self.latent_shape = tuple(self.distillation.teacher_info.latent_shape)  # a clip's latents (C, T, H, W)
         self.micro_batch = config.batch_size
+
+    def prepare(self, engine) -> None:
+        """Called by the trainer after it prepared the student: a fake score network joins the run."""
+        if self.matching is not None:
+            self.matching.prepare(engine)
 
     def checkpoint_objects(self) -> list:
         return [self.target] if self.target.network is not None else []
@@ -410,9 +485,9 @@ class LCMTask:
         self.target.update(model)
 
     def loss(self, model, step, rng, generator, device):
-        terms, _, _ = self.distillation.loss(model, self.target(model), (0, self.config.grid_points), rng,
-                                             generator, device, self.micro_batch, self.shard)
-        return terms.loss, {}
+        terms, _, text = self.distillation.loss(model, self.target(model), (0, self.config.grid_points), rng,
+                                                generator, device, self.micro_batch, self.shard)
+        return with_matching(self, terms, text, rng, generator)
 
     def _trained(self, model):
         """The weights a student folder holds: the EMA target (LCM's choice) or the online student."""

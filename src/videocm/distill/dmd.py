@@ -1,0 +1,93 @@
+"""DMD2: a few-step generator distilled by distribution matching alone (Yin et al. 2024b).
+
+The generator is the teacher's network (fully fine-tuned or with LoRA) on a fixed list of ``--generator-steps``
+timesteps of the skipping grid, chosen as the consistency sampler chooses them (``999, 759, 499, 259`` for 4 of a
+VP teacher's 50 points), so the student folder samples, exports (diffusers' ``LCMScheduler``), evaluates and serves
+as an LCM student does, at any step count whose times are in the list (1, 2 and 4 of a 4-step list). Its clean
+estimate is LCM's parameterisation ``c_skip x + c_out x0_hat`` (at the list's times practically ``x0_hat``).
+
+One training step:
+
+1. *Backward simulation* (DMD2): a step index ``k`` of the list, uniform; from pure noise the generator itself
+   (no gradient) runs the first ``k`` steps of its sampler (clean estimate, re-noised with fresh noise to the next
+   time), so the input it learns on at ``t_k`` is the one it meets when sampling;
+2. its clean estimate at ``(x_{t_k}, t_k)``, with gradient;
+3. the fake score's ``--fake-updates`` steps on that estimate, then the distribution-matching loss of it
+   (:mod:`.matching`), times ``--dmd-weight``.
+
+Only prompts are needed: the default data are MovingDigits captions, ``--data DIR`` the captions of your videos or
+their latent cache, ``--data prompts:FILE`` a prompt list (one per line). The clips themselves are not used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from ..config import Count, NonNegative, Positive, RunFolder
+from ..diffusion import consistency_function, consistency_times
+from ..errors import VideoCMError
+from .lcm import LCMConfig, LCMTask
+from .trainer import Monitor, run_and_summarise, shard_rows
+
+
+@dataclass
+class DMDConfig(LCMConfig):
+    """``videocm distill --method dmd``: every field is a ``--key value`` flag."""
+
+    method: str = "dmd"  # dmd: this config (lcm, dcm: theirs)
+    out: RunFolder = "outputs/dmd"
+    lr: Positive = 2e-5  # the generator's peak learning rate
+    target: str = "online"  # no consistency target: the generator is the student
+    dmd_weight: NonNegative = 1.0  # weight of the distribution-matching loss (the generator's whole loss)
+    generator_steps: Count = 4  # the generator's timestep list: this many points of the grid, as the sampler picks them
+    backward_simulation: bool = True  # train on the generator's own sampler inputs (DMD2); false: on noise only (1 step)
+
+
+class DMDTask(LCMTask):
+    """DMD2's generator on the teacher's network, with the shared fake score and term of :mod:`.matching`."""
+
+    guards_collapse = True
+
+    def __init__(self, config: DMDConfig, device: torch.device | str | None = None) -> None:
+        if config.dmd_weight <= 0:
+            raise VideoCMError("--method dmd trains by distribution matching alone: give --dmd-weight above 0")
+        if config.guidance_range:
+            raise VideoCMError("--method dmd distils one guidance weight: drop --guidance-range")
+        if config.target != "online":
+            raise VideoCMError("--method dmd has no consistency target: leave --target out")
+        if not 1 <= config.generator_steps <= config.grid_points:
+            raise VideoCMError(f"--generator-steps {config.generator_steps} must be between 1 and --grid-points "
+                               f"{config.grid_points}")
+        super().__init__(config, device)
+        self.times = consistency_times(self.distillation.grid, config.generator_steps)
+
+    def loss(self, model, step, rng, generator, device):
+        c, d = self.config, self.distillation
+        n, rows = self.micro_batch, shard_rows(self.micro_batch, self.shard)
+        _, text, _ = d.batches.draw(n, rng, self.shard, device)
+        schedule, times = d.schedule, self.times.to(device)
+        k = int(rng.integers(len(times))) if c.backward_simulation else 0
+        x = torch.randn((n, *self.latent_shape), generator=generator)[rows].to(device)
+        batch = x.shape[0]
+
+        def clean(x, i):
+            output = model(x, schedule.model_timestep(times[i]).to(device).expand(batch), **text)
+            return consistency_function(schedule, output, x, times[i], c.sigma_data, c.timestep_scaling)
+
+        with torch.no_grad():
+            for i in range(k):
+                fresh = torch.randn((n, *self.latent_shape), generator=generator)[rows].to(device)
+                x = schedule.add_noise(clean(x, i), fresh, times[i + 1])
+        x0 = clean(x, k)
+        guidance = d.guidance_weights(batch, rng).to(device)
+        term, logs = self.matching.step(x0, text, d.unconditional(text, batch), guidance, rng, generator, n, rows)
+        return c.dmd_weight * term, {"generator_step": float(times[k]), **logs}
+
+
+def distill_dmd(config: DMDConfig, progress: bool = True, monitor: Monitor | None = None) -> dict:
+    """Run (or resume) a DMD2 distillation; writes the resolved config, the student folder and a summary."""
+    config = dataclasses.replace(config, default_steps=min(config.default_steps, config.generator_steps))
+    return run_and_summarise(config, DMDTask, progress, monitor)
