@@ -176,3 +176,27 @@ def test_dmd_and_prompt_errors_are_one_line(tiny_teachers, tmp_path, capsys):
                      "--batch-size", "2", "--latent-pool", "4", *flags])
         error = capsys.readouterr().err.strip()
         assert code != 0 and message in error and len(error.splitlines()) == 1, (flags, error)
+
+
+def test_diversity_is_the_mean_pairwise_feature_distance_within_a_caption():
+    from videocm.evaluation.evaluate import caption_diversity, pairwise_spread
+    from videocm.evaluation.generators import load_generator
+    from videocm.evaluation.judge import Judge
+
+    features = np.zeros((2, 4, 3))
+    features[1, 1:, 0] = 2.0  # caption 1: one clip 2 away from three identical ones
+    torch.testing.assert_close(torch.from_numpy(pairwise_spread(features)), torch.tensor([0.0, 1.0],
+                                                                                        dtype=torch.float64))
+    judge = Judge.load()
+    real = load_generator("real")
+
+    class SeedBlind:  # the same clip whatever the seed: no diversity at all
+        name = "seed-blind"
+
+        def generate(self, prompts, seeds, steps, guidance, meter):
+            return real.generate(prompts, [0] * len(prompts), steps, guidance, meter)
+
+    varied = caption_diversity(judge, real, 1, None, captions=6)
+    blind = caption_diversity(judge, SeedBlind(), 1, None, captions=6)
+    assert blind["diversity"] == 0.0
+    assert varied["diversity"] > 0 and varied["diversity_ci"][0] <= varied["diversity"] <= varied["diversity_ci"][1]

@@ -29,6 +29,7 @@ class EvalConfig:
     teacher_model: str | None = None  # model whose many-step clips PSNR/SSIM are measured against
     teacher_steps: Count = 50  # steps of --teacher-model's reference clips
     batch_size: Count = 16  # clips generated together
+    diversity: Natural = 0  # with --model: also each row's diversity over this many captions, 4 seeds each (mean pairwise judge-feature distance; 0: off)
     json: OutputPath | None = None  # write the scores as JSON here
     clip_scores: OutputPath | None = None  # write every row's per-clip scores and judge features here (.npz, for `videocm compare`)
     report: ReportFolder | None = None  # write report.md, report.html, plot.png, samples.gif into this folder (with --model)
@@ -98,6 +99,7 @@ def run_eval(config: EvalConfig) -> int:
     result, runs, real = evaluate_models(
         specs, list(config.steps), judge, config.guidance, config.n, config.seed, config.teacher_model,
         config.teacher_steps, config.batch_size, steps_for=steps_for, decoder=config.decoder,
+        diversity=config.diversity,
     )
     if config.clip_scores:
         write_clip_scores(runs, config.clip_scores)

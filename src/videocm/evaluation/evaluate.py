@@ -15,7 +15,8 @@ from .cost import CostMeter, PeakMemory
 from .generators import load_generator
 from .judge import Judge
 from .metrics import caption_labels, clip_coherence, clip_flicker, teacher_agreement
-from .statistics import ClipScores, FrechetToReference, bootstrap_intervals, paired_comparison
+from .statistics import (ClipScores, FrechetToReference, bootstrap_intervals, paired_comparison, percentile_interval,
+                         resampled_indices)
 
 REFERENCE_SEED = 30_000  # the real test clips that every Fréchet distance is measured against
 REFERENCE_CLIPS = 960  # 4 per caption
@@ -167,15 +168,44 @@ def generate_with_cost(generator, prompts, seeds, steps, guidance, batch_size, d
     return clips, cost
 
 
+DIVERSITY_SEEDS = 4  # clips per caption of the diversity figure
+DIVERSITY_SEED_OFFSET = 500_000  # its noise seeds lie apart from the main clips' (seed * 1_000_003 + i, i < n)
+
+
+def pairwise_spread(features: np.ndarray) -> np.ndarray:
+    """Per caption, the mean Euclidean distance between every two of its clips' features ``(C, S, D)`` -> ``(C,)``."""
+    count = features.shape[1]
+    distances = np.linalg.norm(features[:, :, None, :] - features[:, None, :, :], axis=-1)
+    return distances.sum(axis=(1, 2)) / (count * (count - 1))
+
+
+def caption_diversity(judge: Judge, generator, steps: int, guidance: float | None, captions: int, seed: int = 0,
+                      batch_size: int = 16) -> dict:
+    """``diversity``: for ``captions`` test captions spread over all 240, the mean pairwise distance between the
+    judge's features of :data:`DIVERSITY_SEEDS` clips of the caption made from different seeds, averaged over the
+    captions, with a 95% bootstrap interval over captions (``diversity_ci``). Compare it with the teacher's: a
+    student that loses diversity (mode collapse, known of distribution matching) scores lower."""
+    chosen, _ = eval_prompts(captions, seed)
+    prompts = [p for p in chosen for _ in range(DIVERSITY_SEEDS)]
+    seeds = [seed * 1_000_003 + DIVERSITY_SEED_OFFSET + i for i in range(len(prompts))]
+    clips, _ = generate_with_cost(generator, prompts, seeds, steps, guidance, batch_size,
+                                  f"{generator.name} {steps} steps, diversity")
+    features = judge.run(clips)["features"].reshape(captions, DIVERSITY_SEEDS, -1)
+    spread = pairwise_spread(features.astype(np.float64))
+    resampled = spread[resampled_indices(len(spread))].mean(axis=1)
+    return {"diversity": float(spread.mean()), "diversity_ci": percentile_interval(resampled)}
+
+
 def evaluate_models(
     specs: list[str], steps_list: list[int], judge: Judge, guidance: float | None = None, n: int = 240,
     seed: int = 0, teacher: str | None = None, teacher_steps: int = 50, batch_size: int = 16, keep: int = 8,
-    steps_for: dict[str, list[int]] | None = None, decoder: str = "full",
+    steps_for: dict[str, list[int]] | None = None, decoder: str = "full", diversity: int = 0,
 ) -> tuple[dict, list[ModelRun], list[np.ndarray]]:
     """Generate ``n`` clips per (model, steps) for evenly spread test captions, score them, and (with
     ``teacher``) measure agreement with the teacher's ``teacher_steps``-step clips from the same seeds.
     ``steps_for`` gives some models their own step counts instead of ``steps_list``; ``decoder`` is what the
-    models decode with (the teacher's reference clips always use its VAE)."""
+    models decode with (the teacher's reference clips always use its VAE); ``diversity``: captions of each row's
+    diversity figure (:func:`caption_diversity`; 0: none)."""
     steps_for = steps_for or {}
     prompts, seeds = eval_prompts(n, seed)
     shown = shown_indices(prompts, keep)
@@ -205,6 +235,8 @@ def evaluate_models(
             row.update(summarise(judge, per_clip, heads, prompts))
             if agreement is not None:
                 row["ssim_vs_teacher"] = agreement["ssim"]
+            if diversity:
+                row.update(caption_diversity(judge, generator, steps, guidance, diversity, seed, batch_size))
             row.update(cost)
             runs.append(ModelRun(row, [clips[i] for i in shown], per_clip))
             if reference:

@@ -18,6 +18,7 @@ COLUMNS = [
     ("model", "model", "{}"), ("steps", "steps", "{}"), ("nfe", "NFE", "{:g}"),
     ("fidelity_all", "fidelity (all)", "{:.3f}"), ("fidelity_digit", "digit", "{:.3f}"),
     ("fidelity_colour", "colour", "{:.3f}"), ("fidelity_direction", "direction", "{:.3f}"),
+    ("diversity", "diversity", "{:.3f}"),
     ("frechet_distance", "Fréchet", "{:.2f}"), ("frechet_real_reference", "real-vs-real", "{:.2f}"),
     ("coherence", "coherence", "{:.3f}"), ("flicker", "flicker", "{:.2f}"), ("psnr_vs_teacher", "PSNR vs teacher", "{:.2f}"),
     ("ssim_vs_teacher", "SSIM vs teacher", "{:.3f}"), ("seconds_text", "s/clip text", "{:.4f}"),
