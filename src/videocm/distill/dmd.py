@@ -39,7 +39,7 @@ class DMDConfig(LCMConfig):
 
     method: str = "dmd"  # dmd: this config (lcm, dcm: theirs)
     out: RunFolder = "outputs/dmd"
-    lr: Positive = 2e-5  # the generator's peak learning rate
+    lr: Positive = 5e-5  # the generator's peak learning rate (the shipped dmd-flow's; not tuned)
     target: str = "online"  # no consistency target: the generator is the student
     dmd_weight: NonNegative = 1.0  # weight of the distribution-matching loss (the generator's whole loss)
     generator_steps: Count = 4  # the generator's timestep list: this many points of the grid, as the sampler picks them
