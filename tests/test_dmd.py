@@ -200,3 +200,16 @@ def test_diversity_is_the_mean_pairwise_feature_distance_within_a_caption():
     blind = caption_diversity(judge, SeedBlind(), 1, None, captions=6)
     assert blind["diversity"] == 0.0
     assert varied["diversity"] > 0 and varied["diversity_ci"][0] <= varied["diversity"] <= varied["diversity_ci"][1]
+
+
+def test_shipped_dmd_flow_student_is_a_small_few_step_student_with_its_log(tmp_path):
+    folder = Path(__file__).resolve().parents[1] / "models" / "dmd-flow"
+    info = json.loads((folder / "videocm.json").read_text())
+    assert info["kind"] == "student" and info["method"] == "dmd" and info["default_steps"] == 4
+    assert sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) < 12 * 2**20
+    header = (folder / "train_log.csv").read_text().splitlines()[0].split(",")
+    assert {"dmd", "dmd_gradient", "fake_score", "generator_step"} <= set(header)
+    clip = tmp_path / "clip.npy"
+    assert main(["sample", "--model", str(folder), "--prompt", "a red 3 moving left", "--steps", "2", "--out",
+                 str(clip)]) == 0
+    assert np.load(clip).shape == (8, 32, 32, 3)
