@@ -49,8 +49,6 @@ class DMDConfig(LCMConfig):
 class DMDTask(LCMTask):
     """DMD2's generator on the teacher's network, with the shared fake score and term of :mod:`.matching`."""
 
-    guards_collapse = True
-
     def __init__(self, config: DMDConfig, device: torch.device | str | None = None) -> None:
         if config.dmd_weight <= 0:
             raise VideoCMError("--method dmd trains by distribution matching alone: give --dmd-weight above 0")
