@@ -106,7 +106,7 @@ class LCMConfig(TrainConfig):
     store_dtype: str = "float16"  # dtype the student is saved in (float16, bfloat16 or float32)
     # distribution matching (DMD2): the term's weight on LCM and DCM's detail stage (rCM-style), its fake score
     dmd_weight: NonNegative = 0.0  # weight of the distribution-matching term added to the loss (0: off; --method dmd: the term alone)
-    dmd_timestep_range: list[float] = field(default_factory=lambda: [0.02, 0.98])  # grid fractions the term re-noises to
+    dmd_timestep_range: list[Fraction] = field(default_factory=lambda: [0.02, 0.98])  # grid fractions the term re-noises to
     fake_updates: Natural = 5  # fake score optimiser steps per generator step (DMD2's two time-scale rule)
     fake_lr: Positive = 1e-4  # the fake score's learning rate
     fake_score: str = "full"  # the fake score: a full copy of the teacher's network or LoRA on one (lora)
