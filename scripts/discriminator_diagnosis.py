@@ -21,7 +21,8 @@ import tempfile
 import numpy as np
 import torch
 
-from videocm.distill.dcm import DCMConfig, DCMStageTask, fit_discriminator, stage_config
+from videocm.distill.dcm import DCMConfig, DCMStageTask, stage_config
+from videocm.distill.discriminator import fit_discriminator
 from videocm.models.folder import load_model
 
 

@@ -21,8 +21,8 @@ from videocm.diffusion import FlowSchedule, consistency_function, sample_consist
 from videocm.diffusion.consistency import consistency_times
 from videocm.diffusion.phased import (owning_expert, phased_function, phased_times, sample_phased, segment_bounds,
                                       split_steps)
-from videocm.distill.dcm import (DCMConfig, DCMStageTask, FeatureDiscriminator, distill_dcm, resolve_boundaries,
-                                 temporal_coherence_loss)
+from videocm.distill.dcm import DCMConfig, DCMStageTask, distill_dcm, resolve_boundaries, temporal_coherence_loss
+from videocm.distill.discriminator import FeatureDiscriminator
 from videocm.errors import VideoCMError
 from videocm.models.experts import FeatureTap, feature_blocks, tied_expert
 from videocm.models.folder import load_model

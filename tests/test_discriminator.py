@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from videocm.data.moving_digits import make_clip
-from videocm.distill.dcm import fit_discriminator
+from videocm.distill.discriminator import fit_discriminator
 from videocm.distill.vae_training import clips_tensor
 from videocm.errors import VideoCMError
 from videocm.models.experts import FeatureTap, feature_blocks
@@ -60,7 +60,7 @@ def test_gan_real_side_can_be_the_data(tiny_teachers, tmp_path):
 
 
 def test_real_gradient_penalty_is_the_squared_input_gradient():
-    from videocm.distill.dcm import real_gradient_penalty
+    from videocm.distill.discriminator import real_gradient_penalty
 
     weights = [torch.randn(3, 2, 1, 1, requires_grad=True), torch.randn(5, 1, 2, 2, requires_grad=True)]
     real = [torch.randn(4, 3, 2, 1, 1, requires_grad=True), torch.randn(4, 5, 1, 2, 2, requires_grad=True)]

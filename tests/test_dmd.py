@@ -91,15 +91,44 @@ def test_dmd_student_folder_samples_at_one_two_and_four_steps(tiny_teachers, tmp
     assert [row["nfe"] for row in json.loads(scores.read_text())["rows"]] == [1, 2, 4]
 
 
-def test_dmd_resumes_exactly_with_its_fake_score(tiny_teachers, tmp_path):
+@pytest.mark.parametrize("gan", [0.0, 0.01])
+def test_dmd_resumes_exactly_with_its_fake_score(tiny_teachers, tmp_path, gan):
     teacher = tiny_teachers["unet3d"]
-    distill_dmd(tiny(DMDConfig, teacher, tmp_path / "whole"), progress=False)
-    distill_dmd(tiny(DMDConfig, teacher, tmp_path / "parts", stop_at_step=2), progress=False)
-    distill_dmd(tiny(DMDConfig, teacher, tmp_path / "parts", resume=True), progress=False)
+    distill_dmd(tiny(DMDConfig, teacher, tmp_path / "whole", dmd_gan_weight=gan), progress=False)
+    distill_dmd(tiny(DMDConfig, teacher, tmp_path / "parts", stop_at_step=2, dmd_gan_weight=gan), progress=False)
+    distill_dmd(tiny(DMDConfig, teacher, tmp_path / "parts", resume=True, dmd_gan_weight=gan), progress=False)
     a = load_file(str(tmp_path / "whole" / "unet" / "diffusion_pytorch_model.safetensors"))
     b = load_file(str(tmp_path / "parts" / "unet" / "diffusion_pytorch_model.safetensors"))
-    for key in a:  # the generator's steps 3-4 read the fake score the checkpoint restored
+    for key in a:  # the generator's steps 3-4 read the fake score (and GAN head) the checkpoint restored
         torch.testing.assert_close(b[key], a[key], atol=0, rtol=0, msg=key)
+
+
+@pytest.mark.parametrize("family", ["wan", "unet3d"])
+def test_gan_head_on_the_fake_score_learns_real_from_generated_and_only_the_generator_gets_its_loss(
+        tiny_teachers, tmp_path, family):
+    task = DMDTask(tiny(DMDConfig, tiny_teachers[family], tmp_path / "dmd", dmd_gan_weight=0.5, fake_lr=1e-3,
+                        dmd_gan_classifier_weight=1.0))
+    matching, d = task.matching, task.distillation
+    assert matching.heads is not None and len(matching.tap.blocks) == 1
+    real, text, _ = d.batches.draw(2, np.random.default_rng(0), (0, 1), "cpu")
+    generated = torch.zeros_like(real)  # an obviously wrong generator: blank latents
+    losses = []
+    for _ in range(30):  # the same clips, noise and times each time: the head learns to tell them apart
+        matching.update_fake(generated, text, np.random.default_rng(3), torch.Generator().manual_seed(3), 2,
+                             slice(0, 2), real)
+        losses.append(matching.classifier_loss)
+    assert losses[0] > 1.0 and losses[-1] < 0.5 * losses[0], losses  # 2 ln 2 = 1.39 is a coin toss
+    # the generator's loss is the weighted sum of both terms
+    loss, logs = task.loss(task.model, 0, np.random.default_rng(0), torch.Generator().manual_seed(0), "cpu")
+    assert {"dmd", "fake_score", "gan_generator", "gan_classifier"} <= set(logs)
+    assert float(loss.detach()) == pytest.approx(logs["dmd"] + 0.5 * logs["gan_generator"], rel=1e-5)
+    # the GAN generator loss reaches x0 and nothing of the fake score or its head
+    x0 = real.clone().requires_grad_(True)
+    gan = matching._generator_gan(x0, text, np.random.default_rng(1), torch.Generator().manual_seed(1), 2,
+                                  slice(0, 2))
+    gan.backward()
+    assert float(x0.grad.abs().max()) > 0
+    assert all(p.grad is None for p in [*matching.fake.parameters(), *matching.heads.parameters()])
 
 
 def test_dmd_weight_adds_the_term_to_lcm_and_to_the_dcm_detail_stage(tiny_teachers, tmp_path):
@@ -163,6 +192,8 @@ def test_dmd_and_prompt_errors_are_one_line(tiny_teachers, tmp_path, capsys):
     teacher = str(tiny_teachers["wan"])
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red 3 moving left\n")
     cases = [
         (["--data", f"prompts:{tmp_path / 'missing.txt'}"], "no such file"),
         (["--data", f"prompts:{empty}"], "holds no prompts"),
@@ -170,6 +201,7 @@ def test_dmd_and_prompt_errors_are_one_line(tiny_teachers, tmp_path, capsys):
         (["--method", "dmd", "--dmd-weight", "0"], "--dmd-weight above 0"),
         (["--dmd-weight", "1", "--gradient-accumulation-steps", "2"], "--gradient-accumulation-steps 1"),
         (["--dmd-weight", "1", "--fake-score", "half"], "--fake-score"),
+        (["--method", "dmd", "--data", f"prompts:{prompts}", "--dmd-gan-weight", "0.01"], "--dmd-gan-weight 0"),
     ]
     for n, (flags, message) in enumerate(cases):
         code = main(["distill", "--teacher", teacher, "--out", str(tmp_path / f"run-{n}"), "--steps", "2",

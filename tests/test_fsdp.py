@@ -1,6 +1,6 @@
 """``--parallel fsdp`` (FSDP2 over gloo on this CPU): 2-process sharded runs against a 1-process plain run, for
-LCM (a full Wan student) and both DCM stages (Wan and UNet3D teachers: full semantic experts, LoRA detail experts
-with their own modules), and exact resume of a SIGKILLed
+LCM (a full Wan student), both DCM stages (Wan and UNet3D teachers: full semantic experts, LoRA detail experts
+with their own modules) and DMD (its fake score and GAN head replicated), and exact resume of a SIGKILLed
 sharded run on 2 and on 1 process.
 
 Context parallelism (``--context-parallel 2``, diffusers' Ulysses attention over gloo) rides on the Wan runs: the
@@ -122,6 +122,17 @@ def test_sharded_dcm_stages_match_one_plain_process(tiny_teachers, tmp_path, fam
     detail = tmp_path / "fsdp" / "stages" / "expert-1-detail" / "train_log.csv"
     assert "gan_discriminator" in detail.read_text().splitlines()[0]
     # the semantic network, the detail expert's LoRA and own modules, and each stage's saved expert
+    assert_same_weights(tmp_path / "plain", tmp_path / "fsdp", **TOLERANCE)
+
+
+@pytest.mark.slow
+def test_sharded_dmd_with_its_fake_score_and_gan_head_matches_one_plain_process(tiny_teachers, tmp_path):
+    # the generator sharded, the fake score and the GAN head replicated (their gradients averaged over processes)
+    args = ["--method", "dmd", "--fake-updates", "2", "--dmd-gan-weight", "0.05"]
+    finish(launch(lcm_args(tiny_teachers["wan"], tmp_path / "fsdp", 2, *args, "--parallel", "fsdp"), 2))
+    finish(launch(lcm_args(tiny_teachers["wan"], tmp_path / "plain", 2, *args), 1))
+    header = (tmp_path / "fsdp" / "train_log.csv").read_text().splitlines()[0].split(",")
+    assert {"dmd", "fake_score", "gan_generator", "gan_classifier"} <= set(header)
     assert_same_weights(tmp_path / "plain", tmp_path / "fsdp", **TOLERANCE)
 
 

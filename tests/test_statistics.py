@@ -83,6 +83,30 @@ def test_paired_comparison_calls_ties_and_wins_by_each_scores_direction():
         paired_comparison(base, fake_scores(rng, 10, 0.5), frechet)
 
 
+def test_diversity_is_compared_paired_over_captions_and_survives_the_clip_scores_file(tmp_path):
+    from dataclasses import replace
+
+    from videocm.evaluation.evaluate import ModelRun, read_clip_scores, write_clip_scores
+
+    rng = np.random.default_rng(5)
+    frechet = FrechetToReference(rng.normal(size=(400, 8)))
+    base = fake_scores(rng, 60, 0.8)
+    teacher = replace(base, diversity=rng.uniform(2.5, 4.0, 30))
+    collapsed = replace(base, diversity=teacher.diversity - rng.uniform(0.3, 0.7, 30))  # every caption less varied
+    result = paired_comparison(collapsed, teacher, frechet, resamples=200)
+    assert result["diversity"]["verdict"] == "worse"
+    assert result["diversity"]["difference"] == pytest.approx(np.mean(collapsed.diversity - teacher.diversity))
+    low, high = result["diversity"]["ci"]
+    assert -0.7 < low <= result["diversity"]["difference"] <= high < -0.3
+    noisy = replace(base, diversity=teacher.diversity + rng.normal(0, 0.5, 30) * np.sign(rng.normal(size=30)))
+    assert paired_comparison(noisy, teacher, frechet, resamples=200)["diversity"]["verdict"] == "tie"
+    assert "diversity" not in paired_comparison(base, teacher, frechet, resamples=50)  # one side has none
+    path = tmp_path / "scores.npz"
+    write_clip_scores([ModelRun({"model": "a", "steps": 2}, per_clip=collapsed)], path)
+    back = read_clip_scores(path, "a@2")
+    np.testing.assert_allclose(back.diversity, collapsed.diversity, rtol=1e-6)
+
+
 def test_flicker_is_zero_for_real_clips_and_grows_with_frame_to_frame_changes():
     prompts, _ = eval_prompts(24)
     clips = real_clips_for(prompts, Geometry())

@@ -113,7 +113,6 @@ def encode_video_folder(teacher, text, data: Path, out: Path, frame_stride: int 
     once into a latent cache at ``out`` (resumed if a killed run left it half-written). Returns its index."""
     from ..data.latent_cache import write_latent_cache
     from ..data.video_folder import load_clip, scan_video_folder
-    from .vae_training import clips_tensor
 
     frames, height, width = (int(v) for v in teacher.info.video_shape)
     report = scan_video_folder(data, frames)

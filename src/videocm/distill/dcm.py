@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import shutil
 from dataclasses import dataclass, field
 from typing import Literal
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -45,6 +43,8 @@ from ..models.experts import EXPERTS_FOLDER, FeatureTap, feature_blocks, load_ex
 from ..models.folder import STORE_DTYPES, cast_for_storage, load_model, save_model
 from ..models.info import ModelInfo, PhasedInfo, is_model_folder
 from ..models.student import without_dropout
+from .discriminator import (FeatureDiscriminator, feature_matching_loss, hinge_discriminator_loss,
+                            hinge_generator_loss, real_gradient_penalty)
 from .lcm import (Distillation, LCMConfig, TargetNetwork, load_teacher, new_matching, new_student, student_info,
                   teacher_guidance, with_matching)
 from .trainer import Monitor, check_resume, run_and_summarise, shard_rows
@@ -127,73 +127,6 @@ def temporal_coherence_loss(prediction: torch.Tensor, target: torch.Tensor, stri
     return nn.functional.mse_loss(difference.float(), wanted.float())
 
 
-class DiscriminatorHead(nn.Module):
-    """A feature map ``(B, D, T, H, W)`` -> per-frame logits ``(B, T)``: 1x1 conv, GroupNorm, LeakyReLU, residual,
-    1x1 conv to one channel, mean over space. Works for any T, H, W."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv3d(channels, channels, 1)
-        self.norm = nn.GroupNorm(math.gcd(channels, 32), channels)
-        self.act = nn.LeakyReLU(0.2)
-        self.logit = nn.Conv3d(channels, 1, 1)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        hidden = features + self.act(self.norm(self.conv(features)))
-        return self.logit(hidden).mean(dim=(3, 4)).flatten(1)
-
-
-class FeatureDiscriminator(nn.Module):
-    """One :class:`DiscriminatorHead` per tapped teacher block."""
-
-    def __init__(self, channels: list[int]) -> None:
-        super().__init__()
-        self.heads = nn.ModuleList(DiscriminatorHead(c) for c in channels)
-
-    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [head(f) for head, f in zip(self.heads, features)]
-
-
-def hinge_discriminator_loss(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
-    return sum(torch.relu(1 - r).mean() + torch.relu(1 + f).mean() for r, f in zip(real, fake)) / len(real)
-
-
-def hinge_generator_loss(fake: list[torch.Tensor]) -> torch.Tensor:
-    return sum(-f.mean() for f in fake) / len(fake)
-
-
-def real_gradient_penalty(real: list[torch.Tensor], logits: list[torch.Tensor]) -> torch.Tensor:
-    """Zero-centred gradient penalty on the real side (R1): the mean over rows of the squared norm of the
-    gradient of the real logits with respect to the real features, summed over tapped blocks. ``real`` must
-    require grad and ``logits`` be the heads' outputs on it; the graph is kept so the penalty trains the heads."""
-    grads = torch.autograd.grad(sum(x.sum() for x in logits), real, create_graph=True)
-    return sum(g.float().pow(2).flatten(1).sum(1).mean() for g in grads)
-
-
-def feature_matching_loss(fake: list[torch.Tensor], real: list[torch.Tensor]) -> torch.Tensor:
-    return sum(nn.functional.mse_loss(f.float(), r.float()) for f, r in zip(fake, real)) / len(fake)
-
-
-def fit_discriminator(real: list[torch.Tensor], fake: list[torch.Tensor], steps: int = 200, lr: float = 1e-4,
-                      betas: tuple[float, float] = (0.0, 0.999), seed: int = 0) -> list[float]:
-    """Train fresh heads on fixed feature maps (one ``(B, D, T, H, W)`` per tapped block) of "real" and "fake"
-    with the hinge loss and DCM's optimiser settings; the loss of every step. A diagnosis of the adversarial term:
-    heads that cannot push the loss below 2 cannot tell the two apart."""
-    torch.manual_seed(seed)
-    heads = FeatureDiscriminator([f.shape[1] for f in real]).to(real[0].device)
-    optimizer = torch.optim.AdamW(heads.parameters(), lr=lr, betas=betas, weight_decay=0.0)
-    losses = []
-    for _ in range(steps):
-        logits = heads([torch.cat([r, f]) for r, f in zip(real, fake)])
-        n = len(real[0])
-        loss = hinge_discriminator_loss([x[:n] for x in logits], [x[n:] for x in logits])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-    return losses
-
-
 def expert_names(phases: int) -> list[str]:
     if phases == 1:
         return ["semantic"]
@@ -243,7 +176,7 @@ class DCMStageTask:
             # a two-expert teacher's detail segment runs its low-noise network: its blocks are the ones to read
             owner = teacher.experts()[-1] if hasattr(teacher, "experts") else teacher
             self.tap = FeatureTap(owner, feature_blocks(owner, config.disc_every))
-            self.heads = FeatureDiscriminator(self._feature_channels()).to(next(self.model.parameters()).device)
+            self.heads = FeatureDiscriminator(self.distillation.feature_channels(owner, self.tap)).to(next(self.model.parameters()).device)
             betas = tuple(float(b) for b in config.disc_betas)
             self.disc_optimizer = torch.optim.AdamW(self.heads.parameters(), lr=config.disc_lr, betas=betas,
                                                     weight_decay=0.0)
@@ -269,22 +202,6 @@ class DCMStageTask:
         if not config.student_dropout:
             without_dropout(expert)
         return expert.to(device).train()
-
-    def _feature_channels(self) -> list[int]:
-        teacher, grid = self.distillation.teacher, self.distillation.grid
-        device = next(teacher.parameters()).device
-        shape = (1, *self.distillation.teacher_info.latent_shape)
-        probe = dict(self.distillation.negative)
-        if self.distillation.teacher_info.image_condition:  # a black first frame stands in for a clip's
-            from ..models.image_condition import image_inputs
-
-            _, height, width = self.distillation.teacher_info.video_shape
-            probe.update(image_inputs(self.distillation.teacher_model, [np.zeros((height, width, 3), np.uint8)],
-                                      device=device))
-        with torch.no_grad(), self.tap(shape) as tap:
-            teacher(torch.zeros(shape, device=device),
-                    self.distillation.schedule.model_timestep(grid[1:2]).to(device), **probe)
-        return [f.shape[1] for f in tap.features]
 
     # ---- trainer hooks -------------------------------------------------------------------------------------------
 
@@ -326,7 +243,7 @@ class DCMStageTask:
                          "gan_discriminator": disc})
             if config.disc_gradient_penalty > 0:
                 logs["gan_penalty"] = penalty
-        base, matching_logs = with_matching(self, terms, text, rng, generator)
+        base, matching_logs = with_matching(self, terms, text, rng, generator, latents)
         logs.update(matching_logs)
         if logs:
             logs = {"consistency": float(terms.loss.detach()), **logs}

@@ -13,10 +13,12 @@ One training step:
    time), so the input it learns on at ``t_k`` is the one it meets when sampling;
 2. its clean estimate at ``(x_{t_k}, t_k)``, with gradient;
 3. the fake score's ``--fake-updates`` steps on that estimate, then the distribution-matching loss of it
-   (:mod:`.matching`), times ``--dmd-weight``.
+   (:mod:`.matching`), times ``--dmd-weight``; with ``--dmd-gan-weight`` above 0, plus DMD2's GAN term (a head on
+   the fake score's features, real clips against the generator's).
 
 Only prompts are needed: the default data are MovingDigits captions, ``--data DIR`` the captions of your videos or
-their latent cache, ``--data prompts:FILE`` a prompt list (one per line). The clips themselves are not used.
+their latent cache, ``--data prompts:FILE`` a prompt list (one per line). The clips themselves are used only by
+the optional GAN term.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ class DMDTask(LCMTask):
     def loss(self, model, step, rng, generator, device):
         c, d = self.config, self.distillation
         n, rows = self.micro_batch, shard_rows(self.micro_batch, self.shard)
-        _, text, _ = d.batches.draw(n, rng, self.shard, device)
+        real, text, _ = d.batches.draw(n, rng, self.shard, device)  # real: None for a prompt list
         schedule, times = d.schedule, self.times.to(device)
         k = int(rng.integers(len(times))) if c.backward_simulation else 0
         x = torch.randn((n, *self.latent_shape), generator=generator)[rows].to(device)
@@ -81,8 +83,9 @@ class DMDTask(LCMTask):
                 x = schedule.add_noise(clean(x, i), fresh, times[i + 1])
         x0 = clean(x, k)
         guidance = d.guidance_weights(batch, rng).to(device)
-        term, logs = self.matching.step(x0, text, d.unconditional(text, batch), guidance, rng, generator, n, rows)
-        return c.dmd_weight * term, {"generator_step": float(times[k]), **logs}
+        loss, logs = self.matching.step(x0, text, d.unconditional(text, batch), guidance, rng, generator, n, rows,
+                                        real)
+        return loss, {"generator_step": float(times[k]), **logs}
 
 
 def distill_dmd(config: DMDConfig, progress: bool = True, monitor: Monitor | None = None) -> dict:

@@ -30,7 +30,7 @@ from ..errors import VideoCMError
 from ..models.denoisers import DenoiserAdapter, GuidanceEmbeddedDenoiser, unwrapped
 from ..models.folder import STORE_DTYPES, cast_for_storage, load_model, save_model
 from ..models.info import ConsistencyInfo, GuidanceInfo, ModelInfo
-from ..models.image_condition import INPUT_KEYS, clip_first_frame_inputs
+from ..models.image_condition import INPUT_KEYS, clip_first_frame_inputs, image_inputs
 from ..models.student import (LORA_FOLDER, add_lora, has_lora, merged_network_state, new_guidance_embedding, save_lora,
                               without_dropout)
 from ..models.text_encoder import PromptCache, TextEncoder
@@ -112,6 +112,8 @@ class LCMConfig(TrainConfig):
     fake_score: str = "full"  # the fake score: a full copy of the teacher's network or LoRA on one (lora)
     fake_lora_rank: Count = 16  # --fake-score lora: LoRA rank
     fake_lora_alpha: Positive = 16.0  # --fake-score lora: LoRA alpha
+    dmd_gan_weight: NonNegative = 0.0  # DMD2's GAN term: the generator's weight on a head reading the fake score's bottleneck, real clips against generated (0: off; DMD2 used 3e-3 to 5e-3; needs clips, not a prompt list)
+    dmd_gan_classifier_weight: NonNegative = 0.01  # the head's classifier loss in each fake-score update (DMD2's 1e-2)
     prompt_samples: Count = 4  # --data prompts:FILE for lcm and dcm: teacher clips generated per prompt
     prompt_teacher_steps: Count = 50  # --data prompts:FILE for lcm and dcm: the teacher's sampling steps
 
@@ -385,6 +387,20 @@ class Distillation:
         terms.guidance = w
         return terms, latents, text
 
+    def feature_channels(self, denoiser, tap) -> list[int]:
+        """The channels of each feature map ``tap`` collects from ``denoiser`` (a probe forward on zeros; an
+        image-to-video network gets a black first frame in place of a clip's)."""
+        device = next(denoiser.parameters()).device
+        shape = (1, *self.teacher_info.latent_shape)
+        probe = dict(self.negative)
+        if self.teacher_info.image_condition:
+            _, height, width = self.teacher_info.video_shape
+            probe.update(image_inputs(self.teacher_model, [np.zeros((height, width, 3), np.uint8)], device=device))
+        with torch.no_grad(), tap(shape) as tapped:
+            denoiser(torch.zeros(shape, device=device), self.schedule.model_timestep(self.grid[1:2]).to(device),
+                     **probe)
+        return [f.shape[1] for f in tapped.features]
+
     def sample_images(self) -> list[np.ndarray] | None:
         """An image-to-video student's monitoring samples start from the first frames of the training videos of
         the sample prompts; None for a text-to-video one."""
@@ -405,20 +421,25 @@ def new_matching(distillation: Distillation, config: LCMConfig, device) -> Distr
     """The distribution-matching term of a run with ``--dmd-weight`` above 0 (None without)."""
     if config.dmd_weight <= 0:
         return None
+    if config.dmd_gan_weight > 0 and isinstance(distillation.batches, PromptBatches):
+        raise VideoCMError("--dmd-gan-weight compares the generator's clips with real ones, and a prompt list has "
+                           "none: give clips (leave --data out, or --data DIR) or set --dmd-gan-weight 0")
     return DistributionMatching(distillation.teacher, distillation.schedule, distillation.grid, config, device,
-                                distillation.guidance_2)
+                                distillation.guidance_2, distillation.feature_channels)
 
 
-def with_matching(task, terms: ConsistencyTerms, text: dict, rng, generator) -> tuple[torch.Tensor, dict]:
+def with_matching(task, terms: ConsistencyTerms, text: dict, rng, generator, real: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, dict]:
     """The consistency loss of ``terms`` plus ``--dmd-weight`` times the distribution-matching term of its clean
-    estimate (``terms.prediction``), the fake score updated on it first; the figures to log."""
+    estimate (``terms.prediction``), the fake score updated on it first (and the GAN term on ``real``, the batch's
+    clip latents, with ``--dmd-gan-weight``); the figures to log."""
     if task.matching is None:
         return terms.loss, {}
     rows = shard_rows(task.micro_batch, task.shard)
     uncond = task.distillation.unconditional(text, len(terms.prediction))
     term, logs = task.matching.step(terms.prediction, text, uncond, terms.guidance, rng, generator, task.micro_batch,
-                                    rows)
-    return terms.loss + task.config.dmd_weight * term, {"consistency": float(terms.loss.detach()), **logs}
+                                    rows, real)
+    return terms.loss + term, {"consistency": float(terms.loss.detach()), **logs}
 
 
 def new_student(teacher: DenoiserAdapter, config: LCMConfig, device):
@@ -485,9 +506,9 @@ class LCMTask:
         self.target.update(model)
 
     def loss(self, model, step, rng, generator, device):
-        terms, _, text = self.distillation.loss(model, self.target(model), (0, self.config.grid_points), rng,
-                                                generator, device, self.micro_batch, self.shard)
-        return with_matching(self, terms, text, rng, generator)
+        terms, latents, text = self.distillation.loss(model, self.target(model), (0, self.config.grid_points), rng,
+                                                      generator, device, self.micro_batch, self.shard)
+        return with_matching(self, terms, text, rng, generator, latents)
 
     def _trained(self, model):
         """The weights a student folder holds: the EMA target (LCM's choice) or the online student."""

@@ -17,6 +17,13 @@ with its own AdamW and learning rate (``--fake-lr``). It is a full copy of the t
 ``--dmd-weight W`` on LCM and DCM's detail stage (the term added to the consistency loss, as rCM regularises a
 consistency student).
 
+*Optional GAN term* (DMD2 section 4.3, ``--dmd-gan-weight`` above 0): a light head on the fake score's middle block
+(its bottleneck; per-frame logits) tells real clips from the generator's, both re-noised to times of the term's
+range. The head and the fake score's network learn the non-saturating classifier loss (weighted by
+``--dmd-gan-classifier-weight``) inside each fake-score update, one forward for both losses; the generator gets
+``--dmd-gan-weight`` times ``softplus(-logit)`` of its re-noised ``x0``, read through frozen copies of the fake
+score and the head. It needs real clips (MovingDigits or your videos), not a prompt list.
+
 Randomness: every draw is for the global batch, from the step's streams, and each process keeps its rows, as the
 consistency step draws its batch: the figures do not depend on the process count.
 """
@@ -30,11 +37,13 @@ import torch
 from torch import nn
 
 from ..diffusion.predictions import prediction_target
-from ..diffusion.sampling import guided_output
+from ..diffusion.sampling import concat_conditioning, guided_output
 from ..diffusion.schedules import broadcast_to
 from ..diffusion.solvers import x0_and_noise
 from ..errors import VideoCMError
+from ..models.experts import FeatureTap
 from ..models.student import add_lora, without_dropout
+from .discriminator import FeatureDiscriminator, logistic_discriminator_loss, logistic_generator_loss
 
 
 def timestep_range(fractions, grid_points: int) -> tuple[int, int]:
@@ -65,10 +74,11 @@ class DistributionMatching:
     ``teacher``: the frozen (guided) teacher denoiser, copied for the fake score before it is cast or sharded;
     ``schedule``/``grid``: the teacher's schedule and skipping grid; ``settings``: the method's config (the
     ``fake_*`` and ``dmd_*`` fields); ``guidance_2``: a Wan 2.2 two-expert teacher's guidance where its low-noise
-    network runs (None: each clip's own weight at every time)."""
+    network runs (None: each clip's own weight at every time); ``feature_channels(denoiser, tap)``: the channels of
+    the maps ``tap`` reads from ``denoiser`` (a probe forward; needed with the GAN term)."""
 
-    def __init__(self, teacher, schedule, grid: torch.Tensor, settings, device, guidance_2: float | None = None
-                 ) -> None:
+    def __init__(self, teacher, schedule, grid: torch.Tensor, settings, device, guidance_2: float | None = None,
+                 feature_channels=None) -> None:
         if settings.fake_score not in ("full", "lora"):
             raise VideoCMError(f"--fake-score {settings.fake_score!r}: use full or lora")
         if settings.gradient_accumulation_steps > 1 and settings.fake_updates > 0:
@@ -89,12 +99,25 @@ class DistributionMatching:
         self.fake = fake
         self.optimizer = torch.optim.AdamW([p for p in fake.parameters() if p.requires_grad], lr=settings.fake_lr,
                                            betas=(0.0, 0.999), weight_decay=0.0)
+        self.heads = self.heads_optimizer = None
+        self.classifier_loss: float | None = None  # the last fake-score update's GAN classifier loss
+        if settings.dmd_gan_weight > 0:
+            blocks = fake.spec.feature_blocks(fake.network)
+            self.tap = FeatureTap(fake, [blocks[len(blocks) // 2]])  # DMD2's classifier reads the bottleneck
+            self.heads = FeatureDiscriminator(feature_channels(fake, self.tap)).to(device)
+            self.heads_optimizer = torch.optim.AdamW(self.heads.parameters(), lr=settings.fake_lr,
+                                                     betas=(0.0, 0.999), weight_decay=0.0)
         self.engine = None
 
     def prepare(self, engine) -> None:
         """The fake score and its optimiser join the run (replicated over processes, checkpointed)."""
         self.engine = engine
         self.fake, self.optimizer = engine.prepare(self.fake, self.optimizer)
+        if self.heads is not None:
+            self.heads, self.heads_optimizer = engine.prepare(self.heads, self.heads_optimizer)
+
+    def _unwrapped(self, module):
+        return self.engine.unwrap_model(module) if self.engine is not None else module
 
     def _backward(self, loss: torch.Tensor) -> None:
         if self.engine is not None:
@@ -109,24 +132,65 @@ class DistributionMatching:
         t = self.grid[index].to(x0.device)
         return self.schedule.add_noise(x0, noise, t), t, noise
 
-    def update_fake(self, x0: torch.Tensor, cond: dict, rng, generator, n: int, rows: slice) -> float:
-        """``--fake-updates`` steps of the fake score's denoising loss on the generator's ``x0``; the last loss."""
+    def update_fake(self, x0: torch.Tensor, cond: dict, rng, generator, n: int, rows: slice,
+                    real: torch.Tensor | None = None) -> float:
+        """``--fake-updates`` steps of the fake score's denoising loss on the generator's ``x0``; the last loss.
+        With the GAN term, each step also trains the head (and the fake score under it) to tell ``real`` clips'
+        latents from ``x0``, in the same forward; the last classifier loss is kept in ``classifier_loss``."""
         x0 = x0.detach()
         value = 0.0
         for _ in range(self.settings.fake_updates):
             x_t, t, noise = self._noised(x0, 1, len(self.grid) - 1, rng, generator, n, rows)
-            output = self.fake(x_t, self.schedule.model_timestep(t).to(x0.device), **cond)
+            if self.heads is None:
+                output = self.fake(x_t, self.schedule.model_timestep(t).to(x0.device), **cond)
+                classifier = output.new_zeros(())
+            else:
+                output, classifier = self._denoise_and_classify(x_t, t, x0, real, cond, rng, generator, n, rows)
             alpha, sigma = (broadcast_to(v, x0) for v in self.schedule.alpha_sigma(t, x0.device))
             wanted = prediction_target(x0, noise, alpha, sigma, self.schedule.prediction_type)
             loss = nn.functional.mse_loss(output.float(), wanted.float())
-            if not torch.isfinite(loss):
-                raise VideoCMError(f"the fake score's loss became {loss.item()}; lower --fake-lr and rerun with "
+            total = loss + self.settings.dmd_gan_classifier_weight * classifier
+            if not torch.isfinite(total):
+                raise VideoCMError(f"the fake score's loss became {total.item()}; lower --fake-lr and rerun with "
                                    f"--resume")
-            self._backward(loss)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            self._backward(total)
+            for optimizer in (self.optimizer, self.heads_optimizer):
+                if optimizer is not None:
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
             value = float(loss.detach())
+            if self.heads is not None:
+                self.classifier_loss = float(classifier.detach())
         return value
+
+    def _denoise_and_classify(self, x_t, t, x0, real, cond, rng, generator, n, rows):
+        """One fake-score forward over ``[x_t; real re-noised; x0 re-noised]``: its output on ``x_t`` and the
+        head's logistic classifier loss (real against generated)."""
+        if real is None:
+            raise VideoCMError("--dmd-gan-weight compares the generator's clips with real ones, and a prompt list "
+                               "has none: give clips (leave --data out, or --data DIR) or set --dmd-gan-weight 0")
+        real_t, t_real, _ = self._noised(real.to(x0.dtype), *self.range, rng, generator, n, rows)
+        fake_t, t_fake, _ = self._noised(x0, *self.range, rng, generator, n, rows)
+        inputs = torch.cat([x_t, real_t, fake_t])
+        timestep = self.schedule.model_timestep(torch.cat([t, t_real, t_fake])).to(x0.device)
+        with self.tap(tuple(inputs.shape)) as tap:
+            output = self.fake(inputs, timestep, **concat_conditioning(concat_conditioning(cond, cond), cond))
+        m = len(x0)
+        logits = self.heads([f[m:] for f in tap.features])
+        classifier = logistic_discriminator_loss([x[:m] for x in logits], [x[m:] for x in logits])
+        return output[:m], classifier
+
+    def _generator_gan(self, x0: torch.Tensor, cond: dict, rng, generator, n: int, rows: slice) -> torch.Tensor:
+        """``softplus(-logit)`` of ``x0`` re-noised, through frozen copies of the fake score and the head (the
+        gradient reaches ``x0`` only)."""
+        x_t, t, _ = self._noised(x0, *self.range, rng, generator, n, rows)
+        fake, heads = self._unwrapped(self.fake), self._unwrapped(self.heads)
+        with self.tap(tuple(x_t.shape)) as tap:
+            torch.func.functional_call(fake, {k: v.detach() for k, v in fake.named_parameters()},
+                                       (x_t, self.schedule.model_timestep(t).to(x0.device)), cond)
+        logits = torch.func.functional_call(heads, {k: v.detach() for k, v in heads.named_parameters()},
+                                            (tap.features,))
+        return logistic_generator_loss(logits)
 
     def term(self, x0: torch.Tensor, cond: dict, uncond: dict, guidance: torch.Tensor, rng, generator, n: int,
              rows: slice) -> tuple[torch.Tensor, dict[str, float]]:
@@ -146,8 +210,16 @@ class DistributionMatching:
         return loss, {"dmd": float(loss.detach()), "dmd_gradient": float(gradient.abs().mean())}
 
     def step(self, x0: torch.Tensor, cond: dict, uncond: dict, guidance: torch.Tensor, rng, generator, n: int,
-             rows: slice) -> tuple[torch.Tensor, dict[str, float]]:
-        """The fake score's updates on ``x0``, then the term against the updated fake score."""
-        fake_loss = self.update_fake(x0, cond, rng, generator, n, rows)
+             rows: slice, real: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """The fake score's updates on ``x0``, then the weighted loss against the updated fake score:
+        ``--dmd-weight`` times the term, plus ``--dmd-gan-weight`` times the GAN generator loss when it is on
+        (``real``: this process's real clip latents, which the GAN term needs)."""
+        fake_loss = self.update_fake(x0, cond, rng, generator, n, rows, real)
         loss, logs = self.term(x0, cond, uncond, guidance, rng, generator, n, rows)
-        return loss, {**logs, "fake_score": fake_loss}
+        loss = self.settings.dmd_weight * loss
+        logs["fake_score"] = fake_loss
+        if self.heads is not None:
+            adversarial = self._generator_gan(x0, cond, rng, generator, n, rows)
+            loss = loss + self.settings.dmd_gan_weight * adversarial
+            logs.update({"gan_generator": float(adversarial.detach()), "gan_classifier": self.classifier_loss})
+        return loss, logs

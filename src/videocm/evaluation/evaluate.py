@@ -183,7 +183,8 @@ def caption_diversity(judge: Judge, generator, steps: int, guidance: float | Non
                       batch_size: int = 16) -> dict:
     """``diversity``: for ``captions`` test captions spread over all 240, the mean pairwise distance between the
     judge's features of :data:`DIVERSITY_SEEDS` clips of the caption made from different seeds, averaged over the
-    captions, with a 95% bootstrap interval over captions (``diversity_ci``). Compare it with the teacher's: a
+    captions, with a 95% bootstrap interval over captions (``diversity_ci``), and each caption's figure
+    (``per_caption``, for paired comparisons of rows on the same captions). Compare it with the teacher's: a
     student that loses diversity (mode collapse, known of distribution matching) scores lower."""
     chosen, _ = eval_prompts(captions, seed)
     prompts = [p for p in chosen for _ in range(DIVERSITY_SEEDS)]
@@ -193,7 +194,7 @@ def caption_diversity(judge: Judge, generator, steps: int, guidance: float | Non
     features = judge.run(clips)["features"].reshape(captions, DIVERSITY_SEEDS, -1)
     spread = pairwise_spread(features.astype(np.float64))
     resampled = spread[resampled_indices(len(spread))].mean(axis=1)
-    return {"diversity": float(spread.mean()), "diversity_ci": percentile_interval(resampled)}
+    return {"diversity": float(spread.mean()), "diversity_ci": percentile_interval(resampled), "per_caption": spread}
 
 
 def evaluate_models(
@@ -236,7 +237,9 @@ def evaluate_models(
             if agreement is not None:
                 row["ssim_vs_teacher"] = agreement["ssim"]
             if diversity:
-                row.update(caption_diversity(judge, generator, steps, guidance, diversity, seed, batch_size))
+                figures = caption_diversity(judge, generator, steps, guidance, diversity, seed, batch_size)
+                per_clip.diversity = figures.pop("per_caption")
+                row.update(figures)
             row.update(cost)
             runs.append(ModelRun(row, [clips[i] for i in shown], per_clip))
             if reference:
@@ -343,15 +346,19 @@ def same_steps_comparisons(judge: Judge, runs: list[ModelRun]) -> list[dict]:
     return comparisons
 
 
+CLIP_SCORE_NAMES = ("correct", "coherence", "flicker", "features", "psnr_vs_teacher", "diversity")
+
+
 def write_clip_scores(runs: list[ModelRun], path: str | Path) -> None:
-    """Every row's per-clip scores and judge features as one ``.npz`` (keys ``<row label>/<score>``), so rows of
-    different evaluations with the same ``--n`` and ``--seed`` can be compared later (``videocm compare``)."""
+    """Every row's per-clip scores and judge features (and per-caption diversity, with ``--diversity``) as one
+    ``.npz`` (keys ``<row label>/<score>``), so rows of different evaluations with the same ``--n`` and ``--seed``
+    can be compared later (``videocm compare``)."""
     arrays = {}
     for run in runs:
         if run.per_clip is None:
             continue
         label = row_label(run.row)
-        for name in ("correct", "coherence", "flicker", "features", "psnr_vs_teacher"):
+        for name in CLIP_SCORE_NAMES:
             value = getattr(run.per_clip, name)
             if value is not None:
                 arrays[f"{label}/{name}"] = np.asarray(value, dtype=np.float32)
@@ -366,8 +373,8 @@ def read_clip_scores(path: str | Path, label: str) -> ClipScores:
         found = sorted({key.split("/")[0] for key in arrays.files})
         if f"{label}/correct" not in arrays.files:
             raise VideoCMError(f"{path} has no row {label!r}; it has: {', '.join(found)}")
-        values = {name: arrays[f"{label}/{name}"].astype(np.float64) for name in
-                  ("correct", "coherence", "flicker", "features", "psnr_vs_teacher") if f"{label}/{name}" in arrays.files}
+        values = {name: arrays[f"{label}/{name}"].astype(np.float64) for name in CLIP_SCORE_NAMES
+                  if f"{label}/{name}" in arrays.files}
     return ClipScores(**values)
 
 

@@ -18,7 +18,7 @@ RESAMPLES = 1000  # bootstrap resamples per interval
 LEVEL = 0.95  # the intervals' coverage
 SCORES = ("fidelity_all", "frechet_distance", "coherence", "flicker", "psnr_vs_teacher")
 HIGHER_IS_BETTER = {"fidelity_all": True, "frechet_distance": False, "coherence": True, "flicker": False,
-                    "psnr_vs_teacher": True}
+                    "psnr_vs_teacher": True, "diversity": True}  # less diversity than the teacher: mode collapse
 
 
 def resampled_indices(n: int, resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
@@ -70,6 +70,7 @@ class ClipScores:
     flicker: np.ndarray
     features: np.ndarray
     psnr_vs_teacher: np.ndarray | None = None
+    diversity: np.ndarray | None = None  # per caption of the diversity figure (its own captions, not per clip)
 
     def __len__(self) -> int:
         return len(self.correct)
@@ -115,4 +116,19 @@ def paired_comparison(first: ClipScores, second: ClipScores, frechet: FrechetToR
         else:
             verdict = "better" if (low > 0) == HIGHER_IS_BETTER[key] else "worse"
         result[key] = {"difference": whole_first[key] - whole_second[key], "ci": [low, high], "verdict": verdict}
+    if first.diversity is not None and second.diversity is not None and len(first.diversity) == len(second.diversity):
+        result["diversity"] = paired_mean_comparison(first.diversity, second.diversity, "diversity", resamples, seed,
+                                                     level)
     return result
+
+
+def paired_mean_comparison(first: np.ndarray, second: np.ndarray, key: str, resamples: int = RESAMPLES,
+                           seed: int = 0, level: float = LEVEL) -> dict:
+    """``mean(first) - mean(second)`` of paired per-item values (the same items on both sides, e.g. one diversity
+    figure per caption), with a paired bootstrap interval over items and the verdict by ``key``'s direction."""
+    indices = resampled_indices(len(first), resamples, seed)
+    difference = np.asarray(first, np.float64) - np.asarray(second, np.float64)
+    estimate = float(difference.mean())
+    low, high = percentile_interval(difference[indices].mean(axis=1), level)
+    verdict = "tie" if low <= 0 <= high else ("better" if (low > 0) == HIGHER_IS_BETTER[key] else "worse")
+    return {"difference": estimate, "ci": [low, high], "verdict": verdict}
