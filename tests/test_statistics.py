@@ -83,6 +83,24 @@ def test_paired_comparison_calls_ties_and_wins_by_each_scores_direction():
         paired_comparison(base, fake_scores(rng, 10, 0.5), frechet)
 
 
+def test_a_shared_cache_bootstraps_each_row_once_and_changes_no_figure():
+    rng = np.random.default_rng(4)
+    reference = FrechetToReference(rng.normal(size=(300, 8)))
+    calls = []
+
+    def counted(features):
+        calls.append(len(features))
+        return reference(features)
+
+    rows = [fake_scores(rng, 50, accuracy) for accuracy in (0.5, 0.7, 0.9)]
+    plain = [paired_comparison(a, b, reference, resamples=100) for i, a in enumerate(rows) for b in rows[i + 1:]]
+    cache = {}
+    cached = [paired_comparison(a, b, counted, resamples=100, cache=cache) for i, a in enumerate(rows)
+              for b in rows[i + 1:]]
+    assert cached == plain
+    assert len(calls) == 3 * 101  # three rows, each on all clips and 100 resamples, for three pairs
+
+
 def test_diversity_is_compared_paired_over_captions_and_survives_the_clip_scores_file(tmp_path):
     from dataclasses import replace
 

@@ -33,6 +33,12 @@ def main() -> None:
     rows = json.loads((HERE / "eval.json").read_text())["rows"]
     arms = sorted({row["model"].rsplit("-s", 1)[0] for row in rows if row["model"] != "teacher-flow"})
     teacher = read_clip_scores(SCORES, TEACHER)
+    rows_read, cache = {}, {}  # each row read and bootstrapped once
+
+    def row(label: str):
+        if label not in rows_read:
+            rows_read[label] = read_clip_scores(SCORES, label)
+        return rows_read[label]
     found, lines = [], ["| first | second | seed | steps | " + " | ".join(k for k, _ in FIGURES) + " |",
                         "|---|---|---|---|" + "---|" * len(FIGURES)]
     for first, second in PAIRS + [(arm, "teacher") for arm in arms]:
@@ -40,10 +46,10 @@ def main() -> None:
             continue
         for seed in (0, 1):
             for steps in (1, 2, 4):
-                a = read_clip_scores(SCORES, f"{first}-s{seed}@{steps}")
-                b = teacher if second == "teacher" else read_clip_scores(SCORES, f"{second}-s{seed}@{steps}")
+                a = row(f"{first}-s{seed}@{steps}")
+                b = teacher if second == "teacher" else row(f"{second}-s{seed}@{steps}")
                 comparison = {"first": first, "second": second if second != "teacher" else TEACHER, "seed": seed,
-                              "steps": steps, **paired_comparison(a, b, frechet)}
+                              "steps": steps, **paired_comparison(a, b, frechet, cache=cache)}
                 found.append(comparison)
                 lines.append(f"| {first} | {comparison['second']} | {seed} | {steps} | "
                              + " | ".join(cell(comparison, k, d) for k, d in FIGURES) + " |")

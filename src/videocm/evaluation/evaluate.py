@@ -337,12 +337,12 @@ def same_steps_comparisons(judge: Judge, runs: list[ModelRun]) -> list[dict]:
     """Paired comparisons (:func:`statistics.paired_comparison`) of every two rows with the same step count,
     the earlier row first."""
     frechet = reference_frechet(judge)
-    comparisons = []
+    comparisons, cache = [], {}  # each row bootstrapped once, however many rows it is compared with
     for i, first in enumerate(runs):
         for second in runs[i + 1:]:
             if first.row["steps"] == second.row["steps"] and first.per_clip is not None and second.per_clip is not None:
                 comparisons.append({"first": row_label(first.row), "second": row_label(second.row),
-                                    **paired_comparison(first.per_clip, second.per_clip, frechet)})
+                                    **paired_comparison(first.per_clip, second.per_clip, frechet, cache=cache)})
     return comparisons
 
 

@@ -88,25 +88,41 @@ class ClipScores:
         return result
 
 
+def resampled_scores(clips: ClipScores, frechet: FrechetToReference, resamples: int = RESAMPLES, seed: int = 0,
+                     cache: dict | None = None) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """Every score on all clips and on each of the ``resamples`` index sets of ``seed``; with ``cache`` (a dict
+    kept by the caller) computed once per row, so comparing many rows pairwise costs one bootstrap per row, not
+    one per pair (every paired comparison resamples the same index sets)."""
+    key = (id(clips), len(clips), resamples, seed)
+    if cache is not None and key in cache:
+        return cache[key][1]
+    everything = np.arange(len(clips))
+    found = (clips.scores(everything, frechet),
+             [clips.scores(indices, frechet) for indices in resampled_indices(len(clips), resamples, seed)])
+    if cache is not None:
+        cache[key] = (clips, found)  # the row is kept with its figures, so its id is not reused meanwhile
+    return found
+
+
 def bootstrap_intervals(clips: ClipScores, frechet: FrechetToReference, resamples: int = RESAMPLES,
                         seed: int = 0, level: float = LEVEL) -> dict[str, list[float]]:
     """95% (``level``) bias-corrected percentile intervals of each score over clips, keyed ``<score>_ci``."""
-    whole = clips.scores(np.arange(len(clips)), frechet)
-    draws = [clips.scores(indices, frechet) for indices in resampled_indices(len(clips), resamples, seed)]
+    whole, draws = resampled_scores(clips, frechet, resamples, seed)
     return {f"{key}_ci": percentile_interval(np.array([d[key] for d in draws]), level, whole[key]) for key in whole}
 
 
 def paired_comparison(first: ClipScores, second: ClipScores, frechet: FrechetToReference,
-                      resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL) -> dict[str, dict]:
+                      resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL,
+                      cache: dict | None = None) -> dict[str, dict]:
     """``first`` minus ``second`` for each score, with a paired bootstrap interval and a verdict: "better" or
-    "worse" (for ``first``, by the score's direction) when the interval excludes 0, else "tie"."""
+    "worse" (for ``first``, by the score's direction) when the interval excludes 0, else "tie". ``cache``: see
+    :func:`resampled_scores` (the same figures with or without it)."""
     if len(first) != len(second):
         raise ValueError(f"a paired comparison needs the same clips on both sides, got {len(first)} and "
                          f"{len(second)}")
-    everything = np.arange(len(first))
-    whole_first, whole_second = first.scores(everything, frechet), second.scores(everything, frechet)
-    draws = [(first.scores(i, frechet), second.scores(i, frechet))
-             for i in resampled_indices(len(first), resamples, seed)]
+    whole_first, draws_first = resampled_scores(first, frechet, resamples, seed, cache)
+    whole_second, draws_second = resampled_scores(second, frechet, resamples, seed, cache)
+    draws = list(zip(draws_first, draws_second))
     result = {}
     for key in whole_first.keys() & whole_second.keys():
         low, high = percentile_interval(np.array([a[key] - b[key] for a, b in draws]), level,
