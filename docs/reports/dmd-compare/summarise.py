@@ -32,10 +32,9 @@ def main() -> None:
     frechet = reference_frechet(Judge.load())
     rows = json.loads((HERE / "eval.json").read_text())["rows"]
     arms = sorted({row["model"].rsplit("-s", 1)[0] for row in rows if row["model"] != "teacher-flow"})
-    teacher = read_clip_scores(SCORES, TEACHER)
     rows_read, cache = {}, {}  # each row read and bootstrapped once
 
-    def row(label: str):
+    def scores_of(label: str):
         if label not in rows_read:
             rows_read[label] = read_clip_scores(SCORES, label)
         return rows_read[label]
@@ -46,8 +45,8 @@ def main() -> None:
             continue
         for seed in (0, 1):
             for steps in (1, 2, 4):
-                a = row(f"{first}-s{seed}@{steps}")
-                b = teacher if second == "teacher" else row(f"{second}-s{seed}@{steps}")
+                a = scores_of(f"{first}-s{seed}@{steps}")
+                b = scores_of(TEACHER) if second == "teacher" else scores_of(f"{second}-s{seed}@{steps}")
                 comparison = {"first": first, "second": second if second != "teacher" else TEACHER, "seed": seed,
                               "steps": steps, **paired_comparison(a, b, frechet, cache=cache)}
                 found.append(comparison)

@@ -44,7 +44,7 @@ from ..models.folder import STORE_DTYPES, cast_for_storage, load_model, save_mod
 from ..models.info import ModelInfo, PhasedInfo, is_model_folder
 from ..models.student import without_dropout
 from .discriminator import (FeatureDiscriminator, feature_matching_loss, hinge_discriminator_loss,
-                            hinge_generator_loss, real_gradient_penalty)
+                            hinge_generator_loss, real_gradient_penalty, with_frozen_weights)
 from .lcm import (Distillation, LCMConfig, TargetNetwork, load_teacher, new_matching, new_student, student_info,
                   teacher_guidance, with_matching)
 from .trainer import Monitor, check_resume, run_and_summarise, shard_rows
@@ -283,8 +283,7 @@ class DCMStageTask:
         self.disc_optimizer.zero_grad(set_to_none=True)
         # generator terms through frozen copies of the heads' weights: no gradient reaches the discriminator
         heads = self.engine.unwrap_model(self.heads) if self.engine is not None else self.heads
-        frozen = {k: v.detach() for k, v in heads.named_parameters()}
-        fake_logits = torch.func.functional_call(heads, frozen, (fake_features,))
+        fake_logits = with_frozen_weights(heads, fake_features)
         return (hinge_generator_loss(fake_logits), feature_matching_loss(fake_features, real_features),
                 float(disc_loss.detach()), float(penalty.detach()))
 

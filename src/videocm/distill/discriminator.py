@@ -89,3 +89,10 @@ def logistic_discriminator_loss(real: list[torch.Tensor], fake: list[torch.Tenso
 def logistic_generator_loss(fake: list[torch.Tensor]) -> torch.Tensor:
     """The non-saturating generator loss ``softplus(-fake)`` (DMD2's), averaged over heads."""
     return sum(nn.functional.softplus(-f).mean() for f in fake) / len(fake)
+
+
+def with_frozen_weights(module: nn.Module, *args, **kwargs):
+    """``module(*args, **kwargs)`` with its parameters detached: the gradient reaches the inputs only (a generator's
+    adversarial term read through a discriminator, or a fake score, that this loss must not train)."""
+    frozen = {name: value.detach() for name, value in module.named_parameters()}
+    return torch.func.functional_call(module, frozen, args, kwargs)

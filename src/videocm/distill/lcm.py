@@ -39,7 +39,7 @@ from ..pipeline import VideoPipeline
 from .batches import (CachedLatentBatches, LatentBatches, PromptBatches, ensure_latent_cache, generate_prompt_cache,
                       prompt_cache_fingerprint, read_prompts)
 from .consistency import ConsistencyTerms, consistency_step, draw_consistency_batch, expanded
-from .matching import DistributionMatching
+from .matching import NO_REAL_CLIPS, DistributionMatching
 from .trainer import Monitor, TrainConfig, run_and_summarise, shard_rows
 
 METHODS = ("lcm",)
@@ -422,8 +422,7 @@ def new_matching(distillation: Distillation, config: LCMConfig, device) -> Distr
     if config.dmd_weight <= 0:
         return None
     if config.dmd_gan_weight > 0 and isinstance(distillation.batches, PromptBatches):
-        raise VideoCMError("--dmd-gan-weight compares the generator's clips with real ones, and a prompt list has "
-                           "none: give clips (leave --data out, or --data DIR) or set --dmd-gan-weight 0")
+        raise VideoCMError(NO_REAL_CLIPS)
     return DistributionMatching(distillation.teacher, distillation.schedule, distillation.grid, config, device,
                                 distillation.guidance_2, distillation.feature_channels)
 

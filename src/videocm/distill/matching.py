@@ -43,7 +43,12 @@ from ..diffusion.solvers import x0_and_noise
 from ..errors import VideoCMError
 from ..models.experts import FeatureTap
 from ..models.student import add_lora, without_dropout
-from .discriminator import FeatureDiscriminator, logistic_discriminator_loss, logistic_generator_loss
+from .discriminator import (FeatureDiscriminator, logistic_discriminator_loss, logistic_generator_loss,
+                            with_frozen_weights)
+
+
+NO_REAL_CLIPS = ("--dmd-gan-weight compares the generator's clips with real ones, and a prompt list has none: give "
+                 "clips (leave --data out, or --data DIR) or set --dmd-gan-weight 0")
 
 
 def timestep_range(fractions, grid_points: int) -> tuple[int, int]:
@@ -167,8 +172,7 @@ class DistributionMatching:
         """One fake-score forward over ``[x_t; real re-noised; x0 re-noised]``: its output on ``x_t`` and the
         head's logistic classifier loss (real against generated)."""
         if real is None:
-            raise VideoCMError("--dmd-gan-weight compares the generator's clips with real ones, and a prompt list "
-                               "has none: give clips (leave --data out, or --data DIR) or set --dmd-gan-weight 0")
+            raise VideoCMError(NO_REAL_CLIPS)
         real_t, t_real, _ = self._noised(real.to(x0.dtype), *self.range, rng, generator, n, rows)
         fake_t, t_fake, _ = self._noised(x0, *self.range, rng, generator, n, rows)
         inputs = torch.cat([x_t, real_t, fake_t])
@@ -186,11 +190,8 @@ class DistributionMatching:
         x_t, t, _ = self._noised(x0, *self.range, rng, generator, n, rows)
         fake, heads = self._unwrapped(self.fake), self._unwrapped(self.heads)
         with self.tap(tuple(x_t.shape)) as tap:
-            torch.func.functional_call(fake, {k: v.detach() for k, v in fake.named_parameters()},
-                                       (x_t, self.schedule.model_timestep(t).to(x0.device)), cond)
-        logits = torch.func.functional_call(heads, {k: v.detach() for k, v in heads.named_parameters()},
-                                            (tap.features,))
-        return logistic_generator_loss(logits)
+            with_frozen_weights(fake, x_t, self.schedule.model_timestep(t).to(x0.device), **cond)
+        return logistic_generator_loss(with_frozen_weights(heads, tap.features))
 
     def term(self, x0: torch.Tensor, cond: dict, uncond: dict, guidance: torch.Tensor, rng, generator, n: int,
              rows: slice) -> tuple[torch.Tensor, dict[str, float]]:
