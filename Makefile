@@ -23,14 +23,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/videocm demo --out outputs/demo
 
+# Two pytest-xdist workers, one per core, each file on one worker (its module fixtures built once) and one torch
+# thread per process (OMP_NUM_THREADS, which the tests' subprocesses inherit too).
+XDIST := -n 2 --dist loadfile
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=15
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(XDIST) --durations=15
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" --durations=15
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(XDIST) -m "not slow" --durations=15
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow --durations=15
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(XDIST) -m slow --durations=15
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -84,7 +84,7 @@ def measured_peak(spec, config: dict, student_kind: str, latent, tokens: int, ba
 
 
 def check(name: str) -> dict:
-    from videocm.distill.plan import PlanConfig, build_on_meta, describe_teacher, measure_network, plan_rows
+    from videocm.training.plan import PlanConfig, build_on_meta, describe_teacher, measure_network, plan_rows
 
     config, student, video, batch = CONFIGS[name]
     with tempfile.TemporaryDirectory() as folder:

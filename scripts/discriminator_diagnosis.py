@@ -21,6 +21,8 @@ import tempfile
 import numpy as np
 import torch
 
+from videocm.distill.consistency import consistency_step
+from videocm.distill.trainer import Step
 from videocm.distill.dcm import DCMConfig, DCMStageTask, stage_config
 from videocm.distill.discriminator import fit_discriminator
 from videocm.models.folder import load_model
@@ -44,12 +46,19 @@ def main() -> None:
                            latent_pool=4 * args.batch_size, sample_every=0, disc_every=args.disc_every,
                            boundaries=list(student.info.phased.boundaries))
         task = DCMStageTask(dataclasses.replace(stage_config(config, 1), out=scratch), 1, semantic, None, "cpu")
-    distillation, tap = task.distillation, task.tap
+    distillation, tap = task.teacher_context, task.tap
     n = args.batch_size
     rng = np.random.default_rng(123)
     generator = torch.Generator().manual_seed(123)
     with torch.no_grad():
-        terms, latents, text = distillation.loss(detail, detail, task.segment, rng, generator, "cpu", n, (0, 1))
+        step = Step(0, rng, generator, torch.device("cpu"), n)
+        latents, text = distillation.draw(step)
+        index, skip, w, noise = distillation.consistency_batch(step, task.segment, latents)
+        c = task.config
+        terms = consistency_step(detail, detail, distillation.teacher, distillation.schedule, distillation.grid,
+                                 task.segment[0], latents, noise, index, skip, text,
+                                 distillation.unconditional(text, n), w, text, c.sigma_data, c.timestep_scaling,
+                                 c.loss, c.huber_c)
         low, high = task.segment
         index = torch.from_numpy(rng.integers(low + 1, high + 1, size=n))
         noise = torch.randn(latents.shape, generator=generator)

@@ -91,7 +91,7 @@ def write_videos(folder: Path, frames: int, height: int, width: int, clips: int 
 
 
 def planned_row(pipeline: Path, frames: int, height: int, width: int, gpu_memory: float) -> dict:
-    from videocm.distill.plan import PlanConfig, run_plan
+    from videocm.training.plan import PlanConfig, run_plan
 
     result = Path(pipeline).parent / "plan.json"
     run_plan(PlanConfig(teacher=str(pipeline), frames=frames, height=height, width=width, gpus=1,

@@ -9,8 +9,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from videocm.distill.teacher import TeacherConfig, train_teacher  # noqa: E402
-from videocm.distill.vae_training import VAETrainConfig, train_vae  # noqa: E402
+from videocm.training.teacher import TeacherConfig, train_teacher  # noqa: E402
+from videocm.training.vae import VAETrainConfig, train_vae  # noqa: E402
 from videocm.evaluation.monitor import JudgeMonitor  # noqa: E402
 
 TINY_NETWORKS = dict(wan_layers=1, wan_heads=2, wan_head_dim=12, wan_ffn_dim=32, unet_channels=[16, 16],

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from videocm.distill.trainer import Step
 from videocm.cli import main
 from videocm.diffusion import FlowSchedule, sample_consistency, seeded_noise, vp_schedule
 from videocm.distill.lcm import LCMConfig, LCMTask, distill
@@ -104,12 +105,12 @@ def test_bf16_teacher_halves_its_memory_and_still_trains(tiny_teachers, tmp_path
     config = LCMConfig(teacher=str(tiny_teachers["wan"]), out=str(tmp_path), steps=1, batch_size=2, latent_pool=4,
                        sample_every=0, teacher_dtype="bfloat16")
     task = LCMTask(config, "cpu")
-    assert {p.dtype for p in task.distillation.teacher.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in task.teacher_context.teacher.parameters()} == {torch.bfloat16}
     assert {p.dtype for p in task.model.parameters()} == {torch.float32}  # the student keeps full precision
     rng = np.random.default_rng(0)
-    loss, _ = task.loss(task.model, 0, rng, torch.Generator().manual_seed(0), torch.device("cpu"))
+    loss, _ = task.loss(task.model, Step(0, rng, torch.Generator().manual_seed(0), torch.device("cpu"), task.config.batch_size))
     loss.backward()
     assert torch.isfinite(loss) and any(p.grad is not None for p in task.model.parameters())
-    assert LCMTask(LCMConfig(**{**config.__dict__, "teacher_dtype": "auto"}), "cpu").distillation.teacher_dtype == torch.float32
+    assert LCMTask(LCMConfig(**{**config.__dict__, "teacher_dtype": "auto"}), "cpu").teacher_context.teacher_dtype == torch.float32
     assert main(["distill", "--teacher", str(tiny_teachers["wan"]), "--out", str(tmp_path / "x"),
                  "--teacher-dtype", "int8"]) == 2

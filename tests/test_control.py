@@ -12,7 +12,7 @@ import torch
 
 from videocm.cli import main
 from videocm.data.moving_digits import make_clip
-from videocm.distill.control import ControlConfig, ControlConsistencyTask, ControlTask, train_control
+from videocm.training.control import ControlConfig, ControlConsistencyTask, ControlTask, train_control
 from videocm.errors import VideoCMError
 from videocm.evaluation.control import control_eval_set, control_scores, frame_iou
 from videocm.models.control import (control_tensor, encode_control, load_control, new_control_branch, read_control,

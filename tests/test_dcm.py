@@ -258,7 +258,7 @@ def test_dcm_run_writes_a_student_that_samples_any_step_count(tiny_teachers, tmp
 def test_dcm_on_a_latent_shape_of_its_own(tiny_vae, tmp_path):
     """Nothing in DCM is tied to one resolution or frame count: a teacher on 4-frame 24x24 clips distils too."""
     from conftest import tiny_teacher_config
-    from videocm.distill.teacher import train_teacher
+    from videocm.training.teacher import train_teacher
 
     teacher = tmp_path / "teacher"
     train_teacher(tiny_teacher_config(teacher, "wan", tiny_vae, frames=4, size=24), progress=False)

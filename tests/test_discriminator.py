@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from videocm.distill.trainer import Step
 from videocm.data.moving_digits import make_clip
 from videocm.distill.discriminator import fit_discriminator
-from videocm.distill.vae_training import clips_tensor
+from videocm.data.moving_digits import clips_tensor
 from videocm.errors import VideoCMError
 from videocm.models.experts import FeatureTap, feature_blocks
 from videocm.models.folder import load_model
@@ -54,7 +55,7 @@ def test_gan_real_side_can_be_the_data(tiny_teachers, tmp_path):
         config = DCMConfig(teacher=str(tiny_teachers["wan"]), out=str(tmp_path / real), batch_size=2, latent_pool=4,
                            sample_every=0, disc_every=1, gan_real=real)
         task = DCMStageTask(config, 1, semantic, None, "cpu")
-        _, logs[real] = task.loss(task.model, 0, np.random.default_rng(0), torch.Generator().manual_seed(0), "cpu")
+        _, logs[real] = task.loss(task.model, Step(0, np.random.default_rng(0), torch.Generator().manual_seed(0), torch.device("cpu"), task.config.batch_size))
     assert logs["target"]["consistency"] == logs["data"]["consistency"]
     assert logs["target"]["feature_matching"] < logs["data"]["feature_matching"]  # data is farther than the target
 
@@ -86,7 +87,7 @@ def test_gradient_penalty_joins_the_discriminator_step_and_changes_its_update(ti
         torch.manual_seed(0)
         task.heads.load_state_dict(DCMStageTask(config, 1, semantic, None, "cpu").heads.state_dict())
         before = {k: v.clone() for k, v in task.heads.state_dict().items()}
-        _, logs[gamma] = task.loss(task.model, 0, np.random.default_rng(0), torch.Generator().manual_seed(0), "cpu")
+        _, logs[gamma] = task.loss(task.model, Step(0, np.random.default_rng(0), torch.Generator().manual_seed(0), torch.device("cpu"), task.config.batch_size))
         heads[gamma] = {k: v - before[k] for k, v in task.heads.state_dict().items()}
     assert "gan_penalty" not in logs[0.0] and logs[10.0]["gan_penalty"] > 0
     assert logs[0.0]["gan_discriminator"] == pytest.approx(logs[10.0]["gan_discriminator"])  # same hinge loss

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from videocm.distill.trainer import Step
 from videocm.cli import main
 from videocm.data.latent_cache import LatentCache
 from videocm.diffusion.sampling import sample_teacher
@@ -52,7 +53,7 @@ def test_timestep_range_maps_grid_fractions_to_indices():
 def test_a_fake_score_equal_to_the_teacher_gives_no_gradient_and_it_then_learns(tiny_teachers, tmp_path, family):
     task = LCMTask(tiny(LCMConfig, tiny_teachers[family], tmp_path / "run", dmd_weight=1.0, guidance=1.0,
                         fake_lr=1e-3))
-    matching, d = task.matching, task.distillation
+    matching, d = task.matching, task.teacher_context
     rng, generator = np.random.default_rng(0), torch.Generator().manual_seed(0)
     latents, text, _ = d.batches.draw(2, rng, (0, 1), "cpu")
     x0 = latents.clone().requires_grad_(True)
@@ -108,7 +109,7 @@ def test_gan_head_on_the_fake_score_learns_real_from_generated_and_only_the_gene
         tiny_teachers, tmp_path, family):
     task = DMDTask(tiny(DMDConfig, tiny_teachers[family], tmp_path / "dmd", dmd_gan_weight=0.5, fake_lr=1e-3,
                         dmd_gan_classifier_weight=1.0))
-    matching, d = task.matching, task.distillation
+    matching, d = task.matching, task.teacher_context
     assert matching.heads is not None and len(matching.tap.blocks) == 1
     real, text, _ = d.batches.draw(2, np.random.default_rng(0), (0, 1), "cpu")
     generated = torch.zeros_like(real)  # an obviously wrong generator: blank latents
@@ -119,7 +120,7 @@ def test_gan_head_on_the_fake_score_learns_real_from_generated_and_only_the_gene
         losses.append(matching.classifier_loss)
     assert losses[0] > 1.0 and losses[-1] < 0.5 * losses[0], losses  # 2 ln 2 = 1.39 is a coin toss
     # the generator's loss is the weighted sum of both terms
-    loss, logs = task.loss(task.model, 0, np.random.default_rng(0), torch.Generator().manual_seed(0), "cpu")
+    loss, logs = task.loss(task.model, Step(0, np.random.default_rng(0), torch.Generator().manual_seed(0), torch.device("cpu"), task.config.batch_size))
     assert {"dmd", "fake_score", "gan_generator", "gan_classifier"} <= set(logs)
     assert float(loss.detach()) == pytest.approx(logs["dmd"] + 0.5 * logs["gan_generator"], rel=1e-5)
     # the GAN generator loss reaches x0 and nothing of the fake score or its head
@@ -181,10 +182,10 @@ def test_dmd_from_prompts_reads_only_the_prompts(tiny_teachers, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a green 1 moving right\n")
     task = DMDTask(tiny(DMDConfig, tiny_teachers["wan"], tmp_path / "dmd", data=f"prompts:{prompts}"))
-    latents, text, captions = task.distillation.batches.draw(2, np.random.default_rng(0), (0, 1), "cpu")
+    latents, text, captions = task.teacher_context.batches.draw(2, np.random.default_rng(0), (0, 1), "cpu")
     assert latents is None and captions == ["a green 1 moving right"] * 2
     assert not (tmp_path / "dmd" / "latent-cache").exists()
-    loss, logs = task.loss(task.model, 0, np.random.default_rng(0), torch.Generator().manual_seed(0), "cpu")
+    loss, logs = task.loss(task.model, Step(0, np.random.default_rng(0), torch.Generator().manual_seed(0), torch.device("cpu"), task.config.batch_size))
     assert torch.isfinite(loss) and loss.requires_grad and "dmd" in logs
 
 

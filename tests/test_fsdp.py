@@ -194,7 +194,7 @@ def test_gather_full_leaves_plain_state_whole_and_on_the_cpu():
 
 
 def test_gathering_a_plain_folder_is_one_line_error(tmp_path):
-    from videocm.distill.gather import gather_checkpoint
+    from videocm.training.gather import gather_checkpoint
 
     with pytest.raises(VideoCMError, match="not a complete sharded checkpoint"):
         gather_checkpoint(tmp_path, tmp_path / "out")

@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from videocm.distill.trainer import Step
 from videocm.cli import main
 from videocm.diffusion.sampling import guided_output
 from videocm.distill import lcm as lcm_module
@@ -36,26 +37,26 @@ def tiny_lcm(teacher: Path, out: Path, **changes) -> LCMConfig:
 
 def latent_batch(task: LCMTask, n: int = 2):
     rng = np.random.default_rng(0)
-    latents, text, _ = task.distillation.batches.draw(n, rng, (0, 1), "cpu")
+    latents, text, _ = task.teacher_context.batches.draw(n, rng, (0, 1), "cpu")
     return latents, text
 
 
 def test_teacher_target_is_one_batched_guided_forward(tiny_teachers, tmp_path, monkeypatch):
     task = LCMTask(tiny_lcm(tiny_teachers["wan"], tmp_path, guidance=3.0), "cpu")
     calls = []
-    real = task.distillation.teacher.forward
+    real = task.teacher_context.teacher.forward
 
     def counting(x, *args, **kwargs):
         calls.append(x.shape[0])
         return real(x, *args, **kwargs)
 
-    monkeypatch.setattr(task.distillation.teacher, "forward", counting)
-    loss, _ = task.loss(task.model, 0, np.random.default_rng(0), torch.Generator().manual_seed(0), "cpu")
+    monkeypatch.setattr(task.teacher_context.teacher, "forward", counting)
+    loss, _ = task.loss(task.model, Step(0, np.random.default_rng(0), torch.Generator().manual_seed(0), torch.device("cpu"), task.config.batch_size))
     assert torch.isfinite(loss) and loss.item() > 0  # the student (a copy of the teacher) misses the target
     assert calls == [4]  # conditional and unconditional of 2 clips together
     calls.clear()
-    task.distillation.guidance = 1.0
-    task.loss(task.model, 0, np.random.default_rng(0), torch.Generator().manual_seed(0), "cpu")
+    task.teacher_context.guidance = 1.0
+    task.loss(task.model, Step(0, np.random.default_rng(0), torch.Generator().manual_seed(0), torch.device("cpu"), task.config.batch_size))
     assert calls == [2]  # w = 1: no unconditional pass
 
 
@@ -77,7 +78,7 @@ def test_student_starts_as_its_teacher_and_guidance_embedding_starts_at_zero(tin
     latents, text = latent_batch(task)
     t = torch.tensor([500, 800])
     with torch.no_grad():
-        teacher = task.distillation.teacher(latents, t, **text)
+        teacher = task.teacher_context.teacher(latents, t, **text)
         for w in (2.0, 6.0):
             student = task.model(latents, t, **text, guidance=torch.full((2,), w))
             torch.testing.assert_close(student, teacher)
@@ -99,20 +100,20 @@ def test_lora_student_trains_adapters_only_and_merges_exactly(tiny_teachers, tmp
     merged.network.load_state_dict(merged_network_state(task.model.network))
     with torch.no_grad():
         torch.testing.assert_close(merged(latents, t, **text), task.model(latents, t, **text), atol=1e-5, rtol=1e-4)
-        assert not torch.allclose(task.distillation.teacher(latents, t, **text), task.model(latents, t, **text), atol=1e-4)
+        assert not torch.allclose(task.teacher_context.teacher(latents, t, **text), task.model(latents, t, **text), atol=1e-4)
 
 
 def test_ema_target_follows_the_student(tiny_teachers, tmp_path):
     task = LCMTask(tiny_lcm(tiny_teachers["wan"], tmp_path, target_decay=0.9), "cpu")
-    before = [p.clone() for p in task.target.network.parameters()]
+    before = [p.clone() for p in task.target_network.network.parameters()]
     with torch.no_grad():
         for p in task.model.parameters():
             p.add_(1.0)
     task.after_step(task.model)
-    for old, new, online in zip(before, task.target.network.parameters(), task.model.parameters()):
+    for old, new, online in zip(before, task.target_network.network.parameters(), task.model.parameters()):
         torch.testing.assert_close(new, 0.9 * old + 0.1 * online)
     online_task = LCMTask(tiny_lcm(tiny_teachers["wan"], tmp_path / "o", target="online"), "cpu")
-    assert online_task.target(online_task.model) is online_task.model
+    assert online_task.target_network(online_task.model) is online_task.model
 
 
 @pytest.mark.parametrize("family", ["wan", pytest.param("unet3d", marks=pytest.mark.slow)])
@@ -284,21 +285,20 @@ def test_students_train_without_dropout_so_a_step_does_not_depend_on_the_process
     a batch of 4 gives the gradient of two shards of 2."""
     task = LCMTask(tiny_lcm(tiny_teachers["unet3d"], tmp_path / "a", batch_size=4, cpu=True))
     assert _dropout_rates(task.model) and max(_dropout_rates(task.model)) == 0.0
-    assert not task.target.network.training  # the target is a fixed function of its input
+    assert not task.target_network.network.training  # the target is a fixed function of its input
 
     def gradients(task, shards):
         task.model.zero_grad()
         for shard in shards:
             rng = np.random.default_rng([0, 0])
             generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
-            task.shard, task.micro_batch = shard, 4
-            loss, _ = task.loss(task.model, 0, rng, generator, torch.device("cpu"))
+            loss, _ = task.loss(task.model, Step(0, rng, generator, torch.device("cpu"), 4, shard))
             (loss / len(shards)).backward()
         return torch.cat([p.grad.flatten() for p in task.model.parameters() if p.grad is not None])
 
     whole, halves = gradients(task, [(0, 1)]), gradients(task, [(0, 2), (1, 2)])
     torch.testing.assert_close(halves, whole, atol=2e-6, rtol=1e-4)  # float32 sums in another order
     kept = LCMTask(tiny_lcm(tiny_teachers["unet3d"], tmp_path / "b", batch_size=4, cpu=True, student_dropout=True))
-    assert max(_dropout_rates(kept.model)) > 0 and not kept.target.network.training
+    assert max(_dropout_rates(kept.model)) > 0 and not kept.target_network.network.training
     # with the network's dropout the two differ far beyond rounding: the step depends on the RNG's order
     assert (gradients(kept, [(0, 1)]) - gradients(kept, [(0, 2), (1, 2)])).abs().max() > 1e-4

@@ -14,7 +14,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from videocm.cli import main
-from videocm.distill.plan import (PlanConfig, build_on_meta, cheapest, describe_teacher, measure_network,
+from videocm.training.plan import (PlanConfig, build_on_meta, cheapest, describe_teacher, measure_network,
                                   plan_rows)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,7 +70,7 @@ def test_plan_prints_every_mode_and_names_the_cheapest_that_fits(tiny_teachers, 
     assert result["cheapest"] == {"mode": "ddp", "context_parallel": 1, "gradient_checkpointing": False}  # fits anywhere
     assert "cheapest mode that fits: ddp" in printed and "| fsdp+cp2 | yes |" in printed
     assert "(distill flags: --parallel ddp)" in printed
-    from videocm.distill.plan import mode_flags
+    from videocm.training.plan import mode_flags
 
     assert mode_flags({"mode": "fsdp+cp4", "context_parallel": 4, "gradient_checkpointing": True}) == (
         "--parallel fsdp --context-parallel 4 --gradient-checkpointing true")

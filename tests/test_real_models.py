@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file
 
 from tiny_pipelines import LAYOUTS, SPECS, build_tiny_pipeline, call_kwargs
+from videocm.distill.trainer import Step
 from videocm.cli import main
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -113,7 +114,8 @@ def run_snippet(code: str, fresh_interpreter: bool) -> np.ndarray:
 
 
 def test_pipeline_teacher_loads_in_its_dtype_and_gives_a_float32_student(pipelines):
-    from videocm.distill.lcm import LCMConfig, new_student
+    from videocm.distill.core import new_student
+    from videocm.distill.lcm import LCMConfig
     from videocm.models.folder import load_model
     from videocm.models.pipelines import component_dtype
 
@@ -256,9 +258,8 @@ def test_wan22_guidance_2_guides_the_low_noise_experts_steps(video_folder, tmp_p
         return real_step(*args, **kwargs)
 
     monkeypatch.setattr(lcm, "consistency_step", step_spy)
-    d = task.distillation
-    d.loss(task.model, d.teacher, (0, config.grid_points), np.random.default_rng(3), torch.Generator().manual_seed(3),
-           "cpu", 8, (0, 1))
+    d = task.teacher_context
+    task.loss(task.model, Step(0, np.random.default_rng(3), torch.Generator().manual_seed(3), torch.device("cpu"), 8))
     high = d.schedule.model_timestep(d.grid[caught["index"] + caught["skip"]]) >= 875
     assert 0 < int(high.sum()) < 8  # both experts' rows in the batch
     torch.testing.assert_close(caught["w"], torch.where(high, 4.0, 2.0).float())
@@ -532,7 +533,7 @@ def test_lcm_student_of_a_two_expert_teacher_exports_as_one_transformer(video_fo
     task = LCMTask(LCMConfig(**config, student_init="high"))
     assert all(torch.equal(task.model.network.state_dict()[k], high[k]) for k in high)
     task = LCMTask(LCMConfig(**config))  # auto: at shift 3, 16 of the 51 grid points lie at or above 875
-    grid = task.distillation.schedule.model_timestep(task.distillation.grid)
+    grid = task.teacher_context.schedule.model_timestep(task.teacher_context.grid)
     assert int((grid >= 875).sum()) < len(grid) / 2
     assert all(torch.equal(task.model.network.state_dict()[k], low[k]) for k in low)
     student = tmp_path / "student"
@@ -692,7 +693,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(pipelines, video_folder
                            batch_size=2, gradient_checkpointing=checkpointing, cpu=True)
         task = LCMTask(config, "cpu")
         assert task.model.network.is_gradient_checkpointing == checkpointing
-        loss, _ = task.loss(task.model, 0, np.random.default_rng(0), torch.Generator().manual_seed(0), "cpu")
+        loss, _ = task.loss(task.model, Step(0, np.random.default_rng(0), torch.Generator().manual_seed(0), torch.device("cpu"), task.config.batch_size))
         loss.backward()
         gradients.append(torch.cat([p.grad.flatten() for p in task.model.parameters() if p.grad is not None]))
     assert gradients[0].abs().sum() > 0

@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 from videocm.cli import main
 from videocm.data.moving_digits import Geometry, make_clip
 from videocm.distill import teacher as teacher_module
-from videocm.distill.teacher import adapt_state_dict, train_teacher
-from videocm.distill.vae_training import clips_tensor
+from videocm.training.teacher import adapt_state_dict, train_teacher
+from videocm.training.vae import clips_tensor
 from videocm.errors import VideoCMError
 from videocm.models.folder import load_model, load_vae
 

@@ -15,7 +15,7 @@ import torch
 from tiny_pipelines import build_tiny_pipeline
 from videocm.cli import main
 from videocm.data.clip_folder import ClipWriter
-from videocm.distill.decoder import DecoderConfig, distill_decoder
+from videocm.training.decoder import DecoderConfig, distill_decoder
 from videocm.errors import VideoCMError
 from videocm.evaluation.monitor import JudgeMonitor
 from videocm.models.folder import load_model, load_vae

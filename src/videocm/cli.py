@@ -115,7 +115,7 @@ def run_encode(config: EncodeConfig) -> int:
     import torch
 
     from .distill.batches import encode_video_folder
-    from .distill.lcm import teacher_text
+    from .distill.core import teacher_text
     from .models.folder import load_model
 
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -126,7 +126,7 @@ def run_encode(config: EncodeConfig) -> int:
 
 
 def run_export(config: ExportConfig) -> int:
-    from .distill.gather import gather_checkpoint, is_sharded_checkpoint
+    from .training.gather import gather_checkpoint, is_sharded_checkpoint
     from .models.export import USAGE_FILE, export_student
 
     model = Path(config.model)
@@ -182,7 +182,7 @@ COMMANDS: dict[str, Command] = {
         "against optimiser updates into --out, with rows of `videocm eval --json` files as dashed reference lines "
         "(--reference LABEL=EVAL.json#model@steps)."),
     "plan": Command(
-        "distill.plan:PlanConfig", "distill.plan:run_plan",
+        "training.plan:PlanConfig", "training.plan:run_plan",
         "memory and time per GPU of a distillation run in each parallel mode, before it runs",
         "Build --teacher's denoiser on the meta device, count one clip's FLOPs and saved activations, and print per "
         "GPU and per mode (DDP, FSDP, FSDP + context parallel; with and without gradient checkpointing) the memory "
@@ -192,10 +192,10 @@ COMMANDS: dict[str, Command] = {
         "evaluation.verdicts:JudgeCheckConfig", "evaluation.verdicts:run_judge_check",
         "the judge's verdict on real and corrupted test clips"),
     "train-vae": Command(
-        "distill.vae_training:VAETrainConfig", "distill.vae_training:train_vae",
+        "training.vae:VAETrainConfig", "training.vae:train_vae",
         "train the video VAE on MovingDigits", print_result=True, monitored=True),
     "distill-decoder": Command(
-        "distill.decoder:DecoderConfig", "distill.decoder:distill_decoder",
+        "training.decoder:DecoderConfig", "training.decoder:distill_decoder",
         "distil a tiny decoder from a VAE's decoder (sample, eval, bench and serve take it with --decoder)",
         "Train a small convolutional decoder (diffusers' AutoencoderTiny, frame by frame) to reproduce --vae's (or "
         "--teacher's) decoder on latents of MovingDigits clips or of a latent cache (--cache), then measure its PSNR "
@@ -203,7 +203,7 @@ COMMANDS: dict[str, Command] = {
         "loads it; a model folder's tiny-decoder/ or the shipped one is --decoder tiny.",
         print_result=True, monitored=True),
     "train-teacher": Command(
-        "distill.teacher:TeacherConfig", "distill.teacher:train_teacher",
+        "training.teacher:TeacherConfig", "training.teacher:train_teacher",
         "train a latent video diffusion teacher on MovingDigits", print_result=True, monitored=True),
     "distill": Command(
         "distill.lcm:LCMConfig", "distill.lcm:distill",
@@ -245,7 +245,7 @@ COMMANDS: dict[str, Command] = {
         "step of LCM and each DCM stage and the ratio to the step's cost floor. Every setting is a --key value flag "
         "(e.g. --family vp --repeats 5 --distillation false)."),
     "train-control": Command(
-        "distill.control:ControlConfig", "distill.control:train_control",
+        "training.control:ControlConfig", "training.control:train_control",
         "train a ControlNet-style control branch on a teacher (MovingDigits silhouettes)",
         "Train a control branch (a trainable copy of the early blocks of --teacher's network joined through "
         "zero-initialised projections) on MovingDigits clips with their silhouettes as control. Any setting of the "

@@ -14,7 +14,14 @@ import contextlib
 import numpy as np
 import torch
 
-from .diffusion import consistency_times, sample_consistency, sample_teacher, seeded_noise, skipping_grid
+from .diffusion import (
+    consistency_times,
+    guidance_at,
+    sample_consistency,
+    sample_teacher,
+    seeded_noise,
+    skipping_grid,
+)
 from .diffusion.consistency import NoiseSource
 from .diffusion.phased import phased_times, sample_phased, segment_bounds
 from .errors import VideoCMError
@@ -203,10 +210,8 @@ class VideoPipeline:
             raise VideoCMError(f"steps must be between 1 and {most} for this teacher (a schedule of {most} discrete "
                                f"timesteps), got {steps}")
         guidance = self.model.default_guidance if guidance is None else guidance
-        scales = guidance
-        if guidance_2 is not None:  # as WanPipeline: guidance_scale_2 where the low-noise transformer runs
-            at = self.model.schedule.model_timestep(self.model.schedule.sampling_times(steps)[:-1])
-            scales = [guidance if float(t) >= boundary else guidance_2 for t in at]
+        at = self.model.schedule.model_timestep(self.model.schedule.sampling_times(steps)[:-1])
+        scales = guidance_at(at, guidance, guidance_2, boundary)
         guided = any(g != 1.0 for g in ([scales] if isinstance(scales, (int, float)) else scales))
         if negative_prompt and not guided:
             raise VideoCMError("at guidance 1 the teacher makes no unconditional pass, so a negative prompt would "

@@ -231,3 +231,8 @@ class MovingDigitsDataset(torch.utils.data.Dataset):
             "video": video, "control": control, "caption": clip.caption, "digit": clip.digit,
             "colour": COLOUR_NAMES.index(clip.colour), "direction": DIRECTIONS.index(clip.direction),
         }
+
+
+def clips_tensor(clips) -> torch.Tensor:
+    """uint8 clips' videos ``(T, H, W, 3)`` as one float tensor ``(B, 3, T, H, W)`` in [-1, 1]."""
+    return torch.from_numpy(np.stack([c.video for c in clips])).permute(0, 4, 1, 2, 3).float() / 127.5 - 1

@@ -54,6 +54,26 @@ def guided_output(
     return unconditional + guidance_scale * (conditional - unconditional)
 
 
+def guidance_at(timesteps, scale, scale_2: float | None = None, boundary: float | None = None):
+    """The classifier-free guidance scale at each model timestep: ``scale`` everywhere, except Wan 2.2's rule for a
+    two-expert teacher (``WanPipeline``'s ``guidance_scale_2``): ``scale_2`` where the low-noise expert runs, at
+    timesteps below ``boundary``. The one definition of that rule: sampling, prompt-cache generation, the
+    consistency step and distribution matching all ask it.
+
+    ``scale`` a number (one per sampling step is returned, as Python floats, for ``timesteps`` a 1-D sequence of
+    sampling times) or one weight per clip ``(B,)`` (returned as a tensor of the same dtype, for ``timesteps``
+    ``(B,)``). Without ``scale_2``, ``scale`` itself comes back unchanged.
+    """
+    if scale_2 is None:
+        return scale
+    if boundary is None:
+        raise ValueError("guidance_at: scale_2 needs the two-expert boundary")
+    if isinstance(scale, torch.Tensor):
+        low = torch.as_tensor(timesteps).to(scale.device) < boundary
+        return torch.where(low, torch.full_like(scale, float(scale_2)), scale)
+    return [float(scale) if float(t) >= boundary else float(scale_2) for t in timesteps]
+
+
 def network_evaluations(num_steps: int, guidance_scale: float, has_uncond: bool) -> int:
     """NFE of :func:`sample_teacher`, counting conditional and unconditional passes separately."""
     return num_steps * (2 if has_uncond and guidance_scale != 1.0 else 1)

@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.moving_digits import Geometry, make_clip
+from ..data.moving_digits import Geometry, clips_tensor, make_clip
 from ..models.vae import VideoVAE
 from .trainer import shard_rows
-from .vae_training import clips_tensor
 
 
 class LatentBatches:
@@ -125,7 +124,9 @@ def encode_video_folder(teacher, text, data: Path, out: Path, frame_stride: int 
         latents = vae.encode(pixels).cpu()
         if not teacher.info.image_condition:
             return latents
-        from ..models.image_condition import image_inputs  # each clip's first frame, as its own condition
+        from ..models.image_condition import (
+            image_inputs,  # each clip's first frame, as its own condition
+        )
 
         conditions = image_inputs(teacher, list(videos[:, 0]), device=device)
         return {"latents": latents, **{k: v.cpu() for k, v in conditions.items()}}
@@ -267,7 +268,7 @@ def generate_prompt_cache(teacher, denoiser, text, prompts_file: Path, out: Path
     teacher's network as distillation guides it (guidance embedded where the network takes it). Returns the index."""
     from ..data.latent_cache import write_latent_cache
     from ..data.video_folder import VideoItem
-    from ..diffusion.sampling import sample_teacher
+    from ..diffusion.sampling import guidance_at, sample_teacher
     from ..pipeline import initial_noise
 
     prompts = read_prompts(prompts_file)
@@ -276,9 +277,9 @@ def generate_prompt_cache(teacher, denoiser, text, prompts_file: Path, out: Path
     position = {str(item.path): i for i, item in enumerate(items)}
     schedule, shape = teacher.schedule, tuple(int(v) for v in teacher.info.latent_shape)
     scales: float | list[float] = 1.0 if getattr(denoiser, "embeds_guidance", False) else float(guidance)
-    if guidance_2 is not None:  # as WanPipeline: guidance_scale_2 where the low-noise transformer runs
+    if guidance_2 is not None:
         at = schedule.model_timestep(schedule.sampling_times(steps)[:-1])
-        scales = [float(guidance) if float(t) >= denoiser.boundary else float(guidance_2) for t in at]
+        scales = guidance_at(at, float(guidance), guidance_2, denoiser.boundary)
     guided = any(g != 1.0 for g in ([scales] if isinstance(scales, float) else scales))
 
     def states(captions: list[str]) -> dict[str, torch.Tensor]:

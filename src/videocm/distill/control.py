@@ -1,14 +1,10 @@
-"""Training a control branch on a frozen teacher (``videocm train-control``), and fine-tuning it for a student.
+"""The control fine-tune: a teacher's control branch adapted to one consistency student (``videocm train-control
+--student DIR --init-control DIR``), and the branch setup it shares with training a branch from scratch
+(:mod:`videocm.training.control`).
 
-:class:`ControlTask`: the loss is the teacher's own denoising loss (:func:`distill.teacher.denoising_loss`: flow
-matching for flow teachers, min-SNR v-prediction for VP ones) on MovingDigits train clips, with the clip's
-silhouette as the control; only the branch learns. Captions are dropped at the teacher's rate, so guidance keeps
-working with a control (both halves of guidance see it). ``init_control`` continues from a saved branch.
-
-:class:`ControlConsistencyTask` (``--student DIR --init-control DIR``): the optional fine-tune of a branch for one
-consistency student. The teacher with the original branch (both frozen) takes one guided ODE step across the
-skipping interval, and the student's consistency function with the trainable branch is pulled towards that of the
-student with an EMA copy of the branch, exactly VideoLCM's loss with the branch as the only trainable part.
+:class:`ControlConsistencyTask`: the teacher with the original branch (both frozen) takes one guided ODE step across
+the skipping interval, and the student's consistency function with the trainable branch is pulled towards that of
+the student with an EMA copy of the branch: VideoLCM's loss with the branch as the only trainable part.
 """
 
 from __future__ import annotations
@@ -22,17 +18,21 @@ from ..config import Count, Decay, Fraction, Natural, NonNegative, Positive
 from ..data.moving_digits import Geometry
 from ..diffusion import skipping_grid
 from ..errors import VideoCMError
-from ..models.control import control_families, load_control, new_control_branch, save_control, with_control
+from ..models.control import (
+    control_families,
+    load_control,
+    new_control_branch,
+    save_control,
+    with_control,
+)
 from ..models.denoisers import ControlledDenoiser
 from ..models.folder import load_model
 from ..models.info import ModelInfo
 from ..models.text_encoder import PromptCache, TextEncoder
-from ..pipeline import VideoPipeline
 from .batches import LatentBatches
 from .consistency import consistency_step, draw_consistency_batch, expanded
-from .lcm import TargetNetwork, refuse_two_stage
-from .teacher import denoising_loss
-from .trainer import Monitor, TrainConfig, run_and_summarise, shard_rows
+from .core import TargetNetwork, refuse_two_stage
+from .trainer import Step, TrainConfig, TrainTask
 
 
 @dataclass
@@ -55,8 +55,10 @@ class ControlConfig(TrainConfig):
     huber_c: Positive = 0.001  # --student: the pseudo-Huber loss's c
 
 
-class ControlTask:
-    """Trains ``model`` (the branch) through the frozen teacher it is joined to."""
+class ControlBranchTask(TrainTask):
+    """A control branch (``model``) joined to a frozen teacher: what training it from scratch
+    (:class:`videocm.training.control.ControlTask`) and fine-tuning it for a student (:class:`ControlConsistencyTask`)
+    share: the teacher, the branch, the MovingDigits batches with silhouettes, the folder it is saved as."""
 
     def __init__(self, config: ControlConfig, device: torch.device | str | None = None) -> None:
         device = device or ("cuda" if torch.cuda.is_available() and not config.cpu else "cpu")
@@ -91,23 +93,10 @@ class ControlTask:
         self.batches = LatentBatches(vae, self.geometry, text, config.seed, config.caption_dropout,
                                      config.latent_pool, device, control=True)
         self.text = text
-        self.shard = (0, 1)
-        self.micro_batch = config.batch_size
 
     def prepare(self, engine) -> None:
         self.teacher.denoiser.to(engine.device)
         self.teacher.vae.to(engine.device)
-
-    def loss(self, model, step, rng, generator, device):
-        n = self.micro_batch
-        rows = shard_rows(n, self.shard)
-        latents, controls, text, _ = self.batches.draw_with_control(n, rng, self.shard, device)
-        teacher = ControlledDenoiser(self.teacher.denoiser, model)  # the prepared branch, so gradients reach it
-        c = self.config
-        loss = denoising_loss(lambda noisy, timestep: teacher(noisy, timestep, **text, control=controls),
-                              self.teacher.schedule, latents, generator, n, rows, c.logit_normal_mean,
-                              c.logit_normal_std, c.snr_gamma)
-        return loss, {}
 
     def info(self) -> ModelInfo:
         teacher = self.teacher
@@ -118,21 +107,11 @@ class ControlTask:
                          schedule=teacher.info.schedule, dataset="MovingDigits-v1 silhouettes",
                          default_guidance=teacher.default_guidance)
 
-    def sample(self, model, step, out, monitor: Monitor):
-        """Control fidelity of the teacher with the branch at ``sample_steps`` on held-out clips."""
-        was_training = model.training
-        model.eval()
-        pipeline = VideoPipeline(self.teacher, next(model.parameters()).device, text=self.text).use_control(model)
-        scores = monitor.control_samples(pipeline, self.config.sample_clips, self.config.sample_steps,
-                                         self.config.guidance, self.geometry)
-        model.train(was_training)
-        return scores
-
     def save(self, model, out):
         save_control(out, model, self.info())
 
 
-class ControlConsistencyTask(ControlTask):
+class ControlConsistencyTask(ControlBranchTask):
     """Fine-tunes a teacher's branch for a consistency student (see the module docstring)."""
 
     def __init__(self, config: ControlConfig, device: torch.device | str | None = None) -> None:
@@ -160,31 +139,30 @@ class ControlConsistencyTask(ControlTask):
         self.scalings = (float(consistency.sigma_data), float(consistency.timestep_scaling))
         self.guidance = float(info.guidance.scale)
         self.negative = {k: v.to(device) for k, v in self.text.encode([info.negative_prompt]).items()}
-        self.target = TargetNetwork(self.model, "ema", config.target_decay)
+        self.target_network = TargetNetwork(self.model, "ema", config.target_decay)
 
     def prepare(self, engine) -> None:
         super().prepare(engine)
         self.student.denoiser.to(engine.device)
 
-    def checkpoint_objects(self) -> list:
-        return [self.target]
+    def checkpoint_state(self) -> dict:
+        return {"target": self.target_network}
 
     def after_step(self, model) -> None:
-        self.target.update(model)
+        self.target_network.update(model)
 
-    def loss(self, model, step, rng, generator, device):
+    def loss(self, model, step: Step):
         """VideoLCM's consistency step with the student's branch the only trainable part: the student with the
         trainable branch against the student with the EMA branch, the teacher with its own branch."""
-        n = self.micro_batch
-        rows = shard_rows(n, self.shard)
-        latents, controls, text, _ = self.batches.draw_with_control(n, rng, self.shard, device)
-        index, skip, _, noise = draw_consistency_batch(rng, generator, n, rows, (0, len(self.grid) - 1), self.skip,
-                                                       latents.shape[1:], device)
+        n, device = step.batch_size, step.device
+        latents, controls, text, _ = self.batches.draw_with_control(n, step.rng, step.shard, device)
+        index, skip, _, noise = draw_consistency_batch(step.rng, step.generator, n, step.rows, (0, len(self.grid) - 1),
+                                                       self.skip, latents.shape[1:], device)
         cond = {**text, "control": controls}
         uncond = {**expanded(self.negative, latents.shape[0]), "control": controls}
         w = torch.full((latents.shape[0],), self.guidance, device=device)
         terms = consistency_step(ControlledDenoiser(self.student.denoiser, model),
-                                 ControlledDenoiser(self.student.denoiser, self.target(model)),
+                                 ControlledDenoiser(self.student.denoiser, self.target_network(model)),
                                  self.controlled_teacher, self.teacher.schedule, self.grid, 0, latents, noise, index,
                                  skip, cond, uncond, w, cond, *self.scalings, "huber", self.config.huber_c)
         return terms.loss, {}
@@ -193,9 +171,3 @@ class ControlConsistencyTask(ControlTask):
         return super().info().replace(fine_tuned_for=str(Path(self.config.student)),
                                       fine_tuned_from=str(Path(self.config.init_control)))
 
-    def sample(self, model, step, out, monitor: Monitor):
-        return {}
-
-
-def train_control(config: ControlConfig, progress: bool = True, monitor: Monitor | None = None) -> dict:
-    return run_and_summarise(config, ControlConsistencyTask if config.student else ControlTask, progress, monitor)

@@ -16,7 +16,8 @@ first unfinished stage):
    updated alternately, each with its own optimiser) and a **feature-matching loss** (MSE between the teacher's
    features on fake and on real, computed from the same teacher forward).
 
-Target: the online student (DCM's choice, no EMA) by default. The student folder is the semantic network (loads
+Target: an EMA of the expert (decay ``--target-decay``) by default; DCM's authors use the online expert
+(``--target online``), which diverged for our VP teacher (docs/dcm.md). The student folder is the semantic network (loads
 like a teacher) plus ``experts/expert-J`` per LoRA expert; ``videocm sample --steps N`` splits N between experts.
 """
 
@@ -26,39 +27,73 @@ import dataclasses
 import json
 import shutil
 from dataclasses import dataclass, field
-from typing import Literal
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
 
-from ..config import (Count, Decay, Fraction, Natural, NonNegative, Positive, RunFolder, clear_outputs,
-                      existing_output_problem, holds_something, is_run_folder, write_config)
+from ..config import (
+    Count,
+    Decay,
+    Fraction,
+    Natural,
+    NonNegative,
+    Positive,
+    RunFolder,
+    clear_outputs,
+    existing_output_problem,
+    holds_something,
+    is_run_folder,
+    write_config,
+)
 from ..diffusion import skipping_grid
 from ..diffusion.phased import segment_bounds
 from ..diffusion.sampling import concat_conditioning
 from ..errors import VideoCMError
 from ..models.denoisers import DenoiserAdapter
-from ..models.experts import EXPERTS_FOLDER, FeatureTap, feature_blocks, load_expert, save_expert, tied_expert
+from ..models.experts import (
+    EXPERTS_FOLDER,
+    FeatureTap,
+    feature_blocks,
+    load_expert,
+    save_expert,
+    tied_expert,
+)
 from ..models.folder import STORE_DTYPES, cast_for_storage, load_model, save_model
 from ..models.info import ModelInfo, PhasedInfo, is_model_folder
 from ..models.student import without_dropout
-from .discriminator import (FeatureDiscriminator, feature_matching_loss, hinge_discriminator_loss,
-                            hinge_generator_loss, real_gradient_penalty, with_frozen_weights)
-from .lcm import (Distillation, LCMConfig, TargetNetwork, load_teacher, new_matching, new_student, student_info,
-                  teacher_guidance, with_matching)
-from .trainer import Monitor, check_resume, run_and_summarise, shard_rows
+from .consistency import consistency_step
+from .core import (
+    DistillationMethod,
+    DistillConfig,
+    TargetNetwork,
+    load_teacher,
+    new_student,
+    student_info,
+    teacher_guidance,
+    training_device,
+)
+from .discriminator import (
+    FeatureDiscriminator,
+    feature_matching_loss,
+    hinge_discriminator_loss,
+    hinge_generator_loss,
+    real_gradient_penalty,
+    with_frozen_weights,
+)
+from .trainer import Monitor, Step, check_resume, run_and_summarise
 
 DONE = "stage_done.json"
 
 
 @dataclass
-class DCMConfig(LCMConfig):
+class DCMConfig(DistillConfig):
     """``videocm distill --method dcm``: every field is a ``--key value`` flag."""
 
-    method: str = "dcm"  # dcm: this config (lcm: the VideoLCM one)
+    method: Literal["lcm", "dcm", "dmd"] = "dcm"  # dcm: this config (lcm, dmd: theirs)
     out: RunFolder = "outputs/dcm"
-    target: str = "ema"  # DCM uses the online student; at our scale it diverged for the VP teacher (docs/dcm.md)
+    target: Literal["ema", "online"] = "ema"  # DCM uses the online student; at our scale it diverged for the VP teacher (docs/dcm.md)
     phases: Count = 2  # K segments, one expert each (1 = LCM with phased bookkeeping, 2 = DCM)
     boundaries: list[int] = field(default_factory=list)  # K-1 inner grid indices; empty: the default split
     boundary_timesteps: list[float] = field(default_factory=list)  # or in the schedule's time (VP step, flow sigma)
@@ -77,7 +112,7 @@ class DCMConfig(LCMConfig):
     temporal_weight: NonNegative = 1.0  # weight of the semantic expert's temporal coherence loss
     temporal_stride: Count = 3  # frame distance of the temporal coherence loss
     # detail expert(s): LoRA and own modules, GAN and feature matching
-    detail_expert: str = "auto"  # lora (DCM) or full; auto: full from a two-expert teacher's low-noise network
+    detail_expert: Literal["auto", "lora", "full"] = "auto"  # lora (DCM) or full; auto: full from a two-expert teacher's low-noise network
     detail_lora_rank: Count = 16  # the detail expert's LoRA rank
     detail_lora_alpha: Positive = 32.0  # the detail expert's LoRA alpha
     detail_lora_targets: list[str] = field(default_factory=list)  # empty: to_q, to_k, to_v, to_out.0
@@ -88,7 +123,6 @@ class DCMConfig(LCMConfig):
     disc_betas: list[Decay] = field(default_factory=lambda: [0.0, 0.999])  # the discriminator heads' Adam betas
     gan_real: Literal["target", "data"] = "target"  # the GAN's "real": the consistency target (DCM) or the clip's clean latents (LADD, DMD2)
     disc_gradient_penalty: NonNegative = 0.0  # gamma of a zero-centred gradient penalty on the real side (R1, Mescheder et al. 2018); 0: off (DCM)
-    store_dtype: str = "float16"
 
 
 def resolve_boundaries(config: DCMConfig, grid: torch.Tensor) -> list[int]:
@@ -139,44 +173,37 @@ def phased_info(config: DCMConfig, grid: torch.Tensor, boundaries: list[int]) ->
                       experts=expert_names(config.phases)[: config.phases])
 
 
-class DCMStageTask:
+class DCMStageTask(DistillationMethod):
     """One stage: expert ``expert`` (0 = semantic, full network; >0 = LoRA expert on the frozen semantic one),
     trained with the consistency step on its segment plus the stage's own terms: temporal coherence (semantic),
     GAN and feature matching on the teacher's features (detail)."""
 
-    guards_collapse = True
-
     def __init__(self, config: DCMConfig, expert: int, semantic: DenoiserAdapter | None = None,
                  trained: list[DenoiserAdapter] | None = None, device=None) -> None:
-        device = torch.device("cpu" if config.cpu else device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = training_device(config, device)
         if config.student != "full" or config.guidance_range:
             raise VideoCMError("DCM trains a full semantic expert with fixed guidance; drop --student lora and "
                                "--guidance-range")
-        if config.gan_real not in ("target", "data"):
-            raise VideoCMError(f"--gan-real {config.gan_real!r}: use 'target' (DCM) or 'data' (the clips' latents)")
-        if config.disc_gradient_penalty < 0:
-            raise VideoCMError(f"--disc-gradient-penalty {config.disc_gradient_penalty}: give gamma >= 0 (0: off)")
-        self.config, self.expert = config, expert
+        self.expert = expert
         self.semantic_network, self.trained_experts = semantic, list(trained or [])
-        self.distillation = Distillation(config, device)
-        self.boundary_indices = resolve_boundaries(config, self.distillation.grid)
+        super().__init__(config, device)
+        context = self.teacher_context
+        self.boundary_indices = resolve_boundaries(config, context.grid)
         self.segment = segment_bounds(self.boundary_indices, config.grid_points)[expert]
         torch.manual_seed(config.seed)
         self.model = self._build_expert(device)
         # the distribution-matching term regularises the detail expert(s) only (rCM-style)
-        self.matching = new_matching(self.distillation, config, device) if expert > 0 else None
-        self.distillation.cast_teacher()
-        self.target = TargetNetwork(self.model, config.target, config.target_decay)
-        self.shard = (0, 1)
-        self.latent_shape = tuple(self.distillation.teacher_info.latent_shape)
-        self.micro_batch = config.batch_size
+        self.matching = self.new_matching(device) if expert > 0 else None
+        context.cast_teacher()
+        self.target_network = TargetNetwork(self.model, config.target, config.target_decay)
         self.heads = None
         if expert > 0 and (config.gan_weight > 0 or config.feature_matching_weight > 0):
-            teacher = self.distillation.teacher
+            teacher = context.teacher
             # a two-expert teacher's detail segment runs its low-noise network: its blocks are the ones to read
             owner = teacher.experts()[-1] if hasattr(teacher, "experts") else teacher
             self.tap = FeatureTap(owner, feature_blocks(owner, config.disc_every))
-            self.heads = FeatureDiscriminator(self.distillation.feature_channels(owner, self.tap)).to(next(self.model.parameters()).device)
+            channels = context.feature_channels(owner, self.tap)
+            self.heads = FeatureDiscriminator(channels).to(next(self.model.parameters()).device)
             betas = tuple(float(b) for b in config.disc_betas)
             self.disc_optimizer = torch.optim.AdamW(self.heads.parameters(), lr=config.disc_lr, betas=betas,
                                                     weight_decay=0.0)
@@ -184,15 +211,13 @@ class DCMStageTask:
 
     def _build_expert(self, device):
         config = self.config
-        teacher = self.distillation.teacher
+        teacher = self.teacher_context.teacher
         experts = getattr(teacher, "experts", lambda: None)()  # a two-expert teacher's high- and low-noise networks
         if self.expert == 0:
             return new_student(experts[0] if experts else teacher, config, device)
         if self.semantic_network is None:
             raise VideoCMError("a detail stage needs the trained semantic expert")
         kind = config.detail_expert if config.detail_expert != "auto" else ("full" if experts else "lora")
-        if kind not in ("lora", "full"):
-            raise VideoCMError(f"--detail-expert {config.detail_expert!r}: use auto, lora or full")
         if kind == "full":  # the teacher's own low-noise network, or a copy of the semantic one
             return new_student(experts[-1] if experts else self.semantic_network, config, device)
         base = self.semantic_network.to(device)
@@ -206,56 +231,53 @@ class DCMStageTask:
     # ---- trainer hooks -------------------------------------------------------------------------------------------
 
     def prepare(self, engine) -> None:
-        """Called by the trainer after it prepared the student: the discriminator and its optimiser join the run
-        (several processes, checkpoints)."""
+        """The discriminator and its optimiser join the run (several processes, checkpoints), and the fake score
+        with ``--dmd-weight``."""
         self.engine = engine
         if self.heads is not None:
             self.heads, self.disc_optimizer = engine.prepare(self.heads, self.disc_optimizer)
-        if self.matching is not None:
-            self.matching.prepare(engine)
+        super().prepare(engine)
 
-    def checkpoint_objects(self) -> list:
-        return [self.target] if self.target.network is not None else []
-
-    def frozen_modules(self) -> dict:
-        """The networks the trainer may shard beside the expert (the discriminator heads stay replicated)."""
-        return {"teacher": self.distillation.teacher, "target": self.target.network}
-
-    def after_step(self, model) -> None:
-        self.target.update(model)
-
-    def loss(self, model, step, rng, generator, device):
-        config = self.config
-        terms, latents, text = self.distillation.loss(model, self.target(model), self.segment, rng, generator,
-                                                      device, self.micro_batch, self.shard)
-        extra, logs = terms.prediction.new_zeros(()), {}  # the stage's own terms, added to the step's loss
-        if self.expert == 0 and config.temporal_weight > 0:
-            coherence = temporal_coherence_loss(terms.prediction, terms.target, config.temporal_stride)
-            extra = extra + config.temporal_weight * coherence
+    def loss(self, model, step: Step):
+        c, context = self.config, self.teacher_context
+        # 1. this micro-step's clips (latents) and their text
+        latents, text = context.draw(step)
+        # 2. grid indices n and skip k inside this expert's segment, each clip's guidance weight, the noise
+        index, skip, w, noise = context.consistency_batch(step, self.segment, latents)
+        # 3. the phased consistency step: both estimates map to the segment's low end
+        terms = consistency_step(model, self.target_network(model), context.teacher, context.schedule, context.grid,
+                                 self.segment[0], latents, noise, index, skip, text,
+                                 context.unconditional(text, len(latents)), w, text, c.sigma_data,
+                                 c.timestep_scaling, c.loss, c.huber_c)
+        # 4. the stage's own terms: temporal coherence (semantic); GAN and feature matching (detail)
+        extra, logs = terms.prediction.new_zeros(()), {}
+        if self.expert == 0 and c.temporal_weight > 0:
+            coherence = temporal_coherence_loss(terms.prediction, terms.target, c.temporal_stride)
+            extra = extra + c.temporal_weight * coherence
             logs["temporal"] = float(coherence.detach())
         if self.heads is not None:
-            rows = shard_rows(self.micro_batch, self.shard)
-            real = terms.target if config.gan_real == "target" else latents
-            adversarial, matching, disc, penalty = self._adversarial(terms.prediction, real, text, rows, rng,
-                                                                     generator, device)
-            extra = extra + config.gan_weight * adversarial + config.feature_matching_weight * matching
+            real = terms.target if c.gan_real == "target" else latents
+            adversarial, matching, disc, penalty = self._adversarial(terms.prediction, real, text, step)
+            extra = extra + c.gan_weight * adversarial + c.feature_matching_weight * matching
             logs.update({"gan_generator": float(adversarial.detach()), "feature_matching": float(matching.detach()),
                          "gan_discriminator": disc})
-            if config.disc_gradient_penalty > 0:
+            if c.disc_gradient_penalty > 0:
                 logs["gan_penalty"] = penalty
-        base, matching_logs = with_matching(self, terms, text, rng, generator, latents)
+        # 5. with --dmd-weight: the distribution-matching term on the expert's estimate
+        base, matching_logs = self.with_matching(terms, w, text, step, latents)
         logs.update(matching_logs)
         if logs:
             logs = {"consistency": float(terms.loss.detach()), **logs}
         return base + extra, logs
 
-    def _adversarial(self, fake, real, text, rows, rng, generator, device):
+    def _adversarial(self, fake, real, text, step: Step):
         """Discriminator step, then the generator's hinge and feature-matching terms, from one teacher forward."""
-        n = self.micro_batch
+        n, rows, device = step.batch_size, step.rows, step.device
         low, high = self.segment
-        schedule, grid, teacher = self.distillation.schedule, self.distillation.grid, self.distillation.teacher
-        index = torch.from_numpy(rng.integers(low + 1, high + 1, size=n))[rows]
-        noise = torch.randn((n, *fake.shape[1:]), generator=generator)[rows].to(device)
+        context = self.teacher_context
+        schedule, grid, teacher = context.schedule, context.grid, context.teacher
+        index = torch.from_numpy(step.rng.integers(low + 1, high + 1, size=n))[rows]
+        noise = torch.randn((n, *fake.shape[1:]), generator=step.generator)[rows].to(device)
         t = grid[index].to(device)
         both = torch.cat([schedule.add_noise(real.detach(), noise, t), schedule.add_noise(fake, noise, t)])
         timestep = schedule.model_timestep(t).to(device)
@@ -296,19 +318,16 @@ class DCMStageTask:
         return networks + [networks[-1]] * (self.config.phases - len(networks))
 
     def info(self) -> ModelInfo:
-        return self.distillation.student_info(phased_info(self.config, self.distillation.grid,
+        return self.teacher_context.student_info(phased_info(self.config, self.teacher_context.grid,
                                                           self.boundary_indices))
 
-    def _trained(self, model):
-        """The weights this stage hands on: the EMA target when there is one (as LCM), else the online student."""
-        return self.target.network if self.target.network is not None else model
-
     def sample(self, model, step, out, monitor: Monitor):
-        experts = [e.eval() for e in self.experts_for_sampling(self._trained(model))]
-        pipeline = self.distillation.monitoring_pipeline(experts[0], self.info(), experts)
+        context = self.teacher_context
+        experts = [e.eval() for e in self.experts_for_sampling(self.trained(model))]
+        pipeline = context.monitoring_pipeline(experts[0], self.info(), experts)
         try:
             return monitor.samples(pipeline, self.config.sample_clips, self.config.sample_steps, None, out, step,
-                                   self.distillation.batches.sample_prompts(), self.distillation.sample_images())
+                                   context.batches.sample_prompts(), context.sample_images())
         finally:
             model.train()
 
@@ -317,9 +336,9 @@ class DCMStageTask:
         folder = Path(out) / "expert"
         if folder.exists():
             shutil.rmtree(folder)
-        model = self._trained(model)
+        model = self.trained(model)
         if self.expert == 0:
-            save_model(folder, model, self.distillation.vae.cpu(), self.info())
+            save_model(folder, model, self.teacher_context.vae.cpu(), self.info())
         else:
             save_expert(model, folder, STORE_DTYPES[self.config.store_dtype])
 

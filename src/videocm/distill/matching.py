@@ -37,15 +37,18 @@ import torch
 from torch import nn
 
 from ..diffusion.predictions import prediction_target
-from ..diffusion.sampling import concat_conditioning, guided_output
+from ..diffusion.sampling import concat_conditioning, guidance_at, guided_output
 from ..diffusion.schedules import broadcast_to
 from ..diffusion.solvers import x0_and_noise
 from ..errors import VideoCMError
 from ..models.experts import FeatureTap
 from ..models.student import add_lora, without_dropout
-from .discriminator import (FeatureDiscriminator, logistic_discriminator_loss, logistic_generator_loss,
-                            with_frozen_weights)
-
+from .discriminator import (
+    FeatureDiscriminator,
+    logistic_discriminator_loss,
+    logistic_generator_loss,
+    with_frozen_weights,
+)
 
 NO_REAL_CLIPS = ("--dmd-gan-weight compares the generator's clips with real ones, and a prompt list has none: give "
                  "clips (leave --data out, or --data DIR) or set --dmd-gan-weight 0")
@@ -198,9 +201,8 @@ class DistributionMatching:
         """The distribution-matching loss of ``x0`` (with its graph) and the figures to log."""
         x_t, t, _ = self._noised(x0.detach(), *self.range, rng, generator, n, rows)
         timestep = self.schedule.model_timestep(t).to(x0.device)
-        if self.guidance_2 is not None:  # the low-noise expert's rows take its own weight, as WanPipeline does
-            guidance = torch.where(timestep < self.teacher.boundary, torch.full_like(guidance, self.guidance_2),
-                                   guidance)
+        if self.guidance_2 is not None:
+            guidance = guidance_at(timestep, guidance, self.guidance_2, self.teacher.boundary)
         with torch.no_grad():
             real = guided_output(self.teacher, x_t, timestep, cond, uncond, guidance)
             fake = self.fake(x_t, timestep, **cond)

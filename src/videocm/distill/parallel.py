@@ -174,7 +174,12 @@ class FullySharded(DataParallel):
         return MixedPrecisionPolicy()
 
     def _shard(self, module: nn.Module, trainable: bool, like_student: bool = False, offload: bool = False) -> None:
-        from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, OffloadPolicy, fully_shard
+        from torch.distributed.fsdp import (
+            CPUOffloadPolicy,
+            FSDPModule,
+            OffloadPolicy,
+            fully_shard,
+        )
 
         if isinstance(module, FSDPModule):
             return
@@ -255,7 +260,10 @@ class FullySharded(DataParallel):
         self.objects.extend(objects)
 
     def _state(self) -> dict:
-        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+        from torch.distributed.checkpoint.state_dict import (
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
 
         optimizer = getattr(self.optimizer, "optimizer", self.optimizer)
         return {"model": get_model_state_dict(self.model),
@@ -270,7 +278,10 @@ class FullySharded(DataParallel):
 
     def load_state(self, folder):
         import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+        from torch.distributed.checkpoint.state_dict import (
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
 
         if not (Path(folder) / ".metadata").is_file():
             raise VideoCMError(f"{folder} is not a sharded checkpoint (written with --parallel ddp?); resume with "
@@ -289,7 +300,10 @@ class FullySharded(DataParallel):
     def plain(self, task, model, ema):
         """Gather the student, the EMA and the task's checkpointed state on every process, load them into the
         main process's plain copy of the task and yield it there (None elsewhere)."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+        )
 
         full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         objects = gather_full([obj.state_dict() for obj in _checkpoint_objects(task)])
@@ -375,7 +389,7 @@ def _cpu_device_count():
 
 
 def _checkpoint_objects(task) -> list:
-    return list(getattr(task, "checkpoint_objects", lambda: [])())
+    return list(task.checkpoint_state().values())
 
 
 def make_engine(config, accelerator, make_plain_task=None) -> DataParallel:

@@ -6,7 +6,7 @@ samples and checkpoints. ``accelerate`` decides the device, the number of proces
 accumulation: the same command runs on one CPU, one GPU or several processes.
 
 Determinism: each optimiser step's randomness comes from ``numpy.random.default_rng([seed, step])``, the same on
-every process and micro-step; a task draws the *global* batch from it and keeps its own shard (``task.shard``), so
+every process and micro-step; a task draws the *global* batch from it and keeps its own rows (:class:`Step`), so
 two processes of batch B/2, or G accumulation micro-steps of B/G, compute what one process of batch B computes, and a resumed run draws exactly the batches
 the uninterrupted run would have drawn. Checkpoints (``out/checkpoints/step-N``) hold model, optimiser, learning
 rate schedule, EMA, the task's extra state and the step; they are written under a temporary name and renamed when
@@ -32,8 +32,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..config import (Count, Decay, Fraction, Natural, NonNegative, Positive, RunFolder, clear_outputs,
-                      existing_output_problem, holds_something)
+from ..config import (
+    Count,
+    Decay,
+    Fraction,
+    Natural,
+    NonNegative,
+    Positive,
+    RunFolder,
+    clear_outputs,
+    existing_output_problem,
+    holds_something,
+)
 from ..errors import VideoCMError
 from .ema import EMAState
 from .parallel import make_engine
@@ -90,18 +100,59 @@ class Monitor(Protocol):
         """Quality of VAE reconstructions (uint8 clips) of ``originals``."""
 
 
-class TrainTask(Protocol):
-    """What a method gives the trainer. ``shard`` is set by the trainer: ``(process_index, num_processes)``."""
+@dataclass(frozen=True)
+class Step:
+    """What the trainer hands a task's :meth:`TrainTask.loss` for one optimiser (micro-)step: the step's random
+    streams (the same on every process and micro-step, so the global batch drawn from them is too), the device,
+    the global batch and this micro-step's share of it."""
+
+    number: int  # the optimiser step, from 0
+    rng: np.random.Generator  # numpy stream of the step: which clips, grid indices, guidance weights
+    generator: torch.Generator  # torch stream of the step (on the CPU): noise
+    device: torch.device
+    batch_size: int  # the global batch (every process and accumulation micro-step together)
+    shard: tuple[int, int] = (0, 1)  # (index, count) of this micro-step's share of the global batch
+
+    @property
+    def rows(self) -> slice:
+        """This micro-step's rows of the global batch."""
+        return shard_rows(self.batch_size, self.shard)
+
+
+class TrainTask:
+    """What a training task (a distillation method, a teacher, the VAE ...) gives the trainer: every hook it calls,
+    with its default. A task sets ``model`` (the trainable network) in its constructor and defines :meth:`loss` and
+    :meth:`save`; the rest is optional."""
 
     model: torch.nn.Module
-    shard: tuple[int, int]
+    guards_collapse: bool = False  # the periodic sample check may stop or roll back the run (--on-collapse)
+    latent_shape: tuple[int, ...] | None = None  # a clip's latents (C, T, H, W), for context parallelism
 
-    def loss(self, model: torch.nn.Module, step: int, rng: np.random.Generator, generator: torch.Generator,
-             device: torch.device) -> tuple[torch.Tensor, dict[str, float]]: ...
+    def loss(self, model: torch.nn.Module, step: Step) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of ``step`` (this micro-step's rows) and the figures to log."""
+        raise NotImplementedError
 
-    def sample(self, model: torch.nn.Module, step: int, out: Path, monitor: Monitor) -> dict[str, float]: ...
+    def sample(self, model: torch.nn.Module, step: int, out: Path, monitor: Monitor) -> dict[str, float]:
+        """Monitoring samples at optimiser step ``step`` and their scores (none by default)."""
+        return {}
 
-    def save(self, model: torch.nn.Module, out: Path) -> None: ...
+    def save(self, model: torch.nn.Module, out: Path) -> None:
+        """Write the trained folder."""
+        raise NotImplementedError
+
+    def prepare(self, engine) -> None:
+        """After the trainer prepared the model: the task's own modules and optimisers join the run."""
+
+    def after_step(self, model: torch.nn.Module) -> None:
+        """After each optimiser step (e.g. a consistency target's EMA update)."""
+
+    def frozen_modules(self) -> dict[str, torch.nn.Module | None]:
+        """Frozen networks by role (``teacher``; ``target``, a copy of the model) that the engine may shard."""
+        return {}
+
+    def checkpoint_state(self) -> dict[str, object]:
+        """The task's own checkpointed objects by name (each with ``state_dict``/``load_state_dict``)."""
+        return {}
 
 
 def shard_rows(total: int, shard: tuple[int, int]) -> slice:
@@ -288,11 +339,10 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=N
     if config.batch_size % (micro_steps * shard_count):
         raise VideoCMError(f"batch size {config.batch_size} does not split into {micro_steps} accumulation steps "
                            f"on {shard_count} data-parallel ranks; use a multiple of {micro_steps * shard_count}")
-    task.shard = (shard_index, shard_count)
     if not any(p.requires_grad for p in task.model.parameters()):
         raise VideoCMError("the task has no trainable parameters")
-    frozen = getattr(task, "frozen_modules", dict)()
-    engine.split_sequences([task.model, *frozen.values()], getattr(task, "latent_shape", None))
+    frozen = task.frozen_modules()
+    engine.split_sequences([task.model, *frozen.values()], task.latent_shape)
     engine.shard_frozen(frozen)  # before the student: a detail expert shares frozen weights
     optimizers = []
 
@@ -306,13 +356,12 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=N
     run = _RunState()
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizers[0],
                                                   lambda s: learning_rate_factor(s, config) * run.lr_scale)
-    if hasattr(task, "prepare"):
-        task.prepare(engine)  # the task's own modules and optimisers (e.g. DCM's discriminator)
+    task.prepare(engine)  # the task's own modules and optimisers (e.g. DCM's discriminator)
     engine.register(_Checkpointable(scheduler))
     ema = EMAState(engine.unwrap_model(model), config.ema_decay) if config.ema_decay > 0 else None
     if ema is not None:
         engine.register(ema)
-    engine.register(*getattr(task, "checkpoint_objects", lambda: [])())
+    engine.register(*task.checkpoint_state().values())
 
     start = 0
     if resume_from is not None:
@@ -330,7 +379,7 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=N
             (out / log).unlink(missing_ok=True)
     began = time.time()
     guard = CollapseGuard(config.on_collapse, out, accelerator, start) if (
-        getattr(task, "guards_collapse", False) and monitor is not None and config.sample_every > 0) else None
+        task.guards_collapse and monitor is not None and config.sample_every > 0) else None
     if guard is not None and resume_from is not None:
         guard.previous = json.loads((resume_from / COMPLETE).read_text()).get("collapse_check")
     bar = progress_bar(config, start, out.name, disable=not (progress and accelerator.is_main_process))
@@ -360,10 +409,10 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=N
             # of B/G rows add up to exactly one step of B rows
             rng = np.random.default_rng([config.seed, step])
             generator = torch.Generator(device="cpu").manual_seed(int(rng.integers(2**63 - 1)))
-            task.shard = (micro * shard_count + shard_index, micro_steps * shard_count)
-            task.micro_batch = config.batch_size
+            inputs = Step(step, rng, generator, accelerator.device, config.batch_size,
+                          (micro * shard_count + shard_index, micro_steps * shard_count))
             with accelerator.accumulate(model), accelerator.autocast():
-                loss, logs = task.loss(model, step, rng, generator, accelerator.device)
+                loss, logs = task.loss(model, inputs)
                 if not torch.isfinite(loss):
                     break
                 engine.backward(loss)
@@ -381,8 +430,7 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=N
             step = roll_back(step, evidence)
             continue
         scheduler.step()
-        if hasattr(task, "after_step"):
-            task.after_step(engine.unwrap_model(model))
+        task.after_step(engine.unwrap_model(model))
         if ema is not None:
             ema.ema.step([p for p in engine.unwrap_model(model).parameters() if p.requires_grad])
         logs = {"step": step + 1, "loss": total, "lr": scheduler.get_last_lr()[0], **logs}

@@ -220,9 +220,9 @@ def cost_floor(task, repeats: int) -> dict:
     """Seconds of the three passes a consistency distillation step cannot avoid, on one batch of the task."""
     from ..diffusion.sampling import guided_output
 
-    distillation = task.distillation
+    distillation = task.teacher_context
     device = next(task.model.parameters()).device
-    n = task.micro_batch
+    n = task.config.batch_size
     rng = np.random.default_rng(0)
     latents, text, _ = distillation.batches.draw(n, rng, (0, 1), device)
     grid = distillation.grid
@@ -244,7 +244,7 @@ def cost_floor(task, repeats: int) -> dict:
 
     def target_pass():
         with torch.no_grad():
-            task.target(model)(x, timestep, **text, **extra)
+            task.target_network(model)(x, timestep, **text, **extra)
 
     parts = {"student_forward_backward": _timed(student_pass, repeats),
              "teacher_guided_forward": _timed(teacher_pass, repeats),

@@ -18,6 +18,8 @@ import torch
 from ..config import Count, Fraction, Natural, NonNegative, Positive
 from ..data.moving_digits import Geometry
 from ..diffusion import FlowSchedule, broadcast_to, prediction_target, vp_schedule
+from ..distill.batches import LatentBatches
+from ..distill.trainer import Monitor, Step, TrainConfig, TrainTask, run_and_summarise
 from ..errors import VideoCMError
 from ..models.denoisers import DenoiserAdapter
 from ..models.families import FAMILIES, get_family
@@ -26,8 +28,6 @@ from ..models.info import ModelInfo, schedule_to_config
 from ..models.text_encoder import HIDDEN_SIZE, PromptCache, TextEncoder
 from ..models.video_model import VideoModel
 from ..pipeline import VideoPipeline
-from .batches import LatentBatches
-from .trainer import Monitor, TrainConfig, run_and_summarise, shard_rows
 
 
 @dataclass
@@ -124,7 +124,7 @@ def denoising_loss(denoiser, schedule, latents: torch.Tensor, generator: torch.G
     return (per_sample * weight).mean()
 
 
-class TeacherTask:
+class TeacherTask(TrainTask):
     """Denoising loss for one teacher family on MovingDigits latents."""
 
     def __init__(self, config: TeacherConfig, device: torch.device | str | None = None) -> None:
@@ -157,13 +157,10 @@ class TeacherTask:
             self.model.network.load_state_dict(adapt_state_dict(source.state_dict(), self.model.network))
         self.batches = LatentBatches(self.vae, self.geometry, self.text, config.seed, config.caption_dropout,
                                      config.latent_pool, device)
-        self.shard = (0, 1)
-        self.micro_batch = config.batch_size
 
-    def loss(self, model, step, rng, generator, device):
-        n = self.micro_batch
-        rows = shard_rows(n, self.shard)
-        latents, text, _ = self.batches.draw(n, rng, self.shard, device)
+    def loss(self, model, step: Step):
+        n, rows, rng, generator, device = step.batch_size, step.rows, step.rng, step.generator, step.device
+        latents, text, _ = self.batches.draw(n, rng, step.shard, device)
         c = self.config
         return denoising_loss(lambda noisy, timestep: model(noisy, timestep, **text), self.schedule, latents,
                               generator, n, rows, c.logit_normal_mean, c.logit_normal_std, c.snr_gamma), {}

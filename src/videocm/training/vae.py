@@ -8,16 +8,15 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..config import Count, Decay, NonNegative, RunFolder, Positive
-from ..data.moving_digits import Geometry, make_clip
+from ..config import Count, Decay, NonNegative, Positive, RunFolder
+from ..data.moving_digits import Geometry, clips_tensor, make_clip
 from ..data.video_io import labelled_grid, write_video
+from ..distill.trainer import Monitor, Step, TrainConfig, TrainTask, run_and_summarise
 from ..models.folder import save_vae
 from ..models.info import ModelInfo
 from ..models.vae import VAEConfig, VideoVAE, build_vae, to_uint8_frames
-from .trainer import Monitor, TrainConfig, run_and_summarise, shard_rows
 
 
 @dataclass
@@ -34,23 +33,16 @@ class VAETrainConfig(TrainConfig):
     stats_clips: Count = 512  # train clips measuring the latents' per-channel mean and std
 
 
-def clips_tensor(clips) -> torch.Tensor:
-    return torch.from_numpy(np.stack([c.video for c in clips])).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
-
-
-class VAETask:
+class VAETask(TrainTask):
     def __init__(self, config: VAETrainConfig, monitor: Monitor | None = None) -> None:
         self.config, self.monitor = config, monitor
         self.geometry = Geometry(config.frames, config.size)
         torch.manual_seed(config.seed)  # the same seed gives the same initial weights
         self.model = VideoVAE(build_vae(VAEConfig(tuple(config.block_out_channels), config.latent_channels,
                                                   size=config.size)))
-        self.shard = (0, 1)
-        self.micro_batch = config.batch_size
 
-    def loss(self, model, step, rng, generator, device):
-        n = self.micro_batch
-        rows = shard_rows(n, self.shard)
+    def loss(self, model, step: Step):
+        n, rows, rng, generator, device = step.batch_size, step.rows, step.rng, step.generator, step.device
         indices = rng.integers(2**62, size=n)[rows]
         clips = [make_clip(int(i), self.config.seed, "train", self.geometry) for i in indices]
         videos = clips_tensor(clips).to(device)
@@ -62,9 +54,6 @@ class VAETask:
         l2 = ((recon - videos) ** 2).mean()
         kl = posterior.kl().mean() / posterior.mean[0].numel()
         return l1 + l2 + self.config.kl_weight * kl, {"l1": l1.item(), "kl": kl.item()}
-
-    def sample(self, model, step, out, monitor):
-        return {}
 
     @torch.no_grad()
     def save(self, model, out):

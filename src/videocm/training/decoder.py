@@ -23,14 +23,18 @@ import numpy as np
 import torch
 
 from ..config import Count, Decay, Natural, NonNegative, Positive, RunFolder
-from ..data.moving_digits import Geometry, make_clip
+from ..data.moving_digits import Geometry, clips_tensor, make_clip
 from ..data.video_io import labelled_grid, write_video
+from ..distill.trainer import Monitor, Step, TrainConfig, TrainTask, run_and_summarise
 from ..errors import VideoCMError
 from ..models.info import ModelInfo
-from ..models.tiny_decoder import TinyDecoder, build_tiny_decoder, save_tiny_decoder, vae_fingerprint
+from ..models.tiny_decoder import (
+    TinyDecoder,
+    build_tiny_decoder,
+    save_tiny_decoder,
+    vae_fingerprint,
+)
 from ..models.vae import to_uint8_frames
-from .trainer import Monitor, TrainConfig, run_and_summarise, shard_rows
-from .vae_training import clips_tensor
 
 
 @dataclass
@@ -80,7 +84,7 @@ def load_source_vae(config: DecoderConfig, device: str):
     return vae.eval().requires_grad_(False), source, (frames, size)
 
 
-class DecoderTask:
+class DecoderTask(TrainTask):
     """The trainer's task: the tiny decoder is the model; the VAE is frozen beside it."""
 
     def __init__(self, config: DecoderConfig, monitor: Monitor | None = None) -> None:
@@ -101,8 +105,6 @@ class DecoderTask:
                                          config.channels, tuple(config.blocks) or None)
         autoencoder.encoder.requires_grad_(False)  # unused: encoding stays with the full VAE
         self.model = TinyDecoder(autoencoder, self.vae.temporal_factor)
-        self.shard = (0, 1)
-        self.micro_batch = config.batch_size
 
     def latents(self, indices: np.ndarray, split: str = "train", seed: int | None = None) -> torch.Tensor:
         """Normalised latents of cache rows ``indices``, or of MovingDigits clips drawn from them."""
@@ -113,9 +115,8 @@ class DecoderTask:
         with torch.no_grad():
             return self.vae.encode(clips_tensor(clips).to(self.device))
 
-    def loss(self, model, step, rng, generator, device):
-        n = self.micro_batch
-        rows = shard_rows(n, self.shard)
+    def loss(self, model, step: Step):
+        n, rows, rng, generator, device = step.batch_size, step.rows, step.rng, step.generator, step.device
         latents = self.latents(rng.integers(2**62, size=n)[rows])
         noise = torch.randn((n, *latents.shape[1:]), generator=generator)[rows].to(latents.device)
         latents = latents + self.config.latent_noise * noise
@@ -130,9 +131,6 @@ class DecoderTask:
             loss = loss + self.config.feature_weight * feature.to(loss.device)
             logs["feature"] = feature.item()
         return loss, logs
-
-    def sample(self, model, step, out, monitor):
-        return {}
 
     @torch.no_grad()
     def save(self, model, out):

@@ -14,10 +14,10 @@ from pathlib import Path
 import yaml
 
 from ..config import CONFIG_FILE, config_from_dict
+from ..distill.ema import EMAState
+from ..distill.lcm import LCMConfig, LCMTask
+from ..distill.trainer import COMPLETE
 from ..errors import VideoCMError
-from .ema import EMAState
-from .lcm import LCMConfig, LCMTask
-from .trainer import COMPLETE
 
 
 def is_sharded_checkpoint(folder: str | Path) -> bool:
@@ -46,7 +46,7 @@ def gather_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     task = LCMTask(dataclasses.replace(config, cpu=True, parallel="ddp", resume=False))
     # the trainer's checkpoint order: learning-rate schedule, EMA (when on), the task's objects
     ema = EMAState(task.model, config.ema_decay) if config.ema_decay > 0 else None
-    objects = ([ema] if ema is not None else []) + list(task.checkpoint_objects())
+    objects = ([ema] if ema is not None else []) + list(task.checkpoint_state().values())
     state = {"model": task.model.state_dict(),
              "objects": {str(i + 1): obj.state_dict() for i, obj in enumerate(objects)}}
     dcp.load(state, checkpoint_id=str(checkpoint), planner=DefaultLoadPlanner(allow_partial_load=True))
