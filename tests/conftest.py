@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one torch thread per worker: the workers share the cores
+    torch.set_num_threads(1)
 
 from videocm.training.teacher import TeacherConfig, train_teacher  # noqa: E402
 from videocm.training.vae import VAETrainConfig, train_vae  # noqa: E402

@@ -13,11 +13,11 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "videocm"
 
 # lower layers first; a module may import its own layer or lower ones, never a higher one
 LAYERS = [
-    {"errors", "config", "locations"},
+    {"errors", "config", "locations", "runs"},
     {"diffusion"},
     {"data", "models"},
     {"pipeline"},
-    {"distill", "evaluation"},
+    {"distill", "training", "evaluation"},
     {"demo", "sampling_cli", "serve", "cli", "__init__"},
 ]
 

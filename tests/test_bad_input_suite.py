@@ -253,7 +253,8 @@ def test_overwrite_clears_a_clip_folder_so_no_stale_clip_is_left(tmp_path, monke
 
 
 def test_overwrite_of_a_report_folder_replaces_only_the_report(tmp_path):
-    from videocm.config import ReportFolder, clear_outputs  # noqa: F401 - the marker under test
+    from videocm.config import ReportFolder  # noqa: F401 - the marker under test
+    from videocm.runs import clear_outputs
     from videocm.evaluation.cli import EvalConfig
 
     folder = tmp_path / "rep"

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import (CONFIG_FLAG, Count, DeviceName, Natural, OutputPath, ReusedFolder, VideoShape, clear_outputs,
+from .config import (CONFIG_FLAG, TRUE_WORDS, Count, DeviceName, Natural, OutputPath, ReusedFolder, VideoShape,
                      config_help, load_config, read_yaml)
 from .errors import VideoCMError
+from .runs import clear_outputs, run_values
 
 PROG = "videocm"
 DESCRIPTION = "Consistency distillation of video diffusion models (VideoLCM, DCM)."
@@ -285,14 +286,17 @@ def _flag_value(tokens: list[str], name: str) -> str | None:
     return value
 
 
-def _pick(command: Command, tokens: list[str], config_path: str | None) -> tuple[type, Any]:
-    """The config class and run function, choosing the variant named by ``--<selector>`` (flag, then YAML)."""
+def _pick(command: Command, tokens: list[str], config_path: str | None, run: dict | None = None) -> tuple[type, Any]:
+    """The config class and run function, choosing the variant named by ``--<selector>`` (flag, then YAML, then
+    the resumed run's own)."""
     default = _resolve(command.config)
     if not command.selector:
         return default, _resolve(command.run)
     value = _flag_value(tokens, command.selector)
     if value is None and config_path is not None:
         value = read_yaml(config_path).get(command.selector)
+    if value is None and run is not None:
+        value = run.get(command.selector)
     default_value = getattr(default, command.selector)
     value = default_value if value is None else str(value)
     if value == default_value:
@@ -300,8 +304,17 @@ def _pick(command: Command, tokens: list[str], config_path: str | None) -> tuple
     if value not in command.variants:
         choices = ", ".join([default_value, *command.variants])
         raise VideoCMError(f"--{command.selector} {value!r} is not known: use one of {choices}")
-    config, run = command.variants[value]
-    return _resolve(config), _resolve(run)
+    config, run_function = command.variants[value]
+    return _resolve(config), _resolve(run_function)
+
+
+def _resumed_run(tokens: list[str], config_path: str | None) -> dict | None:
+    """With ``--resume`` and an ``--out`` that holds a run: the run's own resolved settings, which the command
+    starts from (a flag given anew is then compared with them: :func:`videocm.runs.resume_changes`)."""
+    values = read_yaml(config_path) if config_path is not None else {}
+    resume = "--resume" in tokens or str(_flag_value(tokens, "resume") or values.get("resume", "")).lower() in TRUE_WORDS
+    out = _flag_value(tokens, "out") or values.get("out")
+    return run_values(out) if resume and out else None
 
 
 def _wrap(text: str) -> str:
@@ -375,8 +388,9 @@ def parse_command(argv: list[str]) -> tuple[Command, Any, Any]:
     name, tokens = _split_command(argv)
     command = COMMANDS[name]
     config_path, tokens = _without_config_flag(tokens)
-    config_class, run = _pick(command, tokens, config_path)
-    return command, run, load_config(config_class, config_path, tokens)
+    resumed = _resumed_run(tokens, config_path) if command.monitored else None
+    config_class, run = _pick(command, tokens, config_path, resumed)
+    return command, run, load_config(config_class, config_path, tokens, base=resumed)
 
 
 def _run(argv: list[str]) -> int:

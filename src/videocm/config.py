@@ -181,43 +181,6 @@ def check_existing_outputs(config: Any) -> None:
             raise VideoCMError(problem)
 
 
-def _refuse_to_delete(path: Path, flag: str) -> None:
-    here = Path.cwd().resolve()
-    resolved = path.resolve()
-    if resolved in (here, *here.parents, Path.home().resolve()) or (resolved / ".git").exists():
-        raise VideoCMError(f"{OVERWRITE_FLAG} would delete {path} (the current folder, one above it, your home or "
-                           f"a git checkout); give {flag} a folder of its own")
-
-
-def clear_outputs(config: Any) -> list[str]:
-    """With ``overwrite`` on: delete what each output path of ``config`` holds (a file, or a folder and everything
-    in it), so that nothing stale is left beside the new outputs; returns what was deleted. Run it once, in the
-    main process, before the command writes anything."""
-    if not getattr(config, "overwrite", False):
-        return []
-    cleared = []
-    for setting, value, marker in output_settings(config):
-        path = Path(value).expanduser()
-        if marker.kind == "reused":
-            continue
-        if marker.names:
-            for written in _written(path, marker.names):
-                written.unlink()
-                cleared.append(str(written))
-            continue
-        if not holds_something(path):
-            continue
-        if path.is_dir():
-            import shutil
-
-            _refuse_to_delete(path, setting.flag)
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-        cleared.append(value)
-    return cleared
-
-
 @dataclass(frozen=True)
 class Device:
     """Marks a torch device setting (``Annotated[str, Device()]``): refused when the config is read if torch
@@ -552,9 +515,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
-def load_config(cls: type[ConfigT], path: str | Path | None = None, overrides: list[str] | None = None) -> ConfigT:
-    """Defaults, then the YAML file, then command-line overrides."""
-    values: dict[str, Any] = _flatten(cls, read_yaml(path), str(path)) if path is not None else {}
+def load_config(cls: type[ConfigT], path: str | Path | None = None, overrides: list[str] | None = None,
+                base: dict[str, Any] | None = None) -> ConfigT:
+    """Defaults, then ``base`` (a resumed run's own settings; keys ``cls`` does not know are left out), then the
+    YAML file, then command-line overrides."""
+    known = {s.name for s in settings(cls)}
+    values: dict[str, Any] = {k: v for k, v in (base or {}).items() if k in known}
+    values.update(_flatten(cls, read_yaml(path), str(path)) if path is not None else {})
     flags = parse_flags(cls, overrides or [])
     unknown = sorted(set(flags) - {s.name for s in settings(cls)})
     if unknown:

@@ -14,14 +14,7 @@ import contextlib
 import numpy as np
 import torch
 
-from .diffusion import (
-    consistency_times,
-    guidance_at,
-    sample_consistency,
-    sample_teacher,
-    seeded_noise,
-    skipping_grid,
-)
+from .diffusion import consistency_times, guidance_at, sample_consistency, sample_teacher, seeded_noise, skipping_grid
 from .diffusion.consistency import NoiseSource
 from .diffusion.phased import phased_times, sample_phased, segment_bounds
 from .errors import VideoCMError

@@ -18,13 +18,7 @@ from ..config import Count, Decay, Fraction, Natural, NonNegative, Positive
 from ..data.moving_digits import Geometry
 from ..diffusion import skipping_grid
 from ..errors import VideoCMError
-from ..models.control import (
-    control_families,
-    load_control,
-    new_control_branch,
-    save_control,
-    with_control,
-)
+from ..models.control import control_families, load_control, new_control_branch, save_control, with_control
 from ..models.denoisers import ControlledDenoiser
 from ..models.folder import load_model
 from ..models.info import ModelInfo

@@ -22,16 +22,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..config import (
-    Count,
-    Decay,
-    Fraction,
-    Natural,
-    NonNegative,
-    Positive,
-    ReusedFolder,
-    RunFolder,
-)
+from ..config import Count, Decay, Fraction, Natural, NonNegative, Positive, ReusedFolder, RunFolder
 from ..data.moving_digits import Geometry
 from ..diffusion import guidance_at, skipping_grid
 from ..errors import VideoCMError
@@ -39,27 +30,13 @@ from ..models.denoisers import DenoiserAdapter, GuidanceEmbeddedDenoiser, unwrap
 from ..models.folder import STORE_DTYPES, cast_for_storage, load_model, save_model
 from ..models.image_condition import INPUT_KEYS, clip_first_frame_inputs, image_inputs
 from ..models.info import ConsistencyInfo, GuidanceInfo, ModelInfo
-from ..models.student import (
-    LORA_FOLDER,
-    add_lora,
-    has_lora,
-    merged_network_state,
-    new_guidance_embedding,
-    save_lora,
-    without_dropout,
-)
+from ..models.student import (LORA_FOLDER, add_lora, has_lora, merged_network_state, new_guidance_embedding, save_lora,
+                              without_dropout)
 from ..models.text_encoder import PromptCache, TextEncoder
 from ..models.video_model import VideoModel
 from ..pipeline import VideoPipeline
-from .batches import (
-    CachedLatentBatches,
-    LatentBatches,
-    PromptBatches,
-    ensure_latent_cache,
-    generate_prompt_cache,
-    prompt_cache_fingerprint,
-    read_prompts,
-)
+from .batches import (CachedLatentBatches, LatentBatches, PromptBatches, ensure_latent_cache, generate_prompt_cache,
+                      prompt_cache_fingerprint, read_prompts)
 from .consistency import ConsistencyTerms, draw_consistency_batch, expanded
 from .matching import NO_REAL_CLIPS, DistributionMatching
 from .trainer import Monitor, Step, TrainConfig, TrainTask

@@ -33,58 +33,27 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..config import (
-    Count,
-    Decay,
-    Fraction,
-    Natural,
-    NonNegative,
-    Positive,
-    RunFolder,
-    clear_outputs,
-    existing_output_problem,
-    holds_something,
-    is_run_folder,
-    write_config,
-)
+from ..config import Count, Decay, Fraction, Natural, NonNegative, Positive, RunFolder, is_run_folder
 from ..diffusion import skipping_grid
 from ..diffusion.phased import segment_bounds
 from ..diffusion.sampling import concat_conditioning
 from ..errors import VideoCMError
 from ..models.denoisers import DenoiserAdapter
-from ..models.experts import (
-    EXPERTS_FOLDER,
-    FeatureTap,
-    feature_blocks,
-    load_expert,
-    save_expert,
-    tied_expert,
-)
+from ..models.experts import EXPERTS_FOLDER, FeatureTap, feature_blocks, load_expert, save_expert, tied_expert
 from ..models.folder import STORE_DTYPES, cast_for_storage, load_model, save_model
 from ..models.info import ModelInfo, PhasedInfo, is_model_folder
 from ..models.student import without_dropout
 from .consistency import consistency_step
-from .core import (
-    DistillationMethod,
-    DistillConfig,
-    TargetNetwork,
-    load_teacher,
-    new_student,
-    student_info,
-    teacher_guidance,
-    training_device,
-)
-from .discriminator import (
-    FeatureDiscriminator,
-    feature_matching_loss,
-    hinge_discriminator_loss,
-    hinge_generator_loss,
-    real_gradient_penalty,
-    with_frozen_weights,
-)
+from .core import (DistillationMethod, DistillConfig, TargetNetwork, load_teacher, new_student, student_info,
+                   teacher_guidance, training_device)
+from .discriminator import (FeatureDiscriminator, feature_matching_loss, hinge_discriminator_loss, hinge_generator_loss,
+                            real_gradient_penalty, with_frozen_weights)
+from ..runs import run_folder
 from .trainer import Monitor, Step, check_resume, run_and_summarise
 
 DONE = "stage_done.json"
+# what DCM run folders of earlier versions recorded as --steps and --lr (unused there too): resumable as they are
+LEGACY_STEPS, LEGACY_LR = 2000, 1e-4
 
 
 @dataclass
@@ -99,6 +68,8 @@ class DCMConfig(DistillConfig):
     boundary_timesteps: list[float] = field(default_factory=list)  # or in the schedule's time (VP step, flow sigma)
     semantic_share: Fraction = 0.3  # default split: the semantic expert owns this top fraction of the grid
     # stages: steps, learning rate and wall-time cap of each (minutes 0 = no cap)
+    steps: Natural = 0  # not used by DCM (each stage has its own schedule): --semantic-steps, --detail-steps
+    lr: NonNegative = 0.0  # not used by DCM: --semantic-lr, --detail-lr
     semantic_steps: Count = 2000  # the semantic expert's steps (its schedule)
     detail_steps: Natural = 1200  # 0: no detail expert (the semantic network serves every segment)
     semantic_lr: Positive = 1e-4  # the semantic expert's learning rate
@@ -399,33 +370,29 @@ def distill_dcm(config: DCMConfig, progress: bool = True, monitor: Monitor | Non
 
     out = Path(config.out)
     config = two_stage_defaults(config)
-    if config.phases < 1:
-        raise VideoCMError(f"--phases must be at least 1, got {config.phases}")
-    problem = existing_output_problem(config.out, "--out", "run", config.overwrite, config.resume)
-    if problem:
-        raise VideoCMError(problem)
-    if config.resume and (out / "train_summary.json").is_file():
-        raise VideoCMError(f"{out} is a finished DCM run (its student is assembled), so there is nothing to resume; "
-                           f"pass --overwrite to train it again or choose another --out")
     stages_root = out / "stages"
-    started = [p for p in stages_root.glob("expert-*") if (p / DONE).is_file() or (p / "checkpoints").is_dir()]
-    if started and not config.resume and not config.overwrite:
-        raise VideoCMError(f"{out} already holds a DCM run; pass --resume to continue it or choose another --out")
+
+    def check(config: DCMConfig) -> None:
+        if config.steps not in (0, LEGACY_STEPS) or config.lr not in (0.0, LEGACY_LR):
+            raise VideoCMError("DCM trains in stages, each with its own schedule: give --semantic-steps and "
+                               "--detail-steps (and --semantic-lr, --detail-lr) instead of --steps and --lr")
+        if config.resume and (out / "train_summary.json").is_file():
+            raise VideoCMError(f"{out} is a finished DCM run (its student is assembled), so there is nothing to "
+                               f"resume; choose another --out to train a new one")
+        started = [p for p in stages_root.glob("expert-*") if (p / DONE).is_file() or (p / "checkpoints").is_dir()]
+        if started and not config.resume and not config.overwrite:
+            raise VideoCMError(f"{out} already holds a DCM run; pass --resume to continue it or choose another --out")
+
+    def trained(out: Path) -> bool:
+        return any(stages_root.glob("expert-*/checkpoints/step-*")) or any(stages_root.glob(f"expert-*/{DONE}"))
+
+    def resume_step(out: Path) -> int:  # a DCM run's changes are recorded at the step of the stages done so far
+        return sum(json.loads(p.read_text()).get("steps_done", 0) for p in stages_root.glob(f"expert-*/{DONE}"))
+
     state = PartialState(cpu=config.cpu)
-    if state.is_main_process:
-        clear_outputs(config)
-    fresh = not holds_something(out)
-    state.wait_for_everyone()
-    if state.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        write_config(config, out)
-    try:
+    with run_folder(config, state.is_main_process, state.wait_for_everyone, trained, resume_step, check,
+                    report=state.print):
         return _run_stages(config, state, monitor, progress)
-    except VideoCMError:
-        trained = any(stages_root.glob("expert-*/checkpoints/step-*")) or any(stages_root.glob(f"expert-*/{DONE}"))
-        if fresh and not trained and state.is_main_process:  # refused before it trained: nothing worth keeping
-            shutil.rmtree(out, ignore_errors=True)
-        raise
 
 
 def _run_stages(config: DCMConfig, state, monitor, progress: bool) -> dict:

@@ -23,13 +23,7 @@ import torch
 
 from ..config import RunFolder
 from .consistency import consistency_step
-from .core import (
-    DistillationMethod,
-    DistillConfig,
-    TargetNetwork,
-    new_student,
-    training_device,
-)
+from .core import DistillationMethod, DistillConfig, TargetNetwork, new_student, training_device
 from .trainer import Monitor, Step, run_and_summarise
 
 

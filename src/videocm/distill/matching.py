@@ -43,12 +43,8 @@ from ..diffusion.solvers import x0_and_noise
 from ..errors import VideoCMError
 from ..models.experts import FeatureTap
 from ..models.student import add_lora, without_dropout
-from .discriminator import (
-    FeatureDiscriminator,
-    logistic_discriminator_loss,
-    logistic_generator_loss,
-    with_frozen_weights,
-)
+from .discriminator import (FeatureDiscriminator, logistic_discriminator_loss, logistic_generator_loss,
+                            with_frozen_weights)
 
 NO_REAL_CLIPS = ("--dmd-gan-weight compares the generator's clips with real ones, and a prompt list has none: give "
                  "clips (leave --data out, or --data DIR) or set --dmd-gan-weight 0")

@@ -32,18 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..config import (
-    Count,
-    Decay,
-    Fraction,
-    Natural,
-    NonNegative,
-    Positive,
-    RunFolder,
-    clear_outputs,
-    existing_output_problem,
-    holds_something,
-)
+from ..config import Count, Decay, Fraction, Natural, NonNegative, Positive, RunFolder
 from ..errors import VideoCMError
 from .ema import EMAState
 from .parallel import make_engine
@@ -285,11 +274,9 @@ def checkpoint_step(folder: Path) -> int:
 
 
 def check_run_folder(config: TrainConfig) -> None:
-    """Before anything is loaded or written: a used ``out`` needs ``--resume`` or ``--overwrite``, ``--resume``
-    needs a run there, and a run that has finished its steps has nothing to resume."""
-    problem = existing_output_problem(config.out, "--out", "run", config.overwrite, config.resume)
-    if problem:
-        raise VideoCMError(problem)
+    """The trainer's own checks of a run before anything is written (:func:`runs.run_folder` checks ``--out``
+    first): the batch splits into the accumulation steps, and a run that has finished its steps has nothing to
+    resume."""
     if config.batch_size % config.gradient_accumulation_steps:
         raise VideoCMError(f"--batch-size {config.batch_size} does not split into --gradient-accumulation-steps "
                            f"{config.gradient_accumulation_steps}; use a multiple of it")
@@ -299,6 +286,17 @@ def check_run_folder(config: TrainConfig) -> None:
         done = checkpoint_step(newest)
         raise VideoCMError(f"{config.out} has finished its {done} steps, so there is nothing to resume; pass --steps "
                            f"above {done} to train it further, or choose another --out")
+
+
+def resumed_step(out: Path) -> int:
+    """The step a resumed run continues from: its newest complete checkpoint's (0 without one)."""
+    newest = latest_checkpoint(out)
+    return checkpoint_step(newest) if newest is not None else 0
+
+
+def has_trained(out: Path) -> bool:
+    """Whether a run folder holds anything training made (a checkpoint, a log)."""
+    return latest_checkpoint(out) is not None or (out / "train_log.csv").exists()
 
 
 def step_bound(config: TrainConfig) -> int:
@@ -493,36 +491,20 @@ def run_and_summarise(config: TrainConfig, make_task, progress: bool = True, mon
     the parameter counts) — what every training command does around :func:`train`."""
     from accelerate import PartialState
 
-    from ..config import write_config
+    from ..runs import run_folder
 
-    check_run_folder(config)  # every process, before any of them writes
     state = PartialState(cpu=config.cpu)
-    if state.is_main_process:
-        clear_outputs(config)
-    fresh = not holds_something(Path(config.out))
-    state.wait_for_everyone()
-    if state.is_main_process:
-        write_config(config, config.out)
     began = time.time()
-    try:
+    with run_folder(config, state.is_main_process, state.wait_for_everyone, has_trained, resumed_step,
+                    check_run_folder, report=state.print):
         task = make_task(config)
         plain = lambda: make_task(dataclasses.replace(config, parallel="ddp", cpu=True))  # noqa: E731
         summary = train(task, config, progress, monitor=monitor, make_plain_task=plain)
-    except VideoCMError:
-        _remove_if_refused(Path(config.out), fresh, state.is_main_process)
-        raise
     summary["seconds_total"] = round(time.time() - began, 1)
     summary["parameters"] = sum(p.numel() for p in task.model.parameters())
     summary["trainable_parameters"] = sum(p.numel() for p in task.model.parameters() if p.requires_grad)
     (Path(config.out) / "train_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def _remove_if_refused(out: Path, fresh: bool, main: bool) -> None:
-    """A run refused before it trained (a teacher that does not load, a batch that does not split) leaves no
-    folder behind when it made the folder: nothing there is worth keeping, and a second try needs no flag."""
-    if main and fresh and latest_checkpoint(out) is None and not (out / "train_log.csv").exists():
-        shutil.rmtree(out, ignore_errors=True)
 
 
 class _ema_weights:

@@ -28,12 +28,7 @@ from ..data.video_io import labelled_grid, write_video
 from ..distill.trainer import Monitor, Step, TrainConfig, TrainTask, run_and_summarise
 from ..errors import VideoCMError
 from ..models.info import ModelInfo
-from ..models.tiny_decoder import (
-    TinyDecoder,
-    build_tiny_decoder,
-    save_tiny_decoder,
-    vae_fingerprint,
-)
+from ..models.tiny_decoder import TinyDecoder, build_tiny_decoder, save_tiny_decoder, vae_fingerprint
 from ..models.vae import to_uint8_frames
 
 

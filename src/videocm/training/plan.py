@@ -32,12 +32,7 @@ from torch import nn
 from ..config import Count, Fraction, NonNegative, OutputPath, PlannedDevice, Positive
 from ..errors import VideoCMError
 from ..models.experts import DETAIL_LORA_TARGETS, _is_own
-from ..models.families import (
-    FamilySpec,
-    family_for_network,
-    family_for_pipeline,
-    get_family,
-)
+from ..models.families import FamilySpec, family_for_network, family_for_pipeline, get_family
 from ..models.info import ModelInfo, is_model_folder
 
 GIB = 2**30
