@@ -133,3 +133,50 @@ def test_training_never_imports_evaluation():
     wrong = [(m, t) for m, targets in edges.items() if m.startswith("videocm.distill")
              for t in targets if t.startswith("videocm.evaluation")]
     assert not wrong
+
+
+METHODS = ["lcm", "dcm", "dmd", "control"]  # distill/<name>.py: one method each, on distill/core.py
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_no_method_file_imports_another_method_file(method):
+    """A method is one file on the core: it imports the core and the shared terms, never another method."""
+    others = {f"videocm.distill.{m}" for m in METHODS if m != method}
+    assert not imports_of(SRC / "distill" / f"{method}.py") & others
+
+
+def test_the_trainer_asks_a_task_nothing_by_getattr_or_hasattr():
+    """Every hook the trainer calls is declared on ``TrainTask`` with its default: no lookups by name on a task."""
+    for name in ("trainer.py", "parallel.py"):
+        tree = ast.parse((SRC / "distill" / name).read_text())
+        lookups = [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+                   and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")
+                   and node.args and "task" in ast.unparse(node.args[0])]
+        assert not lookups, f"{name}: {[ast.unparse(n) for n in lookups]}"
+
+
+def _compares_with_boundary(function: ast.AST) -> bool:
+    """Whether ``function`` orders something against a boundary (``t < boundary``; not ``boundary is None``)."""
+    ordering = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
+    return any(isinstance(node, ast.Compare) and "boundary" in ast.unparse(node)
+               and any(isinstance(op, ordering) for op in node.ops) for node in ast.walk(function))
+
+
+def test_the_two_expert_guidance_rule_has_one_definition():
+    """Wan 2.2's "``guidance_2`` below the boundary" is decided in ``diffusion.sampling.guidance_at`` alone: no
+    other function both compares a time with a boundary and picks a second guidance scale."""
+    found = []
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and _compares_with_boundary(node) and \
+                    re.search(r"\b(guidance_2|scale_2)\b", ast.unparse(node)):
+                found.append(f"{module_name(path)}.{node.name}")
+    assert found == ["videocm.diffusion.sampling.guidance_at"]
+
+
+def test_config_deletes_nothing():
+    """``config.py`` parses and validates; deleting run folders and outputs is ``runs.py``'s."""
+    tree = ast.parse((SRC / "config.py").read_text())
+    calls = {ast.unparse(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    deleting = {c for c in calls if c.endswith(("rmtree", ".unlink", ".rmdir", "os.remove", "os.unlink"))}
+    assert not deleting

@@ -39,7 +39,7 @@ def _base(annotation):
 def _configs():
     seen = {}
     for name, command in sorted(COMMANDS.items()):
-        for cls in {_resolve(command.config), *([DCMConfig] if name == "distill" else [])}:
+        for cls in [_resolve(command.config), *([DCMConfig] if name == "distill" else [])]:
             seen.setdefault(cls, name)
     return [(name, cls) for cls, name in seen.items()]
 

@@ -144,7 +144,7 @@ def test_dmd_weight_adds_the_term_to_lcm_and_to_the_dcm_detail_stage(tiny_teache
     b = load_model(regularised).denoiser.network.state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in a)
     dcm = tmp_path / "dcm"
-    distill_dcm(tiny(DCMConfig, teacher, dcm, semantic_steps=2, detail_steps=2, dmd_weight=1.0, gan_weight=0.0,
+    distill_dcm(tiny(DCMConfig, teacher, dcm, steps=0, semantic_steps=2, detail_steps=2, dmd_weight=1.0, gan_weight=0.0,
                      feature_matching_weight=0.0), progress=False)
     semantic = (dcm / "stages" / "expert-0-semantic" / "train_log.csv").read_text().splitlines()[0]
     detail = (dcm / "stages" / "expert-1-detail" / "train_log.csv").read_text().splitlines()[0]

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from videocm.cli import main
 from videocm.data.moving_digits import Geometry, make_clip
-from videocm.distill import teacher as teacher_module
+from videocm.training import teacher as teacher_module
 from videocm.training.teacher import adapt_state_dict, train_teacher
 from videocm.training.vae import clips_tensor
 from videocm.errors import VideoCMError
@@ -70,7 +70,7 @@ def test_teacher_training_resumes_exactly_after_a_crash(tmp_path, tiny_vae, tiny
     real_loss = teacher_module.TeacherTask.loss
 
     def crash_at_step_3(self, model, step, *args):
-        if step == 3:
+        if step.number == 3:
             raise RuntimeError("simulated crash")
         return real_loss(self, model, step, *args)
 

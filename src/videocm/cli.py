@@ -312,9 +312,12 @@ def _resumed_run(tokens: list[str], config_path: str | None) -> dict | None:
     """With ``--resume`` and an ``--out`` that holds a run: the run's own resolved settings, which the command
     starts from (a flag given anew is then compared with them: :func:`videocm.runs.resume_changes`)."""
     values = read_yaml(config_path) if config_path is not None else {}
-    resume = "--resume" in tokens or str(_flag_value(tokens, "resume") or values.get("resume", "")).lower() in TRUE_WORDS
+    def given(name: str) -> bool:
+        return f"--{name}" in tokens or str(_flag_value(tokens, name) or values.get(name, "")).lower() in TRUE_WORDS
+
     out = _flag_value(tokens, "out") or values.get("out")
-    return run_values(out) if resume and out else None
+    # with --overwrite too, the config's own check refuses the pair
+    return run_values(out) if given("resume") and not given("overwrite") and out else None
 
 
 def _wrap(text: str) -> str:

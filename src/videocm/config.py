@@ -515,6 +515,26 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
+def check_values(config: Any) -> None:
+    """A one-line error for the first setting of ``config`` outside its declared range or choices: what the
+    command line's parsing checks, for a config built in Python."""
+    for setting in settings(type(config)):
+        value, annotation = setting.get(config), setting.type
+        options = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
+            else (annotation,)
+        if value is None:
+            continue
+        for option in options:
+            if typing.get_origin(option) is Literal and value not in typing.get_args(option):
+                choices = ", ".join(str(c) for c in typing.get_args(option))
+                raise VideoCMError(f"{setting.flag} {value!r}: use one of {choices}")
+            if typing.get_origin(option) is Annotated:
+                for bound in (e for e in typing.get_args(option)[1:] if isinstance(e, Range)):
+                    for item in value if isinstance(value, (list, tuple)) else [value]:
+                        if isinstance(item, (int, float)) and not bound.holds(item):
+                            raise VideoCMError(f"{setting.flag} must be {bound.describe()}, got {item!r}")
+
+
 def load_config(cls: type[ConfigT], path: str | Path | None = None, overrides: list[str] | None = None,
                 base: dict[str, Any] | None = None) -> ConfigT:
     """Defaults, then ``base`` (a resumed run's own settings; keys ``cls`` does not know are left out), then the

@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..config import Count, Decay, Fraction, Natural, NonNegative, Positive, ReusedFolder, RunFolder
+from ..config import Count, Decay, Fraction, Natural, NonNegative, Positive, ReusedFolder, RunFolder, check_values
 from ..data.moving_digits import Geometry
 from ..diffusion import guidance_at, skipping_grid
 from ..errors import VideoCMError
@@ -460,6 +460,7 @@ class DistillationMethod(TrainTask):
     prompts_only = False  # True: the method reads prompts alone, so a prompt list is used as it is (no teacher clips)
 
     def __init__(self, config: DistillConfig, device: torch.device) -> None:
+        check_values(config)  # a config built in Python, not parsed from flags
         self.config = config
         self.teacher_context = TeacherContext(config, device, self.prompts_only)
         self.latent_shape = tuple(self.teacher_context.teacher_info.latent_shape)  # a clip's latents (C, T, H, W)

@@ -491,8 +491,10 @@ def run_and_summarise(config: TrainConfig, make_task, progress: bool = True, mon
     the parameter counts) — what every training command does around :func:`train`."""
     from accelerate import PartialState
 
+    from ..config import check_values
     from ..runs import run_folder
 
+    check_values(config)
     state = PartialState(cpu=config.cpu)
     began = time.time()
     with run_folder(config, state.is_main_process, state.wait_for_everyone, has_trained, resumed_step,
