@@ -115,7 +115,7 @@ def test_two_sharded_processes_match_one_plain_process(tiny_teachers, tmp_path, 
     ("wan", ["--context-parallel", "2"]),
     ("unet3d", ["--teacher-offload", "true"])])  # the teacher's shards in CPU memory (trivial on a CPU)
 def test_sharded_dcm_stages_match_one_plain_process(tiny_teachers, tmp_path, family, sharding):
-    args = ["--method", "dcm", "--semantic-steps", "2", "--detail-steps", "2", "--semantic-minutes", "0",
+    args = ["--method", "dcm", "--steps", "0", "--semantic-steps", "2", "--detail-steps", "2", "--semantic-minutes", "0",
             "--detail-minutes", "0", "--disc-every", "1"]
     finish(launch(lcm_args(tiny_teachers[family], tmp_path / "fsdp", 2, *args, "--parallel", "fsdp", *sharding), 2))
     finish(launch(lcm_args(tiny_teachers[family], tmp_path / "plain", 2, *args), 1))

@@ -209,7 +209,7 @@ def test_a_damaged_newest_checkpoint_is_skipped_for_the_intact_one(tmp_path, tin
     """A truncated file in the newest checkpoint (a crash or a full disk while copying) used to end --resume in a
     safetensors traceback although the checkpoint before it was intact; now each checkpoint's manifest (sizes and
     SHA-256, written last) is checked and the run resumes from the newest intact one, saying which it skipped."""
-    from videocm.distill.trainer import CHECKPOINTS, COMPLETE, checkpoint_damage
+    from videocm.distill.checkpoints import CHECKPOINTS, COMPLETE, checkpoint_damage
 
     # the fixture's run (4 steps) with a checkpoint every step: checkpointing does not change the weights
     config = tiny_teacher_config(tmp_path, "wan", tiny_vae, checkpoint_every=1, keep_checkpoints=4)

@@ -49,7 +49,8 @@ from .core import (DistillationMethod, DistillConfig, TargetNetwork, load_teache
 from .discriminator import (FeatureDiscriminator, feature_matching_loss, hinge_discriminator_loss, hinge_generator_loss,
                             real_gradient_penalty, with_frozen_weights)
 from ..runs import run_folder
-from .trainer import Monitor, Step, check_resume, run_and_summarise
+from .checkpoints import check_resume
+from .trainer import Monitor, Step, run_and_summarise
 
 DONE = "stage_done.json"
 # what DCM run folders of earlier versions recorded as --steps and --lr (unused there too): resumable as they are
@@ -206,7 +207,8 @@ class DCMStageTask(DistillationMethod):
         with ``--dmd-weight``."""
         self.engine = engine
         if self.heads is not None:
-            self.heads, self.disc_optimizer = engine.prepare(self.heads, self.disc_optimizer)
+            self.heads, self.disc_optimizer = engine.prepare(discriminator=self.heads,
+                                                             discriminator_optimizer=self.disc_optimizer)
         super().prepare(engine)
 
     def loss(self, model, step: Step):

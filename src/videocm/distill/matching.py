@@ -116,9 +116,10 @@ class DistributionMatching:
     def prepare(self, engine) -> None:
         """The fake score and its optimiser join the run (replicated over processes, checkpointed)."""
         self.engine = engine
-        self.fake, self.optimizer = engine.prepare(self.fake, self.optimizer)
+        self.fake, self.optimizer = engine.prepare(fake_score=self.fake, fake_score_optimizer=self.optimizer)
         if self.heads is not None:
-            self.heads, self.heads_optimizer = engine.prepare(self.heads, self.heads_optimizer)
+            self.heads, self.heads_optimizer = engine.prepare(gan_head=self.heads,
+                                                              gan_head_optimizer=self.heads_optimizer)
 
     def _unwrapped(self, module):
         return self.engine.unwrap_model(module) if self.engine is not None else module

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ..errors import VideoCMError
+from .checkpoints import is_named
 
 MODES = ("ddp", "fsdp")
 CONTEXT_KINDS = ("ulysses", "ring")
@@ -72,6 +73,9 @@ class DataParallel:
 
     def __init__(self, accelerator, config) -> None:
         self.accelerator, self.config = accelerator, config
+        self.model = self.optimizer = None
+        self.prepared: dict[str, object] = {}  # the task's own modules and optimisers by name
+        self.prepared_in_order: list = []  # the same, in the order prepared (older checkpoints' positions)
 
     @property
     def device(self) -> torch.device:
@@ -85,7 +89,8 @@ class DataParallel:
 
     def prepare_student(self, model: nn.Module, make_optimizer):
         optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad])
-        return self.accelerator.prepare(model, optimizer)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        return self.model, self.optimizer
 
     def shard_frozen(self, modules: dict[str, nn.Module | None]) -> None:
         """The task's frozen networks by role (``teacher``; ``target``, a copy of the student): here they stay
@@ -96,9 +101,14 @@ class DataParallel:
     def split_sequences(self, modules: list[nn.Module | None], latent_shape=None) -> None:
         """Context parallelism for the denoisers inside ``modules`` (only under ``fsdp``)."""
 
-    def prepare(self, *objects):
-        """A task's own modules and optimisers (replicated, synchronised and checkpointed by accelerate)."""
-        return self.accelerator.prepare(*objects)
+    def prepare(self, **objects):
+        """A task's own modules and optimisers by name (replicated, synchronised and checkpointed under their
+        names): the prepared objects, in the order given (one object alone, not a tuple)."""
+        prepared = self.accelerator.prepare(*objects.values())
+        prepared = list(prepared) if isinstance(prepared, (list, tuple)) else [prepared]
+        self.prepared.update(zip(objects, prepared))
+        self.prepared_in_order.extend(prepared)
+        return prepared[0] if len(prepared) == 1 else tuple(prepared)
 
     def unwrap_model(self, model: nn.Module) -> nn.Module:
         return self.accelerator.unwrap_model(model)
@@ -111,16 +121,54 @@ class DataParallel:
 
     # ---- checkpoints --------------------------------------------------------------------------------------
 
-    def register(self, *objects) -> None:
-        """Objects with ``state_dict``/``load_state_dict`` saved with every checkpoint, in this order."""
-        for obj in objects:
-            self.accelerator.register_for_checkpointing(obj)
+    def named_state(self) -> dict[str, object]:
+        """The engine's own checkpointed state by name: the model, its optimiser, the task's prepared modules and
+        optimisers, and fp16's gradient scaler."""
+        states = {"model": self.unwrap_model(self.model), "optimizer": self.optimizer}
+        states.update({name: self.unwrap_model(obj) if isinstance(obj, nn.Module) else obj
+                       for name, obj in self.prepared.items()})
+        if self.accelerator.scaler is not None:
+            states["scaler"] = self.accelerator.scaler
+        return states
 
-    def save_state(self, folder: Path) -> None:
-        self.accelerator.save_state(str(folder))
+    def save_state(self, folder: Path, states: dict[str, object]) -> None:
+        """``model.safetensors`` and ``NAME.pt`` per other state (the main process), ``rng-R.pt`` per process."""
+        from safetensors.torch import save_model
 
-    def load_state(self, folder: Path) -> None:
-        self.accelerator.load_state(str(folder))
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.accelerator.is_main_process:
+            for name, obj in states.items():
+                if name == "model":
+                    save_model(obj, str(folder / "model.safetensors"), force_contiguous=True)
+                else:
+                    torch.save(obj.state_dict(), folder / f"{name}.pt")
+        save_random_states(folder, self.accelerator.process_index)
+
+    def load_state(self, folder: Path, states: dict[str, object], positions: list[str]) -> None:
+        """Every state of ``states`` from ``folder``; a checkpoint from before named state: accelerate's layout,
+        its custom objects in the order ``positions`` names."""
+        from safetensors.torch import load_model
+
+        folder = Path(folder)
+        if not is_named(folder):
+            if (folder / ".metadata").is_file():
+                raise VideoCMError(f"{folder} is a sharded checkpoint (written with --parallel fsdp); resume with "
+                                   f"--parallel fsdp")
+            self.accelerator.load_state(str(folder))
+            for index, name in enumerate(positions):
+                states[name].load_state_dict(torch.load(folder / f"custom_checkpoint_{index}.pkl",
+                                                        map_location="cpu", weights_only=False))
+            return
+        if not (folder / "model.safetensors").is_file():
+            raise VideoCMError(f"{folder} is a sharded checkpoint (written with --parallel fsdp); resume with "
+                               f"--parallel fsdp")
+        for name, obj in states.items():
+            if name == "model":
+                load_model(obj, str(folder / "model.safetensors"), device=str(next(obj.parameters()).device))
+            else:
+                obj.load_state_dict(torch.load(folder / f"{name}.pt", map_location="cpu", weights_only=False))
+        load_random_states(folder, self.accelerator.process_index)
 
     # ---- what samples and saves see ------------------------------------------------------------------------
 
@@ -162,9 +210,6 @@ class FullySharded(DataParallel):
             accelerator.device.type, (world,))
         self.make_plain_task = make_plain_task
         self._plain = None
-        self.prepared: list = []
-        self.objects: list = []  # registered checkpoint objects, in order
-        self.model = self.optimizer = None
 
     def _policy(self, trainable: bool):
         from torch.distributed.fsdp import MixedPrecisionPolicy
@@ -248,52 +293,55 @@ class FullySharded(DataParallel):
                 self._shard(module, trainable=False, like_student=name == "target",
                             offload=offload and name == "teacher")
 
-    def prepare(self, *objects):
-        prepared = self.accelerator.prepare(*objects)
-        self.prepared.extend(prepared if isinstance(prepared, (list, tuple)) else [prepared])
-        return prepared
-
     def clip_grad_norm_(self, parameters, max_norm):
         return torch.nn.utils.clip_grad_norm_(list(parameters), max_norm)
 
-    def register(self, *objects):
-        self.objects.extend(objects)
+    def named_state(self) -> dict[str, object]:
+        states = {"model": self.model, "optimizer": self.optimizer}
+        states.update({name: self.unwrap_model(obj) if isinstance(obj, nn.Module) else obj
+                       for name, obj in self.prepared.items()})
+        return states
 
-    def _state(self) -> dict:
-        from torch.distributed.checkpoint.state_dict import (
-            get_model_state_dict,
-            get_optimizer_state_dict,
-        )
+    def _sharded(self, states: dict[str, object]) -> dict:
+        """What DCP saves: the sharded model and optimiser, and every other state under ``state/NAME``."""
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 
         optimizer = getattr(self.optimizer, "optimizer", self.optimizer)
         return {"model": get_model_state_dict(self.model),
                 "optimizer": get_optimizer_state_dict(self.model, optimizer),
-                "objects": {str(i): obj.state_dict() for i, obj in enumerate(self.objects)},
-                "prepared": {str(i): obj.state_dict() for i, obj in enumerate(self.prepared)}}
+                "state": {name: obj.state_dict() for name, obj in states.items() if name not in ("model", "optimizer")}}
 
-    def save_state(self, folder):
+    def save_state(self, folder, states):
         import torch.distributed.checkpoint as dcp
 
-        dcp.save(self._state(), checkpoint_id=str(folder))
+        dcp.save(self._sharded(states), checkpoint_id=str(folder))
+        save_random_states(Path(folder), self.accelerator.process_index)
 
-    def load_state(self, folder):
+    def load_state(self, folder, states, positions):
         import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import (
-            set_model_state_dict,
-            set_optimizer_state_dict,
-        )
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
         if not (Path(folder) / ".metadata").is_file():
             raise VideoCMError(f"{folder} is not a sharded checkpoint (written with --parallel ddp?); resume with "
                                f"the --parallel it was written with")
-        state = self._state()
+        named = is_named(folder)
+        state = self._sharded(states)
+        if not named:  # before named state: the trainer's objects and the task's prepared ones by position
+            others = state.pop("state")
+            state["objects"] = {str(i): others[name] for i, name in enumerate(positions)}
+            state["prepared"] = {str(i): obj.state_dict() for i, obj in enumerate(self.prepared_in_order)}
         dcp.load(state, checkpoint_id=str(folder))
         set_model_state_dict(self.model, state["model"])
         set_optimizer_state_dict(self.model, getattr(self.optimizer, "optimizer", self.optimizer),
                                  state["optimizer"])
-        for i, obj in enumerate(self.objects):
-            obj.load_state_dict(state["objects"][str(i)])
-        for i, obj in enumerate(self.prepared):
+        if named:
+            for name, value in state["state"].items():
+                states[name].load_state_dict(value)
+            load_random_states(Path(folder), self.accelerator.process_index)
+            return
+        for i, name in enumerate(positions):
+            states[name].load_state_dict(state["objects"][str(i)])
+        for i, obj in enumerate(self.prepared_in_order):
             obj.load_state_dict(state["prepared"][str(i)])
 
     @contextlib.contextmanager
@@ -306,7 +354,7 @@ class FullySharded(DataParallel):
         )
 
         full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        objects = gather_full([obj.state_dict() for obj in _checkpoint_objects(task)])
+        objects = gather_full({name: obj.state_dict() for name, obj in task.checkpoint_state().items()})
         ema_state = gather_full(ema.state_dict()) if ema is not None else None
         if not self.accelerator.is_main_process:
             yield None
@@ -317,8 +365,8 @@ class FullySharded(DataParallel):
             self._plain = self.make_plain_task()
         plain = self._plain
         plain.model.load_state_dict(full)
-        for obj, state in zip(_checkpoint_objects(plain), objects):
-            obj.load_state_dict(state)
+        for name, obj in plain.checkpoint_state().items():
+            obj.load_state_dict(objects[name])
         plain_ema = None
         if ema_state is not None:
             from .ema import EMAState
@@ -388,8 +436,34 @@ def _cpu_device_count():
         torch.accelerator.device_count = original
 
 
-def _checkpoint_objects(task) -> list:
-    return list(task.checkpoint_state().values())
+def save_random_states(folder: Path, process: int) -> None:
+    """This process's random number generators (Python, numpy, torch, CUDA) as ``rng-R.pt``."""
+    import random
+
+    import numpy as np
+
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    torch.save(states, Path(folder) / f"rng-{process}.pt")
+
+
+def load_random_states(folder: Path, process: int) -> None:
+    """Restore what :func:`save_random_states` wrote for this process (nothing when that file is absent: a
+    checkpoint resumed on more processes than wrote it)."""
+    import random
+
+    import numpy as np
+
+    path = Path(folder) / f"rng-{process}.pt"
+    if not path.is_file():
+        return
+    states = torch.load(path, map_location="cpu", weights_only=False)
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def make_engine(config, accelerator, make_plain_task=None) -> DataParallel:

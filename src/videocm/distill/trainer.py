@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +32,11 @@ from tqdm.auto import tqdm
 
 from ..config import Count, Decay, Fraction, Natural, NonNegative, Positive, RunFolder
 from ..errors import VideoCMError
+from .checkpoints import (COMPLETE, CollapseGuard, RunCheckpoints, RunState, checkpoint_damage, checkpoint_lr_scale,
+                          checkpoint_step, latest_checkpoint, resume_point)
 from .ema import EMAState
 from .parallel import make_engine
 
-CHECKPOINTS = "checkpoints"
-COMPLETE = "complete.json"
 
 
 @dataclass
@@ -161,118 +159,6 @@ def learning_rate_factor(step: int, config: TrainConfig) -> float:
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def _complete_checkpoints(out: Path) -> list[Path]:
-    """Checkpoint folders marked complete, newest first."""
-    complete = [p for p in (out / CHECKPOINTS).glob("step-*") if (p / COMPLETE).is_file()]
-    return sorted(complete, key=lambda p: int(p.name.split("-")[1]), reverse=True)
-
-
-def latest_checkpoint(out: Path) -> Path | None:
-    """The newest checkpoint marked complete (not verified; :func:`intact_checkpoint` checks its files)."""
-    return next(iter(_complete_checkpoints(out)), None)
-
-
-def checkpoint_manifest(folder: Path) -> dict[str, list]:
-    """``{relative path: [size, sha256]}`` of every file of a checkpoint folder but ``complete.json``."""
-    files = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != COMPLETE):
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 24), b""):
-                digest.update(chunk)
-        files[path.relative_to(folder).as_posix()] = [path.stat().st_size, digest.hexdigest()]
-    return files
-
-
-def checkpoint_damage(folder: Path) -> str | None:
-    """Why the checkpoint in ``folder`` cannot be resumed from, or None when its files match its manifest
-    (checkpoints written before manifests are taken as they are)."""
-    try:
-        record = json.loads((folder / COMPLETE).read_text())
-        int(record["step"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return f"its {COMPLETE} is unreadable"
-    files = record.get("files")
-    if files is None:
-        return None
-    for name, (size, _) in files.items():
-        path = folder / name
-        if not path.is_file():
-            return f"{name} is missing"
-        if path.stat().st_size != size:
-            return f"{name} has {path.stat().st_size} bytes where {size} were written (truncated?)"
-    actual = checkpoint_manifest(folder)
-    for name, (_, digest) in files.items():
-        if actual[name][1] != digest:
-            return f"{name} does not match its checksum (changed after it was written)"
-    return None
-
-
-def intact_checkpoint(out: Path, report=print) -> Path | None:
-    """The newest checkpoint whose files match its manifest; each damaged one skipped is reported (one line)."""
-    for folder in _complete_checkpoints(out):
-        damage = checkpoint_damage(folder)
-        if damage is None:
-            return folder
-        report(f"skipping checkpoint {folder.name}: {damage}")
-    return None
-
-
-class _Checkpointable:
-    """A torch object (e.g. the LR scheduler) registered with accelerate's checkpointing as it is."""
-
-    def __init__(self, obj) -> None:
-        self.obj = obj
-
-    def state_dict(self) -> dict:
-        return self.obj.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.obj.load_state_dict(state)
-
-
-def check_resume(out: Path, resume: bool, report=print, verify: bool = True) -> Path | None:
-    """The checkpoint to resume from (the newest intact one), or a one-line error when ``out`` has one and
-    ``resume`` is off, or when every checkpoint it has is damaged. ``verify=False``: only the refusal, no
-    checksums (an early check before the run that verifies)."""
-    newest = latest_checkpoint(out)
-    if newest is not None and not resume:
-        raise VideoCMError(f"{out} already holds a run (newest checkpoint {newest.name}); pass --resume to continue "
-                           f"it or choose another --out")
-    if newest is None or not verify:
-        return newest
-    intact = intact_checkpoint(out, report)
-    if intact is None:
-        raise VideoCMError(f"every checkpoint in {out / CHECKPOINTS} is damaged (see above), so the run cannot be "
-                           f"resumed; start it again with another --out")
-    return intact
-
-
-def _resume_point(out: Path, resume: bool, accelerator) -> Path | None:
-    """:func:`check_resume` once, in the main process (it reads every checkpoint file for its checksum), with
-    its answer, or its error, handed to every process."""
-    if accelerator.num_processes == 1:
-        return check_resume(out, resume, accelerator.print)
-    from accelerate.utils import broadcast_object_list
-
-    answer: list = [None]
-    if accelerator.is_main_process:
-        try:
-            found = check_resume(out, resume, accelerator.print)
-            answer = [("checkpoint", None if found is None else str(found))]
-        except VideoCMError as error:
-            answer = [("error", str(error))]
-    broadcast_object_list(answer)
-    kind, value = answer[0]
-    if kind == "error":
-        raise VideoCMError(value)
-    return None if value is None else Path(value)
-
-
-def checkpoint_step(folder: Path) -> int:
-    return int(json.loads((folder / COMPLETE).read_text())["step"])
-
-
 def check_run_folder(config: TrainConfig) -> None:
     """The trainer's own checks of a run before anything is written (:func:`runs.run_folder` checks ``--out``
     first): the batch splits into the accumulation steps, and a run that has finished its steps has nothing to
@@ -330,7 +216,7 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=N
         raise VideoCMError(f"gradient_accumulation_steps must be at least 1, got {config.gradient_accumulation_steps}")
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=config.cpu,
                               gradient_accumulation_steps=config.gradient_accumulation_steps)
-    resume_from = _resume_point(out, config.resume, accelerator)
+    resume_from = resume_point(out, config.resume, accelerator)
     micro_steps = config.gradient_accumulation_steps
     engine = make_engine(config, accelerator, make_plain_task)
     shard_index, shard_count = engine.data_shard()  # ranks of one context-parallel group share their rows
@@ -351,19 +237,21 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=N
     model, optimizer = engine.prepare_student(task.model, make_optimizer)
     trainable = [p for p in model.parameters() if p.requires_grad]  # sharded ones under fsdp
     # stepped by hand once per optimiser step (accelerate would step it once per process)
-    run = _RunState()
+    run = RunState()
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizers[0],
                                                   lambda s: learning_rate_factor(s, config) * run.lr_scale)
     task.prepare(engine)  # the task's own modules and optimisers (e.g. DCM's discriminator)
-    engine.register(_Checkpointable(scheduler))
+    checkpoints = RunCheckpoints(out, engine, config.keep_checkpoints)
+    checkpoints.register("scheduler", scheduler)
     ema = EMAState(engine.unwrap_model(model), config.ema_decay) if config.ema_decay > 0 else None
     if ema is not None:
-        engine.register(ema)
-    engine.register(*task.checkpoint_state().values())
+        checkpoints.register("ema", ema)
+    for name, state in task.checkpoint_state().items():
+        checkpoints.register(name, state)
 
     start = 0
     if resume_from is not None:
-        engine.load_state(resume_from)
+        checkpoints.load(resume_from)
         start = checkpoint_step(resume_from)
         run.lr_scale = checkpoint_lr_scale(resume_from)
         accelerator.print(f"resuming from {resume_from} (step {start})")
@@ -387,7 +275,7 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=N
 
     def roll_back(at: int, evidence: str) -> int:
         """The collapse guard's rollback: the last good checkpoint, its schedule at the halved rate, the bar."""
-        back = guard.roll_back(engine, run, at, evidence)
+        back = guard.roll_back(checkpoints, run, at, evidence)
         _set_lr(scheduler, config.lr, back)
         bar.reset(total=bar.total)
         bar.update(back)
@@ -396,7 +284,7 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=N
         timed_out = config.max_minutes > 0 and time.time() - began > config.max_minutes * 60
         if timed_out or 0 < config.stop_at_step <= step:
             stopped_at = step
-            _save_checkpoint(engine, out, step, config.keep_checkpoints, run, guard)
+            checkpoints.save(step, run, guard)
             reason = f"time limit of {config.max_minutes} min" if timed_out else "--stop-at-step"
             accelerator.print(f"{reason} reached at step {step}; saved and stopping")
             break
@@ -455,7 +343,7 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=N
         if accelerator.is_main_process and (done % 10 == 0 or done == config.steps):
             _write_logs(out, logs, time.time() - began)
         if done % config.checkpoint_every == 0 or done == config.steps:
-            _save_checkpoint(engine, out, done, config.keep_checkpoints, run, guard)
+            checkpoints.save(done, run, guard)
         step = done
     bar.close()
     accelerator.wait_for_everyone()
@@ -529,120 +417,9 @@ class _ema_weights:
             self.ema.ema.restore(self.trainable())
 
 
-def _save_checkpoint(engine, out: Path, step: int, keep: int, run: "_RunState | None" = None,
-                     guard: "CollapseGuard | None" = None) -> None:
-    """Write ``step-N`` under a temporary name, mark it complete, then rename: a killed save leaves no checkpoint.
-    Of the older ones the newest ``keep`` are kept, and the collapse guard's last good one."""
-    accelerator = engine.accelerator
-    folder = out / CHECKPOINTS / f"step-{step}"
-    temporary = out / CHECKPOINTS / f".tmp-step-{step}"
-    if accelerator.is_main_process and temporary.exists():
-        shutil.rmtree(temporary)
-    accelerator.wait_for_everyone()
-    engine.save_state(temporary)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:  # the manifest is written last: a checkpoint without it is not complete
-        record = {"step": step, "lr_scale": run.lr_scale if run else 1.0,
-                  "collapse_check": guard.previous if guard is not None else None,  # the last check that passed
-                  "files": checkpoint_manifest(temporary)}
-        (temporary / COMPLETE).write_text(json.dumps(record))
-        if folder.exists():
-            shutil.rmtree(folder)
-        temporary.rename(folder)
-        complete = sorted((p for p in (out / CHECKPOINTS).glob("step-*") if (p / COMPLETE).is_file()),
-                          key=lambda p: int(p.name.split("-")[1]))
-        good = guard.good_checkpoint() if guard is not None else None
-        for old in complete[:-keep] if keep > 0 else []:
-            if old != good:
-                shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-
-
-@dataclass
-class _RunState:
-    """What a run changes about itself as it goes (kept in each checkpoint's ``complete.json``)."""
-
-    lr_scale: float = 1.0  # halved by each collapse rollback
-    rollbacks: int = 0
-
-
 def _set_lr(scheduler, lr: float, step: int) -> None:
     """Make ``lr`` the schedule's peak from ``step`` on (a checkpoint restores the peak it was saved with)."""
     scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
     for group in scheduler.optimizer.param_groups:
         group["initial_lr"] = lr
         group["lr"] = lr * scheduler.lr_lambdas[0](step)
-
-
-def checkpoint_lr_scale(folder: Path) -> float:
-    return float(json.loads((folder / COMPLETE).read_text()).get("lr_scale", 1.0))
-
-
-class CollapseGuard:
-    """Acts on the periodic sample checks of a distillation run by ``--on-collapse`` (see :mod:`.collapse`):
-    every process reaches the same verdict (the main one samples and decides)."""
-
-    MAX_ROLLBACKS = 3
-
-    def __init__(self, policy: str, out: Path, accelerator, start: int) -> None:
-        self.policy, self.out, self.accelerator = policy, out, accelerator
-        self.good_step = start  # every check up to here passed (a fresh run starts from its initialisation)
-        self.previous: dict | None = None  # the figures of the last check that passed
-
-    def good_checkpoint(self) -> Path | None:
-        """The newest checkpoint taken at or before the last check that passed."""
-        kept = [p for p in _complete_checkpoints(self.out) if checkpoint_step(p) <= self.good_step]
-        return kept[0] if kept else None
-
-    def check(self, scores: dict, step: int) -> str | None:
-        from accelerate.utils import broadcast_object_list
-
-        from .collapse import collapse_evidence
-
-        verdict = [collapse_evidence(scores, self.previous) if self.accelerator.is_main_process else None]
-        if self.accelerator.num_processes > 1:
-            broadcast_object_list(verdict)
-        evidence = verdict[0]
-        if evidence is None:
-            self.good_step, self.previous = step, {**scores, "step": step}
-        elif self.policy == "warn":
-            self.accelerator.print(f"videocm: warning: the student looks collapsed at step {step}: {evidence} "
-                                   f"(--on-collapse warn: training on)")
-        return evidence
-
-    def _set_aside_newer(self, good: Path | None) -> None:
-        """Checkpoints after the good one are renamed ``collapsed-step-N`` (kept, but never resumed from)."""
-        if self.accelerator.is_main_process:
-            limit = checkpoint_step(good) if good is not None else -1
-            for folder in _complete_checkpoints(self.out):
-                if checkpoint_step(folder) > limit:
-                    aside = folder.with_name(f"collapsed-{folder.name}")
-                    if aside.exists():
-                        shutil.rmtree(aside)
-                    folder.rename(aside)
-        self.accelerator.wait_for_everyone()
-
-    def stop(self, step: int, evidence: str, why: str = "--on-collapse stop") -> None:
-        good = self.good_checkpoint()
-        self._set_aside_newer(good)
-        kept = (f"the last good checkpoint is {good}, which --resume continues from" if good is not None else
-                "no checkpoint was taken before it")
-        hint = ", or pass --on-collapse rollback" if self.policy == "stop" else ""
-        raise VideoCMError(f"the student collapsed at step {step}: {evidence}. Stopped ({why}); {kept}. Lower --lr "
-                           f"or raise --warmup-steps{hint}")
-
-    def roll_back(self, engine, run: _RunState, step: int, evidence: str) -> int:
-        """Load the last good checkpoint with the learning rate halved; returns its step."""
-        good = self.good_checkpoint()
-        if good is None or run.rollbacks >= self.MAX_ROLLBACKS:
-            self.stop(step, evidence, f"{run.rollbacks} rollbacks done" if good is not None else
-                      "--on-collapse rollback, with no checkpoint before it to roll back to")
-        self._set_aside_newer(good)
-        engine.load_state(good)
-        self.previous = json.loads((good / COMPLETE).read_text()).get("collapse_check")
-        run.lr_scale, run.rollbacks = run.lr_scale * 0.5, run.rollbacks + 1
-        start = checkpoint_step(good)
-        self.accelerator.print(f"videocm: the student collapsed at step {step}: {evidence}; rolled back to "
-                               f"{good.name} with the learning rate halved (x{run.lr_scale:g}; rollback "
-                               f"{run.rollbacks} of {self.MAX_ROLLBACKS})")
-        return start

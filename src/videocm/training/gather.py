@@ -1,7 +1,7 @@
 """A sharded checkpoint (``--parallel fsdp``) gathered into the usual student folder, on one process, no GPU.
 
 ``RUN/checkpoints/step-N`` of an LCM run holds the student's, the EMA's and the target network's shards
-(``torch.distributed.checkpoint``). :func:`gather_checkpoint` rebuilds the run's task from ``RUN/config.yaml`` on
+(``torch.distributed.checkpoint``), each by name (:mod:`videocm.distill.checkpoints`). :func:`gather_checkpoint` rebuilds the run's task from ``RUN/config.yaml`` on
 the CPU, loads the shards into it whole (DCP reshards to one process) and saves the folder the finished run would
 have saved at that step. ``videocm export --model RUN/checkpoints/step-N`` goes through it.
 """
@@ -16,7 +16,7 @@ import yaml
 from ..config import CONFIG_FILE, config_from_dict
 from ..distill.ema import EMAState
 from ..distill.lcm import LCMConfig, LCMTask
-from ..distill.trainer import COMPLETE
+from ..distill.checkpoints import COMPLETE, is_named
 from ..errors import VideoCMError
 
 
@@ -44,15 +44,20 @@ def gather_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
                            f"supported; a finished DCM run's folder is already gathered")
     config = config_from_dict(LCMConfig, values, str(run / CONFIG_FILE))
     task = LCMTask(dataclasses.replace(config, cpu=True, parallel="ddp", resume=False))
-    # the trainer's checkpoint order: learning-rate schedule, EMA (when on), the task's objects
     ema = EMAState(task.model, config.ema_decay) if config.ema_decay > 0 else None
-    objects = ([ema] if ema is not None else []) + list(task.checkpoint_state().values())
-    state = {"model": task.model.state_dict(),
-             "objects": {str(i + 1): obj.state_dict() for i, obj in enumerate(objects)}}
+    wanted = {**({"ema": ema} if ema is not None else {}), **task.checkpoint_state()}  # by name
+    if is_named(checkpoint):
+        state = {"model": task.model.state_dict(), "state": {name: obj.state_dict() for name, obj in wanted.items()}}
+        stored = lambda state, name: state["state"][name]  # noqa: E731
+    else:  # before named state: the trainer's objects by position (the schedule at 0, then EMA and the task's)
+        state = {"model": task.model.state_dict(),
+                 "objects": {str(i + 1): obj.state_dict() for i, obj in enumerate(wanted.values())}}
+        positions = {name: str(i + 1) for i, name in enumerate(wanted)}
+        stored = lambda state, name: state["objects"][positions[name]]  # noqa: E731
     dcp.load(state, checkpoint_id=str(checkpoint), planner=DefaultLoadPlanner(allow_partial_load=True))
     task.model.load_state_dict(state["model"])
-    for i, obj in enumerate(objects):
-        obj.load_state_dict(state["objects"][str(i + 1)])
+    for name, obj in wanted.items():
+        obj.load_state_dict(stored(state, name))
     if ema is not None:
         ema.ema.copy_to(task.model.parameters())
     task.save(task.model, out)
