@@ -96,3 +96,13 @@ def test_dcm_refuses_steps_and_lr_it_would_not_use(tiny_teachers, tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert "--semantic-steps" in err and "\n" not in err
     assert not out.exists()
+
+
+def test_a_checkpoint_holds_its_state_by_name(runs):
+    """Model, optimiser, schedule, the consistency target and the random generators, each under its name."""
+    folder = runs["finished"] / "checkpoints" / "step-2"
+    names = json.loads((folder / "named_state.json").read_text())["names"]
+    assert names == ["model", "optimizer", "scheduler", "target"]
+    assert {"model.safetensors", "optimizer.pt", "scheduler.pt", "target.pt", "rng-0.pt"} <= {
+        p.name for p in folder.iterdir()}
+    assert not list(folder.glob("custom_checkpoint_*"))

@@ -155,10 +155,12 @@ class DataParallel:
             if (folder / ".metadata").is_file():
                 raise VideoCMError(f"{folder} is a sharded checkpoint (written with --parallel fsdp); resume with "
                                    f"--parallel fsdp")
-            self.accelerator.load_state(str(folder))
-            for index, name in enumerate(positions):
-                states[name].load_state_dict(torch.load(folder / f"custom_checkpoint_{index}.pkl",
-                                                        map_location="cpu", weights_only=False))
+            for name in positions:  # accelerate checks their number against the folder's, and loads them
+                self.accelerator.register_for_checkpointing(states[name])
+            try:
+                self.accelerator.load_state(str(folder))
+            finally:
+                self.accelerator._custom_objects.clear()  # saved by name from here on, not by accelerate
             return
         if not (folder / "model.safetensors").is_file():
             raise VideoCMError(f"{folder} is a sharded checkpoint (written with --parallel fsdp); resume with "
