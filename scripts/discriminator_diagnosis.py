@@ -65,7 +65,7 @@ def main() -> None:
         t = distillation.grid[index]
         timestep = distillation.schedule.model_timestep(t)
         features = {}
-        for name, clean in (("real", terms.target), ("fake", terms.prediction), ("data", latents)):
+        for name, clean in (("real", terms.target_estimate), ("fake", terms.prediction), ("data", latents)):
             with tap(tuple(clean.shape)) as taps:
                 distillation.teacher(distillation.schedule.add_noise(clean, noise, t), timestep, **text)
             features[name] = [f.detach() for f in taps.features]
@@ -79,8 +79,8 @@ def main() -> None:
         losses = fit_discriminator(features[pair], features["fake"], steps=args.steps, lr=args.lr)
         result[f"hinge_{pair}_vs_fake"] = {"first": losses[0], "last10_mean": float(np.mean(losses[-10:]))}
     result["latent_distance"] = {
-        "target_vs_fake": float(((terms.target - terms.prediction).flatten(1).norm(dim=1)
-                                 / terms.target.flatten(1).norm(dim=1)).mean()),
+        "target_vs_fake": float(((terms.target_estimate - terms.prediction).flatten(1).norm(dim=1)
+                                 / terms.target_estimate.flatten(1).norm(dim=1)).mean()),
         "data_vs_fake": float(((latents - terms.prediction).flatten(1).norm(dim=1)
                                / latents.flatten(1).norm(dim=1)).mean())}
     print(json.dumps(result, indent=2))

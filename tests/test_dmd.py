@@ -213,7 +213,7 @@ def test_dmd_and_prompt_errors_are_one_line(tiny_teachers, tmp_path, capsys):
 
 def test_diversity_is_the_mean_pairwise_feature_distance_within_a_caption():
     from videocm.evaluation.evaluate import caption_diversity, pairwise_spread
-    from videocm.evaluation.generators import load_generator
+    from videocm.evaluation.clip_sources import load_clip_source
     from videocm.evaluation.judge import Judge
 
     features = np.zeros((2, 4, 3))
@@ -221,7 +221,7 @@ def test_diversity_is_the_mean_pairwise_feature_distance_within_a_caption():
     torch.testing.assert_close(torch.from_numpy(pairwise_spread(features)), torch.tensor([0.0, 1.0],
                                                                                         dtype=torch.float64))
     judge = Judge.load()
-    real = load_generator("real")
+    real = load_clip_source("real")
 
     class SeedBlind:  # the same clip whatever the seed: no diversity at all
         name = "seed-blind"

@@ -13,7 +13,7 @@ from videocm.errors import VideoCMError
 from videocm.evaluation import corruptions
 from videocm.evaluation.cost import CostMeter, PeakMemory
 from videocm.evaluation.evaluate import eval_prompts
-from videocm.evaluation.generators import RealClipGenerator, load_generator
+from videocm.evaluation.clip_sources import RealClipSource, load_clip_source
 from videocm.evaluation.metrics import (
     PSNR_CAP,
     clip_coherence,
@@ -101,14 +101,14 @@ def test_eval_prompts_cover_captions_evenly():
 
 
 def test_stand_in_generator_is_deterministic_and_follows_captions():
-    generator = RealClipGenerator()
+    generator = RealClipSource()
     meter = CostMeter()
     prompts = ["a red 3 moving left", "a blue 7 moving up"]
     first = generator.generate(prompts, [5, 6], 4, None, meter)
     again = generator.generate(prompts, [5, 6], 4, None, meter)
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     assert first[0][..., 1:].max() == 0 and first[0][..., 0].max() > 0  # red only
-    blurry = RealClipGenerator(blur_at_one_step=2.0)
+    blurry = RealClipSource(blur_at_one_step=2.0)
     one, eight = blurry.generate(prompts, [5, 6], 1, None, meter), blurry.generate(prompts, [5, 6], 8, None, meter)
     assert clip_psnr(one[0], first[0]) < clip_psnr(eight[0], first[0])
     assert meter.summary()["nfe"] == 0 and meter.clips == 8
@@ -137,19 +137,19 @@ def test_peak_memory_sees_an_allocation():
 
 def test_load_generator_errors(tmp_path):
     with pytest.raises(VideoCMError, match="no such folder"):
-        load_generator(str(tmp_path / "missing"))
+        load_clip_source(str(tmp_path / "missing"))
     with pytest.raises(VideoCMError, match="no videocm.json"):
-        load_generator(str(tmp_path))
+        load_clip_source(str(tmp_path))
     (tmp_path / "videocm.json").write_text(json.dumps({"family": "imaginary"}))
     with pytest.raises(VideoCMError, match="names kind None"):
-        load_generator(str(tmp_path))
+        load_clip_source(str(tmp_path))
     (tmp_path / "videocm.json").write_text(json.dumps({"kind": "teacher", "family": "imaginary"}))
     with pytest.raises(VideoCMError, match="unknown model family 'imaginary'"):
-        load_generator(str(tmp_path))
+        load_clip_source(str(tmp_path))
     (tmp_path / "videocm.json").write_text(json.dumps({"kind": "vae", "family": "cogvideox-vae"}))
     with pytest.raises(VideoCMError, match="holds a vae model, which does not generate clips"):
-        load_generator(str(tmp_path))
+        load_clip_source(str(tmp_path))
     (tmp_path / "videocm.json").write_text("{broken")
     with pytest.raises(VideoCMError, match="not valid JSON"):
-        load_generator(str(tmp_path))
-    assert load_generator("real").name == "real"
+        load_clip_source(str(tmp_path))
+    assert load_clip_source("real").name == "real"

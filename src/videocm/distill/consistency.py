@@ -29,13 +29,12 @@ from ..diffusion.sampling import guided_output
 
 @dataclass
 class ConsistencyTerms:
-    """The step's loss and the two consistency estimates it compares (``(B, C, T, h, w)``); ``guidance``: the
-    teacher's guidance weight of each clip (set by the caller that drew it)."""
+    """The step's loss and the two consistency estimates it compares (``(B, C, T, h, w)``): the student's
+    (``prediction``, with its graph) and the target network's at the teacher's ODE step (``target_estimate``)."""
 
     loss: torch.Tensor
     prediction: torch.Tensor
-    target: torch.Tensor
-    guidance: torch.Tensor | None = None
+    target_estimate: torch.Tensor
 
 
 def consistency_step(student, target, teacher, schedule, grid: torch.Tensor, end: int, latents: torch.Tensor,

@@ -225,11 +225,11 @@ class DCMStageTask(DistillationMethod):
         # 4. the stage's own terms: temporal coherence (semantic); GAN and feature matching (detail)
         extra, logs = terms.prediction.new_zeros(()), {}
         if self.expert == 0 and c.temporal_weight > 0:
-            coherence = temporal_coherence_loss(terms.prediction, terms.target, c.temporal_stride)
+            coherence = temporal_coherence_loss(terms.prediction, terms.target_estimate, c.temporal_stride)
             extra = extra + c.temporal_weight * coherence
             logs["temporal"] = float(coherence.detach())
         if self.heads is not None:
-            real = terms.target if c.gan_real == "target" else latents
+            real = terms.target_estimate if c.gan_real == "target" else latents
             adversarial, matching, disc, penalty = self._adversarial(terms.prediction, real, text, step)
             extra = extra + c.gan_weight * adversarial + c.feature_matching_weight * matching
             logs.update({"gan_generator": float(adversarial.detach()), "feature_matching": float(matching.detach()),

@@ -1,1 +1,1 @@
-"""Evaluation: the MovingDigits judge, metrics, cost, generators and the report."""
+"""Evaluation: the MovingDigits judge, metrics, cost, clip sources and the report."""

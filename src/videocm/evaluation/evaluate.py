@@ -1,4 +1,4 @@
-"""Scoring clips and comparing generators: what ``videocm eval`` runs."""
+"""Scoring clips and comparing sources: what ``videocm eval`` runs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from ..data.moving_digits import Geometry, all_captions, draw_clip, make_clip, parse_caption
 from ..errors import VideoCMError
 from .cost import CostMeter, PeakMemory
-from .generators import load_generator
+from .clip_sources import load_clip_source
 from .judge import Judge
 from .metrics import caption_labels, clip_coherence, clip_flicker, teacher_agreement
 from .statistics import (ClipScores, FrechetToReference, bootstrap_intervals, paired_comparison, percentile_interval,
@@ -136,33 +136,33 @@ class ModelRun:
     per_clip: ClipScores | None = None
 
 
-def first_frames_for(generator, prompts: list[str]) -> list[np.ndarray] | None:
-    """An image-to-video generator's first frames: clip ``i`` starts from the first frame of the real test clip
-    :func:`real_clips_for` draws for prompt ``i`` (the report's real row), at the generator's clip shape; None
-    for a text-to-video generator."""
-    model = getattr(generator, "model", None)
+def first_frames_for(source, prompts: list[str]) -> list[np.ndarray] | None:
+    """An image-to-video source's first frames: clip ``i`` starts from the first frame of the real test clip
+    :func:`real_clips_for` draws for prompt ``i`` (the report's real row), at the source's clip shape; None
+    for a text-to-video source."""
+    model = getattr(source, "model", None)
     if model is None or not model.info.image_condition:
         return None
     frames, height, width = model.info.video_shape
     if height != width:
-        raise VideoCMError(f"{generator.name} makes {height}x{width} clips; MovingDigits first frames are square")
+        raise VideoCMError(f"{source.name} makes {height}x{width} clips; MovingDigits first frames are square")
     return [clip[0] for clip in real_clips_for(prompts, Geometry(frames, height))]
 
 
-def generate_with_cost(generator, prompts, seeds, steps, guidance, batch_size, desc, controls=None
+def generate_with_cost(source, prompts, seeds, steps, guidance, batch_size, desc, controls=None
                        ) -> tuple[list, dict]:
     """Clips in batches with their cost per clip; ``controls`` (one per prompt) go to a pipeline with a control
-    branch; an image-to-video generator starts clip ``i`` from a real clip's first frame (:func:`first_frames_for`)."""
+    branch; an image-to-video source starts clip ``i`` from a real clip's first frame (:func:`first_frames_for`)."""
     meter = CostMeter()
     clips: list[np.ndarray] = []
-    images = first_frames_for(generator, prompts)
+    images = first_frames_for(source, prompts)
     with PeakMemory() as memory:
         for start in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False):
             part = slice(start, start + batch_size)
             extra = {} if controls is None else {"controls": controls[part]}
             if images is not None:
                 extra["images"] = images[part]
-            clips += generator.generate(prompts[part], seeds[part], steps, guidance, meter, **extra)
+            clips += source.generate(prompts[part], seeds[part], steps, guidance, meter, **extra)
     cost = meter.summary()
     cost["peak_memory_mb"] = memory.peak_mb
     return clips, cost
@@ -179,7 +179,7 @@ def pairwise_spread(features: np.ndarray) -> np.ndarray:
     return distances.sum(axis=(1, 2)) / (count * (count - 1))
 
 
-def caption_diversity(judge: Judge, generator, steps: int, guidance: float | None, captions: int, seed: int = 0,
+def caption_diversity(judge: Judge, source, steps: int, guidance: float | None, captions: int, seed: int = 0,
                       batch_size: int = 16) -> dict:
     """``diversity``: for ``captions`` test captions spread over all 240, the mean pairwise distance between the
     judge's features of :data:`DIVERSITY_SEEDS` clips of the caption made from different seeds, averaged over the
@@ -189,8 +189,8 @@ def caption_diversity(judge: Judge, generator, steps: int, guidance: float | Non
     chosen, _ = eval_prompts(captions, seed)
     prompts = [p for p in chosen for _ in range(DIVERSITY_SEEDS)]
     seeds = [seed * 1_000_003 + DIVERSITY_SEED_OFFSET + i for i in range(len(prompts))]
-    clips, _ = generate_with_cost(generator, prompts, seeds, steps, guidance, batch_size,
-                                  f"{generator.name} {steps} steps, diversity")
+    clips, _ = generate_with_cost(source, prompts, seeds, steps, guidance, batch_size,
+                                  f"{source.name} {steps} steps, diversity")
     features = judge.run(clips)["features"].reshape(captions, DIVERSITY_SEEDS, -1)
     spread = pairwise_spread(features.astype(np.float64))
     resampled = spread[resampled_indices(len(spread))].mean(axis=1)
@@ -210,22 +210,22 @@ def evaluate_models(
     steps_for = steps_for or {}
     prompts, seeds = eval_prompts(n, seed)
     shown = shown_indices(prompts, keep)
-    generators = [load_generator(spec, decoder) for spec in specs]
+    sources = [load_clip_source(spec, decoder) for spec in specs]
     teacher_clips = teacher_cost = None
     if teacher is not None:
-        teacher_clips, teacher_cost = generate_with_cost(load_generator(teacher), prompts, seeds, teacher_steps,
+        teacher_clips, teacher_cost = generate_with_cost(load_clip_source(teacher), prompts, seeds, teacher_steps,
                                                          guidance, batch_size, f"teacher {teacher_steps} steps")
     runs, reference_run = [], None
-    for spec, generator in zip(specs, generators):
-        decoder_name = getattr(generator, "decoder_name", "full")
+    for spec, source in zip(specs, sources):
+        decoder_name = getattr(source, "decoder_name", "full")
         for steps in steps_for.get(spec, steps_list):
             reference = spec == teacher and steps == teacher_steps and decoder_name == "full"
             if reference:  # the reference clips already are this row's
                 clips, cost = teacher_clips, teacher_cost
             else:
-                clips, cost = generate_with_cost(generator, prompts, seeds, steps, guidance, batch_size,
-                                                 f"{generator.name} {steps} steps")
-            row = {"model": generator.name, "path": spec, "steps": steps, "guidance": guidance,
+                clips, cost = generate_with_cost(source, prompts, seeds, steps, guidance, batch_size,
+                                                 f"{source.name} {steps} steps")
+            row = {"model": source.name, "path": spec, "steps": steps, "guidance": guidance,
                    "decoder": decoder_name}
             per_clip, heads = clip_scores(judge, clips, prompts)
             # the reference row against itself has no agreement to report (its PSNR would be a placeholder)
@@ -237,7 +237,7 @@ def evaluate_models(
             if agreement is not None:
                 row["ssim_vs_teacher"] = agreement["ssim"]
             if diversity:
-                figures = caption_diversity(judge, generator, steps, guidance, diversity, seed, batch_size)
+                figures = caption_diversity(judge, source, steps, guidance, diversity, seed, batch_size)
                 per_clip.diversity = figures.pop("per_caption")
                 row.update(figures)
             row.update(cost)

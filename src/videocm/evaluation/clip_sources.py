@@ -1,6 +1,6 @@
 """What ``videocm eval --model`` can generate with.
 
-A generator turns prompts and seeds into uint8 clips ``(T, H, W, 3)``, recording its cost in a
+A clip source (a model folder's pipeline or a stand-in) turns prompts and seeds into uint8 clips ``(T, H, W, 3)``, recording its cost in a
 :class:`~videocm.evaluation.cost.CostMeter`; the same seed must give the same initial noise, so a student and its
 teacher can be compared clip for clip. Model folders (teachers and students) generate through
 :class:`pipeline.VideoPipeline`; the stand-ins ``real`` and ``real-blurred`` render real test-split clips and
@@ -22,7 +22,7 @@ from .corruptions import blurred
 from .cost import CostMeter
 
 
-class Generator(Protocol):
+class ClipSource(Protocol):
     name: str
 
     def generate(
@@ -30,8 +30,8 @@ class Generator(Protocol):
     ) -> list[np.ndarray]: ...
 
 
-class RealClipGenerator:
-    """Stand-in generator made from real clips: for each prompt a real test-split clip with that caption, drawn
+class RealClipSource:
+    """Stand-in clip source made from real clips: for each prompt a real test-split clip with that caption, drawn
     from the seed. With ``blur_at_one_step`` the clip is blurred with sigma ``blur_at_one_step / steps``, a crude
     imitation of a few-step sampler that sharpens with more steps. Costs no network evaluations."""
 
@@ -54,9 +54,9 @@ class RealClipGenerator:
         return clips
 
 
-STAND_INS: dict[str, Callable[[], Generator]] = {
-    "real": RealClipGenerator,
-    "real-blurred": lambda: RealClipGenerator(blur_at_one_step=1.5),
+STAND_INS: dict[str, Callable[[], ClipSource]] = {
+    "real": RealClipSource,
+    "real-blurred": lambda: RealClipSource(blur_at_one_step=1.5),
 }
 
 
@@ -71,7 +71,7 @@ def split_decoder(spec: str, decoder: str = "full") -> tuple[str, str]:
     return spec, decoder
 
 
-def load_generator(spec: str, decoder: str = "full") -> Generator:
+def load_clip_source(spec: str, decoder: str = "full") -> ClipSource:
     """A stand-in by name, or a teacher or student folder decoding with ``decoder`` (``full``, ``tiny`` or a
     decoder folder; ``DIR+tiny`` / ``DIR+full`` choose it for one model). A model decoding with anything but
     its VAE is named ``NAME+DECODER``."""
