@@ -180,3 +180,36 @@ def test_config_deletes_nothing():
     calls = {ast.unparse(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
     deleting = {c for c in calls if c.endswith(("rmtree", ".unlink", ".rmdir", "os.remove", "os.unlink"))}
     assert not deleting
+
+
+def test_the_worked_example_of_a_new_method_trains_a_student(tiny_teachers, tmp_path):
+    """docs/architecture.md's example method, loaded as ``videocm.distill.fixed_skip`` from the page itself, trains
+    on the shared trainer and writes a student folder whose weights moved from the teacher's."""
+    import importlib.util
+    import sys
+
+    import torch
+    from safetensors.torch import load_file
+
+    page = (SRC.parents[1] / "docs" / "architecture.md").read_text()
+    section = page[page.index("## Adding a method: a worked example"):]
+    code = section[section.index("```python") + len("```python"):]
+    code = code[:code.index("```")]
+    path = tmp_path / "fixed_skip.py"
+    path.write_text(code)
+    spec = importlib.util.spec_from_file_location("videocm.distill.fixed_skip", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        out = tmp_path / "student"
+        config = module.FixedSkipConfig(teacher=str(tiny_teachers["wan"]), out=str(out), steps=2, batch_size=2,
+                                        latent_pool=4, sample_every=0, warmup_steps=1, grid_points=10, cpu=True)
+        module.distill_fixed_skip(config, progress=False)
+    finally:
+        del sys.modules[spec.name]
+    weights = "transformer/diffusion_pytorch_model.safetensors"
+    student, teacher = load_file(out / weights), load_file(tiny_teachers["wan"] / weights)
+    assert student.keys() == teacher.keys()
+    assert any(not torch.allclose(student[k].float(), teacher[k].float()) for k in teacher)
+    assert (out / "checkpoints" / "step-2" / "target.pt").is_file()
