@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Behaviour-unchanged check for refactors: short LCM, LCM (guidance range + LoRA), LCM + DMD term, DMD (with GAN),
 # DCM (both stages), each from the shipped flow teacher on MovingDigits, and an LCM run of a tiny Wan pipeline on a
-# video folder; prints the SHA-256 of every weight file each student folder holds. Run it on the commit before and
-# after a refactor (PYTHONPATH=OTHER/src picks the other tree) and compare the two outputs: they must be identical.
-# Usage: scripts/refactor_check.sh WORKDIR   (about 4 minutes on the 2-core CPU)
+# video folder; prints the SHA-256 of every weight file and model description (videocm.json) each student folder
+# holds. Run it on the commit before and after a refactor (PYTHONPATH=OTHER/src picks the other tree), into the
+# same WORKDIR (the pipeline run's description names its teacher's path), and compare the two outputs: they must be
+# identical. Usage: scripts/refactor_check.sh WORKDIR   (about 70 s on the 2-core CPU)
 set -euo pipefail
 work=${1:?give a work folder}
 mkdir -p "$work"
@@ -40,6 +41,6 @@ out=$work/wan-lcm; vc distill --method lcm --teacher "$work/tiny-wan" --data "$w
   --cache "$work/wan-cache" --out "$out"
 cd "$work"
 for run in lcm lcm-range-lora lcm-dmd dmd dcm wan-lcm; do
-  find "$run" -name '*.safetensors' -not -path '*/checkpoints/*' -not -path '*/stages/*' -not -path '*cache*' \
+  find "$run" \( -name '*.safetensors' -o -name videocm.json \) -not -path '*/checkpoints/*' -not -path '*/stages/*' -not -path '*cache*' \
     -not -path '*/vae/*' -not -path '*/text_encoder/*' | sort | xargs sha256sum
 done

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -10,8 +11,23 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+MACHINE_THREADS = torch.get_num_threads()
 if os.environ.get("PYTEST_XDIST_WORKER"):  # one torch thread per worker: the workers share the cores
     torch.set_num_threads(1)
+
+
+@contextlib.contextmanager
+def machine_threads():
+    """Build a shared fixture with torch's own thread count, as a plain ``pytest`` process does: its weights then
+    do not depend on how many workers run the suite (the FSDP-against-plain comparisons are calibrated on them;
+    see test_fsdp's DCM case, where a LoRA weight's Adam step follows the sign of a near-zero gradient)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(MACHINE_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
 
 from videocm.training.teacher import TeacherConfig, train_teacher  # noqa: E402
 from videocm.training.vae import VAETrainConfig, train_vae  # noqa: E402
@@ -24,9 +40,10 @@ TINY_NETWORKS = dict(wan_layers=1, wan_heads=2, wan_head_dim=12, wan_ffn_dim=32,
 @pytest.fixture(scope="session")
 def tiny_vae(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("vae")
-    train_vae(VAETrainConfig(out=str(out), steps=2, batch_size=2, block_out_channels=[8, 8, 8], eval_clips=8,
-                             stats_clips=8, sample_every=0, checkpoint_every=100), progress=False,
-              monitor=JudgeMonitor())
+    with machine_threads():
+        train_vae(VAETrainConfig(out=str(out), steps=2, batch_size=2, block_out_channels=[8, 8, 8], eval_clips=8,
+                                 stats_clips=8, sample_every=0, checkpoint_every=100), progress=False,
+                  monitor=JudgeMonitor())
     return out
 
 
@@ -42,7 +59,8 @@ def tiny_teachers(tmp_path_factory, tiny_vae) -> dict[str, Path]:
     folders = {}
     for family in ("wan", "unet3d"):
         out = tmp_path_factory.mktemp(family)
-        train_teacher(tiny_teacher_config(out, family, tiny_vae), progress=False)
+        with machine_threads():
+            train_teacher(tiny_teacher_config(out, family, tiny_vae), progress=False)
         folders[family] = out
     return folders
 

@@ -134,7 +134,9 @@ def test_help_lists_every_setting_with_its_type_default_and_doc(name, capsys):
     (["sample", "--prompt", "a", "--out", "o.gif", "--guidance", "nan"], "--guidance 'nan': give a finite number"),
     (["eval", "--model", "real", "--guidance", "inf"], "--guidance 'inf': give a finite number"),
     (["distill", "--lr", "-inf"], "--lr '-inf': give a finite number"),
-    (["distill", "--method", "dcm", "--guidance-range", "1,nan"], "--guidance-range 'nan': give a finite"),
+    (["distill", "--guidance-range", "1,nan"], "--guidance-range 'nan': give a finite"),
+    (["distill", "--method", "dmd", "--target", "ema"], "unknown key(s) --target"),
+    (["distill", "--method", "dcm", "--student", "lora"], "unknown key(s) --student"),
     (["nonsense"], "unknown command 'nonsense'"),
     (["data", "import"], "unknown command 'data import'"),
 ])

@@ -263,7 +263,7 @@ def test_wan22_guidance_2_guides_the_low_noise_experts_steps(video_folder, tmp_p
     high = d.schedule.model_timestep(d.grid[caught["index"] + caught["skip"]]) >= 875
     assert 0 < int(high.sum()) < 8  # both experts' rows in the batch
     torch.testing.assert_close(caught["w"], torch.where(high, 4.0, 2.0).float())
-    assert d.student_info().guidance.scale_2 == 2.0
+    assert task.student_info().guidance.scale_2 == 2.0
 
 
 @pytest.mark.parametrize("conditioned", [True, False], ids=["0.9.1-on", "0.9.0"])

@@ -20,7 +20,7 @@ from videocm.training.vae import clips_tensor
 from videocm.errors import VideoCMError
 from videocm.models.folder import load_model, load_vae
 
-from conftest import tiny_teacher_config
+from conftest import machine_threads, tiny_teacher_config
 
 REPO = Path(__file__).resolve().parents[1]
 def test_vae_folder_normalises_latents_and_reports_quality(tiny_vae):
@@ -76,13 +76,14 @@ def test_teacher_training_resumes_exactly_after_a_crash(tmp_path, tiny_vae, tiny
 
     monkeypatch.setattr(teacher_module.TeacherTask, "loss", crash_at_step_3)
     config = tiny_teacher_config(tmp_path, family, tiny_vae)
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with pytest.raises(RuntimeError, match="simulated crash"), machine_threads():  # as the fixture was trained
         train_teacher(config, progress=False)
     assert not (tmp_path / "videocm.json").exists()
     monkeypatch.setattr(teacher_module.TeacherTask, "loss", real_loss)
     with pytest.raises(VideoCMError, match="pass --resume"):  # nothing already written is overwritten
         train_teacher(config, progress=False)
-    summary = train_teacher(replace(config, resume=True), progress=False)
+    with machine_threads():
+        summary = train_teacher(replace(config, resume=True), progress=False)
     assert summary["resumed_from_step"] == 2
     subfolder = "transformer" if family == "wan" else "unet"
     resumed = load_file(tmp_path / subfolder / "diffusion_pytorch_model.safetensors")
@@ -213,7 +214,8 @@ def test_a_damaged_newest_checkpoint_is_skipped_for_the_intact_one(tmp_path, tin
 
     # the fixture's run (4 steps) with a checkpoint every step: checkpointing does not change the weights
     config = tiny_teacher_config(tmp_path, "wan", tiny_vae, checkpoint_every=1, keep_checkpoints=4)
-    train_teacher(config, progress=False)
+    with machine_threads():  # as the fixture was trained
+        train_teacher(config, progress=False)
     checkpoints = tmp_path / CHECKPOINTS
     assert sorted(p.name for p in checkpoints.iterdir()) == ["step-1", "step-2", "step-3", "step-4"]
     manifest = json.loads((checkpoints / "step-4" / COMPLETE).read_text())["files"]
@@ -228,7 +230,8 @@ def test_a_damaged_newest_checkpoint_is_skipped_for_the_intact_one(tmp_path, tin
     assert "truncated" in checkpoint_damage(checkpoints / "step-4")
     assert "checksum" in checkpoint_damage(checkpoints / "step-3")
     capsys.readouterr()
-    summary = train_teacher(replace(config, resume=True), progress=False)
+    with machine_threads():  # as the fixture was trained
+        summary = train_teacher(replace(config, resume=True), progress=False)
     out = capsys.readouterr().out
     assert "skipping checkpoint step-4" in out and "skipping checkpoint step-3" in out
     assert summary["resumed_from_step"] == 2

@@ -61,30 +61,21 @@ class DistillConfig(TrainConfig):
     sample_every: Natural = 500
     # skipping-step discretisation
     grid_points: Count = 50  # N: points of the teacher's ODE grid the student learns to jump along
-    skip: Count = 1  # k, in grid steps
     # guidance (diffusers' scale: 1 = none); None = the teacher's default guidance
     guidance: NonNegative | None = None  # teacher guidance in the target (diffusers' scale, 1: none; None: the teacher's)
     guidance_2: NonNegative | None = None  # Wan 2.2 two-expert teachers: the guidance where the low-noise transformer runs (WanPipeline's guidance_scale_2; None: --guidance)
-    guidance_range: list[float] = field(default_factory=list)  # [w_min, w_max]: guidance embedding in the student
     negative_prompt: str = ""  # the teacher's unconditional input for guidance
-    # consistency function and target
+    # the consistency parameterisation (every method's student maps to the clean end with it)
     sigma_data: Positive = 0.5  # sigma_data of the boundary scalings c_skip, c_out
     timestep_scaling: Positive = 10.0  # timestep scaling of c_skip, c_out (as LCMScheduler)
-    target: Literal["ema", "online"] = "ema"  # the consistency target network: an EMA of the student (VideoLCM) or the online student (DCM)
-    target_decay: Decay = 0.95  # EMA decay of the "ema" target network
-    loss: Literal["huber", "l2"] = "huber"  # pseudo-Huber or L2
-    huber_c: Positive = 0.001  # the pseudo-Huber loss's c
     # student
-    student: Literal["full", "lora"] = "full"  # full fine-tune or LoRA
     gradient_checkpointing: bool = False  # recompute the student's block activations in the backward (less memory)
     student_dropout: bool = False  # keep the network's dropout layers in the student (off: deterministic steps)
     student_init: Literal["auto", "high", "low"] = "auto"  # a two-expert teacher (Wan 2.2): the expert the student starts from: high, low, auto
     teacher_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # the frozen teacher's weights: auto = bfloat16 on a GPU, float32 on the CPU
     offload_encoders: bool = True  # after a latent cache is read: text encoders and VAE to the CPU (frees GPU memory)
     teacher_offload: bool = False  # keep the frozen teacher in CPU memory, each block copied in for its forward
-    lora_rank: Count = 16  # --student lora: LoRA rank
-    lora_alpha: Positive = 16.0  # --student lora: LoRA alpha
-    lora_targets: list[str] = field(default_factory=list)  # empty: attention and feed-forward projections
+    lora_targets: list[str] = field(default_factory=list)  # LoRA targets of a LoRA student or fake score (empty: attention and feed-forward projections)
     # data: MovingDigits (default), or your own videos: a video folder (encoded once into a latent cache under
     # OUT/latent-cache, or --cache DIR) or a cache written by `videocm encode`
     data: str | None = None  # your videos: a video folder or a `videocm encode` cache (default: MovingDigits)
@@ -117,15 +108,30 @@ class DistillConfig(TrainConfig):
     prompt_teacher_steps: Count = 50  # --data prompts:FILE for lcm and dcm: the teacher's sampling steps
 
 
+@dataclass
+class ConsistencySettings:
+    """The consistency step's skip, target network and distance (the methods that take it: LCM, DCM)."""
+
+    skip: Count = 1  # k, in grid steps
+    target: Literal["ema", "online"] = "ema"  # the consistency target network: an EMA of the student (VideoLCM) or the online student (DCM)
+    target_decay: Decay = 0.95  # EMA decay of the "ema" target network
+    loss: Literal["huber", "l2"] = "huber"  # pseudo-Huber or L2
+    huber_c: Positive = 0.001  # the pseudo-Huber loss's c
+
+
+@dataclass
+class StudentKindSettings:
+    """A student that is the teacher's network fully fine-tuned or with LoRA (LCM, DMD; DCM's experts have their
+    own settings)."""
+
+    student: Literal["full", "lora"] = "full"  # full fine-tune or LoRA
+    lora_rank: Count = 16  # --student lora: LoRA rank
+    lora_alpha: Positive = 16.0  # --student lora: LoRA alpha
+
+
 
 def check_config(config: DistillConfig, teacher_info: ModelInfo) -> None:
-    """One-line errors for settings that cannot work, before anything is trained."""
-    if not 1 <= config.skip <= config.grid_points:
-        raise VideoCMError(f"--skip {config.skip} must be between 1 and --grid-points {config.grid_points}")
-    if config.guidance_range and (len(config.guidance_range) != 2 or
-                                  not 1 <= config.guidance_range[0] <= config.guidance_range[1]):
-        raise VideoCMError(f"--guidance-range {config.guidance_range}: give two values 1 <= w_min <= w_max, "
-                           f"e.g. --guidance-range 2,8")
+    """One-line errors for shared settings that cannot work, before anything is trained."""
     if not 1 <= config.default_steps <= config.grid_points:
         raise VideoCMError(f"--default-steps must be between 1 and --grid-points, got {config.default_steps}")
     if teacher_info.kind != "teacher":
@@ -238,22 +244,23 @@ def teacher_guidance(config: DistillConfig, teacher: VideoModel) -> float:
     return float(teacher.default_guidance if config.guidance is None else config.guidance)
 
 
-def student_info(config: DistillConfig, teacher: ModelInfo, guidance: float, phased=None) -> ModelInfo:
-    """The description of a student of ``teacher`` distilled with ``config`` at ``guidance`` (``phased``: a DCM
-    student's experts)."""
+def student_info(config: DistillConfig, teacher: ModelInfo, guidance: float, consistency: ConsistencyInfo,
+                 student: str = "full", guidance_range: list[float] | tuple = (), phased=None) -> ModelInfo:
+    """The description of a student of ``teacher`` distilled with ``config`` at ``guidance``: its consistency
+    parameterisation and target, its kind (full or LoRA), a guidance embedding's range (``guidance_range``) and a
+    DCM student's experts (``phased``)."""
     c = config
-    if c.guidance_range:
-        default = float(min(max(guidance, c.guidance_range[0]), c.guidance_range[1]))
-        section = GuidanceInfo("embedded", range=list(c.guidance_range), default=default)
+    if guidance_range:
+        default = float(min(max(guidance, guidance_range[0]), guidance_range[1]))
+        section = GuidanceInfo("embedded", range=list(guidance_range), default=default)
     else:
         section = GuidanceInfo("fixed", scale=guidance,
                                scale_2=None if c.guidance_2 is None else float(c.guidance_2))
         default = guidance
     return teacher.replace(
         kind="student", method=c.method, default_steps=c.default_steps, default_guidance=default,
-        guidance=section, negative_prompt=c.negative_prompt,
-        consistency=ConsistencyInfo(c.grid_points, c.skip, c.sigma_data, c.timestep_scaling, c.target),
-        student=c.student, teacher=str(c.teacher), phased=phased,
+        guidance=section, negative_prompt=c.negative_prompt, consistency=consistency, student=student,
+        teacher=str(c.teacher), phased=phased,
         # the scale the network itself was given while distilling
         embedded_guidance=guidance if teacher.embedded_guidance is not None else None)
 
@@ -285,18 +292,20 @@ class TargetNetwork:
 
 
 
-def new_student(teacher: DenoiserAdapter, config: DistillConfig, device):
-    """The teacher's network, fully trainable or with LoRA, optionally with a guidance embedding."""
+def new_student(teacher: DenoiserAdapter, config: DistillConfig, device, kind: str = "full",
+                guidance_range: list[float] | tuple = (), lora: tuple[int, float] = (16, 16.0)):
+    """The teacher's network, fully trainable or with LoRA (``kind``; ``lora``: its rank and alpha), with a
+    guidance embedding when the student takes a ``guidance_range``."""
     # float32 master weights, also when the teacher was loaded in bfloat16 (on a GPU)
     student = copy.deepcopy(teacher).float().requires_grad_(True).train()
     if not config.student_dropout:
         without_dropout(student)
-    if config.guidance_range:
+    if guidance_range:
         student = GuidanceEmbeddedDenoiser(student, new_guidance_embedding(student).to(device))
     if config.gradient_checkpointing:
         student.network.enable_gradient_checkpointing()
-    if config.student == "lora":
-        add_lora(student.spec, student.network, config.lora_rank, config.lora_alpha, config.lora_targets)
+    if kind == "lora":
+        add_lora(student.spec, student.network, lora[0], lora[1], config.lora_targets)
         if isinstance(student, GuidanceEmbeddedDenoiser):
             student.guidance_embedding.requires_grad_(True)
     return student
@@ -321,8 +330,9 @@ class TeacherContext:
     network takes it), its VAE, schedule and skipping grid, the guidance weight, the text encoder, the training
     batches and the negative prompt's states, and the draws of a step from them."""
 
-    def __init__(self, config: DistillConfig, device, prompts_only: bool = False) -> None:
-        self.config = config
+    def __init__(self, config: DistillConfig, device, prompts_only: bool = False,
+                 guidance_range: list[float] | tuple = ()) -> None:
+        self.config, self.guidance_range = config, list(guidance_range)
         teacher = load_teacher(config, device)
         check_config(config, teacher.info)
         self.teacher_model = teacher
@@ -332,7 +342,7 @@ class TeacherContext:
         self.guidance = teacher_guidance(config, teacher)
         denoiser = teacher.denoiser.eval().requires_grad_(False)
         if denoiser.embeds_guidance:  # HunyuanVideo: the scale goes into the network, no second forward
-            if config.guidance_range:
+            if self.guidance_range:
                 raise VideoCMError("this teacher embeds guidance in its network; --guidance-range is not supported")
             denoiser = denoiser.with_embedded_guidance(self.guidance)
         self.teacher = denoiser
@@ -341,7 +351,7 @@ class TeacherContext:
             if getattr(denoiser, "boundary", None) is None:
                 raise VideoCMError(f"--guidance-2 is the low-noise expert's guidance of a Wan 2.2 two-expert teacher; "
                                    f"{config.teacher} is not one: leave it out")
-            if config.guidance_range:
+            if self.guidance_range:
                 raise VideoCMError("give --guidance-2 or --guidance-range, not both (a guidance embedding takes one "
                                    "scale for every timestep)")
         self.text = teacher_text(teacher, config.prompt_cache)
@@ -379,8 +389,8 @@ class TeacherContext:
 
     def guidance_weights(self, n: int, rng: np.random.Generator) -> torch.Tensor:
         """The classifier-free guidance scale of each clip (1 where the teacher embeds guidance itself)."""
-        if self.config.guidance_range:
-            low, high = self.config.guidance_range
+        if self.guidance_range:
+            low, high = self.guidance_range
             return torch.from_numpy(rng.uniform(low, high, size=n)).float()
         return torch.full((n,), 1.0 if self.teacher.embeds_guidance else self.guidance)
 
@@ -396,14 +406,13 @@ class TeacherContext:
                 text = {**text, **clip_first_frame_inputs(latents)}
         return latents, text
 
-    def consistency_batch(self, step: Step, segment: tuple[int, int], latents: torch.Tensor
+    def consistency_batch(self, step: Step, segment: tuple[int, int], skip: int, latents: torch.Tensor
                           ) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]:
-        """Grid indices ``n`` over ``segment``, the skip ``k``, each clip's guidance weight at ``t_{n+k}`` (the
+        """Grid indices ``n`` over ``segment``, the skip ``k`` (``skip`` clamped to the segment), each clip's guidance weight at ``t_{n+k}`` (the
         guidance rule of :func:`diffusion.guidance_at`) and the noise: :func:`draw_consistency_batch` on the
         step's streams."""
         index, skip, w, noise = draw_consistency_batch(step.rng, step.generator, step.batch_size, step.rows, segment,
-                                                       self.config.skip, latents.shape[1:], step.device,
-                                                       self.guidance_weights)
+                                                       skip, latents.shape[1:], step.device, self.guidance_weights)
         return index, skip, self.guidance_at(self.grid[index + skip], w), noise
 
     def guidance_at(self, t: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -434,10 +443,6 @@ class TeacherContext:
             return None
         return self.batches.sample_first_frames()
 
-    def student_info(self, phased=None) -> ModelInfo:
-        """The description of a student of this teacher (``phased``: a DCM student's experts)."""
-        return student_info(self.config, self.teacher_info, self.guidance, phased)
-
     def monitoring_pipeline(self, denoiser, info: ModelInfo, experts=None) -> VideoPipeline:
         model = VideoModel(denoiser, self.vae, self.schedule, info, Path(self.config.out), experts=experts)
         return VideoPipeline(model, next(denoiser.parameters()).device, text=self.text)
@@ -462,10 +467,30 @@ class DistillationMethod(TrainTask):
     def __init__(self, config: DistillConfig, device: torch.device) -> None:
         check_values(config)  # a config built in Python, not parsed from flags
         self.config = config
-        self.teacher_context = TeacherContext(config, device, self.prompts_only)
+        self.teacher_context = TeacherContext(config, device, self.prompts_only, self.guidance_range())
         self.latent_shape = tuple(self.teacher_context.teacher_info.latent_shape)  # a clip's latents (C, T, H, W)
         self.target_network: TargetNetwork | None = None
         self.matching: DistributionMatching | None = None
+
+    def guidance_range(self) -> list[float]:
+        """``[w_min, w_max]`` of a student that takes its guidance as an input (an embedding); empty: one weight
+        folded in."""
+        return []
+
+    def student_kind(self) -> str:
+        """``full`` or ``lora``: what the student folder records."""
+        return "full"
+
+    def consistency_info(self) -> ConsistencyInfo:
+        """The consistency parameterisation and target a student folder records."""
+        c = self.config
+        return ConsistencyInfo(c.grid_points, c.skip, c.sigma_data, c.timestep_scaling, c.target)
+
+    def student_info(self, phased=None) -> ModelInfo:
+        """The description of this method's student (``phased``: a DCM student's experts)."""
+        context = self.teacher_context
+        return student_info(self.config, context.teacher_info, context.guidance, self.consistency_info(),
+                            self.student_kind(), self.guidance_range(), phased)
 
     def new_matching(self, device) -> DistributionMatching | None:
         """The distribution-matching term of a run with ``--dmd-weight`` above 0 (None without); it copies the
@@ -524,7 +549,7 @@ class DistillationMethod(TrainTask):
         context = self.teacher_context
         device = next(model.parameters()).device
         student = merged_student(context.teacher.network, self.trained(model)).to(device).eval()
-        pipeline = context.monitoring_pipeline(student, context.student_info())
+        pipeline = context.monitoring_pipeline(student, self.student_info())
         return monitor.samples(pipeline, self.config.sample_clips, self.config.sample_steps, None, out, step,
                                context.batches.sample_prompts(), context.sample_images())
 
@@ -534,7 +559,7 @@ class DistillationMethod(TrainTask):
         out, context = Path(out), self.teacher_context
         student = merged_student(context.teacher.network, self.trained(model))
         cast_for_storage(student.network, STORE_DTYPES[self.config.store_dtype])
-        save_model(out, student, context.vae.cpu(), context.student_info())
+        save_model(out, student, context.vae.cpu(), self.student_info())
         source = unwrapped(self.trained(model))
         if has_lora(source.network):
             save_lora(source.network, out / LORA_FOLDER)

@@ -41,11 +41,11 @@ from ..errors import VideoCMError
 from ..models.denoisers import DenoiserAdapter
 from ..models.experts import EXPERTS_FOLDER, FeatureTap, feature_blocks, load_expert, save_expert, tied_expert
 from ..models.folder import STORE_DTYPES, cast_for_storage, load_model, save_model
-from ..models.info import ModelInfo, PhasedInfo, is_model_folder
+from ..models.info import ConsistencyInfo, ModelInfo, PhasedInfo, is_model_folder
 from ..models.student import without_dropout
 from .consistency import consistency_step
-from .core import (DistillationMethod, DistillConfig, TargetNetwork, load_teacher, new_student, student_info,
-                   teacher_guidance, training_device)
+from .core import (ConsistencySettings, DistillationMethod, DistillConfig, TargetNetwork, load_teacher, new_student,
+                   student_info, teacher_guidance, training_device)
 from .discriminator import (FeatureDiscriminator, feature_matching_loss, hinge_discriminator_loss, hinge_generator_loss,
                             real_gradient_penalty, with_frozen_weights)
 from ..runs import run_folder
@@ -58,7 +58,7 @@ LEGACY_STEPS, LEGACY_LR = 2000, 1e-4
 
 
 @dataclass
-class DCMConfig(DistillConfig):
+class DCMConfig(ConsistencySettings, DistillConfig):
     """``videocm distill --method dcm``: every field is a ``--key value`` flag."""
 
     method: Literal["lcm", "dcm", "dmd"] = "dcm"  # dcm: this config (lcm, dmd: theirs)
@@ -153,9 +153,8 @@ class DCMStageTask(DistillationMethod):
     def __init__(self, config: DCMConfig, expert: int, semantic: DenoiserAdapter | None = None,
                  trained: list[DenoiserAdapter] | None = None, device=None) -> None:
         device = training_device(config, device)
-        if config.student != "full" or config.guidance_range:
-            raise VideoCMError("DCM trains a full semantic expert with fixed guidance; drop --student lora and "
-                               "--guidance-range")
+        if not 1 <= config.skip <= config.grid_points:
+            raise VideoCMError(f"--skip {config.skip} must be between 1 and --grid-points {config.grid_points}")
         self.expert = expert
         self.semantic_network, self.trained_experts = semantic, list(trained or [])
         super().__init__(config, device)
@@ -216,7 +215,7 @@ class DCMStageTask(DistillationMethod):
         # 1. this micro-step's clips (latents) and their text
         latents, text = context.draw(step)
         # 2. grid indices n and skip k inside this expert's segment, each clip's guidance weight, the noise
-        index, skip, w, noise = context.consistency_batch(step, self.segment, latents)
+        index, skip, w, noise = context.consistency_batch(step, self.segment, c.skip, latents)
         # 3. the phased consistency step: both estimates map to the segment's low end
         terms = consistency_step(model, self.target_network(model), context.teacher, context.schedule, context.grid,
                                  self.segment[0], latents, noise, index, skip, text,
@@ -291,7 +290,7 @@ class DCMStageTask(DistillationMethod):
         return networks + [networks[-1]] * (self.config.phases - len(networks))
 
     def info(self) -> ModelInfo:
-        return self.teacher_context.student_info(phased_info(self.config, self.teacher_context.grid,
+        return self.student_info(phased_info(self.config, self.teacher_context.grid,
                                                           self.boundary_indices))
 
     def sample(self, model, step, out, monitor: Monitor):
@@ -438,7 +437,9 @@ def _assemble(config: DCMConfig, semantic: DenoiserAdapter, experts: list[Denois
     teacher = load_teacher(config, "cpu")
     grid = skipping_grid(teacher.schedule, config.grid_points)
     phased = phased_info(config, grid, resolve_boundaries(config, grid))
-    info = student_info(config, teacher.info, teacher_guidance(config, teacher), phased)
+    consistency = ConsistencyInfo(config.grid_points, config.skip, config.sigma_data, config.timestep_scaling,
+                                  config.target)
+    info = student_info(config, teacher.info, teacher_guidance(config, teacher), consistency, phased=phased)
     network = cast_for_storage(semantic.cpu(), STORE_DTYPES[config.store_dtype])
     save_model(out, network, teacher.vae, info)
     if (out / EXPERTS_FOLDER).exists():

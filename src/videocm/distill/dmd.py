@@ -32,18 +32,18 @@ import torch
 from ..config import Count, NonNegative, Positive, RunFolder
 from ..diffusion import consistency_function, consistency_times
 from ..errors import VideoCMError
-from .core import DistillationMethod, DistillConfig, new_student, training_device
+from ..models.info import ConsistencyInfo
+from .core import DistillationMethod, DistillConfig, StudentKindSettings, new_student, training_device
 from .trainer import Monitor, Step, run_and_summarise
 
 
 @dataclass
-class DMDConfig(DistillConfig):
+class DMDConfig(StudentKindSettings, DistillConfig):
     """``videocm distill --method dmd``: every field is a ``--key value`` flag."""
 
     method: Literal["lcm", "dcm", "dmd"] = "dmd"  # dmd: this config (lcm, dcm: theirs)
     out: RunFolder = "outputs/dmd"
     lr: Positive = 5e-5  # the student's peak learning rate (the shipped dmd-flow's; not tuned)
-    target: Literal["ema", "online"] = "online"  # no consistency target: the student is trained directly
     dmd_weight: NonNegative = 1.0  # weight of the distribution-matching loss (the student's whole loss)
     generator_steps: Count = 4  # the student's timestep list: this many points of the grid, as the sampler picks them
     backward_simulation: bool = True  # train on the student's own sampler inputs (DMD2); false: on noise only (1 step)
@@ -57,10 +57,6 @@ class DMDTask(DistillationMethod):
     def __init__(self, config: DMDConfig, device: torch.device | str | None = None) -> None:
         if config.dmd_weight <= 0:
             raise VideoCMError("--method dmd trains by distribution matching alone: give --dmd-weight above 0")
-        if config.guidance_range:
-            raise VideoCMError("--method dmd distils one guidance weight: drop --guidance-range")
-        if config.target != "online":
-            raise VideoCMError("--method dmd has no consistency target: leave --target out")
         if not 1 <= config.generator_steps <= config.grid_points:
             raise VideoCMError(f"--generator-steps {config.generator_steps} must be between 1 and --grid-points "
                                f"{config.grid_points}")
@@ -68,10 +64,19 @@ class DMDTask(DistillationMethod):
         super().__init__(config, device)
         context = self.teacher_context
         torch.manual_seed(config.seed)
-        self.model = new_student(context.student_base(), config, device)
+        self.model = new_student(context.student_base(), config, device, config.student, (),
+                                 (config.lora_rank, config.lora_alpha))
         self.matching = self.new_matching(device)  # copies the teacher before it is cast
         context.cast_teacher()
         self.times = consistency_times(context.grid, config.generator_steps)
+
+    def student_kind(self) -> str:
+        return self.config.student
+
+    def consistency_info(self) -> ConsistencyInfo:
+        """LCM's parameterisation at the list's times, with no skip and no target network."""
+        c = self.config
+        return ConsistencyInfo(c.grid_points, 1, c.sigma_data, c.timestep_scaling, "online")
 
     def loss(self, model, step: Step):
         c, context = self.config, self.teacher_context

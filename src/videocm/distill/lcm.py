@@ -17,43 +17,59 @@ The student is the teacher's network, fully fine-tuned or with LoRA (peft).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from ..config import RunFolder
 from .consistency import consistency_step
-from .core import DistillationMethod, DistillConfig, TargetNetwork, new_student, training_device
+from ..errors import VideoCMError
+from .core import (ConsistencySettings, DistillationMethod, DistillConfig, StudentKindSettings, TargetNetwork,
+                   new_student, training_device)
 from .trainer import Monitor, Step, run_and_summarise
 
 
 @dataclass
-class LCMConfig(DistillConfig):
+class LCMConfig(ConsistencySettings, StudentKindSettings, DistillConfig):
     """``videocm distill --method lcm``: every field is a ``--key value`` flag."""
 
     out: RunFolder = "outputs/lcm"
+    guidance_range: list[float] = field(default_factory=list)  # [w_min, w_max]: guidance embedding in the student
 
 
 class LCMTask(DistillationMethod):
     """VideoLCM: the consistency step over the whole grid, from a student initialised from the teacher."""
 
     def __init__(self, config: LCMConfig, device: torch.device | str | None = None) -> None:
+        if not 1 <= config.skip <= config.grid_points:
+            raise VideoCMError(f"--skip {config.skip} must be between 1 and --grid-points {config.grid_points}")
+        if config.guidance_range and (len(config.guidance_range) != 2 or
+                                      not 1 <= config.guidance_range[0] <= config.guidance_range[1]):
+            raise VideoCMError(f"--guidance-range {config.guidance_range}: give two values 1 <= w_min <= w_max, "
+                               f"e.g. --guidance-range 2,8")
         device = training_device(config, device)
         super().__init__(config, device)
         context = self.teacher_context
         torch.manual_seed(config.seed)
-        self.model = new_student(context.student_base(), config, device)
+        self.model = new_student(context.student_base(), config, device, config.student, config.guidance_range,
+                                 (config.lora_rank, config.lora_alpha))
         self.matching = self.new_matching(device)  # copies the teacher before it is cast
         context.cast_teacher()
         self.target_network = TargetNetwork(self.model, config.target, config.target_decay)
         self.segment = (0, config.grid_points)  # the whole grid, mapped to its clean end
+
+    def guidance_range(self) -> list[float]:
+        return list(self.config.guidance_range)
+
+    def student_kind(self) -> str:
+        return self.config.student
 
     def loss(self, model, step: Step):
         c, context = self.config, self.teacher_context
         # 1. this micro-step's clips (latents) and their text
         latents, text = context.draw(step)
         # 2. grid indices n and skip k, each clip's guidance weight w at t_{n+k}, the noise
-        index, skip, w, noise = context.consistency_batch(step, self.segment, latents)
+        index, skip, w, noise = context.consistency_batch(step, self.segment, c.skip, latents)
         # 3. noise to t_{n+k}; the student's consistency function there; the guided teacher's ODE step to t_n; the
         #    target network's consistency function at t_n (no gradient); the distance between the two
         student_cond = {**text, "guidance": w} if c.guidance_range else text

@@ -200,163 +200,202 @@ def progress_bar(config: TrainConfig, start: int, name: str, disable: bool, file
     return tqdm(total=step_bound(config), initial=start, desc=name, disable=disable, file=file)
 
 
-def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=None,
-          monitor: Monitor | None = None, make_plain_task=None) -> dict:
-    """Run (or, with ``config.resume``, continue) training; returns a summary with the final loss and wall time.
-    ``on_step(done)`` is called after every optimiser step (the benchmark times steps with it); ``monitor`` scores
-    the samples taken every ``sample_every`` steps (None: no samples); ``make_plain_task()`` builds an unsharded
-    copy of the task on the CPU, into which ``--parallel fsdp`` gathers the weights to sample and save."""
-    from accelerate import Accelerator
+class _Training:
+    """One run's state around the task: the accelerator and parallel engine, the prepared model and optimiser, the
+    schedule, the sampling EMA, the checkpoints and the collapse guard. :func:`train` drives it."""
 
-    out = Path(config.out)
-    if torch.cuda.is_available():
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    if config.gradient_accumulation_steps < 1:
-        raise VideoCMError(f"gradient_accumulation_steps must be at least 1, got {config.gradient_accumulation_steps}")
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=config.cpu,
-                              gradient_accumulation_steps=config.gradient_accumulation_steps)
-    resume_from = resume_point(out, config.resume, accelerator)
-    micro_steps = config.gradient_accumulation_steps
-    engine = make_engine(config, accelerator, make_plain_task)
-    shard_index, shard_count = engine.data_shard()  # ranks of one context-parallel group share their rows
-    if config.batch_size % (micro_steps * shard_count):
-        raise VideoCMError(f"batch size {config.batch_size} does not split into {micro_steps} accumulation steps "
-                           f"on {shard_count} data-parallel ranks; use a multiple of {micro_steps * shard_count}")
-    if not any(p.requires_grad for p in task.model.parameters()):
-        raise VideoCMError("the task has no trainable parameters")
-    frozen = task.frozen_modules()
-    engine.split_sequences([task.model, *frozen.values()], task.latent_shape)
-    engine.shard_frozen(frozen)  # before the student: a detail expert shares frozen weights
-    optimizers = []
+    def __init__(self, task: TrainTask, config: TrainConfig, progress: bool, monitor: Monitor | None,
+                 make_plain_task) -> None:
+        from accelerate import Accelerator
 
-    def make_optimizer(parameters):
-        optimizers.append(torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay))
-        return optimizers[-1]
+        self.task, self.config, self.monitor = task, config, monitor
+        self.out = out = Path(config.out)
+        if torch.cuda.is_available():
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.accelerator = accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=config.cpu,
+                                                     gradient_accumulation_steps=config.gradient_accumulation_steps)
+        resume_from = resume_point(out, config.resume, accelerator)
+        self.engine = engine = make_engine(config, accelerator, make_plain_task)
+        self.shard_index, self.shard_count = engine.data_shard()  # ranks of one context-parallel group share rows
+        micro_steps = config.gradient_accumulation_steps
+        if config.batch_size % (micro_steps * self.shard_count):
+            raise VideoCMError(f"batch size {config.batch_size} does not split into {micro_steps} accumulation "
+                               f"steps on {self.shard_count} data-parallel ranks; use a multiple of "
+                               f"{micro_steps * self.shard_count}")
+        if not any(p.requires_grad for p in task.model.parameters()):
+            raise VideoCMError("the task has no trainable parameters")
+        frozen = task.frozen_modules()
+        engine.split_sequences([task.model, *frozen.values()], task.latent_shape)
+        engine.shard_frozen(frozen)  # before the student: a detail expert shares frozen weights
+        optimizers = []
 
-    model, optimizer = engine.prepare_student(task.model, make_optimizer)
-    trainable = [p for p in model.parameters() if p.requires_grad]  # sharded ones under fsdp
-    # stepped by hand once per optimiser step (accelerate would step it once per process)
-    run = RunState()
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizers[0],
-                                                  lambda s: learning_rate_factor(s, config) * run.lr_scale)
-    task.prepare(engine)  # the task's own modules and optimisers (e.g. DCM's discriminator)
-    checkpoints = RunCheckpoints(out, engine, config.keep_checkpoints)
-    checkpoints.register("scheduler", scheduler)
-    ema = EMAState(engine.unwrap_model(model), config.ema_decay) if config.ema_decay > 0 else None
-    if ema is not None:
-        checkpoints.register("ema", ema)
-    for name, state in task.checkpoint_state().items():
-        checkpoints.register(name, state)
+        def make_optimizer(parameters):
+            optimizers.append(torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay))
+            return optimizers[-1]
 
-    start = 0
-    if resume_from is not None:
-        checkpoints.load(resume_from)
+        self.model, self.optimizer = engine.prepare_student(task.model, make_optimizer)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]  # sharded ones under fsdp
+        # stepped by hand once per optimiser step (accelerate would step it once per process)
+        self.run = run = RunState()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizers[0], lambda s: learning_rate_factor(s, config) * run.lr_scale)
+        task.prepare(engine)  # the task's own modules and optimisers (e.g. DCM's discriminator)
+        self.checkpoints = RunCheckpoints(out, engine, config.keep_checkpoints)
+        self.checkpoints.register("scheduler", self.scheduler)
+        self.ema = EMAState(engine.unwrap_model(self.model), config.ema_decay) if config.ema_decay > 0 else None
+        if self.ema is not None:
+            self.checkpoints.register("ema", self.ema)
+        for name, state in task.checkpoint_state().items():
+            self.checkpoints.register(name, state)
+        self.start = self._resume(resume_from)
+        self.guard = CollapseGuard(config.on_collapse, out, accelerator, self.start) if (
+            task.guards_collapse and monitor is not None and config.sample_every > 0) else None
+        if self.guard is not None and resume_from is not None:
+            self.guard.previous = json.loads((resume_from / COMPLETE).read_text()).get("collapse_check")
+        self.bar = progress_bar(config, self.start, out.name,
+                                disable=not (progress and accelerator.is_main_process))
+
+    def _resume(self, resume_from: Path | None) -> int:
+        """Load ``resume_from`` (a new ``--lr`` replacing the run's from there), or start fresh; the first step."""
+        config, accelerator = self.config, self.accelerator
+        if resume_from is None:
+            if accelerator.is_main_process:
+                if config.resume:
+                    accelerator.print(f"{self.out} has no checkpoint yet (the run stopped before its first); "
+                                      f"starting at step 0")
+                for log in ("train_log.jsonl", "train_log.csv"):
+                    (self.out / log).unlink(missing_ok=True)
+            return 0
+        self.checkpoints.load(resume_from)
         start = checkpoint_step(resume_from)
-        run.lr_scale = checkpoint_lr_scale(resume_from)
+        self.run.lr_scale = checkpoint_lr_scale(resume_from)
         accelerator.print(f"resuming from {resume_from} (step {start})")
-        if scheduler.base_lrs and not math.isclose(scheduler.base_lrs[0], config.lr):  # --lr given anew
-            accelerator.print(f"--lr {config.lr:g} replaces the run's {scheduler.base_lrs[0]:g} from step {start}")
-            _set_lr(scheduler, config.lr, start)
-    elif accelerator.is_main_process:
-        if config.resume:
-            accelerator.print(f"{out} has no checkpoint yet (the run stopped before its first); starting at step 0")
-        for log in ("train_log.jsonl", "train_log.csv"):
-            (out / log).unlink(missing_ok=True)
-    began = time.time()
-    guard = CollapseGuard(config.on_collapse, out, accelerator, start) if (
-        task.guards_collapse and monitor is not None and config.sample_every > 0) else None
-    if guard is not None and resume_from is not None:
-        guard.previous = json.loads((resume_from / COMPLETE).read_text()).get("collapse_check")
-    bar = progress_bar(config, start, out.name, disable=not (progress and accelerator.is_main_process))
-    logs: dict[str, float] = {}
-    stopped_at = None
-    step = start
+        if self.scheduler.base_lrs and not math.isclose(self.scheduler.base_lrs[0], config.lr):  # --lr given anew
+            accelerator.print(f"--lr {config.lr:g} replaces the run's {self.scheduler.base_lrs[0]:g} from step "
+                              f"{start}")
+            _set_lr(self.scheduler, config.lr, start)
+        return start
 
-    def roll_back(at: int, evidence: str) -> int:
-        """The collapse guard's rollback: the last good checkpoint, its schedule at the halved rate, the bar."""
-        back = guard.roll_back(checkpoints, run, at, evidence)
-        _set_lr(scheduler, config.lr, back)
-        bar.reset(total=bar.total)
-        bar.update(back)
-        return back
-    while step < config.steps:
-        timed_out = config.max_minutes > 0 and time.time() - began > config.max_minutes * 60
-        if timed_out or 0 < config.stop_at_step <= step:
-            stopped_at = step
-            checkpoints.save(step, run, guard)
-            reason = f"time limit of {config.max_minutes} min" if timed_out else "--stop-at-step"
-            accelerator.print(f"{reason} reached at step {step}; saved and stopping")
-            break
-        model.train()
-        total = 0.0
+    def optimiser_step(self, step: int) -> tuple[torch.Tensor, float, dict]:
+        """One optimiser step over its accumulation micro-steps: ``(the last loss, the step's mean loss, logs)``;
+        stops at a loss that is not finite (the caller decides)."""
+        config, accelerator, model = self.config, self.accelerator, self.model
+        micro_steps = config.gradient_accumulation_steps
+        self.model.train()
+        total, logs = 0.0, {}
         for micro in range(micro_steps):
             # every micro-step redraws the step's global batch and keeps its own share of it, so G micro-steps
             # of B/G rows add up to exactly one step of B rows
             rng = np.random.default_rng([config.seed, step])
             generator = torch.Generator(device="cpu").manual_seed(int(rng.integers(2**63 - 1)))
             inputs = Step(step, rng, generator, accelerator.device, config.batch_size,
-                          (micro * shard_count + shard_index, micro_steps * shard_count))
+                          (micro * self.shard_count + self.shard_index, micro_steps * self.shard_count))
             with accelerator.accumulate(model), accelerator.autocast():
-                loss, logs = task.loss(model, inputs)
+                loss, logs = self.task.loss(model, inputs)
                 if not torch.isfinite(loss):
                     break
-                engine.backward(loss)
+                self.engine.backward(loss)
                 if accelerator.sync_gradients and config.grad_clip > 0:
-                    engine.clip_grad_norm_(trainable, config.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                    self.engine.clip_grad_norm_(self.trainable, config.grad_clip)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
             total += float(loss.item()) / micro_steps
+        return loss, total, logs
+
+    def after_step(self) -> None:
+        """The schedule, the task's own update (a consistency target), the sampling EMA."""
+        self.scheduler.step()
+        unwrapped = self.engine.unwrap_model(self.model)
+        self.task.after_step(unwrapped)
+        if self.ema is not None:
+            self.ema.ema.step([p for p in unwrapped.parameters() if p.requires_grad])
+
+    def sample(self, done: int) -> dict[str, float]:
+        """The monitor's scores of samples with the (EMA) weights at step ``done`` (every process gathers; the
+        main one samples)."""
+        scores = {}
+        with self.engine.plain(self.task, self.model, self.ema) as plain:
+            if plain is not None:
+                plain_task, plain_model, plain_ema = plain
+                with _ema_weights(plain_model, plain_ema):
+                    scores = plain_task.sample(plain_model, done, self.out, self.monitor)
+        return scores
+
+    def roll_back(self, at: int, evidence: str) -> int:
+        """The collapse guard's rollback: the last good checkpoint, its schedule at the halved rate, the bar."""
+        back = self.guard.roll_back(self.checkpoints, self.run, at, evidence)
+        _set_lr(self.scheduler, self.config.lr, back)
+        self.bar.reset(total=self.bar.total)
+        self.bar.update(back)
+        return back
+
+    def save(self) -> None:
+        """The task's folder from the final (EMA) weights."""
+        self.accelerator.wait_for_everyone()
+        with self.engine.plain(self.task, self.model, self.ema) as plain:
+            if plain is not None:
+                plain_task, final, plain_ema = plain
+                with _ema_weights(final, plain_ema):
+                    plain_task.save(final, self.out)
+        self.accelerator.wait_for_everyone()
+
+
+def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=None,
+          monitor: Monitor | None = None, make_plain_task=None) -> dict:
+    """Run (or, with ``config.resume``, continue) training; returns a summary with the final loss and wall time.
+    ``on_step(done)`` is called after every optimiser step (the benchmark times steps with it); ``monitor`` scores
+    the samples taken every ``sample_every`` steps (None: no samples); ``make_plain_task()`` builds an unsharded
+    copy of the task on the CPU, into which ``--parallel fsdp`` gathers the weights to sample and save."""
+    if config.gradient_accumulation_steps < 1:
+        raise VideoCMError(f"gradient_accumulation_steps must be at least 1, got {config.gradient_accumulation_steps}")
+    run = _Training(task, config, progress, monitor, make_plain_task)
+    out, guard, checkpoints, accelerator = run.out, run.guard, run.checkpoints, run.accelerator
+    began, logs, stopped_at, step = time.time(), {}, None, run.start
+    while step < config.steps:
+        timed_out = config.max_minutes > 0 and time.time() - began > config.max_minutes * 60
+        if timed_out or 0 < config.stop_at_step <= step:
+            stopped_at = step
+            checkpoints.save(step, run.run, guard)
+            reason = f"time limit of {config.max_minutes} min" if timed_out else "--stop-at-step"
+            accelerator.print(f"{reason} reached at step {step}; saved and stopping")
+            break
+        loss, total, logs = run.optimiser_step(step)
         if not torch.isfinite(loss):
             evidence = f"the loss became {loss.item()}"
             if guard is None or guard.policy != "rollback":
                 last = latest_checkpoint(out)
                 raise VideoCMError(f"{evidence} at step {step}; stopped without saving. Last good checkpoint: "
                                    f"{last or 'none'}. Lower --lr or raise --warmup-steps, then rerun with --resume")
-            step = roll_back(step, evidence)
+            step = run.roll_back(step, evidence)
             continue
-        scheduler.step()
-        task.after_step(engine.unwrap_model(model))
-        if ema is not None:
-            ema.ema.step([p for p in engine.unwrap_model(model).parameters() if p.requires_grad])
-        logs = {"step": step + 1, "loss": total, "lr": scheduler.get_last_lr()[0], **logs}
-        bar.set_postfix(loss=f"{logs['loss']:.4f}")
-        bar.update(1)
+        run.after_step()
+        logs = {"step": step + 1, "loss": total, "lr": run.scheduler.get_last_lr()[0], **logs}
+        run.bar.set_postfix(loss=f"{logs['loss']:.4f}")
+        run.bar.update(1)
         done = step + 1
         if on_step is not None:
             on_step(done)
         if monitor is not None and config.sample_every > 0 and done % config.sample_every == 0:
-            scores = {}
-            with engine.plain(task, model, ema) as plain:  # every process gathers; the main one samples
-                if plain is not None:
-                    plain_task, plain_model, plain_ema = plain
-                    with _ema_weights(plain_model, plain_ema):
-                        scores = plain_task.sample(plain_model, done, out, monitor)
-                        logs.update(scores)
-            if guard is not None:
-                evidence = guard.check(scores, done)  # the same verdict on every process
-                if evidence is not None and guard.policy == "rollback":
-                    step = roll_back(done, evidence)
-                    continue
-                if evidence is not None and guard.policy == "stop":
-                    guard.stop(done, evidence)
+            scores = run.sample(done)
+            logs.update(scores)
+            evidence = guard.check(scores, done) if guard is not None else None  # the same on every process
+            if evidence is not None and guard.policy == "rollback":
+                step = run.roll_back(done, evidence)
+                continue
+            if evidence is not None and guard.policy == "stop":
+                guard.stop(done, evidence)
         if accelerator.is_main_process and (done % 10 == 0 or done == config.steps):
             _write_logs(out, logs, time.time() - began)
         if done % config.checkpoint_every == 0 or done == config.steps:
-            checkpoints.save(done, run, guard)
+            checkpoints.save(done, run.run, guard)
         step = done
-    bar.close()
-    accelerator.wait_for_everyone()
-    with engine.plain(task, model, ema) as plain:
-        if plain is not None:
-            plain_task, final, plain_ema = plain
-            with _ema_weights(final, plain_ema):
-                plain_task.save(final, out)
-    accelerator.wait_for_everyone()
+    run.bar.close()
+    run.save()
     return {"final_loss": logs.get("loss"), "seconds_this_run": round(time.time() - began, 1),
-            "resumed_from_step": start, "steps_done": stopped_at if stopped_at is not None else config.steps,
+            "resumed_from_step": run.start, "steps_done": stopped_at if stopped_at is not None else config.steps,
             "stopped_by_time_limit": stopped_at is not None, "processes": accelerator.num_processes,
-            "parallel": engine.mode, "context_parallel": getattr(engine, "context", 1)}
+            "parallel": run.engine.mode, "context_parallel": getattr(run.engine, "context", 1)}
 
 
 def _write_logs(out: Path, logs: dict, seconds: float) -> None:

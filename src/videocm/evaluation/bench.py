@@ -228,7 +228,7 @@ def cost_floor(task, repeats: int) -> dict:
     grid = distillation.grid
     timestep = torch.full((n,), float(distillation.schedule.model_timestep(grid[len(grid) // 2])), device=device)
     x = torch.randn_like(latents)
-    extra = {"guidance": torch.full((n,), 4.0, device=device)} if task.config.guidance_range else {}
+    extra = {"guidance": torch.full((n,), 4.0, device=device)} if task.guidance_range() else {}
     w = distillation.guidance_weights(n, rng).to(device)
     uncond = {k: v.expand(n, *v.shape[1:]) for k, v in distillation.negative.items()}
     model = task.model
