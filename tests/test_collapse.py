@@ -77,6 +77,7 @@ def test_stop_keeps_the_last_good_checkpoint_and_resume_continues_from_it(good_r
     assert record["step"] == 4 and record["collapse_check"]["step"] == 4
 
 
+@pytest.mark.slow  # 15-30 s with the other worker busy: make test runs it, not test-fast
 def test_rollback_halves_the_learning_rate_from_the_last_good_checkpoint(good_run, tmp_path, capsys):
     code, out, text = _continue(good_run, tmp_path, "0.05", "rollback", capsys)
     assert code == 0, text
@@ -87,6 +88,7 @@ def test_rollback_halves_the_learning_rate_from_the_last_good_checkpoint(good_ru
     assert steps == [2, 4, 4, 6]  # the collapsed check at 4, then step 4 again at half the rate
 
 
+@pytest.mark.slow  # 15-30 s with the other worker busy: make test runs it, not test-fast
 def test_rollback_gives_up_after_three_tries(good_run, tmp_path, capsys):
     code, out, text = _continue(good_run, tmp_path, "1", "rollback", capsys)
     assert code == 2 and "rollback 3 of 3" in text and "Stopped (3 rollbacks done)" in text

@@ -92,6 +92,7 @@ def test_distilling_writes_a_stock_autoencoder_tiny_folder_that_learned(decoder_
     assert (decoder.decode(latents) - target).abs().mean() < (fresh.decode(latents) - target).abs().mean()
 
 
+@pytest.mark.slow  # 15-30 s with the other worker busy: make test runs it, not test-fast
 def test_distilling_resumes_and_refuses_bad_input(tiny_vae, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["distill-decoder", "--vae", str(tiny_vae), "--out", str(out), "--steps", "6", "--batch-size", "2",
@@ -123,6 +124,7 @@ def test_the_pipeline_decodes_with_the_tiny_decoder(decoder_of_tiny_vae, tiny_te
     assert not np.array_equal(full[0], clips[0])  # the VAE decoded those
 
 
+@pytest.mark.slow  # 15-30 s with the other worker busy: make test runs it, not test-fast
 def test_decoder_tiny_is_found_beside_the_model_and_refused_for_another_vae(decoder_of_tiny_vae, tiny_teachers,
                                                                             tmp_path, capsys):
     out, _ = decoder_of_tiny_vae
