@@ -201,11 +201,11 @@ def test_gathering_a_plain_folder_is_one_line_error(tmp_path):
 
 
 def test_unknown_parallel_mode_is_one_line_error():
-    class Config:
-        parallel = "zero3"
+    from videocm.config import load_config
+    from videocm.distill.lcm import LCMConfig
 
-    with pytest.raises(VideoCMError, match="--parallel 'zero3': use ddp or fsdp"):
-        make_engine(Config(), accelerator=None)
+    with pytest.raises(VideoCMError, match="--parallel 'zero3': use one of ddp, fsdp"):
+        load_config(LCMConfig, overrides=["--parallel", "zero3"])
 
 
 def test_context_parallel_errors_are_one_line():

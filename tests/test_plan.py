@@ -90,7 +90,7 @@ def test_nothing_fits_on_a_tiny_gpu_and_dcm_plans_both_stages(tiny_teachers):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--method", "gan"], "--method 'gan': use lcm or dcm"),
+    (["--method", "gan"], "--method 'gan': use one of lcm, dcm"),
     (["--gpus", "0"], "--gpus must be at least 1"),
     (["--frames", "9"], "distils at its own clip shape"),
 ])

@@ -83,8 +83,6 @@ class DistributionMatching:
 
     def __init__(self, teacher, schedule, grid: torch.Tensor, settings, device, guidance_2: float | None = None,
                  feature_channels=None) -> None:
-        if settings.fake_score not in ("full", "lora"):
-            raise VideoCMError(f"--fake-score {settings.fake_score!r}: use full or lora")
         if settings.gradient_accumulation_steps > 1 and settings.fake_updates > 0:
             raise VideoCMError("distribution matching steps its fake score inside each optimiser step, which "
                                "gradient accumulation would merge: use --gradient-accumulation-steps 1 (more "

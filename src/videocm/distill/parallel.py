@@ -33,8 +33,6 @@ from torch import nn
 from ..errors import VideoCMError
 from .checkpoints import is_named
 
-MODES = ("ddp", "fsdp")
-CONTEXT_KINDS = ("ulysses", "ring")
 
 
 def shard_blocks(module: nn.Module) -> list[nn.Module]:
@@ -192,8 +190,6 @@ class FullySharded(DataParallel):
 
         self.context = int(getattr(config, "context_parallel", 1) or 1)
         self.context_kind = getattr(config, "context_parallel_kind", "ulysses")
-        if self.context_kind not in CONTEXT_KINDS:
-            raise VideoCMError(f"--context-parallel-kind {self.context_kind!r}: use ulysses or ring")
         if self.context > 1 and self.context_kind == "ring" and accelerator.device.type != "cuda":
             raise VideoCMError("ring attention needs an attention backend that returns the log-sum-exp (cuDNN or "
                                "flash, on a GPU); on the CPU use --context-parallel-kind ulysses")
@@ -472,8 +468,6 @@ def make_engine(config, accelerator, make_plain_task=None) -> DataParallel:
     """The engine of ``config.parallel``; ``make_plain_task()`` builds the main process's unsharded copy of the
     task (FSDP only)."""
     mode = getattr(config, "parallel", "ddp")
-    if mode not in MODES:
-        raise VideoCMError(f"--parallel {mode!r}: use ddp or fsdp")
     if mode == "ddp" and int(getattr(config, "context_parallel", 1) or 1) != 1:
         raise VideoCMError("--context-parallel needs --parallel fsdp")
     if mode == "ddp":

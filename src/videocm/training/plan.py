@@ -25,11 +25,12 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
 
-from ..config import Count, Fraction, NonNegative, OutputPath, PlannedDevice, Positive
+from ..config import Count, Fraction, NonNegative, OutputPath, PlannedDevice, Positive, check_values
 from ..errors import VideoCMError
 from ..models.experts import DETAIL_LORA_TARGETS, _is_own
 from ..models.families import FamilySpec, family_for_network, family_for_pipeline, get_family
@@ -46,8 +47,8 @@ class PlanConfig:
     frames: Count | None = None  # clip frames (default: the teacher's)
     height: Count | None = None  # clip height in pixels (default: the teacher's)
     width: Count | None = None  # clip width in pixels (default: the teacher's)
-    method: str = "lcm"  # lcm or dcm
-    student: str = "full"  # "full" fine-tune or "lora" (lcm; a DCM detail expert is always LoRA)
+    method: Literal["lcm", "dcm"] = "lcm"  # lcm or dcm
+    student: Literal["full", "lora"] = "full"  # full fine-tune or LoRA (lcm; a DCM detail expert is always LoRA)
     gpus: Count = 8  # GPUs in the run
     gpu_memory: Positive = 80.0  # GiB of each GPU
     batch_size: Count | None = None  # a global batch to check (default: the largest that fits)
@@ -261,14 +262,7 @@ def cheapest(rows: list[dict]) -> dict | None:
 
 
 def run_plan(config: PlanConfig) -> int:
-    if config.method not in ("lcm", "dcm"):
-        raise VideoCMError(f"--method {config.method!r}: use lcm or dcm")
-    if config.student not in ("full", "lora"):
-        raise VideoCMError(f"--student {config.student!r}: use full or lora")
-    if config.gpus < 1 or config.gpu_memory <= 0:
-        raise VideoCMError("--gpus must be at least 1 and --gpu-memory positive (GiB)")
-    if config.device not in ("cuda", "cpu"):
-        raise VideoCMError(f"--device {config.device!r}: use cuda or cpu")
+    check_values(config)  # a config built in Python: its choices and ranges
     spec, network_config, video, tokens, latent = describe_teacher(config.teacher)
     frames, height, width = (config.frames or video[0], config.height or video[1], config.width or video[2])
     factor = spec.latent_factors[1]
