@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from videocm.cli import COMMANDS, _resolve, main
+from videocm.cli import COMMANDS, main
+from videocm.config import OneOf, resolve
 from videocm.config import Range, settings
-from videocm.distill.dcm import DCMConfig
 
 
 def _ranges(annotation) -> list[Range]:
@@ -39,9 +39,16 @@ def _base(annotation):
 def _configs():
     seen = {}
     for name, command in sorted(COMMANDS.items()):
-        for cls in [_resolve(command.config), *([DCMConfig] if name == "distill" else [])]:
+        config = resolve(command.config)
+        for cls in [config.pick(c) for c in config.choices()] if isinstance(config, OneOf) else [config]:
             seen.setdefault(cls, name)
     return [(name, cls) for cls, name in seen.items()]
+
+
+def _method_flag(cls) -> list[str]:
+    """``--method M`` for a distillation method's config other than the default one."""
+    method = getattr(cls, "method", None)
+    return ["--method", method] if method not in (None, "lcm") else []
 
 
 CONFIGS = _configs()
@@ -72,7 +79,7 @@ def _outside(ranges: list[Range], base) -> str:
 
 def _cases():
     for name, cls in CONFIGS:
-        prefix = name.split() + (["--method", "dcm"] if cls is DCMConfig else [])
+        prefix = name.split() + _method_flag(cls)
         for setting in settings(cls):
             ranges = _ranges(setting.type)
             if ranges:
@@ -111,7 +118,7 @@ def _output_cases():
     from videocm.config import Output
 
     for name, cls in CONFIGS:
-        prefix = name.split() + (["--method", "dcm"] if cls is DCMConfig else [])
+        prefix = name.split() + _method_flag(cls)
         for setting in settings(cls):
             annotation = setting.type
             options = [a for a in typing.get_args(annotation) if a is not type(None)] \

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from videocm import locations
-from videocm.cli import COMMANDS, _resolve, main, parse_command
-from videocm.config import settings, write_config
+from videocm.cli import COMMANDS, main, parse_command
+from videocm.config import OneOf, resolve, settings, write_config
 from videocm.errors import VideoCMError
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "videocm"
@@ -14,9 +14,9 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "videocm"
 
 def config_classes():
     for name, command in COMMANDS.items():
-        yield name, _resolve(command.config)
-        for config, _ in command.variants.values():
-            yield name, _resolve(config)
+        config = resolve(command.config)
+        for choice in config.choices() if isinstance(config, OneOf) else [None]:
+            yield name, config.pick(choice) if isinstance(config, OneOf) else config
 
 
 def test_every_setting_of_every_command_has_a_one_line_doc():
@@ -76,7 +76,7 @@ def test_command_table_covers_every_command():
                              "distill", "encode-captions", "encode", "export", "sample", "bench", "train-control",
                              "eval-control", "demo", "compare", "curves", "plan", "distill-decoder", "serve"}
     _, run, config = parse_command(["distill", "--method", "dcm"])
-    assert type(config).__name__ == "DCMConfig" and run.__name__ == "distill_dcm"
+    assert type(config).__name__ == "DCMConfig" and run.__name__ == "run_distill"
     _, _, encode = parse_command(["encode", "--teacher", "t", "--data", "v", "--out", "c", "--frames", "9",
                                   "--height", "16", "--width", "16", "--max-sequence-length", "32"])
     assert encode.shape.override() == [9, 16, 16] and encode.shape.max_sequence_length == 32
@@ -109,7 +109,8 @@ def test_help_lists_every_setting_with_its_type_default_and_doc(name, capsys):
     assert main([*name.split(), "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert f"videocm {name}" in text and "--config FILE.yaml" in text
-    for setting in settings(_resolve(COMMANDS[name].config)):
+    config = resolve(COMMANDS[name].config)
+    for setting in settings(config.pick(None) if isinstance(config, OneOf) else config):
         assert f"{setting.flag} " in text, setting.name
         assert " ".join(setting.doc.split()) in text, setting.name
     if name == "distill":

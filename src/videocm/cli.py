@@ -6,7 +6,6 @@ Every command reads its config the same way (:mod:`videocm.config`): defaults, t
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -16,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import (CONFIG_FLAG, TRUE_WORDS, Count, DeviceName, Natural, OutputPath, ReusedFolder, VideoShape,
-                     config_help, load_config, read_yaml)
+from .config import (CONFIG_FLAG, TRUE_WORDS, Count, DeviceName, Natural, OneOf, OutputPath, ReusedFolder,
+                     VideoShape, config_help, flag_value, load_config, read_yaml, resolve)
 from .errors import VideoCMError
 from .runs import clear_outputs, run_values
 
@@ -154,8 +153,6 @@ class Command:
     description: str = ""  # more, in ``videocm COMMAND --help``
     print_result: bool = False
     monitored: bool = False  # a training run: its periodic samples are scored by the judge's monitor
-    selector: str = ""  # a setting whose value picks one of the variants (distill's --method)
-    variants: dict[str, tuple[str, str]] = field(default_factory=dict)  # value -> (config, run); the default is above
 
 
 COMMANDS: dict[str, Command] = {
@@ -207,15 +204,13 @@ COMMANDS: dict[str, Command] = {
         "training.teacher:TeacherConfig", "training.teacher:train_teacher",
         "train a latent video diffusion teacher on MovingDigits", print_result=True, monitored=True),
     "distill": Command(
-        "distill.lcm:LCMConfig", "distill.lcm:distill",
+        "distill.methods:DISTILL_CONFIG", "distill.methods:run_distill",
         "distil a teacher folder into a few-step student (--method lcm, dcm or dmd)",
         "Distil --teacher DIR into a few-step student written to --out DIR: consistency distillation (lcm, dcm) or "
         "distribution matching (dmd; --dmd-weight W adds its term to lcm and dcm). Any setting of the method's "
         "config is a --key value flag (e.g. --steps 2000 --guidance 4 --student lora); --data prompts:FILE "
         "distils from a prompt list alone; --resume continues a run from its newest checkpoint.",
-        print_result=True, monitored=True, selector="method",
-        variants={"dcm": ("distill.dcm:DCMConfig", "distill.dcm:distill_dcm"),
-                  "dmd": ("distill.dmd:DMDConfig", "distill.dmd:distill_dmd")}),
+        print_result=True, monitored=True),
     "encode-captions": Command(
         "cli:EncodeCaptionsConfig", "cli:run_encode_captions",
         "precompute MiniLM states of all MovingDigits captions (and \"\")"),
@@ -270,42 +265,12 @@ COMMANDS: dict[str, Command] = {
 GROUPS = {"data": "built-in MovingDigits-v1 data"}  # two-word commands: "data export"
 
 
-def _resolve(reference: str) -> Any:
-    module, _, name = reference.partition(":")
-    return getattr(importlib.import_module(f".{module}", "videocm"), name)
-
-
-def _flag_value(tokens: list[str], name: str) -> str | None:
-    """The value of ``--name VALUE`` or ``--name=VALUE`` among ``tokens`` (the last one), if given."""
-    value = None
-    for i, token in enumerate(tokens):
-        if token == f"--{name}" and i + 1 < len(tokens):
-            value = tokens[i + 1]
-        elif token.startswith(f"--{name}="):
-            value = token.split("=", 1)[1]
-    return value
-
-
-def _pick(command: Command, tokens: list[str], config_path: str | None, run: dict | None = None) -> tuple[type, Any]:
-    """The config class and run function, choosing the variant named by ``--<selector>`` (flag, then YAML, then
-    the resumed run's own)."""
-    default = _resolve(command.config)
-    if not command.selector:
-        return default, _resolve(command.run)
-    value = _flag_value(tokens, command.selector)
-    if value is None and config_path is not None:
-        value = read_yaml(config_path).get(command.selector)
-    if value is None and run is not None:
-        value = run.get(command.selector)
-    default_value = getattr(default, command.selector)
-    value = default_value if value is None else str(value)
-    if value == default_value:
-        return default, _resolve(command.run)
-    if value not in command.variants:
-        choices = ", ".join([default_value, *command.variants])
-        raise VideoCMError(f"--{command.selector} {value!r} is not known: use one of {choices}")
-    config, run_function = command.variants[value]
-    return _resolve(config), _resolve(run_function)
+def _config_class(command: Command, tokens: list[str], config_path: str | None, run: dict | None = None) -> type:
+    """The command's config class (of a :class:`OneOf`, the one its setting names)."""
+    config = resolve(command.config)
+    if isinstance(config, OneOf):
+        return config.choose(tokens, read_yaml(config_path) if config_path is not None else None, run)
+    return config
 
 
 def _resumed_run(tokens: list[str], config_path: str | None) -> dict | None:
@@ -313,9 +278,9 @@ def _resumed_run(tokens: list[str], config_path: str | None) -> dict | None:
     starts from (a flag given anew is then compared with them: :func:`videocm.runs.resume_changes`)."""
     values = read_yaml(config_path) if config_path is not None else {}
     def given(name: str) -> bool:
-        return f"--{name}" in tokens or str(_flag_value(tokens, name) or values.get(name, "")).lower() in TRUE_WORDS
+        return f"--{name}" in tokens or str(flag_value(tokens, name) or values.get(name, "")).lower() in TRUE_WORDS
 
-    out = _flag_value(tokens, "out") or values.get("out")
+    out = flag_value(tokens, "out") or values.get("out")
     # with --overwrite too, the config's own check refuses the pair
     return run_values(out) if given("resume") and not given("overwrite") and out else None
 
@@ -347,12 +312,12 @@ def command_help(name: str, command: Command, config: type) -> str:
     lines = [f"usage: {PROG} {name} [--{CONFIG_FLAG} FILE.yaml] [--key value ...]", "", _wrap(command.help)]
     if command.description:
         lines += ["", _wrap(command.description)]
-    if command.variants:
-        current = getattr(config, command.selector)
-        choices = [getattr(_resolve(command.config), command.selector), *command.variants]
-        others = "|".join(c for c in choices if c != current)
-        lines += ["", _wrap(f"These are the settings of --{command.selector} {current}; `{PROG} {name} "
-                            f"--{command.selector} {others} --help` lists the others'.")]
+    family = resolve(command.config)
+    if isinstance(family, OneOf):
+        flag, current = f"--{family.setting.replace('_', '-')}", getattr(config, family.setting)
+        others = "|".join(c for c in family.choices() if c != current)
+        lines += ["", _wrap(f"These are the settings of {flag} {current}; `{PROG} {name} {flag} {others} --help` "
+                            f"lists the others'.")]
     return "\n".join(lines + ["", config_help(config)])
 
 
@@ -392,8 +357,8 @@ def parse_command(argv: list[str]) -> tuple[Command, Any, Any]:
     command = COMMANDS[name]
     config_path, tokens = _without_config_flag(tokens)
     resumed = _resumed_run(tokens, config_path) if command.monitored else None
-    config_class, run = _pick(command, tokens, config_path, resumed)
-    return command, run, load_config(config_class, config_path, tokens, base=resumed)
+    config_class = _config_class(command, tokens, config_path, resumed)
+    return command, resolve(command.run), load_config(config_class, config_path, tokens, base=resumed)
 
 
 def _run(argv: list[str]) -> int:
@@ -414,7 +379,7 @@ def _run(argv: list[str]) -> int:
     if "-h" in argv or "--help" in argv:
         name, tokens = _split_command(argv)
         config_path, tokens = _without_config_flag([t for t in tokens if t not in ("-h", "--help")])
-        print(command_help(name, COMMANDS[name], _pick(COMMANDS[name], tokens, config_path)[0]))
+        print(command_help(name, COMMANDS[name], _config_class(COMMANDS[name], tokens, config_path)))
         return 0
     from .models.lazy_imports import defer_package_inits
 

@@ -469,6 +469,59 @@ def _build(cls: type, values: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
+# --- a config that is one of several classes ---
+
+def resolve(reference: str) -> Any:
+    """``"module:name"`` under ``videocm`` -> the object (the module imported only now)."""
+    import importlib
+
+    module, _, name = reference.partition(":")
+    return getattr(importlib.import_module(f".{module}", "videocm"), name)
+
+
+def flag_value(tokens: list[str], name: str) -> str | None:
+    """The value of ``--name VALUE`` or ``--name=VALUE`` among ``tokens`` (the last one), if given."""
+    value = None
+    for i, token in enumerate(tokens):
+        if token == f"--{name}" and i + 1 < len(tokens):
+            value = tokens[i + 1]
+        elif token.startswith(f"--{name}="):
+            value = token.split("=", 1)[1]
+    return value
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """A command's config that is one of several config classes, picked by one setting (``distill --method``):
+    its value from the flags, else the YAML file, else a resumed run's own settings, else ``default``. Each class
+    is named ``"module:Class"`` under ``videocm`` (imported only when picked) and defaults the setting to its own
+    value, so the written ``config.yaml`` names it."""
+
+    setting: str
+    classes: tuple[tuple[str, str], ...]  # (value, "module:Class"), the default first
+    default: str
+
+    def choices(self) -> list[str]:
+        return [value for value, _ in self.classes]
+
+    def pick(self, value: str | None) -> type:
+        value = self.default if value is None else str(value)
+        for choice, reference in self.classes:
+            if choice == value:
+                return resolve(reference)
+        raise VideoCMError(f"--{self.setting.replace('_', '-')} {value!r} is not known: use one of "
+                           f"{', '.join(self.choices())}")
+
+    def choose(self, tokens: list[str], values: dict[str, Any] | None = None,
+               base: dict[str, Any] | None = None) -> type:
+        """The class named by ``tokens`` (flags), then ``values`` (a YAML file), then ``base`` (a resumed run)."""
+        value = flag_value(tokens, self.setting.replace("_", "-"))
+        for source in (values or {}, base or {}):
+            if value is None:
+                value = source.get(self.setting)
+        return self.pick(value)
+
+
 # --- the command line ---
 
 def parse_flags(cls: type, tokens: list[str]) -> dict[str, Any]:

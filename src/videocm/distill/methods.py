@@ -1,0 +1,20 @@
+"""The distillation methods ``videocm distill --method`` picks from: each method's config and run function, named
+here and imported only when picked (the methods' modules take seconds to import, which ``videocm --help`` should
+not pay). A new method is its own file in ``distill/`` and one row below."""
+
+from __future__ import annotations
+
+from ..config import OneOf, resolve
+
+METHODS = {  # --method: (its config class, its run function)
+    "lcm": ("distill.lcm:LCMConfig", "distill.lcm:distill"),
+    "dcm": ("distill.dcm:DCMConfig", "distill.dcm:distill_dcm"),
+    "dmd": ("distill.dmd:DMDConfig", "distill.dmd:distill_dmd"),
+}
+
+DISTILL_CONFIG = OneOf("method", tuple((method, config) for method, (config, _) in METHODS.items()), default="lcm")
+
+
+def run_distill(config, progress: bool = True, monitor=None) -> dict:
+    """Run (or resume) the distillation ``config.method`` names."""
+    return resolve(METHODS[config.method][1])(config, progress=progress, monitor=monitor)
