@@ -49,7 +49,8 @@ def copy_of(run: Path, tmp_path: Path) -> Path:
     (["--teacher", "models/teacher-vp"], "--teacher models/teacher-vp"),
     (["--grid-points", "20"], "--grid-points 20"),
     (["--student", "lora"], "--student lora"),
-], ids=["batch", "method", "teacher", "grid", "student"])
+    (["--parallel", "fsdp"], "--parallel fsdp"),  # a checkpoint's layout: accelerate's files or a DCP folder
+], ids=["batch", "method", "teacher", "grid", "student", "parallel"])
 @pytest.mark.parametrize("which", ["unfinished", "finished"])
 def test_a_resume_that_changes_the_run_is_refused_with_the_folder_untouched(runs, tmp_path, capsys, extra, flag,
                                                                             which):

@@ -149,10 +149,10 @@ class DataParallel:
         from safetensors.torch import load_model
 
         folder = Path(folder)
+        if (folder / ".metadata").is_file():
+            raise VideoCMError(f"{folder} is a sharded checkpoint (written with --parallel fsdp); resume with "
+                               f"--parallel fsdp")
         if not is_named(folder):
-            if (folder / ".metadata").is_file():
-                raise VideoCMError(f"{folder} is a sharded checkpoint (written with --parallel fsdp); resume with "
-                                   f"--parallel fsdp")
             for name in positions:  # accelerate checks their number against the folder's, and loads them
                 self.accelerator.register_for_checkpointing(states[name])
             try:
@@ -160,9 +160,6 @@ class DataParallel:
             finally:
                 self.accelerator._custom_objects.clear()  # saved by name from here on, not by accelerate
             return
-        if not (folder / "model.safetensors").is_file():
-            raise VideoCMError(f"{folder} is a sharded checkpoint (written with --parallel fsdp); resume with "
-                               f"--parallel fsdp")
         for name, obj in states.items():
             if name == "model":
                 load_model(obj, str(folder / "model.safetensors"), device=str(next(obj.parameters()).device))
