@@ -22,7 +22,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..config import Count, Decay, Fraction, Natural, NonNegative, Positive, ReusedFolder, RunFolder, check_values
+from ..config import (Count, Decay, Fraction, Natural, NonNegative, Positive, ReusedFolder, RunFolder, VideoShape,
+                      check_values)
 from ..data.moving_digits import Geometry
 from ..diffusion import guidance_at, skipping_grid
 from ..errors import VideoCMError
@@ -138,16 +139,6 @@ def check_config(config: DistillConfig, teacher_info: ModelInfo) -> None:
         raise VideoCMError(f"{config.teacher} is a {teacher_info.kind} folder; --teacher needs a teacher")
 
 
-def video_shape_override(config) -> list[int] | None:
-    """``[frames, height, width]`` from ``--frames --height --width`` (all three or none)."""
-    shape = [config.frames, config.height, config.width]
-    if all(v is None for v in shape):
-        return None
-    if any(v is None for v in shape):
-        raise VideoCMError("give --frames, --height and --width together (the clip shape to distil at)")
-    return [int(v) for v in shape]
-
-
 def refuse_two_stage(folder, what: str) -> None:
     """A one-line error, before anything loads, for a two-expert teacher where ``what`` does not take one yet."""
     from ..models.pipelines import is_pipeline_folder, read_model_index
@@ -160,7 +151,8 @@ def refuse_two_stage(folder, what: str) -> None:
 def load_teacher(config, device):
     """The teacher of a distillation config: a videocm folder or a diffusers pipeline folder."""
     dtype = resolve_teacher_dtype(getattr(config, "teacher_dtype", "auto"), device)
-    return load_model(config.teacher, device, video_shape_override(config), config.max_sequence_length, dtype)
+    shape = VideoShape(config.frames, config.height, config.width).override()
+    return load_model(config.teacher, device, shape, config.max_sequence_length, dtype)
 
 
 def teacher_text(teacher, prompt_cache: str | None = None, device="cpu"):
