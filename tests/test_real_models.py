@@ -722,3 +722,18 @@ def test_encode_command_writes_a_cache_training_reads(pipelines, video_folder, t
     code = main(["distill", "--teacher", str(pipelines["wan"]), "--data", str(cache), "--out", str(tmp_path / "x"),
                  "--frames", "5", "--height", "32", "--width", "32", "--max-sequence-length", "16"])
     assert code == 2 and "latent_shape" in capsys.readouterr().err
+
+
+def test_a_pipeline_run_resumes_from_its_own_settings(pipelines, video_folder, tmp_path, capsys):
+    """A Wan pipeline distilled from a video folder, stopped at step 1, resumes with ``--out --resume`` alone (its
+    teacher, data, clip shape and text length come from its config.yaml); a new --steps is recorded, a new clip
+    shape refused in one line."""
+    out = tmp_path / "run"
+    distil("wan", "lcm", pipelines["wan"], video_folder, out, "--checkpoint-every", "1", "--stop-at-step", "1")
+    capsys.readouterr()
+    assert main(["distill", "--out", str(out), "--resume", "--frames", "13"]) == 2
+    assert "was started with --frames 9" in capsys.readouterr().err
+    assert main(["distill", "--out", str(out), "--resume", "--steps", "3"]) == 0
+    changes = [json.loads(line) for line in (out / "resume_changes.jsonl").read_text().splitlines()]
+    assert changes == [{"step": 1, "setting": "steps", "from": 2, "to": 3}]
+    assert json.loads((out / "train_summary.json").read_text())["steps_done"] == 3

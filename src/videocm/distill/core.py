@@ -150,7 +150,7 @@ def refuse_two_stage(folder, what: str) -> None:
 
 def load_teacher(config, device):
     """The teacher of a distillation config: a videocm folder or a diffusers pipeline folder."""
-    dtype = resolve_teacher_dtype(getattr(config, "teacher_dtype", "auto"), device)
+    dtype = resolve_teacher_dtype(config.teacher_dtype, device)
     shape = VideoShape(config.frames, config.height, config.width).override()
     return load_model(config.teacher, device, shape, config.max_sequence_length, dtype)
 
@@ -351,7 +351,7 @@ class TeacherContext:
                                         prompts_only)
         self.negative = {k: v.to(device) for k, v in self.text.encode([config.negative_prompt]).items()}
         self.teacher_dtype = resolve_teacher_dtype(config.teacher_dtype, device)
-        if getattr(config, "offload_encoders", False) and isinstance(self.batches, CachedLatentBatches):
+        if config.offload_encoders and isinstance(self.batches, CachedLatentBatches):
             offload_encoders(teacher)  # the cache holds latents and text states: neither is needed on the GPU
 
     def cast_teacher(self) -> None:

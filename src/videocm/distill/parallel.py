@@ -291,12 +291,6 @@ class FullySharded(DataParallel):
     def clip_grad_norm_(self, parameters, max_norm):
         return torch.nn.utils.clip_grad_norm_(list(parameters), max_norm)
 
-    def named_state(self) -> dict[str, object]:
-        states = {"model": self.model, "optimizer": self.optimizer}
-        states.update({name: self.unwrap_model(obj) if isinstance(obj, nn.Module) else obj
-                       for name, obj in self.prepared.items()})
-        return states
-
     def _sharded(self, states: dict[str, object]) -> dict:
         """What DCP saves: the sharded model and optimiser, and every other state under ``state/NAME``."""
         from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
