@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from videocm import locations
 from videocm.cli import COMMANDS, main, parse_command
@@ -102,6 +103,36 @@ def test_config_file_then_flags(tmp_path):
     assert type(distill).__name__ == "DCMConfig" and distill.semantic_steps == 7
     with pytest.raises(VideoCMError, match="unknown key.*semantic_steps"):  # the flag picks LCM, which has none
         parse_command(["distill", "--config", str(path), "--method", "lcm"])
+
+
+@pytest.mark.parametrize("method, own", [("lcm", ["consistency", "lcm"]), ("dcm", ["consistency", "dcm"]),
+                                         ("dmd", ["dmd"])])
+def test_a_distill_config_is_the_shared_sections_plus_its_methods(method, own, tmp_path, capsys):
+    """config.yaml holds run, teacher, data, student, guidance and matching, then the method's own section(s);
+    the same settings given flat, under their sections, or mixed build the same config, and --help shows them."""
+    _, _, config = parse_command(["distill", "--method", method, "--teacher", "t", "--grid-points", "20",
+                                  "--guidance", "3", "--out", str(tmp_path / "run")])
+    written = yaml.safe_load(write_config(config, tmp_path / "w").read_text())
+    assert list(written) == ["run", "teacher", "data", "student", "guidance", "matching", *own]
+    assert written["run"]["method"] == method and written["teacher"] == {**written["teacher"], "teacher": "t",
+                                                                          "grid_points": 20}
+    assert written["guidance"]["guidance"] == 3
+    flat = {key: value for section in written.values() for key, value in section.items()}
+    assert len(flat) == sum(len(section) for section in written.values()) == len(settings(type(config)))
+    mixed = {**written.pop("teacher"), **written}  # the teacher section given flat, the rest nested
+    for values in (flat, mixed):
+        path = tmp_path / "given.yaml"
+        path.write_text(yaml.safe_dump(values))
+        assert parse_command(["distill", "--config", str(path)])[2] == config
+    path.write_text("teacher: 5\n")  # a section's name with a value that is not a mapping: the setting
+    assert parse_command(["distill", "--config", str(path)])[2].teacher == "5"
+    path.write_text("guidance: {guidanse: 2}\n")
+    with pytest.raises(VideoCMError, match="unknown key.*guidanse.*did you mean guidance"):
+        parse_command(["distill", "--config", str(path)])
+    assert main(["distill", "--method", method, "--help"]) == 0
+    text = capsys.readouterr().out
+    headings = [line.split(":")[0] for line in text[text.index("\nsettings:"):].splitlines() if line[:1].strip()]
+    assert headings == ["settings", "run", "teacher", "data", "student", "guidance", "matching", *own]
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))

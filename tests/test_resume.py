@@ -72,7 +72,7 @@ def test_a_resume_takes_the_runs_own_settings_and_records_what_it_changes(runs, 
     assert main(["distill", "--out", str(run), "--resume", "--steps", "4", "--lr", "5e-5"]) == 0
     out = capsys.readouterr().out
     assert "with --steps 4 (the run had 3)" in out and "with --lr 5e-05 (the run had 0.0001)" in out
-    config = yaml.safe_load((run / "config.yaml").read_text())
+    config = yaml.safe_load((run / "config.yaml").read_text())["run"]
     assert (config["batch_size"], config["checkpoint_every"], config["steps"]) == (2, 1, 4)
     changes = [json.loads(line) for line in (run / "resume_changes.jsonl").read_text().splitlines()]
     assert changes == [{"step": 1, "setting": "steps", "from": 3, "to": 4},

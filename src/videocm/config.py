@@ -2,7 +2,11 @@
 and written back beside the run's outputs as ``config.yaml``.
 
 A config is a dataclass of settings and sections (a field whose type is itself a dataclass, e.g.
-:class:`VideoShape`). A setting's flag is its name with dashes (``batch_size`` -> ``--batch-size``), unique
+:class:`VideoShape`). A config may also be composed of *groups*: dataclasses of related settings that it inherits,
+each naming its YAML section with a class attribute ``SECTION = "teacher"`` (``videocm distill``'s config is the
+run, teacher, data, student, guidance and matching groups plus its method's). A group's settings are read and
+set flat (``config.grid_points``) and given as flat flags; ``config.yaml`` writes them under their section, and a
+YAML file may give them under it or flat. A setting's flag is its name with dashes (``batch_size`` -> ``--batch-size``), unique
 across the sections; its one-line doc is the trailing ``# comment`` on its line, read from the source, which
 ``--help`` prints. A field without a default is required; a ``Literal[...]`` type lists its choices; a ``bool``
 flag given bare means true; a list is comma-separated (``--steps 1,2,4``), or repeatable
@@ -247,6 +251,7 @@ class Setting:
     doc: str
     repeat: bool
     section: tuple[str, ...]  # the section fields it sits in, outermost first; () at the top level
+    group: str = ""  # the YAML section of the group that declares it ("" for none)
 
     @property
     def flag(self) -> str:
@@ -295,6 +300,36 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+@functools.cache
+def groups(cls: type) -> dict[str, str]:
+    """Top-level field name of ``cls`` -> the YAML section it is written under: the ``SECTION`` of the class that
+    first declares the field (a field redeclared by a subclass, e.g. a method's own default, stays in its
+    group); "" for a field of a class without one."""
+    result: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            for name in inspect.get_annotations(klass):
+                result.setdefault(name, klass.__dict__.get("SECTION", ""))
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {name: group for name, group in result.items() if name in names}
+
+
+def group_doc(cls: type, group: str) -> str:
+    """The first paragraph of the docstring of the class that names ``group`` as its section, on one line."""
+    for klass in reversed(cls.__mro__):
+        if klass.__dict__.get("SECTION") == group:
+            return " ".join((inspect.getdoc(klass) or "").split("\n\n")[0].split())
+    return ""
+
+
+def flat_mapping(values: dict[str, Any]) -> dict[str, Any]:
+    """A ``config.yaml`` mapping with its group sections (one level of mappings) flattened."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        flat.update(value if isinstance(value, dict) else {key: value})
+    return flat
+
+
 def _is_section(annotation: Any) -> bool:
     return isinstance(annotation, type) and dataclasses.is_dataclass(annotation)
 
@@ -314,6 +349,7 @@ def sections(cls: type) -> dict[tuple[str, ...], type]:
 def settings(cls: type) -> tuple[Setting, ...]:
     """Every leaf setting of ``cls``, sections flattened in field order; flag names must be unique."""
     result: list[Setting] = []
+    grouped = groups(cls)
     for path, section in sections(cls).items():
         hints, docs = typing.get_type_hints(section, include_extras=True), field_docs(section)
         for f in dataclasses.fields(section):
@@ -321,7 +357,7 @@ def settings(cls: type) -> tuple[Setting, ...]:
                 continue
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
             result.append(Setting(f.name, hints[f.name], default, docs.get(f.name, ""),
-                                  bool(f.metadata.get("repeat")), path))
+                                  bool(f.metadata.get("repeat")), path, grouped.get(path[0] if path else f.name, "")))
     names = [s.name for s in result] + [p[-1] for p in sections(cls) if p]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:  # a programming error in the config class, not the user's
@@ -416,14 +452,20 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
 
 
 def _flatten(cls: type, values: dict[str, Any], source: str) -> dict[str, Any]:
-    """Nested section mappings (as ``write_config`` writes them) -> leaf name -> value."""
+    """Nested section and group mappings (as ``write_config`` writes them) -> leaf name -> value."""
     section_names = {path[-1]: section for path, section in sections(cls).items() if path}
+    group_names = set(groups(cls).values()) - {""}
+    leaves = {s.name for s in settings(cls)}
     flat: dict[str, Any] = {}
     for key, value in values.items():
         if key in section_names:
             if not isinstance(value, dict):
                 raise VideoCMError(f"{source}: {key!r} is a section; give it as a mapping of key: value")
             flat.update(_flatten(section_names[key], value, source))
+        elif key in group_names and (isinstance(value, dict) or key not in leaves):
+            if not isinstance(value, dict):
+                raise VideoCMError(f"{source}: {key!r} is a section; give it as a mapping of key: value")
+            flat.update(_flatten(cls, value, source))  # a group's keys are the config's own
         else:
             flat[key] = value
     return flat
@@ -518,7 +560,7 @@ class OneOf:
         value = flag_value(tokens, self.setting.replace("_", "-"))
         for source in (values or {}, base or {}):
             if value is None:
-                value = source.get(self.setting)
+                value = flat_mapping(source).get(self.setting)
         return self.pick(value)
 
 
@@ -618,23 +660,26 @@ def _default_text(value: Any) -> str:
 def config_help(cls: type, width: int | None = None) -> str:
     """Every setting of ``cls`` as ``--flag TYPE = DEFAULT  doc``, grouped by section."""
     width = width or min(120, shutil.get_terminal_size((100, 20)).columns)
-    entries: list[tuple[tuple[str, ...], str, str]] = [
-        ((), f"--{CONFIG_FLAG} FILE.yaml", "YAML file of settings (keys: the names below); flags override it")]
-    for s in settings(cls):
+    entries: list[tuple[str, str, str]] = [
+        ("", f"--{CONFIG_FLAG} FILE.yaml", "YAML file of settings (keys: the names below); flags override it")]
+    order = list(dict.fromkeys(s.group for s in settings(cls)))
+    for s in sorted(settings(cls), key=lambda s: order.index(s.group)):  # a group's settings together
         left = f"{s.flag} {type_name(s.type)}" + (" (required)" if s.required else f" = {_default_text(s.default)}")
         doc = s.doc + (" (repeatable)" if s.repeat else "") + (" (a bare flag means true)" if s.type is bool else "")
-        entries.append((s.section, left, doc))
+        heading = ".".join(((s.group,) if s.group else ()) + s.section)
+        if heading:
+            summary = (inspect.getdoc(sections(cls)[s.section]) or "").splitlines()[0] if s.section else \
+                group_doc(cls, s.group)
+            heading = f"{heading}: {summary}"
+        entries.append((heading, left, doc))
     column = min(44, max(len(left) for _, left, _ in entries) + 4)
     lines: list[str] = []
-    current: tuple[str, ...] | None = None
-    for section, left, doc in entries:
-        if section != current:
-            current = section
-            if section:
-                summary = (inspect.getdoc(sections(cls)[section]) or "").splitlines()[0]
-                lines += ["", f"{'.'.join(section)}: {summary}"]
-            else:
-                lines.append("settings:")
+    current: str | None = None
+    for heading, left, doc in entries:
+        if heading != current:
+            current = heading
+            lines += ["", *textwrap.wrap(heading, width, subsequent_indent="    ")] if heading else \
+                ["", "settings:"] if lines else ["settings:"]
         head = f"  {left}"
         text = textwrap.wrap(doc, max(30, width - column), break_on_hyphens=False, break_long_words=False) or [""]
         if len(head) + 2 > column:
@@ -651,5 +696,12 @@ def write_config(config: Any, folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / CONFIG_FILE
-    path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+    values, grouped = dataclasses.asdict(config), groups(type(config))
+    written: dict[str, Any] = {}
+    for name, value in values.items():  # field order; a group's settings under its section
+        if grouped.get(name):
+            written.setdefault(grouped[name], {})[name] = value
+        else:
+            written[name] = value
+    path.write_text(yaml.safe_dump(written, sort_keys=False))
     return path

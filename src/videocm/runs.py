@@ -23,8 +23,8 @@ from typing import Any, Callable
 
 import yaml
 
-from .config import (CONFIG_FILE, OVERWRITE_FLAG, _written, existing_output_problem, holds_something, output_settings,
-                     settings, write_config)
+from .config import (CONFIG_FILE, OVERWRITE_FLAG, _written, existing_output_problem, flat_mapping, holds_something,
+                     output_settings, settings, write_config)
 from .errors import VideoCMError
 
 CHANGES_FILE = "resume_changes.jsonl"
@@ -52,10 +52,7 @@ def run_values(out: str | Path) -> dict[str, Any] | None:
     except yaml.YAMLError as error:
         raise VideoCMError(f"{path} is not valid YAML ({str(error).splitlines()[0]}); the run cannot be resumed "
                            f"from it") from error
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        flat.update(value if isinstance(value, dict) else {key: value})
-    return {key: value for key, value in flat.items() if key not in PER_LEG}
+    return {key: value for key, value in flat_mapping(values).items() if key not in PER_LEG}
 
 
 def _flag(name: str) -> str:

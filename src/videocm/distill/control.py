@@ -31,6 +31,10 @@ from .trainer import Step, TrainConfig, TrainTask
 
 @dataclass
 class ControlConfig(TrainConfig):
+    """``videocm train-control``: a control branch on a frozen teacher."""
+
+    SECTION = "control"
+
     teacher: str = "models/teacher-flow"  # teacher folder the branch is trained on (and joined to)
     control_blocks: Count = 4  # Wan: transformer blocks copied into the branch (the UNet copies its down path)
     init_control: str | None = None  # a control model to continue from

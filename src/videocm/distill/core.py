@@ -46,56 +46,74 @@ PROMPTS_PREFIX = "prompts:"
 
 
 @dataclass
-class DistillConfig(TrainConfig):
-    """What every ``videocm distill`` method shares (each method's config adds its own): every field is a
-    ``--key value`` flag."""
+class TeacherSettings:
+    """The frozen teacher: which, its ODE grid, and where and in what precision its weights live."""
 
-    method: Literal["lcm", "dcm", "dmd"] = "lcm"  # lcm (VideoLCM), dcm (dual-expert consistency model) or dmd (DMD2): picks the config
+    SECTION = "teacher"
+
     teacher: str = "models/teacher-vp"  # teacher: a videocm teacher folder or a diffusers pipeline folder
-    out: RunFolder = "outputs/lcm"
-    steps: Count = 2000
-    batch_size: Count = 16
-    lr: Positive = 1e-4
-    warmup_steps: Natural = 50
-    min_lr_ratio: Fraction = 0.1
-    ema_decay: Decay = 0.0  # the trainer's sampling EMA (off: the consistency target, --target, plays that part)
-    sample_every: Natural = 500
-    # skipping-step discretisation
     grid_points: Count = 50  # N: points of the teacher's ODE grid the student learns to jump along
-    # guidance (diffusers' scale: 1 = none); None = the teacher's default guidance
-    guidance: NonNegative | None = None  # teacher guidance in the target (diffusers' scale, 1: none; None: the teacher's)
-    guidance_2: NonNegative | None = None  # Wan 2.2 two-expert teachers: the guidance where the low-noise transformer runs (WanPipeline's guidance_scale_2; None: --guidance)
-    negative_prompt: str = ""  # the teacher's unconditional input for guidance
-    # the consistency parameterisation (every method's student maps to the clean end with it)
-    sigma_data: Positive = 0.5  # sigma_data of the boundary scalings c_skip, c_out
-    timestep_scaling: Positive = 10.0  # timestep scaling of c_skip, c_out (as LCMScheduler)
-    # student
-    gradient_checkpointing: bool = False  # recompute the student's block activations in the backward (less memory)
-    student_dropout: bool = False  # keep the network's dropout layers in the student (off: deterministic steps)
-    student_init: Literal["auto", "high", "low"] = "auto"  # a two-expert teacher (Wan 2.2): the expert the student starts from: high, low, auto
     teacher_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # the frozen teacher's weights: auto = bfloat16 on a GPU, float32 on the CPU
     offload_encoders: bool = True  # after a latent cache is read: text encoders and VAE to the CPU (frees GPU memory)
     teacher_offload: bool = False  # keep the frozen teacher in CPU memory, each block copied in for its forward
-    lora_targets: list[str] = field(default_factory=list)  # LoRA targets of a LoRA student or fake score (empty: attention and feed-forward projections)
-    # data: MovingDigits (default), or your own videos: a video folder (encoded once into a latent cache under
-    # OUT/latent-cache, or --cache DIR) or a cache written by `videocm encode`
+
+
+@dataclass
+class DataSettings:
+    """The training clips and captions: MovingDigits (default), your videos (a folder, encoded once into a latent
+    cache, or a `videocm encode` cache) or a prompt list; the clip shape of a diffusers pipeline teacher."""
+
+    SECTION = "data"
+
     data: str | None = None  # your videos: a video folder or a `videocm encode` cache (default: MovingDigits)
     cache: ReusedFolder | None = None  # latent cache folder for --data videos (default: OUT/latent-cache)
     frame_stride: Natural = 0  # frames picked from your videos: 0 = spread over the clip, s = every s-th from the start
     latent_pool: Count = 4096  # MovingDigits clips encoded once and drawn from
     prompt_cache: str | None = None  # MiniLM states from `videocm encode-captions` instead of running MiniLM
     caption_dropout: Fraction = 0.0  # share of captions replaced by "" in training
-    # diffusers pipeline teachers: the clip shape to distil at (default: the pipeline's) and the text length
     frames: Count | None = None  # diffusers pipeline teachers: frames to distil at (default: the pipeline's)
     height: Count | None = None  # diffusers pipeline teachers: height in pixels
     width: Count | None = None  # diffusers pipeline teachers: width in pixels
     max_sequence_length: Count | None = None  # diffusers pipeline teachers: text tokens
-    # output
+    prompt_samples: Count = 4  # --data prompts:FILE for lcm and dcm: teacher clips generated per prompt
+    prompt_teacher_steps: Count = 50  # --data prompts:FILE for lcm and dcm: the teacher's sampling steps
+
+
+@dataclass
+class StudentSettings:
+    """The student: how it starts from the teacher, its boundary scalings (every method's student maps to the clean
+    end with them), and how it is saved."""
+
+    SECTION = "student"
+
+    sigma_data: Positive = 0.5  # sigma_data of the boundary scalings c_skip, c_out
+    timestep_scaling: Positive = 10.0  # timestep scaling of c_skip, c_out (as LCMScheduler)
+    gradient_checkpointing: bool = False  # recompute the student's block activations in the backward (less memory)
+    student_dropout: bool = False  # keep the network's dropout layers in the student (off: deterministic steps)
+    student_init: Literal["auto", "high", "low"] = "auto"  # a two-expert teacher (Wan 2.2): the expert the student starts from: high, low, auto
+    lora_targets: list[str] = field(default_factory=list)  # LoRA targets of a LoRA student or fake score (empty: attention and feed-forward projections)
     default_steps: Count = 4  # the student's default sampling steps (written to its folder)
-    sample_clips: Count = 48  # clips of each monitoring sample
-    sample_steps: Count = 4  # steps of the monitoring samples
     store_dtype: Literal["float16", "bfloat16", "float32"] = "float16"  # dtype the student is saved in (float16, bfloat16 or float32)
-    # distribution matching (DMD2): the term's weight on LCM and DCM's detail stage (rCM-style), its fake score
+
+
+@dataclass
+class GuidanceSettings:
+    """Classifier-free guidance folded into the targets (diffusers' scale: 1 = none)."""
+
+    SECTION = "guidance"
+
+    guidance: NonNegative | None = None  # teacher guidance in the target (diffusers' scale, 1: none; None: the teacher's)
+    guidance_2: NonNegative | None = None  # Wan 2.2 two-expert teachers: the guidance where the low-noise transformer runs (WanPipeline's guidance_scale_2; None: --guidance)
+    negative_prompt: str = ""  # the teacher's unconditional input for guidance
+
+
+@dataclass
+class MatchingSettings:
+    """Distribution matching (DMD2): the term's weight (added to LCM and DCM's detail stage, rCM-style; DMD's
+    whole loss), its fake score and GAN head."""
+
+    SECTION = "matching"
+
     dmd_weight: NonNegative = 0.0  # weight of the distribution-matching term added to the loss (0: off; --method dmd: the term alone)
     dmd_timestep_range: list[Fraction] = field(default_factory=lambda: [0.02, 0.98])  # grid fractions the term re-noises to
     fake_updates: Natural = 5  # fake score optimiser steps per generator step (DMD2's two time-scale rule)
@@ -105,13 +123,34 @@ class DistillConfig(TrainConfig):
     fake_lora_alpha: Positive = 16.0  # --fake-score lora: LoRA alpha
     dmd_gan_weight: NonNegative = 0.0  # DMD2's GAN term: the generator's weight on a head reading the fake score's bottleneck, real clips against generated (0: off; DMD2 used 3e-3 to 5e-3; needs clips, not a prompt list)
     dmd_gan_classifier_weight: NonNegative = 0.01  # the head's classifier loss in each fake-score update (DMD2's 1e-2)
-    prompt_samples: Count = 4  # --data prompts:FILE for lcm and dcm: teacher clips generated per prompt
-    prompt_teacher_steps: Count = 50  # --data prompts:FILE for lcm and dcm: the teacher's sampling steps
+
+
+@dataclass
+class DistillConfig(MatchingSettings, GuidanceSettings, StudentSettings, DataSettings, TeacherSettings, TrainConfig):
+    """What every ``videocm distill`` method shares: the run (the trainer's settings), teacher, data, student,
+    guidance and matching groups; a method's config adds its own section (and the consistency or student-kind
+    groups it takes). Every field is a ``--key value`` flag."""
+
+    SECTION = "run"
+
+    method: Literal["lcm", "dcm", "dmd"] = "lcm"  # lcm (VideoLCM), dcm (dual-expert consistency model) or dmd (DMD2): picks the config
+    out: RunFolder = "outputs/lcm"
+    steps: Count = 2000
+    batch_size: Count = 16
+    lr: Positive = 1e-4
+    warmup_steps: Natural = 50
+    min_lr_ratio: Fraction = 0.1
+    ema_decay: Decay = 0.0  # the trainer's sampling EMA (off: the consistency target, --target, plays that part)
+    sample_every: Natural = 500
+    sample_clips: Count = 48  # clips of each monitoring sample
+    sample_steps: Count = 4  # steps of the monitoring samples
 
 
 @dataclass
 class ConsistencySettings:
     """The consistency step's skip, target network and distance (the methods that take it: LCM, DCM)."""
+
+    SECTION = "consistency"
 
     skip: Count = 1  # k, in grid steps
     target: Literal["ema", "online"] = "ema"  # the consistency target network: an EMA of the student (VideoLCM) or the online student (DCM)
@@ -124,6 +163,8 @@ class ConsistencySettings:
 class StudentKindSettings:
     """A student that is the teacher's network fully fine-tuned or with LoRA (LCM, DMD; DCM's experts have their
     own settings)."""
+
+    SECTION = "student"
 
     student: Literal["full", "lora"] = "full"  # full fine-tune or LoRA
     lora_rank: Count = 16  # --student lora: LoRA rank

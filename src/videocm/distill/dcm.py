@@ -59,7 +59,10 @@ LEGACY_STEPS, LEGACY_LR = 2000, 1e-4
 
 @dataclass
 class DCMConfig(ConsistencySettings, DistillConfig):
-    """``videocm distill --method dcm``: every field is a ``--key value`` flag."""
+    """``videocm distill --method dcm``: DCM's own settings: the split, the two stages, temporal coherence, the detail
+    expert and its discriminator. Every field is a ``--key value`` flag."""
+
+    SECTION = "dcm"
 
     method: Literal["lcm", "dcm", "dmd"] = "dcm"  # dcm: this config (lcm, dmd: theirs)
     out: RunFolder = "outputs/dcm"

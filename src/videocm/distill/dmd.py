@@ -39,7 +39,10 @@ from .trainer import Monitor, Step, run_and_summarise
 
 @dataclass
 class DMDConfig(StudentKindSettings, DistillConfig):
-    """``videocm distill --method dmd``: every field is a ``--key value`` flag."""
+    """``videocm distill --method dmd``: DMD2's own settings: the student's timesteps and backward simulation. Every
+    field is a ``--key value`` flag."""
+
+    SECTION = "dmd"
 
     method: Literal["lcm", "dcm", "dmd"] = "dmd"  # dmd: this config (lcm, dcm: theirs)
     out: RunFolder = "outputs/dmd"

@@ -31,7 +31,10 @@ from .trainer import Monitor, Step, run_and_summarise
 
 @dataclass
 class LCMConfig(ConsistencySettings, StudentKindSettings, DistillConfig):
-    """``videocm distill --method lcm``: every field is a ``--key value`` flag."""
+    """``videocm distill --method lcm``: VideoLCM's own settings (the guidance embedding). Every field is a
+    ``--key value`` flag."""
+
+    SECTION = "lcm"
 
     out: RunFolder = "outputs/lcm"
     guidance_range: list[float] = field(default_factory=list)  # [w_min, w_max]: guidance embedding in the student

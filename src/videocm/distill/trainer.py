@@ -41,7 +41,9 @@ from .parallel import make_engine
 
 @dataclass
 class TrainConfig:
-    """Settings every training run shares (task configs extend it)."""
+    """The run: its folder, length, optimiser, checkpoints, monitoring and processes (every training command's)."""
+
+    SECTION = "run"
 
     out: RunFolder = "outputs/run"  # output folder (model, checkpoints, logs, config.yaml)
     steps: Count = 1000  # optimiser steps (the learning-rate schedule spans them)

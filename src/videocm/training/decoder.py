@@ -36,6 +36,8 @@ from ..models.vae import to_uint8_frames
 class DecoderConfig(TrainConfig):
     """``videocm distill-decoder``: a tiny decoder distilled from a VAE's decoder."""
 
+    SECTION = "decoder"
+
     out: RunFolder = "outputs/tiny-decoder"  # output folder: a decoder folder (loads by path with --decoder DIR)
     vae: str | None = None  # a videocm VAE folder or model folder whose VAE to distil (default: the shipped MovingDigits VAE)
     teacher: str | None = None  # instead of --vae: a teacher (diffusers pipeline folder or videocm model folder) whose VAE to distil

@@ -32,6 +32,10 @@ from ..pipeline import VideoPipeline
 
 @dataclass
 class TeacherConfig(TrainConfig):
+    """``videocm train-teacher``: the teacher network, its VAE, clips and schedule."""
+
+    SECTION = "teacher"
+
     family: str = "wan"  # network family: wan (flow matching) or unet3d (VP)
     vae: str = "models/vae"  # VAE folder (videocm train-vae)
     frames: Count = 8  # frames per clip

@@ -21,6 +21,10 @@ from ..models.vae import VAEConfig, VideoVAE, build_vae, to_uint8_frames
 
 @dataclass
 class VAETrainConfig(TrainConfig):
+    """``videocm train-vae``: the MovingDigits VAE, its clips and losses."""
+
+    SECTION = "vae"
+
     out: RunFolder = "models/vae"  # output folder of the VAE
     frames: Count = 8  # frames per training clip
     size: Count = 32  # clip side in pixels
