@@ -320,7 +320,7 @@ def test_two_processes_match_one_in_both_stages(tiny_teachers, tmp_path):
         return ["distill", "--method", "dcm", "--teacher", str(tiny_teachers["wan"]), "--out", str(out),
                 "--semantic-steps", "2", "--detail-steps", "2", "--batch-size", "4", "--latent-pool", "8",
                 "--sample-every", "0", "--checkpoint-every", "2", "--warmup-steps", "1", "--grid-points", "10",
-                "--disc-every", "1", "--cpu"]
+                "--disc-every", "1"]  # no --cpu: what a user launches on a machine without a GPU
 
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                           "29541", "-m", "videocm.cli", *args(tmp_path / "two")], env=env, capture_output=True,

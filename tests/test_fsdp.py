@@ -32,6 +32,7 @@ from videocm.errors import VideoCMError
 REPO = Path(__file__).resolve().parents[1]
 # a sum over 2 shards and the reduce-scatter's order differ from one process's sum in the last float32 bits
 TOLERANCE = dict(atol=1e-5, rtol=1e-4)
+ADAM_STRAYS = 2 * 2 * 1e-4  # 2 Adam steps of at most about the detail expert's learning rate (1e-4), either way
 
 
 def free_port() -> int:
@@ -40,12 +41,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(args: list[str], processes: int) -> subprocess.Popen:
-    """``videocm ARGS`` on ``processes`` gloo processes (torchrun), or plainly for one."""
+def launch(args: list[str], processes: int, cpu_flag: bool = True) -> subprocess.Popen:
+    """``videocm ARGS`` on ``processes`` gloo processes (torchrun), or plainly for one; ``cpu_flag=False``: without
+    ``--cpu`` (what a user types on a machine without a GPU)."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
                  "--master_port", str(free_port())] if processes > 1 else [sys.executable])
-    cpu = ["--cpu"] if args[0] == "distill" else []
+    cpu = ["--cpu"] if args[0] == "distill" and cpu_flag else []
     return subprocess.Popen([*launcher, "-m", "videocm.cli", *args, *cpu], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
@@ -73,10 +75,19 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
     return merged
 
 
-def assert_same_weights(a: Path, b: Path, **tolerance) -> None:
+def assert_same_weights(a: Path, b: Path, adam_strays: float = 0.0, **tolerance) -> None:
+    """Every weight of ``a`` and ``b`` equal within ``tolerance``; ``adam_strays`` > 0: except, in a LoRA ``B``
+    matrix (zero at the start), up to 1% of its elements by at most ``adam_strays``. Adam's first steps move an
+    element by about the learning rate whatever its gradient's size, so a gradient within float32 noise of zero
+    (summed over two shards or one) may move it either way; a sharding error moves far more than 1%."""
     first, second = weights(a), weights(b)
     assert first.keys() == second.keys()
     for key in first:
+        if adam_strays and ".lora_B." in key:
+            close = torch.isclose(second[key], first[key], **tolerance)
+            gap = (second[key] - first[key]).abs().max().item()
+            assert close.float().mean() >= 0.99 and gap <= adam_strays, f"{key}: {int((~close).sum())} differ, by {gap}"
+            continue
         torch.testing.assert_close(second[key], first[key], msg=key, **tolerance)
 
 
@@ -122,7 +133,7 @@ def test_sharded_dcm_stages_match_one_plain_process(tiny_teachers, tmp_path, fam
     detail = tmp_path / "fsdp" / "stages" / "expert-1-detail" / "train_log.csv"
     assert "gan_discriminator" in detail.read_text().splitlines()[0]
     # the semantic network, the detail expert's LoRA and own modules, and each stage's saved expert
-    assert_same_weights(tmp_path / "plain", tmp_path / "fsdp", **TOLERANCE)
+    assert_same_weights(tmp_path / "plain", tmp_path / "fsdp", adam_strays=ADAM_STRAYS, **TOLERANCE)
 
 
 @pytest.mark.slow

@@ -50,7 +50,7 @@ from .discriminator import (FeatureDiscriminator, feature_matching_loss, hinge_d
                             real_gradient_penalty, with_frozen_weights)
 from ..runs import run_folder
 from .checkpoints import check_resume
-from .trainer import Monitor, Step, run_and_summarise
+from .trainer import Monitor, Step, on_cpu, run_and_summarise
 
 DONE = "stage_done.json"
 # what DCM run folders of earlier versions recorded as --steps and --lr (unused there too): resumable as they are
@@ -393,7 +393,7 @@ def distill_dcm(config: DCMConfig, progress: bool = True, monitor: Monitor | Non
     def resume_step(out: Path) -> int:  # a DCM run's changes are recorded at the step of the stages done so far
         return sum(json.loads(p.read_text()).get("steps_done", 0) for p in stages_root.glob(f"expert-*/{DONE}"))
 
-    state = PartialState(cpu=config.cpu)
+    state = PartialState(cpu=on_cpu(config))
     with run_folder(config, state.is_main_process, state.wait_for_everyone, trained, resume_step, check,
                     report=state.print):
         return _run_stages(config, state, monitor, progress)

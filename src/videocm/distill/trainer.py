@@ -21,6 +21,7 @@ import csv
 import dataclasses
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,14 @@ class TrainConfig:
     fsdp_reshard_after_forward: bool = True  # --parallel fsdp: free gathered weights after each block's forward
     context_parallel: Count = 1  # --parallel fsdp: split each clip's tokens over this many processes (Wan networks)
     context_parallel_kind: Literal["ulysses", "ring"] = "ulysses"  # ulysses (all-to-all over heads) or ring (GPU attention backends only)
+
+
+def on_cpu(config: TrainConfig) -> bool:
+    """Whether the run's processes use the CPU: ``--cpu``, or several processes launched (``torchrun``) on a machine
+    without a CUDA GPU. accelerate treats the latter as one process each unless told to use the CPU, so every
+    process would train the whole batch alone and write the same run folder."""
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return bool(config.cpu) or (launched and not torch.cuda.is_available())
 
 
 class Monitor(Protocol):
@@ -215,7 +224,7 @@ class _Training:
         if torch.cuda.is_available():
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        self.accelerator = accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=config.cpu,
+        self.accelerator = accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=on_cpu(config),
                                                      gradient_accumulation_steps=config.gradient_accumulation_steps)
         resume_from = resume_point(out, config.resume, accelerator)
         self.engine = engine = make_engine(config, accelerator, make_plain_task)
@@ -424,7 +433,7 @@ def run_and_summarise(config: TrainConfig, make_task, progress: bool = True, mon
     from ..runs import run_folder
 
     check_values(config)
-    state = PartialState(cpu=config.cpu)
+    state = PartialState(cpu=on_cpu(config))
     began = time.time()
     with run_folder(config, state.is_main_process, state.wait_for_everyone, has_trained, resumed_step,
                     check_run_folder, report=state.print):
