@@ -104,6 +104,6 @@ def test_a_checkpoint_holds_its_state_by_name(runs):
     folder = runs["finished"] / "checkpoints" / "step-2"
     names = json.loads((folder / "named_state.json").read_text())["names"]
     assert names == ["model", "optimizer", "scheduler", "target"]
-    assert {"model.safetensors", "optimizer.pt", "scheduler.pt", "target.pt", "rng-0.pt"} <= {
+    assert {"model.safetensors", "optimizer.pt", "scheduler.pt", "target.safetensors", "rng-0.pt"} <= {
         p.name for p in folder.iterdir()}
     assert not list(folder.glob("custom_checkpoint_*"))

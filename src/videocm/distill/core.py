@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,38 +300,109 @@ def student_info(config: DistillConfig, teacher: ModelInfo, guidance: float, con
 
 
 class TargetNetwork:
-    """The consistency target: an EMA copy of the student (checkpointed with the run) or the student itself."""
+    """The consistency target: an EMA of the student's weights (checkpointed with the run) or the student itself.
 
-    def __init__(self, student: DenoiserAdapter, mode: str, decay: float) -> None:
+    The EMA of a student with frozen parts (a LoRA student, DCM's detail expert) holds only the trainable weights
+    and runs the student's own modules with them swapped in, so the frozen base is shared, not copied; a fully
+    trainable student's EMA, and any under ``share_frozen=False`` (``--parallel fsdp``, which shards it), is a whole
+    copy of the network."""
+
+    def __init__(self, student: DenoiserAdapter, mode: str, decay: float, share_frozen: bool = True) -> None:
         self.mode, self.decay = mode, decay
-        # the target is a fixed function of its input: no dropout, whatever the student does
-        self.network = copy.deepcopy(student).requires_grad_(False).eval() if mode == "ema" else None
+        self.network: DenoiserAdapter | None = None
+        self.student: DenoiserAdapter | None = None  # the student whose trainable weights the EMA swaps
+        self.names: list[str] = []
+        self.parameters: list[torch.nn.Parameter] = []
+        self.weights: list[torch.Tensor] = []
+        if mode != "ema":
+            return
+        trainable = [(name, p) for name, p in student.named_parameters() if p.requires_grad]
+        if share_frozen and len(trainable) < len(list(student.parameters())):
+            self.student = student
+            self.names = [name for name, _ in trainable]
+            self.parameters = [p for _, p in trainable]
+            self.weights = [p.detach().clone() for p in self.parameters]
+        else:
+            # the target is a fixed function of its input: no dropout, whatever the student does
+            self.network = copy.deepcopy(student).requires_grad_(False).eval()
 
-    def __call__(self, student: DenoiserAdapter) -> DenoiserAdapter:
-        return self.network if self.network is not None else student
+    @property
+    def active(self) -> bool:
+        """An EMA target (checkpointed), not the online student."""
+        return self.network is not None or self.student is not None
+
+    def __call__(self, student: DenoiserAdapter):
+        if self.network is not None:
+            return self.network
+        if self.student is not None:
+            return _SwappedIn(self)
+        return student
+
+    @contextlib.contextmanager
+    def swapped(self):
+        """The student with the EMA weights in place of its trainable ones (in eval mode), restored on exit. The
+        swap rebinds each parameter's data, so a graph the student built before stays valid for its backward."""
+        live = [p.data for p in self.parameters]
+        training = self.student.training
+        for parameter, weight in zip(self.parameters, self.weights):
+            parameter.data = weight
+        self.student.eval()
+        try:
+            yield self.student
+        finally:
+            for parameter, value in zip(self.parameters, live):
+                parameter.data = value
+            self.student.train(training)
 
     @torch.no_grad()
     def update(self, student: DenoiserAdapter) -> None:
-        if self.network is None:
-            return
-        for target, online in zip(self.network.parameters(), student.parameters()):
-            target.lerp_(online.detach().to(target.dtype), 1 - self.decay)
+        if self.network is not None:
+            for target, online in zip(self.network.parameters(), student.parameters()):
+                target.lerp_(online.detach().to(target.dtype), 1 - self.decay)
+        for weight, online in zip(self.weights, self.parameters):
+            weight.lerp_(online.detach().to(weight.dtype), 1 - self.decay)
 
     def state_dict(self) -> dict:
-        return self.network.state_dict() if self.network is not None else {}
+        if self.network is not None:
+            return self.network.state_dict()
+        return dict(zip(self.names, self.weights))
 
     def load_state_dict(self, state: dict) -> None:
         if self.network is not None:
             self.network.load_state_dict(state)
+            return
+        missing = [name for name in self.names if name not in state]
+        if missing:
+            raise VideoCMError(f"the checkpoint's target network lacks {len(missing)} of the student's trainable "
+                               f"weights (e.g. {missing[0]}); it was written for another student")
+        for name, weight in zip(self.names, self.weights):  # a whole network's state (older runs): its trainable part
+            weight.copy_(state[name].to(weight.dtype))
 
+
+class _SwappedIn:
+    """Calls the student with a :class:`TargetNetwork`'s EMA weights swapped in."""
+
+    def __init__(self, target: TargetNetwork) -> None:
+        self.target = target
+
+    def __call__(self, *args, **kwargs):
+        with self.target.swapped() as student:
+            return student(*args, **kwargs)
 
 
 def new_student(teacher: DenoiserAdapter, config: DistillConfig, device, kind: str = "full",
                 guidance_range: list[float] | tuple = (), lora: tuple[int, float] = (16, 16.0)):
     """The teacher's network, fully trainable or with LoRA (``kind``; ``lora``: its rank and alpha), with a
-    guidance embedding when the student takes a ``guidance_range``."""
-    # float32 master weights, also when the teacher was loaded in bfloat16 (on a GPU)
-    student = copy.deepcopy(teacher).float().requires_grad_(True).train()
+    guidance embedding when the student takes a ``guidance_range``. A LoRA student shares the teacher's frozen
+    weights (:func:`shares_frozen`)."""
+    share_base = shares_frozen(config)
+    if kind == "lora" and share_base:
+        # the frozen base is the teacher's own weights (shared, not copied; in --teacher-dtype once the teacher is
+        # cast, as diffusers' LoRA scripts keep it), the LoRA weights float32
+        student = copy.deepcopy(teacher, {id(p): p for p in teacher.parameters()}).train()
+    else:
+        # float32 master weights, also when the teacher was loaded in bfloat16 (on a GPU)
+        student = copy.deepcopy(teacher).float().requires_grad_(True).train()
     if not config.student_dropout:
         without_dropout(student)
     if guidance_range:
@@ -344,18 +416,27 @@ def new_student(teacher: DenoiserAdapter, config: DistillConfig, device, kind: s
     return student
 
 
+def shares_frozen(config: DistillConfig) -> bool:
+    """Whether frozen weights are shared between the networks of a run (a LoRA student's base and the teacher's; an
+    EMA target's frozen part and the student's): not when the teacher is offloaded block by block (its weights
+    move) or sharded (each network is sharded on its own)."""
+    return not config.teacher_offload and config.parallel != "fsdp"
+
+
 def merged_student(teacher_network, trained):
-    """A student as its folder holds it: a copy of the teacher's network with ``trained``'s weights (LoRA merged),
-    and its guidance embedding when it has one."""
+    """A student as its folder holds it: a network of the teacher's layout holding ``trained``'s weights (LoRA
+    merged in float32), and its guidance embedding when it has one. Weights that do not change are the same
+    tensors (nothing is copied: cast or move the result's weights, which rebinds them, rather than change them in
+    place)."""
     base = unwrapped(trained)
-    network = copy.deepcopy(teacher_network).float()  # the teacher may be held in bfloat16; the student is not
-    network.load_state_dict(merged_network_state(base.network) if has_lora(base.network)
-                            else base.network.state_dict())
+    state = merged_network_state(base.network) if has_lora(base.network) else base.network.state_dict()
+    # the teacher's modules without copies of its weights, then every weight rebound to ``state``'s
+    network = copy.deepcopy(teacher_network, {id(p): p for p in teacher_network.parameters()})
+    network.load_state_dict(state, assign=True)
     saved = base.of(network)
     if isinstance(trained, GuidanceEmbeddedDenoiser):
         return GuidanceEmbeddedDenoiser(saved, copy.deepcopy(trained.guidance_embedding))
     return saved
-
 
 
 class TeacherContext:
@@ -534,7 +615,7 @@ class DistillationMethod(TrainTask):
         if config.dmd_gan_weight > 0 and isinstance(context.batches, PromptBatches):
             raise VideoCMError(NO_REAL_CLIPS)
         return DistributionMatching(context.teacher, context.schedule, context.grid, config, device,
-                                    context.guidance_2, context.feature_channels)
+                                    context.guidance_2, context.feature_channels, shares_frozen(config))
 
     def with_matching(self, terms: ConsistencyTerms, guidance: torch.Tensor, text: dict, step: Step,
                       real: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
@@ -562,7 +643,7 @@ class DistillationMethod(TrainTask):
         return {"teacher": self.teacher_context.teacher, "target": target}
 
     def checkpoint_state(self) -> dict:
-        if self.target_network is None or self.target_network.network is None:
+        if self.target_network is None or not self.target_network.active:
             return {}
         return {"target": self.target_network}
 
@@ -570,18 +651,26 @@ class DistillationMethod(TrainTask):
         if self.target_network is not None:
             self.target_network.update(model)
 
+    @contextlib.contextmanager
     def trained(self, model):
-        """The weights a student folder holds: the EMA target network when there is one, else the online student."""
-        if self.target_network is not None and self.target_network.network is not None:
-            return self.target_network.network
-        return model
+        """The weights a student folder holds, for the ``with`` block: the EMA target when there is one (its own
+        network, or the student with the EMA weights swapped in), else the online student."""
+        target = self.target_network
+        if target is not None and target.network is not None:
+            yield target.network
+        elif target is not None and target.student is not None:
+            with target.swapped():
+                yield model
+        else:
+            yield model
 
     # ---- a single-network student's samples and folder (DCM's stages write their own) ---------------------
 
     def sample(self, model, step, out, monitor: Monitor):
         context = self.teacher_context
         device = next(model.parameters()).device
-        student = merged_student(context.teacher.network, self.trained(model)).to(device).eval()
+        with self.trained(model) as trained:
+            student = merged_student(context.teacher.network, trained).to(device).eval()
         pipeline = context.monitoring_pipeline(student, self.student_info())
         return monitor.samples(pipeline, self.config.sample_clips, self.config.sample_steps, None, out, step,
                                context.batches.sample_prompts(), context.sample_images())
@@ -590,9 +679,10 @@ class DistillationMethod(TrainTask):
         """The student folder: the trained network (LoRA merged) in diffusers format, its VAE and description, and
         the LoRA alone beside it."""
         out, context = Path(out), self.teacher_context
-        student = merged_student(context.teacher.network, self.trained(model))
-        cast_for_storage(student.network, STORE_DTYPES[self.config.store_dtype])
+        with self.trained(model) as trained:
+            student = merged_student(context.teacher.network, trained)
+            cast_for_storage(student.network, STORE_DTYPES[self.config.store_dtype])  # rebinds: nothing changes
+            source = unwrapped(trained)
+            if has_lora(source.network):
+                save_lora(source.network, out / LORA_FOLDER)
         save_model(out, student, context.vae.cpu(), self.student_info())
-        source = unwrapped(self.trained(model))
-        if has_lora(source.network):
-            save_lora(source.network, out / LORA_FOLDER)

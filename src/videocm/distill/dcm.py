@@ -45,7 +45,7 @@ from ..models.info import ConsistencyInfo, ModelInfo, PhasedInfo, is_model_folde
 from ..models.student import without_dropout
 from .consistency import consistency_step
 from .core import (ConsistencySettings, DistillationMethod, DistillConfig, TargetNetwork, load_teacher, new_student,
-                   student_info, teacher_guidance, training_device)
+                   shares_frozen, student_info, teacher_guidance, training_device)
 from .discriminator import (FeatureDiscriminator, feature_matching_loss, hinge_discriminator_loss, hinge_generator_loss,
                             real_gradient_penalty, with_frozen_weights)
 from ..runs import run_folder
@@ -169,7 +169,7 @@ class DCMStageTask(DistillationMethod):
         # the distribution-matching term regularises the detail expert(s) only (rCM-style)
         self.matching = self.new_matching(device) if expert > 0 else None
         context.cast_teacher()
-        self.target_network = TargetNetwork(self.model, config.target, config.target_decay)
+        self.target_network = TargetNetwork(self.model, config.target, config.target_decay, shares_frozen(config))
         self.heads = None
         if expert > 0 and (config.gan_weight > 0 or config.feature_matching_weight > 0):
             teacher = context.teacher
@@ -298,24 +298,25 @@ class DCMStageTask(DistillationMethod):
 
     def sample(self, model, step, out, monitor: Monitor):
         context = self.teacher_context
-        experts = [e.eval() for e in self.experts_for_sampling(self.trained(model))]
-        pipeline = context.monitoring_pipeline(experts[0], self.info(), experts)
-        try:
-            return monitor.samples(pipeline, self.config.sample_clips, self.config.sample_steps, None, out, step,
-                                   context.batches.sample_prompts(), context.sample_images())
-        finally:
-            model.train()
+        with self.trained(model) as trained:
+            experts = [e.eval() for e in self.experts_for_sampling(trained)]
+            pipeline = context.monitoring_pipeline(experts[0], self.info(), experts)
+            try:
+                return monitor.samples(pipeline, self.config.sample_clips, self.config.sample_steps, None, out, step,
+                                       context.batches.sample_prompts(), context.sample_images())
+            finally:
+                model.train()
 
     def save(self, model, out):
         """The stage's expert: the full network (semantic) or the LoRA and own modules (detail)."""
         folder = Path(out) / "expert"
         if folder.exists():
             shutil.rmtree(folder)
-        model = self.trained(model)
-        if self.expert == 0:
-            save_model(folder, model, self.teacher_context.vae.cpu(), self.info())
-        else:
-            save_expert(model, folder, STORE_DTYPES[self.config.store_dtype])
+        with self.trained(model) as trained:
+            if self.expert == 0:
+                save_model(folder, trained, self.teacher_context.vae.cpu(), self.info())
+            else:
+                save_expert(trained, folder, STORE_DTYPES[self.config.store_dtype])
 
 
 def stage_config(config: DCMConfig, expert: int) -> DCMConfig:

@@ -25,7 +25,7 @@ from ..config import RunFolder
 from .consistency import consistency_step
 from ..errors import VideoCMError
 from .core import (ConsistencySettings, DistillationMethod, DistillConfig, StudentKindSettings, TargetNetwork,
-                   new_student, training_device)
+                   new_student, shares_frozen, training_device)
 from .trainer import Monitor, Step, run_and_summarise
 
 
@@ -58,7 +58,7 @@ class LCMTask(DistillationMethod):
                                  (config.lora_rank, config.lora_alpha))
         self.matching = self.new_matching(device)  # copies the teacher before it is cast
         context.cast_teacher()
-        self.target_network = TargetNetwork(self.model, config.target, config.target_decay)
+        self.target_network = TargetNetwork(self.model, config.target, config.target_decay, shares_frozen(config))
         self.segment = (0, config.grid_points)  # the whole grid, mapped to its clean end
 
     def guidance_range(self) -> list[float]:

@@ -79,10 +79,11 @@ class DistributionMatching:
     ``schedule``/``grid``: the teacher's schedule and skipping grid; ``settings``: the method's config (the
     ``fake_*`` and ``dmd_*`` fields); ``guidance_2``: a Wan 2.2 two-expert teacher's guidance where its low-noise
     network runs (None: each clip's own weight at every time); ``feature_channels(denoiser, tap)``: the channels of
-    the maps ``tap`` reads from ``denoiser`` (a probe forward; needed with the GAN term)."""
+    the maps ``tap`` reads from ``denoiser`` (a probe forward; needed with the GAN term); ``share_base``: a LoRA fake
+    score's frozen base is the teacher's own weights (not a copy)."""
 
     def __init__(self, teacher, schedule, grid: torch.Tensor, settings, device, guidance_2: float | None = None,
-                 feature_channels=None) -> None:
+                 feature_channels=None, share_base: bool = False) -> None:
         if settings.gradient_accumulation_steps > 1 and settings.fake_updates > 0:
             raise VideoCMError("distribution matching steps its fake score inside each optimiser step, which "
                                "gradient accumulation would merge: use --gradient-accumulation-steps 1 (more "
@@ -91,7 +92,10 @@ class DistributionMatching:
         self.guidance_2 = guidance_2
         self.range = timestep_range(settings.dmd_timestep_range, len(grid) - 1)
         base = teacher.experts()[-1] if hasattr(teacher, "experts") else teacher  # a two-expert teacher: low noise
-        fake = copy.deepcopy(base).float().train().to(device)
+        if settings.fake_score == "lora" and share_base:
+            fake = copy.deepcopy(base, {id(p): p for p in base.parameters()}).train().to(device)
+        else:
+            fake = copy.deepcopy(base).float().train().to(device)
         without_dropout(fake)
         if settings.fake_score == "lora":
             add_lora(fake.spec, fake.network, settings.fake_lora_rank, settings.fake_lora_alpha,

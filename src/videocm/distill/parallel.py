@@ -130,15 +130,22 @@ class DataParallel:
         return states
 
     def save_state(self, folder: Path, states: dict[str, object]) -> None:
-        """``model.safetensors`` and ``NAME.pt`` per other state (the main process), ``rng-R.pt`` per process."""
-        from safetensors.torch import save_model
+        """``model.safetensors`` and ``NAME.safetensors`` per other module or flat tensor state (``NAME.pt`` for an
+        optimiser's, a schedule's and other structured state), from the main process; ``rng-R.pt`` per process.
+        A module with frozen parts keeps only its trainable weights (:func:`checkpoint_tensors`)."""
+        from safetensors.torch import save_file, save_model
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         if self.accelerator.is_main_process:
             for name, obj in states.items():
-                if name == "model":
-                    save_model(obj, str(folder / "model.safetensors"), force_contiguous=True)
+                tensors = checkpoint_tensors(obj)
+                path = folder / ("model.safetensors" if name == "model" else f"{name}.safetensors")
+                if isinstance(obj, nn.Module) and tensors is None:  # every weight trains: the whole module
+                    save_model(obj, str(path), force_contiguous=True)
+                elif tensors is not None:
+                    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(path),
+                              metadata={"videocm": TRAINABLE_ONLY})
                 else:
                     torch.save(obj.state_dict(), folder / f"{name}.pt")
         save_random_states(folder, self.accelerator.process_index)
@@ -146,8 +153,6 @@ class DataParallel:
     def load_state(self, folder: Path, states: dict[str, object], positions: list[str]) -> None:
         """Every state of ``states`` from ``folder``; a checkpoint from before named state: accelerate's layout,
         its custom objects in the order ``positions`` names."""
-        from safetensors.torch import load_model
-
         folder = Path(folder)
         if (folder / ".metadata").is_file():
             raise VideoCMError(f"{folder} is a sharded checkpoint (written with --parallel fsdp); resume with "
@@ -161,9 +166,10 @@ class DataParallel:
                 self.accelerator._custom_objects.clear()  # saved by name from here on, not by accelerate
             return
         for name, obj in states.items():
-            if name == "model":
-                load_model(obj, str(folder / "model.safetensors"), device=str(next(obj.parameters()).device))
-            else:
+            path = folder / ("model.safetensors" if name == "model" else f"{name}.safetensors")
+            if path.is_file():
+                load_checkpoint_tensors(obj, path)
+            else:  # structured state, or a module saved before safetensors were used for modules
                 obj.load_state_dict(torch.load(folder / f"{name}.pt", map_location="cpu", weights_only=False))
         load_random_states(folder, self.accelerator.process_index)
 
@@ -453,6 +459,59 @@ def load_random_states(folder: Path, process: int) -> None:
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+TRAINABLE_ONLY = "trainable"  # safetensors metadata of a state that holds only a module's trainable weights
+
+
+def checkpoint_tensors(obj) -> dict[str, torch.Tensor] | None:
+    """What a checkpoint keeps of ``obj`` as safetensors: a module with frozen parts, only its trainable weights
+    (the frozen ones are the teacher's, or an earlier stage's, rebuilt when the run resumes); a state that is a
+    flat mapping of tensors (an EMA target's weights), itself. None: a whole module (every weight trains; saved
+    with its tied weights once), or structured state (optimisers, schedules), which is pickled."""
+    if isinstance(obj, nn.Module):
+        named = list(obj.named_parameters())
+        if all(p.requires_grad for _, p in named):
+            return None
+        return {name: p for name, p in named if p.requires_grad}
+    state = obj.state_dict()
+    flat = state and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    storages = [v.untyped_storage().data_ptr() for v in state.values()] if flat else []
+    return state if flat and len(set(storages)) == len(storages) else None  # tied tensors: pickled
+
+
+def load_checkpoint_tensors(obj, path: Path) -> None:
+    """Load what :func:`checkpoint_tensors` saved at ``path`` into ``obj``."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, load_model
+
+    with safe_open(str(path), "pt") as handle:
+        partial = (handle.metadata() or {}).get("videocm") == TRAINABLE_ONLY
+    if not isinstance(obj, nn.Module):
+        obj.load_state_dict(load_file(str(path)))
+        return
+    device = str(next(obj.parameters()).device)
+    another = f"{path} holds the weights of another model"
+    if not partial:
+        try:
+            load_model(obj, str(path), device=device)
+        except RuntimeError as error:
+            raise VideoCMError(f"{another} ({str(error).splitlines()[-1].strip()}); resume it with the settings it "
+                               f"was started with") from None
+        return
+    state = load_file(str(path), device=device)
+    trainable = {name: p for name, p in obj.named_parameters() if p.requires_grad}
+    if set(state) != set(trainable):
+        extra, lacking = sorted(set(state) - set(trainable)), sorted(set(trainable) - set(state))
+        raise VideoCMError(f"{path} holds the trainable weights of another model ({len(extra)} not in this run's, "
+                           f"{len(lacking)} of its missing, e.g. {(extra or lacking)[0]}); resume it with the "
+                           f"settings it was started with")
+    for name, value in state.items():
+        if value.shape != trainable[name].shape:
+            raise VideoCMError(f"{path} holds the trainable weights of another model ({name}: {tuple(value.shape)} "
+                               f"where this run's is {tuple(trainable[name].shape)}); resume it with the settings "
+                               f"it was started with")
+    obj.load_state_dict(state, strict=False)
 
 
 def make_engine(config, accelerator, make_plain_task=None) -> DataParallel:

@@ -99,7 +99,8 @@ def has_lora(network: nn.Module) -> bool:
 
 
 def merged_network_state(network: nn.Module) -> dict[str, torch.Tensor]:
-    """The network's state with every LoRA delta merged into its base weight, under the plain diffusers names."""
+    """The network's state with every LoRA delta merged into its base weight (float32), under the plain diffusers
+    names; the other weights are the network's own tensors (not copies)."""
     from peft.tuners.lora import LoraLayer
 
     state = {}
@@ -109,9 +110,9 @@ def merged_network_state(network: nn.Module) -> dict[str, torch.Tensor]:
             continue
         owner = name.rsplit(".base_layer.", 1)[0] if ".base_layer." in name else None
         plain = name.replace(".base_layer.", ".")
-        if owner in lora_modules and name.endswith("base_layer.weight"):
-            value = value + lora_modules[owner].get_delta_weight("default").to(value.dtype)
-        state[plain] = value.detach().clone()
+        if owner in lora_modules and name.endswith("base_layer.weight"):  # merged in float32
+            value = value.float() + lora_modules[owner].get_delta_weight("default").float()
+        state[plain] = value.detach()  # the unmerged weights are the network's own tensors, not copies
     return state
 
 
