@@ -423,13 +423,13 @@ def shares_frozen(config: DistillConfig) -> bool:
     return not config.teacher_offload and config.parallel != "fsdp"
 
 
-def merged_student(teacher_network, trained):
+def merged_student(teacher_network, trained, dtype: torch.dtype | None = None):
     """A student as its folder holds it: a network of the teacher's layout holding ``trained``'s weights (LoRA
     merged in float32), and its guidance embedding when it has one. Weights that do not change are the same
     tensors (nothing is copied: cast or move the result's weights, which rebinds them, rather than change them in
-    place)."""
+    place). ``dtype``: the network's weights in it (a LoRA student's merged layer by layer)."""
     base = unwrapped(trained)
-    state = merged_network_state(base.network) if has_lora(base.network) else base.network.state_dict()
+    state = merged_network_state(base.network, dtype) if has_lora(base.network) else base.network.state_dict()
     # the teacher's modules without copies of its weights, then every weight rebound to ``state``'s
     network = copy.deepcopy(teacher_network, {id(p): p for p in teacher_network.parameters()})
     network.load_state_dict(state, assign=True)
@@ -679,9 +679,10 @@ class DistillationMethod(TrainTask):
         """The student folder: the trained network (LoRA merged) in diffusers format, its VAE and description, and
         the LoRA alone beside it."""
         out, context = Path(out), self.teacher_context
+        dtype = STORE_DTYPES[self.config.store_dtype]
         with self.trained(model) as trained:
-            student = merged_student(context.teacher.network, trained)
-            cast_for_storage(student.network, STORE_DTYPES[self.config.store_dtype])  # rebinds: nothing changes
+            student = merged_student(context.teacher.network, trained, dtype)
+            cast_for_storage(student.network, dtype)  # rebinds the weights not yet in it: nothing changes in place
             source = unwrapped(trained)
             if has_lora(source.network):
                 save_lora(source.network, out / LORA_FOLDER)

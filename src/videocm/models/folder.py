@@ -25,6 +25,7 @@ from .pipelines import is_pipeline_folder, load_pipeline_teacher, pipeline_parts
 from .vae import VideoVAE
 from .video_model import VideoModel
 
+SHARD_SIZE = "1GB"  # the largest weight file of a saved network (diffusers' max_shard_size)
 STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -129,7 +130,8 @@ def save_model(folder: str | Path, denoiser, vae: VideoVAE, info: ModelInfo) -> 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     base = unwrapped(denoiser)
-    base.network.save_pretrained(folder / base.spec.subfolder)
+    # diffusers' sharded layout past 1 GB: serialising a shard holds a copy of it in memory, not of the network
+    base.network.save_pretrained(folder / base.spec.subfolder, max_shard_size=SHARD_SIZE)
     if isinstance(denoiser, GuidanceEmbeddedDenoiser):
         save_guidance_embedding(denoiser.guidance_embedding, folder / GUIDANCE_FOLDER)
     if not info.from_pipeline:

@@ -98,9 +98,10 @@ def has_lora(network: nn.Module) -> bool:
     return hasattr(network, "lora_config")
 
 
-def merged_network_state(network: nn.Module) -> dict[str, torch.Tensor]:
-    """The network's state with every LoRA delta merged into its base weight (float32), under the plain diffusers
-    names; the other weights are the network's own tensors (not copies)."""
+def merged_network_state(network: nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The network's state with every LoRA delta merged into its base weight (in float32), under the plain
+    diffusers names; the other weights are the network's own tensors (not copies). ``dtype``: every floating
+    weight cast to it as it is made (a saved student: one layer at a time in float32, not the whole network)."""
     from peft.tuners.lora import LoraLayer
 
     state = {}
@@ -111,9 +112,33 @@ def merged_network_state(network: nn.Module) -> dict[str, torch.Tensor]:
         owner = name.rsplit(".base_layer.", 1)[0] if ".base_layer." in name else None
         plain = name.replace(".base_layer.", ".")
         if owner in lora_modules and name.endswith("base_layer.weight"):  # merged in float32
-            value = value.float() + lora_modules[owner].get_delta_weight("default").float()
-        state[plain] = value.detach()  # the unmerged weights are the network's own tensors, not copies
+            state[plain] = _merged_weight(lora_modules[owner], value.detach(), dtype or torch.float32)
+            continue
+        value = value.detach()  # the unmerged weights are the network's own tensors, not copies
+        state[plain] = value.to(dtype) if dtype is not None and value.is_floating_point() else value
     return state
+
+
+MERGE_CHUNK_BYTES = 8 * 2**20
+
+
+def _merged_weight(layer, base: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``base`` plus ``layer``'s LoRA delta, summed in float32 and stored in ``dtype``. A plain linear LoRA is
+    merged a block of rows at a time into the result, so the float32 temporaries stay a few MB: whole-layer
+    temporaries, freed between allocations that stay, left the CPU heap fragmented (a 1.3B student's merge took
+    5.2 GiB of resident memory for 2.6 GiB of float16 weights)."""
+    from peft.tuners.lora import Linear
+
+    if not isinstance(layer, Linear) or layer.fan_in_fan_out or base.dim() != 2 or layer.use_dora.get("default"):
+        return (base.float() + layer.get_delta_weight("default").float()).to(dtype)
+    down, up = layer.lora_A["default"].weight.detach().float(), layer.lora_B["default"].weight.detach().float()
+    scaling = layer.scaling["default"]
+    merged = torch.empty(base.shape, dtype=dtype, device=base.device)
+    rows = max(1, MERGE_CHUNK_BYTES // (4 * base.shape[1]))
+    for start in range(0, base.shape[0], rows):
+        block = slice(start, start + rows)
+        merged[block] = (base[block].float() + (up[block] @ down) * scaling).to(dtype)
+    return merged
 
 
 def save_lora(network: nn.Module, folder: Path) -> None:

@@ -21,6 +21,7 @@ measured peaks.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -37,6 +38,10 @@ from ..models.families import FamilySpec, family_for_network, family_for_pipelin
 from ..models.info import ModelInfo, is_model_folder
 
 GIB = 2**30
+# the CPU process before any weights: Python with torch, diffusers, transformers, peft, accelerate and videocm
+# imported (resident 0.42 GiB measured on this machine, 2026-12-07)
+RUNTIME_GIB = 0.45
+SAVE_SHARD_GIB = 1.0  # serialising a saved network holds one shard's bytes (models/folder.py SHARD_SIZE)
 
 
 @dataclass
@@ -75,6 +80,23 @@ class NetworkCost:
     lora_parameters: int  # rank-r LoRA on the family's LoRA targets
     detail_parameters: int  # DCM's detail expert: rank-r LoRA on attention + its own modules
     blocks: int
+    encoder_parameters: int = 0  # a pipeline's text encoder(s) and VAE (held in float32 on the CPU)
+
+
+def encoder_parameters(path: str | Path) -> int:
+    """Parameters of the text encoder(s) and VAE beside the denoiser in a pipeline or videocm folder (read from
+    their safetensors headers; 0 for a config file)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_dir():
+        return 0
+    total = 0
+    for folder in [p for p in path.iterdir() if p.is_dir() and (p.name.startswith("text_encoder") or p.name == "vae")]:
+        for file in folder.glob("*.safetensors"):
+            with safe_open(str(file), "pt") as handle:
+                total += sum(math.prod(handle.get_slice(key).get_shape()) for key in handle.keys())
+    return total
 
 
 def describe_teacher(path: str | Path) -> tuple[FamilySpec, dict, list[int], int, list[int] | None]:
@@ -214,12 +236,23 @@ def memory_per_gpu(cost: NetworkCost, config: PlanConfig, mode: str, context: in
     activations = (cost.checkpointed_bytes if checkpointing else cost.saved_bytes) / context
     if stage == "detail":  # the teacher's forward with autograd on real and fake clips, for the heads
         activations += 2 * cost.saved_bytes / context
-    parts = {"student_weights": 4 * p / shard, "gradients": 4 * trainable / shard,
-             "optimiser": 8 * trainable / shard, "ema_target": 4 * p / shard,
+    # without sharding, a LoRA student's frozen base is the teacher's own weights and an EMA target of a student
+    # with frozen parts (LoRA, DCM's detail expert) holds its trainable weights alone (distill/core.py)
+    shared = mode == "ddp" and stage in ("lora", "detail")
+    parts = {"student_weights": 4 * (trainable if shared and stage == "lora" else p) / shard,
+             "gradients": 4 * trainable / shard,
+             "optimiser": 8 * trainable / shard, "ema_target": 4 * (trainable if shared else p) / shard,
              "teacher": (2 if on_gpu else 4) * p / shard,
              "gathered_blocks": 2 * cost.largest_block_parameters * (2 if on_gpu else 4) if mode != "ddp" else 0.0}
+    if not on_gpu:  # the process itself, and the encoders (on a GPU they are offloaded to the CPU)
+        parts["runtime"] = RUNTIME_GIB * GIB
+        parts["encoders"] = 4 * cost.encoder_parameters
     result = {k: v / GIB for k, v in parts.items()}
     result["activations_per_clip"] = activations / GIB
+    # writing the student at the end (and a monitoring sample's merged copy): the network in float16 where the
+    # weights are (under fsdp, the main process's plain copy on the CPU), and on the CPU one shard's bytes
+    saving = 2 * p if mode == "ddp" or not on_gpu else 0
+    result["saving"] = (saving + (min(SAVE_SHARD_GIB * GIB, 2 * p) if not on_gpu else 0)) / GIB
     return result
 
 
@@ -233,17 +266,20 @@ def plan_rows(cost: NetworkCost, config: PlanConfig) -> list[dict]:
             stage_rows = []
             for stage in stages:
                 parts = memory_per_gpu(cost, config, mode, context, checkpointing, stage)
-                fixed = sum(v for k, v in parts.items() if k != "activations_per_clip")
+                fixed = sum(v for k, v in parts.items() if k not in ("activations_per_clip", "saving"))
                 room = config.gpu_memory - config.reserve - fixed
                 per_gpu = max(0, math.floor(room / parts["activations_per_clip"])) if room > 0 else 0
+                if fixed + parts["saving"] > config.gpu_memory - config.reserve:
+                    per_gpu = 0  # trains, but cannot write its student
                 groups = config.gpus // context  # data-parallel groups; a clip is split over its group
                 largest = per_gpu * groups
                 flops = (config.step_cost + (1 if checkpointing else 0)) * cost.forward_flops
                 seconds_per_clip = flops / (config.gpus * config.gpu_tflops * 1e12 * config.mfu)
                 batch = config.batch_size or largest
+                at_batch = fixed + parts["activations_per_clip"] * math.ceil(batch / groups) if batch else None
                 stage_rows.append({"stage": stage, **parts, "fixed_gib": fixed, "largest_global_batch": largest,
-                                   "gib_at_batch": (fixed + parts["activations_per_clip"] * math.ceil(batch / groups)
-                                                    if batch else None),
+                                   "gib_at_batch": at_batch,
+                                   "peak_gib": max(at_batch, fixed + parts["saving"]) if batch else None,
                                    "seconds_per_step": seconds_per_clip * batch if batch else None})
             name = "ddp" if mode == "ddp" else ("fsdp" if context == 1 else f"fsdp+cp{context}")
             worst = min(stage_rows, key=lambda r: r["largest_global_batch"])
@@ -278,6 +314,7 @@ def run_plan(config: PlanConfig) -> int:
     dtype = torch.bfloat16 if config.device == "cuda" else torch.float32
     cost = measure_network(spec, build_on_meta(spec, network_config, dtype), latent, config.text_tokens or tokens,
                            config.lora_rank)
+    cost = dataclasses.replace(cost, encoder_parameters=encoder_parameters(config.teacher))
     rows = plan_rows(cost, config)
     best = cheapest(rows)
     result = {"teacher": config.teacher, "family": spec.name, "clip": [frames, height, width],
