@@ -5,10 +5,12 @@
 For three small denoiser configs (a Wan transformer, a UNet3D, the same Wan with a LoRA student), one LCM step as
 the trainer runs it, without the data pipeline: the student's forward and backward, the teacher's guided forward
 on a doubled batch and the EMA target's forward (both without autograd), AdamW's step, float32 on the CPU.
-Measured: the bytes of every tensor held before the step (student, target, teacher, AdamW's moments; summed
-exactly) plus the growth of resident memory over the step (Linux VmHWM after resetting it, less VmRSS before;
+A LoRA student shares the teacher's frozen weights and its target holds the LoRA weights alone, as the
+trainer builds them (``distill/core.py``). Measured: the bytes of every tensor held before the step (student,
+target, teacher, AdamW's moments; each once, summed exactly) plus the growth of resident memory over the step (Linux VmHWM after resetting it, less VmRSS before;
 with the environment variable above glibc returns freed blocks at once, so resident memory follows the live
-tensors). Planned: `videocm plan --device cpu --gpus 1` for the same config, clip and batch (DDP, no
+tensors; each config runs in a process of its own, since memory an earlier one freed would hide the next one's
+growth). Planned: `videocm plan --device cpu --gpus 1` for the same config, clip and batch (DDP, no
 checkpointing). Prints one JSON line per config with both and their ratio.
 """
 
@@ -56,10 +58,29 @@ def measured_peak(spec, config: dict, student_kind: str, latent, tokens: int, ba
 
     torch.manual_seed(0)
     teacher = spec.diffusers_class().from_config(config).eval().requires_grad_(False)
-    student = copy.deepcopy(teacher).train().requires_grad_(True)
-    if student_kind == "lora":
+    if student_kind == "lora":  # as the trainer builds it: the frozen base is the teacher's, the target the LoRA
+        student = copy.deepcopy(teacher, {id(p): p for p in teacher.parameters()}).train()
         add_lora(spec, student, 16, 16.0)
-    target = copy.deepcopy(student).requires_grad_(False)
+        trained = [p for p in student.parameters() if p.requires_grad]
+        target_weights = [p.detach().clone() for p in trained]
+
+        def target(**inputs):
+            live = [p.data for p in trained]
+            for parameter, weight in zip(trained, target_weights):
+                parameter.data = weight
+            try:
+                return spec.run(student, **inputs)
+            finally:
+                for parameter, value in zip(trained, live):
+                    parameter.data = value
+        target_tensors = target_weights
+    else:
+        student = copy.deepcopy(teacher).train().requires_grad_(True)
+        whole = copy.deepcopy(student).requires_grad_(False)
+
+        def target(**inputs):
+            return spec.run(whole, **inputs)
+        target_tensors = list(whole.parameters())
     optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-4)
 
     def step() -> None:
@@ -68,13 +89,13 @@ def measured_peak(spec, config: dict, student_kind: str, latent, tokens: int, ba
         with torch.no_grad():
             doubled = spec.example_inputs(teacher, 2 * batch, latent, tokens, "cpu", torch.float32)
             spec.run(teacher, **doubled)
-            spec.run(target, **inputs)
+            target(**inputs)
         out.float().pow(2).mean().backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     step()  # AdamW's moments exist from here on
-    held = [*student.parameters(), *teacher.parameters(), *target.parameters()]
+    held = list({id(p): p for p in [*student.parameters(), *teacher.parameters(), *target_tensors]}.values())
     held += [v for state in optimizer.state.values() for v in state.values() if torch.is_tensor(v) and v.dim() > 0]
     static = _tensor_bytes(held)
     before = _status("VmRSS")
@@ -97,7 +118,8 @@ def check(name: str) -> dict:
     plan = PlanConfig(teacher=str(path), student=student, gpus=1, gpu_memory=1e6, batch_size=batch, device="cpu")
     cost = measure_network(spec, build_on_meta(spec, network_config, torch.float32), latent, tokens)
     row = next(r for r in plan_rows(cost, plan) if r["mode"] == "ddp" and not r["gradient_checkpointing"])
-    planned = row["stages"][0]["gib_at_batch"] * 2**30
+    stage = row["stages"][0]  # the tensors of a step; not the process itself or the encoders, measured apart
+    planned = (stage["gib_at_batch"] - stage.get("runtime", 0.0) - stage.get("encoders", 0.0)) * 2**30
     measured = measured_peak(spec, config, student, latent, tokens, batch)
     total = measured["static_bytes"] + measured["step_growth_bytes"]
     return {"config": name, "student": student, "latent": list(latent), "batch": batch, "planned_bytes": planned,
@@ -110,7 +132,18 @@ def main() -> None:
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    rows = [check(name) for name in args.config or CONFIGS]
+    names = args.config or list(CONFIGS)
+    if len(names) == 1:
+        rows = [check(names[0])]
+    else:  # each config in a fresh process: memory a config freed would hide the next one's growth
+        import subprocess
+        import sys
+
+        rows = []
+        for name in names:
+            run = subprocess.run([sys.executable, __file__, "--config", name], capture_output=True, text=True,
+                                 check=True)
+            rows += [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
     for row in rows:
         print(json.dumps(row))
     if args.json:

@@ -81,6 +81,8 @@ class NetworkCost:
     detail_parameters: int  # DCM's detail expert: rank-r LoRA on attention + its own modules
     blocks: int
     encoder_parameters: int = 0  # a pipeline's text encoder(s) and VAE (held in float32 on the CPU)
+    lora_saved_bytes: int | None = None  # saved bytes of a LoRA student (its base frozen); None: as a full one
+    lora_checkpointed_bytes: int | None = None
 
 
 def encoder_parameters(path: str | Path) -> int:
@@ -164,12 +166,10 @@ def _flash_like_sdpa(query, key, value, attn_mask=None, *args, **kwargs):
     return _FlashLikeAttention.apply(query, key, value, attn_mask)
 
 
-def measure_network(spec: FamilySpec, network: nn.Module, latent_shape: tuple[int, int, int, int],
-                    text_tokens: int, rank: int = 16, fused_attention: bool = True) -> NetworkCost:
-    """Count :class:`NetworkCost` for one clip of ``latent_shape`` ``(C, T, h, w)`` (``network`` may be on meta;
-    ``fused_attention``: count attention as a fused kernel saves it, see :class:`_FlashLikeAttention`)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+def _saved_bytes(spec: FamilySpec, network: nn.Module, latent_shape, text_tokens: int,
+                 fused_attention: bool) -> tuple[int, int, list[int]]:
+    """``(saved bytes, checkpointed bytes, saved bytes per block)`` of one forward with autograd, for the
+    parameters ``network`` trains (its ``requires_grad``)."""
     device = next(network.parameters()).device
     dtype = next(network.parameters()).dtype
     blocks = spec.shard_blocks(network)
@@ -196,10 +196,6 @@ def measure_network(spec: FamilySpec, network: nn.Module, latent_shape: tuple[in
     def leave(block, args, output):
         current[0] = None
 
-    network.requires_grad_(True)
-    example = spec.example_inputs(network, 1, latent_shape, text_tokens, device, dtype)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        spec.run(network, **example)
     handles = [b.register_forward_pre_hook(enter, with_kwargs=True) for b in blocks]
     handles += [b.register_forward_hook(leave) for b in blocks]
     sdpa = torch.nn.functional.scaled_dot_product_attention
@@ -213,16 +209,41 @@ def measure_network(spec: FamilySpec, network: nn.Module, latent_shape: tuple[in
         for handle in handles:
             handle.remove()
     per_block = [saved[id(b)] for b in blocks] or [0]
+    return sum(saved.values()), inputs[0] + max(per_block) + saved[None], per_block
+
+
+def measure_network(spec: FamilySpec, network: nn.Module, latent_shape: tuple[int, int, int, int],
+                    text_tokens: int, rank: int = 16, fused_attention: bool = True) -> NetworkCost:
+    """Count :class:`NetworkCost` for one clip of ``latent_shape`` ``(C, T, h, w)`` (``network`` may be on meta;
+    ``fused_attention``: count attention as a fused kernel saves it, see :class:`_FlashLikeAttention`). The saved
+    bytes are counted twice: with every weight trained, and for a LoRA student (its base frozen)."""
+    import copy
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ..models.student import add_lora
+
+    device = next(network.parameters()).device
+    dtype = next(network.parameters()).dtype
+    blocks = spec.shard_blocks(network)
+    network.requires_grad_(True)
+    example = spec.example_inputs(network, 1, latent_shape, text_tokens, device, dtype)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        spec.run(network, **example)
+    saved, checkpointed, _ = _saved_bytes(spec, network, latent_shape, text_tokens, fused_attention)
+    lora = copy.deepcopy(network)
+    add_lora(spec, lora, rank, float(rank))  # on the meta device too; only the adapters train
+    lora_saved, lora_checkpointed, _ = _saved_bytes(spec, lora, latent_shape, text_tokens, fused_attention)
     params = [sum(p.numel() for p in b.parameters()) for b in blocks] or [0]
     own = spec.detail_own_modules
     detail = (_lora_parameters(network, DETAIL_LORA_TARGETS, rank)
               + sum(p.numel() for n, p in network.named_parameters() if _is_own(n, own)))
     return NetworkCost(parameters=sum(p.numel() for p in network.parameters()),
                        largest_block_parameters=max(params), forward_flops=int(counter.get_total_flops()),
-                       saved_bytes=sum(saved.values()),
-                       checkpointed_bytes=inputs[0] + max(per_block) + saved[None],
+                       saved_bytes=saved, checkpointed_bytes=checkpointed,
                        lora_parameters=_lora_parameters(network, spec.lora_targets, rank),
-                       detail_parameters=detail, blocks=len(blocks))
+                       detail_parameters=detail, blocks=len(blocks), lora_saved_bytes=lora_saved,
+                       lora_checkpointed_bytes=lora_checkpointed)
 
 
 def memory_per_gpu(cost: NetworkCost, config: PlanConfig, mode: str, context: int, checkpointing: bool,
@@ -233,7 +254,10 @@ def memory_per_gpu(cost: NetworkCost, config: PlanConfig, mode: str, context: in
     on_gpu = config.device == "cuda"
     trainable = {"full": cost.parameters, "lora": cost.lora_parameters, "detail": cost.detail_parameters}[stage]
     p = cost.parameters
-    activations = (cost.checkpointed_bytes if checkpointing else cost.saved_bytes) / context
+    if stage == "lora" and cost.lora_saved_bytes is not None:
+        activations = (cost.lora_checkpointed_bytes if checkpointing else cost.lora_saved_bytes) / context
+    else:
+        activations = (cost.checkpointed_bytes if checkpointing else cost.saved_bytes) / context
     if stage == "detail":  # the teacher's forward with autograd on real and fake clips, for the heads
         activations += 2 * cost.saved_bytes / context
     # without sharding, a LoRA student's frozen base is the teacher's own weights and an EMA target of a student
@@ -317,12 +341,19 @@ def run_plan(config: PlanConfig) -> int:
     cost = dataclasses.replace(cost, encoder_parameters=encoder_parameters(config.teacher))
     rows = plan_rows(cost, config)
     best = cheapest(rows)
+    instead = None
+    if best is None and config.method == "lcm" and config.student == "full":  # would a LoRA student fit?
+        lora = cheapest(plan_rows(cost, dataclasses.replace(config, student="lora")))
+        instead = lora and {"student": "lora", **{k: lora[k] for k in ("mode", "context_parallel",
+                                                                        "gradient_checkpointing")},
+                            "peak_gib": max(s["peak_gib"] or 0 for s in lora["stages"])}
     result = {"teacher": config.teacher, "family": spec.name, "clip": [frames, height, width],
               "latent": list(latent), "gpus": config.gpus, "gpu_memory_gib": config.gpu_memory,
               "parameters": cost.parameters, "forward_tflops_per_clip": cost.forward_flops / 1e12,
               "assumed": {"gpu_tflops": config.gpu_tflops, "mfu": config.mfu, "step_cost": config.step_cost},
               "rows": rows,
-              "cheapest": best and {k: best[k] for k in ("mode", "context_parallel", "gradient_checkpointing")}}
+              "cheapest": best and {k: best[k] for k in ("mode", "context_parallel", "gradient_checkpointing")},
+              "instead": instead}
     print(plan_table(result))
     if config.json:
         Path(config.json).write_text(json.dumps(result, indent=2))
@@ -335,19 +366,24 @@ def plan_table(result: dict) -> str:
              f"{result['forward_tflops_per_clip']:.2f} TFLOPs a forward; {result['gpus']} GPUs of "
              f"{result['gpu_memory_gib']:g} GiB",
              "", "| mode | checkpointing | stage | weights+grads+optimiser+EMA+teacher GiB | activations GiB/clip "
-             "| largest global batch | s/step at that batch |", "|---|---|---|---|---|---|---|"]
+             "| largest global batch | s/step at that batch | peak GiB (writing the student) |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         for stage in row["stages"]:
+            peak = stage.get("peak_gib")
             lines.append(f"| {row['mode']} | {'yes' if row['gradient_checkpointing'] else 'no'} | {stage['stage']} "
                          f"| {stage['fixed_gib']:.1f} | {stage['activations_per_clip']:.2f} "
                          f"| {stage['largest_global_batch']} | "
-                         f"{'-' if not stage['seconds_per_step'] else format(stage['seconds_per_step'], '.2f')} |")
+                         f"{'-' if not stage['seconds_per_step'] else format(stage['seconds_per_step'], '.2f')} "
+                         f"| {'-' if peak is None else format(peak, '.1f')} |")
     best = result["cheapest"]
     lines.append("")
     lines.append(f"cheapest mode that fits: {best['mode']}" + (" with --gradient-checkpointing true"
                                                                if best["gradient_checkpointing"] else "")
                  + f" (distill flags: {mode_flags(best)})"
-                 if best else "nothing fits: more GPUs, a LoRA student or a smaller clip")
+                 if best else "nothing fits: more GPUs, a LoRA student or a smaller clip" + (
+                     f"; --student lora fits ({mode_flags(result['instead'])}, peak "
+                     f"{result['instead']['peak_gib']:.1f} GiB)" if result.get("instead") else ""))
     return "\n".join(lines)
 
 
