@@ -48,6 +48,22 @@ def children(pid: int) -> list[int]:
     return found + [g for c in found for g in children(c)]
 
 
+def floor(run: Path) -> dict:
+    """``videocm bench``'s cost floor of one step of the run's task (3 timed repeats of each pass)."""
+    import dataclasses
+
+    import yaml
+
+    from videocm.config import config_from_dict, flat_mapping
+    from videocm.distill.lcm import LCMConfig, LCMTask
+    from videocm.evaluation.bench import cost_floor
+
+    values = flat_mapping(yaml.safe_load((run / "config.yaml").read_text()))
+    config = config_from_dict(LCMConfig, {**values, "resume": False, "overwrite": False})
+    task = LCMTask(dataclasses.replace(config, cpu=True))
+    return cost_floor(task, 3)
+
+
 def planned_peak(plan_json: Path, student: str) -> float | None:
     """The plan's peak for the mode the run used (ddp, no checkpointing), or None."""
     if not plan_json.is_file():
@@ -70,6 +86,9 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--extra", default="", help="more distill flags, space-separated")
+    parser.add_argument("--floor", action="store_true",
+                        help="also time the step's cost floor (student forward+backward, guided teacher forward, "
+                             "target forward) on the run's task, in this process after the run")
     parser.add_argument("--json", help="also write the result here")
     args = parser.parse_args()
     work = Path(args.work)
@@ -140,6 +159,8 @@ def main() -> None:
         "planned_peak_gib": planned_peak(plan_json, args.student),
         "plan": json.loads(plan_json.read_text()) if plan_json.is_file() else plan.stderr[-800:],
     }
+    if args.floor and finished.returncode == 0:
+        result["floor"] = floor(run)
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
