@@ -17,7 +17,7 @@ LAYERS = [
     {"diffusion"},
     {"data", "models"},
     {"pipeline"},
-    {"distill", "training", "evaluation"},
+    {"distill", "training", "evaluation", "recipes"},
     {"demo", "sampling_cli", "serve", "cli", "__init__"},
 ]
 
@@ -212,4 +212,4 @@ def test_the_worked_example_of_a_new_method_trains_a_student(tiny_teachers, tmp_
     student, teacher = load_file(out / weights), load_file(tiny_teachers["wan"] / weights)
     assert student.keys() == teacher.keys()
     assert any(not torch.allclose(student[k].float(), teacher[k].float()) for k in teacher)
-    assert (out / "checkpoints" / "step-2" / "target.pt").is_file()
+    assert (out / "checkpoints" / "step-2" / "target.safetensors").is_file()

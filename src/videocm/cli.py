@@ -77,7 +77,39 @@ class ExportConfig:
     overwrite: bool = False  # replace what an output path already holds (without it, one that exists is refused)
 
 
+@dataclass
+class RecipesConfig:
+    """``videocm recipes``: the distillation recipes, what each matches, and the source of each value."""
+
+    name: str | None = None  # one recipe in full, with the source of every value (default: all, briefly)
+    teacher: str | None = None  # instead: the recipe `distill --recipe auto` picks for this teacher folder
+
+
 # --- run functions of those, and of commands whose library function needs a word around it ---
+
+def run_recipes(config: RecipesConfig) -> int:
+    from .recipes import recipe_for_teacher, recipe_named, recipes_table
+
+    if config.teacher is not None:
+        recipe = recipe_for_teacher(config.teacher)
+        print(f"{config.teacher}: " + (f"recipe {recipe.name} ({recipe.title})" if recipe else
+                                       "no recipe matches (the built-in defaults, tuned on MovingDigits, are used)"))
+        return 0
+    if config.name is None:
+        print(recipes_table())
+        return 0
+    recipe = recipe_named(config.name)
+    print(f"{recipe.name}: {recipe.title}")
+    for key, value in recipe.teacher.items():
+        print(f"  teacher {key}: {value.value}  ({value.source})")
+    for method, values in recipe.methods.items():
+        print(f"  {method}:")
+        for key, value in values.items():
+            print(f"    --{key.replace('_', '-')} {value.value}  ({value.source})")
+    if recipe.notes:
+        print(f"  note: {' '.join(recipe.notes.split())}")
+    return 0
+
 
 def run_data_export(config: DataExportConfig) -> int:
     from .data import export_moving_digits
@@ -153,6 +185,7 @@ class Command:
     description: str = ""  # more, in ``videocm COMMAND --help``
     print_result: bool = False
     monitored: bool = False  # a training run: its periodic samples are scored by the judge's monitor
+    starts_from: str = ""  # "module:function": values under the YAML file and flags (distill: the recipe's)
 
 
 COMMANDS: dict[str, Command] = {
@@ -209,8 +242,13 @@ COMMANDS: dict[str, Command] = {
         "Distil --teacher DIR into a few-step student written to --out DIR: consistency distillation (lcm, dcm) or "
         "distribution matching (dmd; --dmd-weight W adds its term to lcm and dcm). Any setting of the method's "
         "config is a --key value flag (e.g. --steps 2000 --guidance 4 --student lora); --data prompts:FILE "
-        "distils from a prompt list alone; --resume continues a run from its newest checkpoint.",
-        print_result=True, monitored=True),
+        "distils from a prompt list alone; --resume continues a run from its newest checkpoint. The run starts from "
+        "the recipe for the teacher's layout (--recipe auto; printed with the source of each value; videocm "
+        "recipes lists them); the YAML file and flags override it.",
+        print_result=True, monitored=True, starts_from="recipes:recipe_layer"),
+    "recipes": Command(
+        "cli:RecipesConfig", "cli:run_recipes",
+        "the distillation recipes per teacher layout and method, with the source of every value"),
     "encode-captions": Command(
         "cli:EncodeCaptionsConfig", "cli:run_encode_captions",
         "precompute MiniLM states of all MovingDigits captions (and \"\")"),
@@ -358,7 +396,13 @@ def parse_command(argv: list[str]) -> tuple[Command, Any, Any]:
     config_path, tokens = _without_config_flag(tokens)
     resumed = _resumed_run(tokens, config_path) if command.monitored else None
     config_class = _config_class(command, tokens, config_path, resumed)
-    return command, resolve(command.run), load_config(config_class, config_path, tokens, base=resumed)
+    base = resumed
+    if command.starts_from and resumed is None:  # a resumed run keeps what it started from
+        report = (lambda line: print(f"{PROG}: {line}", file=sys.stderr)) if os.environ.get("RANK", "0") == "0" \
+            else None
+        base = resolve(command.starts_from)(config_class, tokens, read_yaml(config_path) if config_path else {},
+                                            report)
+    return command, resolve(command.run), load_config(config_class, config_path, tokens, base=base)
 
 
 def _run(argv: list[str]) -> int:

@@ -7,7 +7,8 @@ back.
 consistency target network) and what it prepared beside the model (``discriminator``, ``fake_score`` and their
 optimisers), and each process's random number generators (``rng-R.pt``); the data position is the step itself
 (every step draws its batch from ``(seed, step)``). ``named_state.json`` lists the names. Under ``--parallel ddp``
-the model is ``model.safetensors`` and every other state ``NAME.pt``; under ``--parallel fsdp`` they are one
+the model is ``model.safetensors``, a module or flat tensor state ``NAME.safetensors`` (a module with frozen parts: its
+trainable weights alone) and structured state (optimisers, schedules) ``NAME.pt``; under ``--parallel fsdp`` they are one
 ``torch.distributed.checkpoint`` folder (``model``, ``optimizer``, ``state/NAME``). A tool that reads a checkpoint
 (:mod:`videocm.training.gather`) asks for a name.
 

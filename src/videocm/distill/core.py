@@ -135,6 +135,7 @@ class DistillConfig(MatchingSettings, GuidanceSettings, StudentSettings, DataSet
     SECTION = "run"
 
     method: Literal["lcm", "dcm", "dmd"] = "lcm"  # lcm (VideoLCM), dcm (dual-expert consistency model) or dmd (DMD2): picks the config
+    recipe: str = "auto"  # the recipe the run starts from: auto (picked from the teacher folder), a name (videocm recipes) or none (the built-in defaults)
     out: RunFolder = "outputs/lcm"
     steps: Count = 2000
     batch_size: Count = 16
