@@ -165,6 +165,9 @@ CASES = [
     (["eval-control", "--control-model", CF, "--model", f"{TF}@4", "--report", "rep"], "already holds report.md"),
     (["eval-control", "--control-model", CF, "--model", f"{TF}@4", "--json", "file.txt"], "is a file"),
     (["eval-control", "--control-model", CF, "--model", "nothere@4", "--n", "2"], 'does not exist'),
+    (["recipes", "--name", "wan9"], "is not a recipe"),
+    (["check", "--recipe", "wan9"], "is not a recipe"),
+    (["check", "--teacher", TF, "--data", "nothere"], "check: clips: video folder nothere does not exist"),
     (["demo", "--out", "file.txt"], "is a file; give a folder"),
     (["demo", "--n", "0"], "--n must be at least 1"),
     # the command line itself

@@ -75,7 +75,8 @@ def test_flags_parse_into_the_commands_config(argv, expected, tmp_path, monkeypa
 def test_command_table_covers_every_command():
     assert set(COMMANDS) == {"data export", "train-judge", "eval", "judge-check", "train-vae", "train-teacher",
                              "distill", "encode-captions", "encode", "export", "sample", "bench", "train-control",
-                             "eval-control", "demo", "compare", "curves", "plan", "distill-decoder", "serve"}
+                             "eval-control", "demo", "compare", "curves", "plan", "distill-decoder", "serve",
+                             "check", "recipes"}
     _, run, config = parse_command(["distill", "--method", "dcm"])
     assert type(config).__name__ == "DCMConfig" and run.__name__ == "run_distill"
     _, _, encode = parse_command(["encode", "--teacher", "t", "--data", "v", "--out", "c", "--frames", "9",

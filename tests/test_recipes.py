@@ -16,7 +16,7 @@ from videocm.distill.dcm import DCMConfig
 from videocm.distill.dmd import DMDConfig
 from videocm.distill.lcm import LCMConfig
 from videocm.errors import VideoCMError
-from videocm.recipes import LARGE_BYTES, all_recipes, recipe_for_teacher, recipe_named
+from videocm.recipes import LARGE_BYTES, all_recipes, recipe_for_teacher, recipe_lines, recipe_named
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = {"lcm-full": LCMConfig, "lcm-lora": LCMConfig, "dcm": DCMConfig, "dmd": DMDConfig}
@@ -89,13 +89,12 @@ def test_distill_prints_its_recipe_with_sources_and_flags_and_yaml_override_it(t
                                                              "in_channels": 16})
     yaml_file = tmp_path / "run.yaml"
     yaml_file.write_text("run:\n  steps: 7\n")
-    capsys.readouterr()
     _, _, config = parse_command(["distill", "--teacher", str(teacher), "--student", "lora", "--lr", "3e-4",
                                   "--config", str(yaml_file), "--out", str(tmp_path / "out")])
-    err = capsys.readouterr().err
-    assert "recipe wan2.1-t2v-1.3b" in err and "lcm-lora" in err
-    assert "--lora-rank 64 (diffusers README (LCM-LoRA): --lora_rank=64)" in err
-    assert "--lr 0.0001 [overridden]" in err and "--steps 1000 [overridden]" in err
+    said = "\n".join(recipe_lines(config))
+    assert "recipe wan2.1-t2v-1.3b" in said and "lcm-lora" in said
+    assert "--lora-rank 64  (diffusers README (LCM-LoRA): --lora_rank=64)" in said
+    assert "--lr 0.0001 -> 0.0003 (given)" in said and "--steps 1000 -> 7 (given)" in said
     assert (config.recipe, config.lora_rank, config.lr, config.steps) == ("wan2.1-t2v-1.3b", 64, 3e-4, 7)
     assert (config.frames, config.height, config.width, config.max_sequence_length) == (81, 480, 832, 512)
     assert config.target == "online" and config.min_lr_ratio == 1.0
@@ -114,9 +113,8 @@ def test_distill_prints_its_recipe_with_sources_and_flags_and_yaml_override_it(t
 
 def test_a_method_without_public_values_keeps_the_defaults_and_says_so(tmp_path, capsys):
     teacher = fake_pipeline(tmp_path / "ltx", "LTXPipeline", {})
-    capsys.readouterr()
     _, _, config = parse_command(["distill", "--method", "dmd", "--teacher", str(teacher), "--out", str(tmp_path / "o")])
-    assert "has no dmd settings" in capsys.readouterr().err
+    assert "has no dmd settings" in recipe_lines(config)[0]
     assert config.recipe == "ltx-video" and config.lr == DMDConfig().lr
 
 
@@ -129,9 +127,11 @@ def test_the_built_in_teacher_records_its_recipe_and_a_tiny_pipeline_says_none_m
     from tiny_pipelines import build_tiny_pipeline
 
     pipeline = build_tiny_pipeline("wan", tmp_path / "tiny")
-    capsys.readouterr()
     _, _, tiny = parse_command(["distill", "--teacher", str(pipeline), "--out", str(tmp_path / "t")])
-    assert "none matches" in capsys.readouterr().err and tiny.recipe == "auto"
+    assert recipe_lines(tiny) == [] and tiny.recipe == "auto"  # a small network: nothing to say
+    odd = fake_pipeline(tmp_path / "odd", "WanPipeline", {"num_layers": 7, "num_attention_heads": 3})
+    _, _, unknown = parse_command(["distill", "--teacher", str(odd), "--out", str(tmp_path / "u")])
+    assert "none matches" in recipe_lines(unknown)[0]  # a real network of a layout no recipe knows
 
 
 def test_unknown_recipe_is_a_one_line_error(capsys):

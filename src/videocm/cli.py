@@ -186,6 +186,7 @@ class Command:
     print_result: bool = False
     monitored: bool = False  # a training run: its periodic samples are scored by the judge's monitor
     starts_from: str = ""  # "module:function": values under the YAML file and flags (distill: the recipe's)
+    writes: bool = True  # False: the command writes nothing, so its config's output paths are not checked
 
 
 COMMANDS: dict[str, Command] = {
@@ -246,6 +247,15 @@ COMMANDS: dict[str, Command] = {
         "the recipe for the teacher's layout (--recipe auto; printed with the source of each value; videocm "
         "recipes lists them); the YAML file and flags override it.",
         print_result=True, monitored=True, starts_from="recipes:recipe_layer"),
+    "check": Command(
+        "distill.methods:DISTILL_CONFIG", "training.preflight:run_check",
+        "check a distillation run's teacher, data and settings before it starts (the distill flags)",
+        "With the same flags as videocm distill (its recipe included): the teacher's own samples (finite, not flat, "
+        "not still, not blown out), the usable clips of a video folder, a VAE round trip of a few of them (PSNR), "
+        "the guidance and scheduler shift against the teacher's, the planned memory against the device and the "
+        "time per step. One line each; a failure is a one-line refusal with the fix. distill runs it first for a "
+        "teacher a real layout's recipe matched (--preflight auto|true|false).",
+        starts_from="recipes:recipe_layer", writes=False),
     "recipes": Command(
         "cli:RecipesConfig", "cli:run_recipes",
         "the distillation recipes per teacher layout and method, with the source of every value"),
@@ -398,11 +408,9 @@ def parse_command(argv: list[str]) -> tuple[Command, Any, Any]:
     config_class = _config_class(command, tokens, config_path, resumed)
     base = resumed
     if command.starts_from and resumed is None:  # a resumed run keeps what it started from
-        report = (lambda line: print(f"{PROG}: {line}", file=sys.stderr)) if os.environ.get("RANK", "0") == "0" \
-            else None
-        base = resolve(command.starts_from)(config_class, tokens, read_yaml(config_path) if config_path else {},
-                                            report)
-    return command, resolve(command.run), load_config(config_class, config_path, tokens, base=base)
+        base = resolve(command.starts_from)(config_class, tokens, read_yaml(config_path) if config_path else {})
+    return command, resolve(command.run), load_config(config_class, config_path, tokens, base=base,
+                                                      writes=command.writes)
 
 
 def _run(argv: list[str]) -> int:
@@ -429,7 +437,7 @@ def _run(argv: list[str]) -> int:
 
     defer_package_inits()  # a model folder imports its own diffusers classes, not every class of their package
     command, run, config = parse_command(argv)
-    if os.environ.get("RANK", "0") == "0":  # one process clears what --overwrite replaces (training runs wait)
+    if command.writes and os.environ.get("RANK", "0") == "0":  # one process clears what --overwrite replaces
         for cleared in clear_outputs(config):
             print(f"{PROG}: --overwrite: deleted {cleared}", file=sys.stderr)
     if command.monitored:  # a training run: the judge scores its periodic samples

@@ -631,9 +631,9 @@ def check_values(config: Any) -> None:
 
 
 def load_config(cls: type[ConfigT], path: str | Path | None = None, overrides: list[str] | None = None,
-                base: dict[str, Any] | None = None) -> ConfigT:
-    """Defaults, then ``base`` (a resumed run's own settings; keys ``cls`` does not know are left out), then the
-    YAML file, then command-line overrides."""
+                base: dict[str, Any] | None = None, writes: bool = True) -> ConfigT:
+    """Defaults, then ``base`` (a resumed run's own settings, or a recipe's; keys ``cls`` does not know are left
+    out), then the YAML file, then command-line overrides."""
     known = {s.name for s in settings(cls)}
     values: dict[str, Any] = {k: v for k, v in (base or {}).items() if k in known}
     values.update(_flatten(cls, read_yaml(path), str(path)) if path is not None else {})
@@ -643,7 +643,8 @@ def load_config(cls: type[ConfigT], path: str | Path | None = None, overrides: l
         raise VideoCMError(_unknown_message(unknown, [s.name for s in settings(cls)], "command line", True))
     values.update(flags)
     config = config_from_dict(cls, values, str(path) if path else "command line")
-    check_existing_outputs(config)
+    if writes:  # a command that writes nothing (videocm check) takes a config whose outputs it leaves alone
+        check_existing_outputs(config)
     return config
 
 

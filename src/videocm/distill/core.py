@@ -136,6 +136,7 @@ class DistillConfig(MatchingSettings, GuidanceSettings, StudentSettings, DataSet
 
     method: Literal["lcm", "dcm", "dmd"] = "lcm"  # lcm (VideoLCM), dcm (dual-expert consistency model) or dmd (DMD2): picks the config
     recipe: str = "auto"  # the recipe the run starts from: auto (picked from the teacher folder), a name (videocm recipes) or none (the built-in defaults)
+    preflight: Literal["auto", "true", "false"] = "auto"  # videocm check before training: auto = a new one-process run of a teacher a real layout's recipe matched
     out: RunFolder = "outputs/lcm"
     steps: Count = 2000
     batch_size: Count = 16

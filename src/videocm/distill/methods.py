@@ -16,5 +16,25 @@ DISTILL_CONFIG = OneOf("method", tuple((method, config) for method, (config, _) 
 
 
 def run_distill(config, progress: bool = True, monitor=None) -> dict:
-    """Run (or resume) the distillation ``config.method`` names."""
+    """Run (or resume) the distillation ``config.method`` names, after ``videocm check`` where
+    :func:`wants_preflight` says so."""
+    import os
+    import sys
+
+    if os.environ.get("RANK", "0") == "0" and not config.resume:
+        for line in resolve("recipes:recipe_lines")(config):
+            print(f"videocm: {line}", file=sys.stderr)
+    if wants_preflight(config):
+        resolve("training.preflight:preflight")(config)
     return resolve(METHODS[config.method][1])(config, progress=progress, monitor=monitor)
+
+
+def wants_preflight(config) -> bool:
+    """``--preflight true``; ``auto``: a new run (not a resume) on one process of a teacher a real layout's recipe
+    matched (not MovingDigits, not a small network)."""
+    import os
+
+    if config.preflight != "auto":
+        return config.preflight == "true"
+    return (not config.resume and int(os.environ.get("WORLD_SIZE", "1")) == 1
+            and config.recipe not in ("auto", "none", "moving-digits"))

@@ -144,8 +144,9 @@ def method_key(method: str, student: str) -> str:
 
 def recipe_layer(config_class: type, tokens: list[str], values: dict, report=None) -> dict:
     """The values a distillation starts from under its YAML file and flags: the recipe's for its teacher, method
-    and student (``--recipe``), with ``recipe`` set to the one used; each printed with its source (``report``)."""
-    from ..config import flag_value, flat_mapping, parse_flags, settings
+    and student (``--recipe``), with ``recipe`` set to the one used (left ``auto`` when none matches). What was
+    used is said once the config is valid (:func:`recipe_lines`)."""
+    from ..config import flag_value, flat_mapping, settings
 
     values = flat_mapping(values or {})
     known = {s.name: s for s in settings(config_class)}
@@ -157,34 +158,44 @@ def recipe_layer(config_class: type, tokens: list[str], values: dict, report=Non
     choice = str(chosen("recipe") or AUTO)
     if choice == NONE:
         return {}
-    teacher = str(chosen("teacher"))
-    recipe = recipe_for_teacher(teacher) if choice == AUTO else recipe_named(choice)
+    recipe = recipe_for_teacher(str(chosen("teacher"))) if choice == AUTO else recipe_named(choice)
     if recipe is None:
-        if report is not None and describe_folder(teacher).get("pipeline"):
-            report(f"recipe: none matches {teacher} (a small or unknown layout); the built-in defaults, tuned on "
-                   f"MovingDigits, are used (videocm recipes lists the recipes; --recipe NAME picks one)")
         return {}
-    method = str(chosen("method"))
     student = str(chosen("student") or "full") if "student" in known else "full"
-    key = method_key(method, student)
+    key = method_key(str(chosen("method")), student)
     if key not in recipe.methods:
-        if report is not None:
-            report(f"recipe {recipe.name} ({recipe.title}) has no {key} settings (no public recipe to take them "
-                   f"from): the built-in defaults, tuned on MovingDigits, are used")
         return {"recipe": recipe.name}
     settings_of = recipe.values(key)
     unknown = sorted(set(settings_of) - set(known))
     if unknown:  # a recipe file's mistake, not the user's
         raise VideoCMError(f"recipe {recipe.name} {key}: {', '.join(unknown)} are not settings of distill --method "
-                           f"{method}")
-    overridden = set(parse_flags(config_class, tokens)) | set(values)
-    if report is not None:
-        report(f"recipe {recipe.name} ({recipe.title}), {key}"
-               + ("" if choice == AUTO else " (--recipe)") + ": " + "; ".join(
-                   f"--{name.replace('_', '-')} {_shown(entry.value)}"
-                   + (" [overridden]" if name in overridden else "") + f" ({entry.source})"
-                   for name, entry in settings_of.items()))
+                           f"{chosen('method')}")
     return {"recipe": recipe.name, **{name: entry.value for name, entry in settings_of.items()}}
+
+
+def recipe_lines(config) -> list[str]:
+    """What a distill config started from, to say before it runs: the recipe, and each of its values with the
+    source, or the value the YAML file or a flag gave instead."""
+    if config.recipe == NONE:
+        return ["recipe: none (--recipe none): the built-in defaults"]
+    if config.recipe == AUTO:  # said of a real network whose layout no recipe knows, not of a small one
+        if describe_folder(config.teacher).get("bytes", 0) >= LARGE_BYTES:
+            return [f"recipe: none matches {config.teacher} (a layout no recipe knows): the built-in defaults, tuned "
+                    f"on MovingDigits (videocm recipes lists the recipes; --recipe NAME picks one)"]
+        return []
+    recipe = recipe_named(config.recipe)
+    key = method_key(config.method, getattr(config, "student", "full"))
+    if key not in recipe.methods:
+        return [f"recipe {recipe.name} ({recipe.title}) has no {key} settings (no public recipe to take them from): "
+                f"the built-in defaults, tuned on MovingDigits"]
+    if recipe.match.get("videocm"):
+        return []  # the built-in defaults: nothing to say
+    lines = [f"recipe {recipe.name} ({recipe.title}), {key}:"]
+    for name, entry in recipe.values(key).items():
+        used = getattr(config, name)
+        given = "" if used == entry.value else f" -> {_shown(used)} (given)"
+        lines.append(f"  --{name.replace('_', '-')} {_shown(entry.value)}{given}  ({entry.source})")
+    return lines
 
 
 def _shown(value: Any) -> str:
