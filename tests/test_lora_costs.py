@@ -69,6 +69,7 @@ def test_a_lora_student_shares_the_teachers_frozen_weights_and_its_target_holds_
     assert next(task.teacher_context.teacher.parameters()).dtype == torch.float32
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["lcm", "dmd"])
 def test_a_lora_runs_checkpoint_holds_only_trainable_state_and_resumes_exactly(tmp_path, method):
     extra = ["--method", "dmd", "--fake-updates", "1", "--fake-score", "lora"] if method == "dmd" else []
@@ -111,6 +112,7 @@ def test_a_checkpoint_of_another_students_trainable_weights_is_refused_in_one_li
     assert "trainable weights of another model" in err and "\n" not in err
 
 
+@pytest.mark.slow
 def test_a_dcm_detail_experts_target_holds_only_its_trainable_weights(tmp_path):
     args = ["distill", "--method", "dcm", "--teacher", str(TEACHER), "--out", str(tmp_path / "dcm"), "--steps", "0",
             "--semantic-steps", "2", "--detail-steps", "2", "--batch-size", "2", "--latent-pool", "4",

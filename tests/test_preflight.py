@@ -70,6 +70,7 @@ def test_a_teacher_whose_samples_are_noise_is_refused_in_one_line(broken_teacher
     assert "noise, not video" in capsys.readouterr().err and not out.exists()
 
 
+@pytest.mark.slow
 def test_a_video_folder_with_a_corrupt_and_a_short_file_is_checked_and_round_tripped(tmp_path, capsys):
     from videocm.data.moving_digits import make_clip
     from videocm.data.video_io import write_video
@@ -92,6 +93,7 @@ def test_a_video_folder_with_a_corrupt_and_a_short_file_is_checked_and_round_tri
     assert "skipped short.mp4: too short" in captured.err and "skipped broken.mp4: unreadable" in captured.err
 
 
+@pytest.mark.slow
 def test_check_on_a_tiny_pipeline_gives_every_line(tmp_path, capsys):
     from tiny_pipelines import build_tiny_pipeline
 

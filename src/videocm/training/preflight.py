@@ -22,6 +22,7 @@ A ``fail`` stops the run with a one-line refusal naming the fix; ``warn`` lines 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -176,8 +177,8 @@ def _machine_gib(device: torch.device) -> float:
 
 
 def _memory_and_time(config, device: torch.device, shape: list[int] | None) -> list[Finding]:
-    from ..training.plan import PlanConfig, plan_rows, run_plan  # noqa: F401 (run_plan: the same figures)
-    from ..training.plan import build_on_meta, describe_teacher, encoder_parameters, measure_network
+    from ..training.plan import PlanConfig, plan_rows
+    from ..training.plan import build_on_meta, describe_teacher, encoder_parameters, measure_network  # noqa: E501
 
     method = "dcm" if config.method == "dcm" else "lcm"
     student = getattr(config, "student", "full")
@@ -199,8 +200,6 @@ def _memory_and_time(config, device: torch.device, shape: list[int] | None) -> l
                                config.max_sequence_length or tokens, getattr(config, "lora_rank", 16))
     except Exception as error:  # noqa: BLE001 - a plan is advice; a layout it cannot build is said, not fatal
         return [Finding("memory", "warn", f"not planned ({type(error).__name__}: {error})")]
-    import dataclasses
-
     cost = dataclasses.replace(cost, encoder_parameters=encoder_parameters(plan.teacher))
     mode = "ddp" if config.parallel == "ddp" else ("fsdp" if config.context_parallel == 1
                                                    else f"fsdp+cp{config.context_parallel}")
