@@ -58,29 +58,22 @@ def measured_peak(spec, config: dict, student_kind: str, latent, tokens: int, ba
 
     torch.manual_seed(0)
     teacher = spec.diffusers_class().from_config(config).eval().requires_grad_(False)
+    from videocm.distill.core import TargetNetwork
+
     if student_kind == "lora":  # as the trainer builds it: the frozen base is the teacher's, the target the LoRA
         student = copy.deepcopy(teacher, {id(p): p for p in teacher.parameters()}).train()
         add_lora(spec, student, 16, 16.0)
-        trained = [p for p in student.parameters() if p.requires_grad]
-        target_weights = [p.detach().clone() for p in trained]
-
-        def target(**inputs):
-            live = [p.data for p in trained]
-            for parameter, weight in zip(trained, target_weights):
-                parameter.data = weight
-            try:
-                return spec.run(student, **inputs)
-            finally:
-                for parameter, value in zip(trained, live):
-                    parameter.data = value
-        target_tensors = target_weights
     else:
         student = copy.deepcopy(teacher).train().requires_grad_(True)
-        whole = copy.deepcopy(student).requires_grad_(False)
+    ema = TargetNetwork(student, "ema", 0.95)  # the trainable weights alone for LoRA, else a whole copy
+    target_tensors = ema.weights or list(ema.network.parameters())
 
-        def target(**inputs):
-            return spec.run(whole, **inputs)
-        target_tensors = list(whole.parameters())
+    def target(**inputs):
+        if ema.network is not None:
+            return spec.run(ema.network, **inputs)
+        with ema.swapped():
+            return spec.run(student, **inputs)
+
     optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-4)
 
     def step() -> None:

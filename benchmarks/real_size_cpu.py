@@ -52,14 +52,12 @@ def floor(run: Path) -> dict:
     """``videocm bench``'s cost floor of one step of the run's task (3 timed repeats of each pass)."""
     import dataclasses
 
-    import yaml
-
-    from videocm.config import config_from_dict, flat_mapping
+    from videocm.config import config_from_dict
     from videocm.distill.lcm import LCMConfig, LCMTask
     from videocm.evaluation.bench import cost_floor
+    from videocm.runs import run_values
 
-    values = flat_mapping(yaml.safe_load((run / "config.yaml").read_text()))
-    config = config_from_dict(LCMConfig, {**values, "resume": False, "overwrite": False})
+    config = config_from_dict(LCMConfig, run_values(run))  # the run's own settings, not resuming it
     task = LCMTask(dataclasses.replace(config, cpu=True))
     return cost_floor(task, 3)
 

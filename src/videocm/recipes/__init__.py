@@ -15,6 +15,7 @@ lists them.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,8 +73,10 @@ def load_recipe(path: Path) -> Recipe:
                   methods, raw.get("notes", ""))
 
 
-def all_recipes() -> list[Recipe]:
-    return [load_recipe(path) for path in sorted(FOLDER.glob("*.yaml"))]
+@functools.cache
+def all_recipes() -> tuple[Recipe, ...]:
+    """Every recipe file, read once per process."""
+    return tuple(load_recipe(path) for path in sorted(FOLDER.glob("*.yaml")))
 
 
 def recipe_named(name: str) -> Recipe:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import yaml
 
-from ..config import CONFIG_FILE, config_from_dict, flat_mapping
+from ..config import CONFIG_FILE, config_from_dict
+from ..runs import run_values
 from ..distill.ema import EMAState
 from ..distill.lcm import LCMConfig, LCMTask
 from ..distill.checkpoints import COMPLETE, is_named
@@ -38,7 +38,7 @@ def gather_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     run = checkpoint.parent.parent
     if not (run / CONFIG_FILE).is_file():
         raise VideoCMError(f"{run / CONFIG_FILE} is missing: the checkpoint must stay inside its run folder")
-    values = flat_mapping(yaml.safe_load((run / CONFIG_FILE).read_text()) or {})  # sections as written, or flat
+    values = run_values(run)  # sections as written, or flat
     if values.get("method") != "lcm":
         raise VideoCMError(f"{checkpoint}: gathering checkpoints of --method {values.get('method')} runs is not "
                            f"supported; a finished DCM run's folder is already gathered")

@@ -321,8 +321,9 @@ def cheapest(rows: list[dict]) -> dict | None:
                default=None)
 
 
-def run_plan(config: PlanConfig) -> int:
-    check_values(config)  # a config built in Python: its choices and ranges
+def plan_cost(config: PlanConfig) -> tuple[FamilySpec, list[int], tuple[int, ...], NetworkCost]:
+    """``(family, clip [frames, height, width], latent shape, what one clip costs)`` of ``config``'s teacher at
+    its clip shape (the teacher's own unless given), the encoders counted."""
     spec, network_config, video, tokens, latent = describe_teacher(config.teacher)
     frames, height, width = (config.frames or video[0], config.height or video[1], config.width or video[2])
     factor = spec.latent_factors[1]
@@ -339,6 +340,12 @@ def run_plan(config: PlanConfig) -> int:
     cost = measure_network(spec, build_on_meta(spec, network_config, dtype), latent, config.text_tokens or tokens,
                            config.lora_rank)
     cost = dataclasses.replace(cost, encoder_parameters=encoder_parameters(config.teacher))
+    return spec, [frames, height, width], latent, cost
+
+
+def run_plan(config: PlanConfig) -> int:
+    check_values(config)  # a config built in Python: its choices and ranges
+    spec, (frames, height, width), latent, cost = plan_cost(config)
     rows = plan_rows(cost, config)
     best = cheapest(rows)
     instead = None

@@ -22,8 +22,6 @@ A ``fail`` stops the run with a one-line refusal naming the fix; ``warn`` lines 
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -138,17 +136,6 @@ def _round_trip(teacher, items: list, frames: int, height: int, width: int, fram
     return Finding("VAE round trip", "ok", detail)
 
 
-def _scheduler_shift(teacher_path: Path) -> float | None:
-    config = teacher_path / "scheduler" / "scheduler_config.json"
-    if not config.is_file():
-        return None
-    values = json.loads(config.read_text())
-    for key in ("flow_shift", "shift"):
-        if values.get(key) is not None:
-            return float(values[key])
-    return None
-
-
 def _guidance_and_shift(teacher, config, recipe) -> Finding:
     own = teacher.default_guidance
     used = own if config.guidance is None else float(config.guidance)
@@ -157,7 +144,7 @@ def _guidance_and_shift(teacher, config, recipe) -> Finding:
         verdict = "warn"
         notes.append(f"{max(used / own, own / used):.1f}x the teacher's; a reference that writes cond + w (cond - "
                      f"uncond) means w + 1 in diffusers' scale")
-    shift = _scheduler_shift(Path(config.teacher).expanduser())
+    shift = getattr(teacher.schedule, "shift", None)  # a flow teacher's, as its scheduler config sets it
     reference = recipe.teacher.get("flow_shift") if recipe is not None else None
     if shift is not None:
         notes.append(f"scheduler shift {shift:g}")
@@ -176,31 +163,20 @@ def _machine_gib(device: torch.device) -> float:
     return float("inf")
 
 
-def _memory_and_time(config, device: torch.device, shape: list[int] | None) -> list[Finding]:
-    from ..training.plan import PlanConfig, plan_rows
-    from ..training.plan import build_on_meta, describe_teacher, encoder_parameters, measure_network  # noqa: E501
+def _memory_and_time(config, device: torch.device) -> list[Finding]:
+    from ..training.plan import PlanConfig, plan_cost, plan_rows
 
-    method = "dcm" if config.method == "dcm" else "lcm"
-    student = getattr(config, "student", "full")
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     memory = _machine_gib(device)
-    plan = PlanConfig(teacher=str(config.teacher), frames=shape[0] if shape else None,
-                      height=shape[1] if shape else None, width=shape[2] if shape else None, method=method,
-                      student=student, gpus=processes, gpu_memory=memory, batch_size=config.batch_size,
+    plan = PlanConfig(teacher=str(config.teacher), frames=config.frames, height=config.height, width=config.width,
+                      method="dcm" if config.method == "dcm" else "lcm", student=getattr(config, "student", "full"),
+                      gpus=processes, gpu_memory=memory, batch_size=config.batch_size,
+                      text_tokens=config.max_sequence_length, lora_rank=getattr(config, "lora_rank", 16),
                       device="cuda" if device.type == "cuda" else "cpu", reserve=2.0 if device.type == "cuda" else 1.0)
     try:
-        spec, network_config, video, tokens, latent = describe_teacher(plan.teacher)
-        if latent is None:
-            frames, height, width = shape or video
-            factor = spec.latent_factors[1]
-            latent = (int(network_config.get("in_channels", 4)), spec.latent_frames(frames), height // factor,
-                      width // factor)
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        cost = measure_network(spec, build_on_meta(spec, network_config, dtype), tuple(int(v) for v in latent),
-                               config.max_sequence_length or tokens, getattr(config, "lora_rank", 16))
+        cost = plan_cost(plan)[3]
     except Exception as error:  # noqa: BLE001 - a plan is advice; a layout it cannot build is said, not fatal
         return [Finding("memory", "warn", f"not planned ({type(error).__name__}: {error})")]
-    cost = dataclasses.replace(cost, encoder_parameters=encoder_parameters(plan.teacher))
     mode = "ddp" if config.parallel == "ddp" else ("fsdp" if config.context_parallel == 1
                                                    else f"fsdp+cp{config.context_parallel}")
     rows = [r for r in plan_rows(cost, plan) if r["mode"] == mode and
@@ -258,7 +234,7 @@ def preflight(config, report=print) -> list[Finding]:
     say(_round_trip(teacher, usable, frames, height, width, config.frame_stride))
     say(_guidance_and_shift(teacher, config, recipe))
     del teacher
-    for finding in _memory_and_time(config, device, [frames, height, width] if config.frames else None):
+    for finding in _memory_and_time(config, device):
         say(finding)
     failed = [f for f in findings if f.verdict == "fail"]
     if failed:
