@@ -102,6 +102,7 @@ def test_check_on_a_tiny_pipeline_gives_every_line(tmp_path, capsys):
                  "--max-sequence-length", "16"])
     out = capsys.readouterr().out
     assert set(CHECKS) <= set(verdicts(out)) and "scheduler shift" in out
+    assert "recipe moving-digits" in out and "MB denoiser" in out and "(ours: " in out  # the recipe, with sources
     # random weights: whatever the teacher's own samples say decides the exit code, one line either way
     assert code == (2 if verdicts(out)["teacher samples"] == "fail" else 0)
 

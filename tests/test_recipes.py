@@ -78,8 +78,8 @@ def test_the_teacher_folder_picks_its_recipe_by_layout(tmp_path):
     }
     for name, folder in picked.items():
         assert recipe_for_teacher(folder).name == name, folder
-    # a small network (the test pipelines, a toy of your own) and an unknown layout get none
-    assert recipe_for_teacher(fake_pipeline(tmp_path / "small", "WanPipeline", wan, size=1000)) is None
+    # a small network (the test pipelines, a toy of your own) gets the test bench's; an unknown layout none
+    assert recipe_for_teacher(fake_pipeline(tmp_path / "small", "WanPipeline", wan, size=1000)).name == "moving-digits"
     assert recipe_for_teacher(fake_pipeline(tmp_path / "odd", "WanPipeline", {**wan, "num_layers": 7})) is None
     assert recipe_for_teacher(tmp_path / "missing") is None
 
@@ -118,8 +118,7 @@ def test_a_method_without_public_values_keeps_the_defaults_and_says_so(tmp_path,
     assert config.recipe == "ltx-video" and config.lr == DMDConfig().lr
 
 
-def test_the_built_in_teacher_records_its_recipe_and_a_tiny_pipeline_says_none_matches(tiny_teachers, tmp_path,
-                                                                                      capsys):
+def test_the_built_in_teacher_and_a_tiny_pipeline_print_the_test_bench_recipe(tiny_teachers, tmp_path, capsys):
     _, _, config = parse_command(["distill", "--out", str(tmp_path / "o")])
     assert config.recipe == "moving-digits"
     plain = parse_command(["distill", "--recipe", "none", "--out", str(tmp_path / "o")])[2]
@@ -128,7 +127,13 @@ def test_the_built_in_teacher_records_its_recipe_and_a_tiny_pipeline_says_none_m
 
     pipeline = build_tiny_pipeline("wan", tmp_path / "tiny")
     _, _, tiny = parse_command(["distill", "--teacher", str(pipeline), "--out", str(tmp_path / "t")])
-    assert recipe_lines(tiny) == [] and tiny.recipe == "auto"  # a small network: nothing to say
+    said = recipe_lines(tiny)  # a small network: the test bench's values, each with its source
+    assert tiny.recipe == "moving-digits" and "recipe moving-digits" in said[0] and "MB denoiser" in said[0]
+    assert any(line.strip().startswith("--lr 0.0001  (ours: models/lcm-flow/README.md") for line in said[1:]), said
+    assert dataclasses.replace(tiny, recipe="none") == parse_command(
+        ["distill", "--teacher", str(pipeline), "--recipe", "none", "--out", str(tmp_path / "t")])[2]
+    built_in = recipe_lines(config)
+    assert built_in[0].startswith("recipe moving-digits") and "MB denoiser" not in built_in[0]
     odd = fake_pipeline(tmp_path / "odd", "WanPipeline", {"num_layers": 7, "num_attention_heads": 3})
     _, _, unknown = parse_command(["distill", "--teacher", str(odd), "--out", str(tmp_path / "u")])
     assert "none matches" in recipe_lines(unknown)[0]  # a real network of a layout no recipe knows

@@ -31,7 +31,7 @@ def run_distill(config, progress: bool = True, monitor=None) -> dict:
 
 def wants_preflight(config) -> bool:
     """``--preflight true``; ``auto``: a new run (not a resume) on one process of a teacher a real layout's recipe
-    matched (not MovingDigits, not a small network)."""
+    matched (not MovingDigits, not a small network: both get the moving-digits recipe)."""
     import os
 
     if config.preflight != "auto":

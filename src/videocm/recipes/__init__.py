@@ -8,9 +8,10 @@ was read from, or our own measurement, or, where no public value exists, what it
 
 ``videocm distill`` picks the recipe from the teacher folder (``--recipe auto``, the default) or by name
 (``--recipe NAME``; ``none``: the built-in defaults), prints it with each value's source, and applies it under
-the YAML file and the flags (any flag overrides it). A teacher folder no recipe matches (a small network: the
-test pipelines, your own toy) keeps the built-in defaults, which were tuned on MovingDigits. ``videocm recipes``
-lists them.
+the YAML file and the flags (any flag overrides it). A small network (a denoiser under 100 MB: the test
+pipelines, a toy of your own) gets the ``moving-digits`` recipe, the test bench's values, which are the built-in
+defaults; a real network of a layout no recipe knows keeps the built-in defaults and is told so. ``videocm
+recipes`` lists them.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ..errors import VideoCMError
 FOLDER = Path(__file__).resolve().parent
 METHOD_KEYS = ("lcm-full", "lcm-lora", "dcm", "dmd")
 AUTO, NONE = "auto", "none"
-LARGE_BYTES = 100 * 2**20  # a denoiser whose weight files are smaller is a toy: no recipe is picked for it
+LARGE_BYTES = 100 * 2**20  # a denoiser whose weight files are smaller is a toy: it gets the test bench's recipe
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,8 @@ class Value:
 class Recipe:
     name: str
     title: str
-    match: dict  # pipeline: [classes]; config: {key: value} of the denoiser; videocm: true (a videocm teacher)
+    match: dict  # pipeline: [classes]; config: {key: value} of the denoiser; videocm: true (a videocm teacher);
+    # small: true (any pipeline whose denoiser is under LARGE_BYTES)
     teacher: dict[str, Value]  # the teacher's own conventions (informational)
     methods: dict[str, dict[str, Value]]
     notes: str = ""
@@ -120,9 +122,9 @@ def _matches(recipe: Recipe, found: dict) -> int:
     match = recipe.match
     if found.get("videocm"):
         return 1 if match.get("videocm") else -1
-    if match.get("videocm") or found.get("pipeline") not in match.get("pipeline", []):
-        return -1
     if found.get("bytes", 0) < LARGE_BYTES:
+        return 1 if match.get("small") else -1
+    if match.get("videocm") or found.get("pipeline") not in match.get("pipeline", []):
         return -1
     wanted = match.get("config", {})
     if any(found.get("config", {}).get(key) != value for key, value in wanted.items()):
@@ -133,7 +135,8 @@ def _matches(recipe: Recipe, found: dict) -> int:
 
 
 def recipe_for_teacher(teacher: str | Path) -> Recipe | None:
-    """The most specific recipe matching the teacher folder, or None (a small network, or an unknown layout)."""
+    """The most specific recipe matching the teacher folder, or None (a real network of a layout no recipe knows,
+    or no teacher folder)."""
     found = describe_folder(teacher)
     if not found:
         return None
@@ -181,19 +184,20 @@ def recipe_lines(config) -> list[str]:
     source, or the value the YAML file or a flag gave instead."""
     if config.recipe == NONE:
         return ["recipe: none (--recipe none): the built-in defaults"]
-    if config.recipe == AUTO:  # said of a real network whose layout no recipe knows, not of a small one
-        if describe_folder(config.teacher).get("bytes", 0) >= LARGE_BYTES:
-            return [f"recipe: none matches {config.teacher} (a layout no recipe knows): the built-in defaults, tuned "
-                    f"on MovingDigits (videocm recipes lists the recipes; --recipe NAME picks one)"]
-        return []
+    if config.recipe == AUTO:  # a real network whose layout no recipe knows
+        return [f"recipe: none matches {config.teacher} (a layout no recipe knows): the built-in defaults, tuned "
+                f"on MovingDigits (videocm recipes lists the recipes; --recipe NAME picks one)"]
     recipe = recipe_named(config.recipe)
     key = method_key(config.method, getattr(config, "student", "full"))
     if key not in recipe.methods:
         return [f"recipe {recipe.name} ({recipe.title}) has no {key} settings (no public recipe to take them from): "
                 f"the built-in defaults, tuned on MovingDigits"]
-    if recipe.match.get("videocm"):
-        return []  # the built-in defaults: nothing to say
-    lines = [f"recipe {recipe.name} ({recipe.title}), {key}:"]
+    why = ""
+    found = describe_folder(config.teacher)
+    if recipe.match.get("small") and not found.get("videocm") and found.get("bytes", LARGE_BYTES) < LARGE_BYTES:
+        why = (f" [a {found['bytes'] / 2**20:.1f} MB denoiser, under the {LARGE_BYTES // 2**20} MB of a real "
+               f"teacher: the test bench's values]")
+    lines = [f"recipe {recipe.name} ({recipe.title}), {key}{why}:"]
     for name, entry in recipe.values(key).items():
         used = getattr(config, name)
         given = "" if used == entry.value else f" -> {_shown(used)} (given)"
@@ -210,7 +214,8 @@ def recipes_table() -> str:
     lines = []
     for recipe in all_recipes():
         match = recipe.match
-        what = ("a videocm teacher folder (MovingDigits)" if match.get("videocm") else
+        what = ("a videocm teacher folder (MovingDigits), or any pipeline whose denoiser is under "
+                f"{LARGE_BYTES // 2**20} MB" if match.get("videocm") else
                 f"{'/'.join(match.get('pipeline', []))}" + (f" with {', '.join(f'{k}={v}' for k, v in match.get('config', {}).items())}"
                                                              if match.get("config") else ""))
         lines.append(f"{recipe.name}: {recipe.title}")
