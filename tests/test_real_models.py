@@ -730,7 +730,8 @@ def test_a_pipeline_run_resumes_from_its_own_settings(pipelines, video_folder, t
     shape refused in one line."""
     out = tmp_path / "run"
     distil("wan", "lcm", pipelines["wan"], video_folder, out, "--checkpoint-every", "1", "--stop-at-step", "1")
-    capsys.readouterr()
+    said = capsys.readouterr().err  # the recipe it used, each value with its source
+    assert "videocm: recipe moving-digits" in said and "MB denoiser" in said and "--lr 0.0001  (ours: " in said
     assert main(["distill", "--out", str(out), "--resume", "--frames", "13"]) == 2
     assert "was started with --frames 9" in capsys.readouterr().err
     assert main(["distill", "--out", str(out), "--resume", "--steps", "3"]) == 0

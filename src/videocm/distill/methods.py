@@ -19,12 +19,14 @@ def run_distill(config, progress: bool = True, monitor=None) -> dict:
     """Run (or resume) the distillation ``config.method`` names, after ``videocm check`` where
     :func:`wants_preflight` says so."""
     import os
-    import sys
 
-    if os.environ.get("RANK", "0") == "0" and not config.resume:
-        for line in resolve("recipes:recipe_lines")(config):
-            print(f"videocm: {line}", file=sys.stderr)
+    from .trainer import say_ready, say_when_ready
+
+    # the recipe, said once the run's teacher, data and settings have loaded (a bad flag's error stays one line)
+    said = os.environ.get("RANK", "0") == "0" and not config.resume
+    say_when_ready([f"videocm: {line}" for line in resolve("recipes:recipe_lines")(config)] if said else [])
     if wants_preflight(config):
+        say_ready()
         resolve("training.preflight:preflight")(config)
     return resolve(METHODS[config.method][1])(config, progress=progress, monitor=monitor)
 

@@ -423,6 +423,24 @@ def _write_logs(out: Path, logs: dict, seconds: float) -> None:
         writer.writerow(row)
 
 
+_WAITING: list[str] = []  # lines to say once a run's task has been built (say_when_ready)
+
+
+def say_when_ready(lines: list[str]) -> None:
+    """Say ``lines`` (on stderr) once the next run's task is built: its teacher, data and settings loaded, so
+    that an error in them is the only thing said."""
+    _WAITING[:] = lines
+
+
+def say_ready() -> None:
+    """Say what :func:`say_when_ready` left waiting, once."""
+    import sys
+
+    for line in _WAITING:
+        print(line, file=sys.stderr)
+    _WAITING.clear()
+
+
 def run_and_summarise(config: TrainConfig, make_task, progress: bool = True, monitor: Monitor | None = None
                       ) -> dict:
     """Write the resolved config, build the task, train, and write ``OUT/train_summary.json`` (with wall time and
@@ -438,6 +456,7 @@ def run_and_summarise(config: TrainConfig, make_task, progress: bool = True, mon
     with run_folder(config, state.is_main_process, state.wait_for_everyone, has_trained, resumed_step,
                     check_run_folder, report=state.print):
         task = make_task(config)
+        say_ready()
         plain = lambda: make_task(dataclasses.replace(config, parallel="ddp", cpu=True))  # noqa: E731
         summary = train(task, config, progress, monitor=monitor, make_plain_task=plain)
     summary["seconds_total"] = round(time.time() - began, 1)
