@@ -4,6 +4,7 @@ temporal coherence, GAN and feature-matching losses, and whole two-stage runs on
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -21,7 +22,8 @@ from videocm.diffusion import FlowSchedule, consistency_function, sample_consist
 from videocm.diffusion.consistency import consistency_times
 from videocm.diffusion.phased import (owning_expert, phased_function, phased_times, sample_phased, segment_bounds,
                                       split_steps)
-from videocm.distill.dcm import DCMConfig, DCMStageTask, distill_dcm, resolve_boundaries, temporal_coherence_loss
+from videocm.distill.dcm import (DCMConfig, DCMStageTask, describe_split, distill_dcm, log_snr, resolve_boundaries,
+                                 split_log_snr, temporal_coherence_loss)
 from videocm.distill.discriminator import FeatureDiscriminator
 from videocm.errors import VideoCMError
 from videocm.models.experts import FeatureTap, feature_blocks, tied_expert
@@ -58,8 +60,10 @@ def test_segments_ownership_and_step_split():
     assert [int(t) for t in times] == [int(grid[50]), int(grid[43]), int(grid[35]), int(grid[18])]
     with pytest.raises(ValueError):
         segment_bounds([0], 50)
+    # a narrow segment takes what it holds and passes the rest on (DCM's split on an unshifted grid)
+    assert split_steps(4, [(49, 50), (0, 49)]) == [1, 3] and split_steps(40, [(45, 50), (0, 45)]) == [5, 35]
     with pytest.raises(ValueError):
-        split_steps(40, [(45, 50), (0, 45)])  # 20 steps in a 5-point segment
+        split_steps(51, [(45, 50), (0, 45)])  # more steps than grid points
 
 
 @pytest.mark.parametrize("kind", ["flow", "vp"])
@@ -137,15 +141,39 @@ def test_explicit_timesteps_run_the_owning_expert():
 
 
 def test_default_boundaries():
-    grid = skipping_grid(SCHEDULES["flow"], 50)
-    assert resolve_boundaries(DCMConfig(), grid) == [35]
-    assert resolve_boundaries(DCMConfig(phases=3), grid) == [18, 35]
-    assert resolve_boundaries(DCMConfig(boundaries=[20]), grid) == [20]
-    assert resolve_boundaries(DCMConfig(boundary_timesteps=[float(grid[30])]), grid) == [30]
+    schedule = SCHEDULES["flow"]
+    grid = skipping_grid(schedule, 50)
+    share = DCMConfig(split="share")
+    assert resolve_boundaries(share, grid, schedule) == [35]
+    assert resolve_boundaries(dataclasses.replace(share, phases=3), grid, schedule) == [18, 35]
+    assert resolve_boundaries(DCMConfig(boundaries=[20]), grid, schedule) == [20]
+    assert resolve_boundaries(DCMConfig(boundary_timesteps=[float(grid[30])]), grid, schedule) == [30]
     with pytest.raises(VideoCMError):
-        resolve_boundaries(DCMConfig(boundaries=[20, 30]), grid)
+        resolve_boundaries(DCMConfig(boundaries=[20, 30]), grid, schedule)
     with pytest.raises(VideoCMError):
-        resolve_boundaries(DCMConfig(boundaries=[50]), grid)
+        resolve_boundaries(DCMConfig(boundaries=[50]), grid, schedule)
+
+
+def test_the_default_split_is_dcms_noise_level_on_the_teachers_schedule():
+    """DCM splits at flow sigma 0.975 (log-SNR -7.33; grid index 35 of 50 under shift 17): on an unshifted flow grid
+    that is the point nearest sigma 0.975; on a VP schedule the step of the nearest log-SNR; a shifted flow grid
+    (shift 17, DCM's) gives DCM's own index 35 back."""
+    flow = FlowSchedule()  # unshifted, as the MovingDigits flow teacher
+    grid = skipping_grid(flow, 50)
+    assert resolve_boundaries(DCMConfig(), grid, flow) == [49]  # sigma 0.98: the semantic expert's one interval
+    shifted = FlowSchedule(shift=17.0)
+    assert resolve_boundaries(DCMConfig(), skipping_grid(shifted, 50), shifted) == [35]
+    vp = SCHEDULES["vp"]
+    vp_grid = skipping_grid(vp, 50)
+    [top] = resolve_boundaries(DCMConfig(), vp_grid, vp)
+    levels = log_snr(vp, vp_grid)
+    assert abs(float(levels[top]) - split_log_snr(DCMConfig())) <= min(
+        abs(float(levels[top + 1]) - split_log_snr(DCMConfig())), abs(float(levels[top - 1]) - split_log_snr(DCMConfig())))
+    assert resolve_boundaries(DCMConfig(boundary_logsnr=float(levels[30])), vp_grid, vp) == [30]
+    assert resolve_boundaries(DCMConfig(boundary_sigma=0.5), grid, flow) == [25]  # log-SNR 0 at sigma 0.5
+    assert resolve_boundaries(DCMConfig(boundary_sigma=0.001), grid, flow) == [1]  # each expert keeps an interval
+    assert resolve_boundaries(DCMConfig(phases=3), grid, flow) == [24, 49]
+    assert "sigma 0.975" in describe_split(DCMConfig(), grid, flow, [49])
 
 
 # ---- losses --------------------------------------------------------------------------------------------------
@@ -235,7 +263,8 @@ def test_dcm_run_writes_a_student_that_samples_any_step_count(tiny_teachers, tmp
     semantic_log = (out / "stages" / "expert-0-semantic" / "train_log.jsonl").read_text().splitlines()
     assert "temporal" in json.loads(semantic_log[-1])
     info = json.loads((out / "videocm.json").read_text())
-    assert info["method"] == "dcm" and info["phased"]["boundaries"] == [7] and info["default_steps"] == 4
+    # DCM's split (sigma 0.975) on a 10-point grid: the semantic expert owns the top interval
+    assert info["method"] == "dcm" and info["phased"]["boundaries"] == [9] and info["default_steps"] == 4
     model = load_model(out)
     assert len(model.experts) == 2 and model.experts[1] is not model.experts[0]
     pipeline = VideoPipeline(model)
@@ -295,8 +324,8 @@ def test_interrupted_detail_stage_resumes_to_the_same_weights(tiny_teachers, tmp
 def test_three_phases_and_reused_semantic_expert(tiny_teachers, tmp_path):
     teacher = tiny_teachers["unet3d"]
     distill_dcm(tiny_dcm(teacher, tmp_path / "two", detail_steps=1), progress=False)
-    distill_dcm(tiny_dcm(teacher, tmp_path / "three", phases=3, detail_steps=1, semantic_from=str(tmp_path / "two")),
-                progress=False)
+    distill_dcm(tiny_dcm(teacher, tmp_path / "three", phases=3, detail_steps=1, semantic_from=str(tmp_path / "two"),
+                         split="share"), progress=False)  # three even segments
     model = load_model(tmp_path / "three")
     assert len(model.experts) == 3 and len(json.loads((tmp_path / "three" / "videocm.json").read_text())
                                            ["phased"]["boundaries"]) == 2
@@ -353,8 +382,8 @@ def test_bad_dcm_settings_are_one_line_errors(tiny_teachers, tmp_path):
         load_config(DCMConfig, overrides=["--student", "lora"])
     out = tmp_path / "c"
     distill_dcm(tiny_dcm(tiny_teachers["wan"], out, semantic_steps=1, detail_steps=1), progress=False)
-    with pytest.raises(VideoCMError, match="grid points"):
-        VideoPipeline.from_folder(out).generate(["a red 1"], [0], 10)
+    with pytest.raises(VideoCMError, match="steps must be between 1 and 10"):
+        VideoPipeline.from_folder(out).generate(["a red 1"], [0], 11)  # more steps than the grid's 10 points
 
 
 @pytest.mark.parametrize("name", ["dcm-flow", "dcm-vp"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from videocm.cli import main
+from videocm.cli import main, parse_command
 
 
 def fingerprint(folder: Path) -> dict[str, str]:
@@ -107,3 +107,26 @@ def test_a_checkpoint_holds_its_state_by_name(runs):
     assert {"model.safetensors", "optimizer.pt", "scheduler.pt", "target.safetensors", "rng-0.pt"} <= {
         p.name for p in folder.iterdir()}
     assert not list(folder.glob("custom_checkpoint_*"))
+
+
+def test_a_dcm_run_from_before_a_setting_existed_resumes_with_what_it_used(tmp_path):
+    """A DCM run folder written before DCM's faithful defaults (its config.yaml has no split, head or update-order
+    keys) resumes with the values it trained with, not the new defaults; a new run gets the new ones."""
+    import yaml
+
+    from videocm.config import write_config
+    from videocm.distill.dcm import DCMConfig
+
+    out = tmp_path / "older"
+    _, _, config = parse_command(["distill", "--method", "dcm", "--out", str(out), "--recipe", "none"])
+    assert (config.split, config.disc_head, config.disc_update) == ("sigma", "token", "after")
+    write_config(config, out)
+    values = yaml.safe_load((out / "config.yaml").read_text())
+    for section in values.values():
+        for key in DCMConfig.OLDER_RUNS:
+            section.pop(key, None)
+    (out / "config.yaml").write_text(yaml.safe_dump(values))
+    (out / "stages").mkdir()
+    _, _, resumed = parse_command(["distill", "--out", str(out), "--resume"])
+    assert all(getattr(resumed, key) == value for key, value in DCMConfig.OLDER_RUNS.items())
+    assert resumed.disc_lr == config.disc_lr  # a setting the run recorded keeps its recorded value

@@ -406,6 +406,8 @@ def parse_command(argv: list[str]) -> tuple[Command, Any, Any]:
     config_path, tokens = _without_config_flag(tokens)
     resumed = _resumed_run(tokens, config_path) if command.monitored else None
     config_class = _config_class(command, tokens, config_path, resumed)
+    if resumed is not None:  # a run written before a setting existed keeps what it used then
+        resumed = {**getattr(config_class, "OLDER_RUNS", {}), **resumed}
     base = resumed
     if command.starts_from and resumed is None:  # a resumed run keeps what it started from
         base = resolve(command.starts_from)(config_class, tokens, read_yaml(config_path) if config_path else {})

@@ -68,15 +68,20 @@ def phased_function(schedule: Schedule, output: torch.Tensor, x: torch.Tensor, t
 
 
 def split_steps(num_steps: int, segments: list[tuple[int, int]]) -> list[int]:
-    """Steps per expert: even, the remainder to the higher-noise experts first; each at most its segment size."""
+    """Steps per expert: even, the remainder to the higher-noise experts first; an expert whose segment has fewer
+    grid points than its share takes them all and passes the rest to the others (a narrow semantic segment, as
+    DCM's split gives on an unshifted grid)."""
     count = len(segments)
     if num_steps < 1:
         raise ValueError(f"steps must be at least 1, got {num_steps}")
-    counts = [num_steps // count + (1 if j < num_steps % count else 0) for j in range(count)]
-    for j, ((low, high), steps) in enumerate(zip(segments, counts)):
-        if steps > high - low:
-            raise ValueError(f"{num_steps} steps put {steps} in expert {j}'s segment, which has only {high - low} "
-                             f"grid points; use fewer steps or a finer grid")
+    room = [high - low for low, high in segments]
+    if num_steps > sum(room):
+        raise ValueError(f"{num_steps} steps are more than the {sum(room)} grid points of the experts' segments; use "
+                         f"fewer steps or a finer grid")
+    counts = [min(num_steps // count + (1 if j < num_steps % count else 0), room[j]) for j in range(count)]
+    while sum(counts) < num_steps:  # the overflow of full segments, to the highest-noise expert with room
+        j = next(j for j in range(count) if counts[j] < room[j])
+        counts[j] += 1
     return counts
 
 

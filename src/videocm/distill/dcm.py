@@ -1,9 +1,10 @@
 """DCM: dual-expert consistency distillation (Lv et al. 2025), generalised to K phases.
 
-The skipping grid is split at inner boundaries (:mod:`videocm.diffusion.phased`); each expert learns the phased
-consistency map of its segment, from any point of it to the segment's low end. Training runs one stage per expert,
-each a full run of the shared trainer (``OUT/stages/expert-J-NAME``, own checkpoints, ``--resume`` continues the
-first unfinished stage):
+The skipping grid is split at inner boundaries (:mod:`videocm.diffusion.phased`); by default at DCM's noise level
+(``--split sigma``: flow sigma 0.975, placed on any teacher's schedule by log-SNR; ``--split share`` splits at a
+share of the grid instead). Each expert learns the phased consistency map of its segment, from any point of it to
+the segment's low end. Training runs one stage per expert, each a full run of the shared trainer
+(``OUT/stages/expert-J-NAME``, own checkpoints, ``--resume`` continues the first unfinished stage):
 
 1. *Semantic expert* (highest-noise segment): the teacher's network, fully fine-tuned, with the consistency loss
    plus the **temporal coherence loss** (MSE between the student's and the target's latent frame differences at
@@ -12,20 +13,26 @@ first unfinished stage):
    copies of the timestep/condition embedding and output norm/projection (:func:`models.experts.tied_expert`),
    with the consistency loss plus a **GAN loss** (the consistency target, "real", and the student's prediction,
    "fake", re-noised with shared noise to a random time of the expert's segment; the frozen teacher reads both;
-   light heads on every s-th block's features give per-frame logits; hinge loss; discriminator and generator
-   updated alternately, each with its own optimiser) and a **feature-matching loss** (MSE between the teacher's
-   features on fake and on real, computed from the same teacher forward).
+   heads on every s-th block's features give a logit per token (DCM's) or per frame; hinge loss; the
+   discriminator has its own AdamW and steps after the generator has read it, as DCM's) and a
+   **feature-matching loss** (MSE between the teacher's features on fake and on real, read through the
+   teacher's output layer where the family has one, as DCM's; from the same teacher forward).
 
-Target: an EMA of the expert (decay ``--target-decay``) by default; DCM's authors use the online expert
-(``--target online``), which diverged for our VP teacher (docs/dcm.md). The student folder is the semantic network (loads
-like a teacher) plus ``experts/expert-J`` per LoRA expert; ``videocm sample --steps N`` splits N between experts.
+Target: the online expert by default, as DCM's authors (``--target online``); the MovingDigits recipe uses an EMA
+of the expert (``--target ema``, decay ``--target-decay``), because the online target collapsed our VP LCM run
+(docs/dcm.md). The defaults are DCM's; docs/dcm.md lists them beside the MovingDigits recipe's. The student folder
+is the semantic network (loads like a teacher) plus ``experts/expert-J`` per LoRA expert; ``videocm sample --steps
+N`` splits N between experts.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -50,7 +57,7 @@ from .discriminator import (FeatureDiscriminator, feature_matching_loss, hinge_d
                             real_gradient_penalty, with_frozen_weights)
 from ..runs import run_folder
 from .checkpoints import check_resume
-from .trainer import Monitor, Step, on_cpu, run_and_summarise
+from .trainer import Monitor, Step, on_cpu, run_and_summarise, say_when_ready
 
 DONE = "stage_done.json"
 # what DCM run folders of earlier versions recorded as --steps and --lr (unused there too): resumable as they are
@@ -60,29 +67,37 @@ LEGACY_STEPS, LEGACY_LR = 2000, 1e-4
 @dataclass
 class DCMConfig(ConsistencySettings, DistillConfig):
     """``videocm distill --method dcm``: DCM's own settings: the split, the two stages, temporal coherence, the detail
-    expert and its discriminator. Every field is a ``--key value`` flag."""
+    expert and its discriminator. Every field is a ``--key value`` flag. The defaults are the DCM authors' (github
+    Vchitect/DCM, the Wan scripts; ``docs/dcm.md`` names each); the ``moving-digits`` recipe holds the values our
+    MovingDigits runs use where they differ, each with the reason beside DCM's value."""
 
     SECTION = "dcm"
+    # what a run folder written before a setting existed used (its config.yaml lacks the key): a resume keeps it
+    OLDER_RUNS = {"split": "share", "disc_head": "frame", "gan_generator": "linear", "feature_matching_on": "blocks",
+                  "disc_weight_decay": 0.0, "disc_update": "before", "disc_max_grad_norm": 0.0}
 
     method: Literal["lcm", "dcm", "dmd"] = "dcm"  # dcm: this config (lcm, dmd: theirs)
     out: RunFolder = "outputs/dcm"
-    target: Literal["ema", "online"] = "ema"  # DCM uses the online student; at our scale it diverged for the VP teacher (docs/dcm.md)
+    target: Literal["ema", "online"] = "online"  # DCM's: the online expert (--use_ema not passed); the MovingDigits recipe uses ema (the online target collapsed our VP LCM run)
     phases: Count = 2  # K segments, one expert each (1 = LCM with phased bookkeeping, 2 = DCM)
     boundaries: list[int] = field(default_factory=list)  # K-1 inner grid indices; empty: the default split
     boundary_timesteps: list[float] = field(default_factory=list)  # or in the schedule's time (VP step, flow sigma)
-    semantic_share: Fraction = 0.3  # default split: the semantic expert owns this top fraction of the grid
+    split: Literal["sigma", "share"] = "sigma"  # the default split (2 phases): at noise level --boundary-sigma (DCM's), or the top --semantic-share of the grid
+    boundary_sigma: Fraction = 0.975  # DCM's split: flow noise level 0.975 (grid index 35 of 50 at shift 17), placed on the teacher's schedule at the same log-SNR
+    boundary_logsnr: float | None = None  # or the split's log-SNR, log(alpha^2 / sigma^2) (given: replaces --boundary-sigma)
+    semantic_share: Fraction = 0.3  # --split share: the semantic expert owns this top fraction of the grid
     # stages: steps, learning rate and wall-time cap of each (minutes 0 = no cap)
     steps: Natural = 0  # not used by DCM (each stage has its own schedule): --semantic-steps, --detail-steps
     lr: NonNegative = 0.0  # not used by DCM: --semantic-lr, --detail-lr
     semantic_steps: Count = 2000  # the semantic expert's steps (its schedule)
     detail_steps: Natural = 1200  # 0: no detail expert (the semantic network serves every segment)
-    semantic_lr: Positive = 1e-4  # the semantic expert's learning rate
-    detail_lr: Positive = 1e-4  # the detail expert's learning rate
+    semantic_lr: Positive = 1e-6  # the semantic expert's learning rate (DCM's Wan script: 1e-6, a full fine-tune)
+    detail_lr: Positive = 5e-6  # the detail expert's learning rate (DCM's Wan script: 5e-6)
     semantic_minutes: NonNegative = 15.0  # wall-time cap of the semantic stage (0: no cap)
     detail_minutes: NonNegative = 25.0  # wall-time cap of the detail stage (0: no cap)
     semantic_stop_step: Natural = 0  # stop the stage at this step while keeping its schedule (step-matched ablations)
     detail_stop_step: Natural = 0  # stop the detail stage at this step while keeping its schedule
-    semantic_from: str | None = None  # reuse the semantic expert of a finished DCM run or student folder
+    semantic_from: str | None = None  # reuse the semantic expert of a finished DCM run or student folder (or a teacher: its own network)
     # semantic expert: temporal coherence
     temporal_weight: NonNegative = 1.0  # weight of the semantic expert's temporal coherence loss
     temporal_stride: Count = 3  # frame distance of the temporal coherence loss
@@ -91,17 +106,42 @@ class DCMConfig(ConsistencySettings, DistillConfig):
     detail_lora_rank: Count = 16  # the detail expert's LoRA rank
     detail_lora_alpha: Positive = 32.0  # the detail expert's LoRA alpha
     detail_lora_targets: list[str] = field(default_factory=list)  # empty: to_q, to_k, to_v, to_out.0
-    gan_weight: NonNegative = 0.5  # DCM: 0.1 x 5 on the hinge generator loss
-    feature_matching_weight: NonNegative = 0.1  # DCM: 0.1 x lambda_fm (1 for Hunyuan)
+    gan_weight: NonNegative = 0.5  # DCM: 0.1 x 5 on the generator's GAN loss
+    gan_generator: Literal["hinge", "linear"] = "hinge"  # the generator's GAN loss: relu(1 - fake) (DCM's) or -fake
+    feature_matching_weight: NonNegative = 1.0  # DCM's Wan: 0.1 x 10 (Hunyuan: 0.1 x 1)
+    feature_matching_on: Literal["projection", "blocks"] = "projection"  # the teacher's output layer applied to each read block (DCM's; a family without one: blocks), or the blocks' raw features
     disc_every: Count = 2  # heads on every s-th teacher block
-    disc_lr: Positive = 1e-4  # the discriminator heads' learning rate
+    disc_head: Literal["token", "frame"] = "token"  # logits per token (DCM's heads) or per frame (averaged over space)
+    disc_channels: Count = 1024  # the token heads' inner width (DCM's: 1024)
+    disc_lr: NonNegative = 1e-5  # the discriminator heads' learning rate (DCM's); 0: heads frozen at their initialisation
     disc_betas: list[Decay] = field(default_factory=lambda: [0.0, 0.999])  # the discriminator heads' Adam betas
+    disc_weight_decay: NonNegative = 1e-3  # the heads' AdamW weight decay (DCM's --weight_decay)
+    disc_max_grad_norm: NonNegative = 1.0  # clip the heads' gradient norm (DCM's; 0: off)
+    disc_update: Literal["after", "before"] = "after"  # the discriminator's step after the generator's (DCM's: the generator reads this step's heads before they update) or before
     gan_real: Literal["target", "data"] = "target"  # the GAN's "real": the consistency target (DCM) or the clip's clean latents (LADD, DMD2)
     disc_gradient_penalty: NonNegative = 0.0  # gamma of a zero-centred gradient penalty on the real side (R1, Mescheder et al. 2018); 0: off (DCM)
 
 
-def resolve_boundaries(config: DCMConfig, grid: torch.Tensor) -> list[int]:
-    """The K-1 inner grid indices (ascending) from ``boundaries``, ``boundary_timesteps`` or the default split."""
+def log_snr(schedule, t: torch.Tensor) -> torch.Tensor:
+    """log(alpha^2 / sigma^2) of the schedule at times ``t`` (VP steps or flow sigmas)."""
+    alpha, sigma = schedule.alpha_sigma(t.float())
+    return 2 * (torch.log(alpha.double()) - torch.log(sigma.double()))
+
+
+def split_log_snr(config: DCMConfig) -> float:
+    """The split's log-SNR: ``--boundary-logsnr``, else that of flow noise level ``--boundary-sigma``."""
+    if config.boundary_logsnr is not None:
+        return float(config.boundary_logsnr)
+    sigma = float(config.boundary_sigma)
+    if not 0 < sigma < 1:
+        raise VideoCMError(f"--boundary-sigma must be between 0 and 1 (a flow noise level), got {sigma}")
+    return 2 * math.log((1 - sigma) / sigma)
+
+
+def resolve_boundaries(config: DCMConfig, grid: torch.Tensor, schedule) -> list[int]:
+    """The K-1 inner grid indices (ascending) from ``boundaries``, ``boundary_timesteps`` or the default split:
+    ``--split sigma``, the grid point nearest the split's log-SNR (each expert keeping at least one grid interval;
+    with more phases the others evenly below it), or ``--split share``, the top ``--semantic-share`` of the grid."""
     n, k = config.grid_points, config.phases
     if k < 1:
         raise VideoCMError(f"--phases must be at least 1, got {k}")
@@ -111,11 +151,18 @@ def resolve_boundaries(config: DCMConfig, grid: torch.Tensor) -> list[int]:
         indices = [int(torch.argmin((grid.float() - float(t)).abs())) for t in config.boundary_timesteps]
     elif config.boundaries:
         indices = [int(b) for b in config.boundaries]
+    elif k == 1:
+        indices = []
     else:
-        if not 0 < config.semantic_share < 1:
-            raise VideoCMError(f"--semantic-share must be between 0 and 1, got {config.semantic_share}")
-        top = round(n * (1 - config.semantic_share))
-        indices = [round(top * j / (k - 1)) for j in range(1, k)] if k > 1 else []
+        if config.split == "share":
+            if not 0 < config.semantic_share < 1:
+                raise VideoCMError(f"--semantic-share must be between 0 and 1, got {config.semantic_share}")
+            top = round(n * (1 - config.semantic_share))
+        else:
+            levels = log_snr(schedule, grid)
+            distance = (levels - split_log_snr(config)).abs().nan_to_num(float("inf"))
+            top = k - 1 + int(torch.argmin(distance[k - 1: n]))  # room for the experts below, one interval above
+        indices = [round(top * j / (k - 1)) for j in range(1, k)]
     if len(indices) != k - 1:
         raise VideoCMError(f"--phases {k} needs {k - 1} boundaries, got {len(indices)}: {indices}")
     try:
@@ -123,6 +170,23 @@ def resolve_boundaries(config: DCMConfig, grid: torch.Tensor) -> list[int]:
     except ValueError as error:
         raise VideoCMError(f"boundaries: {error}") from error
     return sorted(indices)
+
+
+def describe_split(config: DCMConfig, grid: torch.Tensor, schedule, indices: list[int]) -> str:
+    """Where the semantic expert's segment begins, in grid index, the schedule's time and log-SNR (said at the
+    start of a run), beside what ``--split`` asked for."""
+    if not indices:
+        return "one phase: no split"
+    top = indices[-1]
+    where = (f"grid index {top} of {config.grid_points} (time {float(grid[top]):.4g}, log-SNR "
+             f"{float(log_snr(schedule, grid[top:top + 1])[0]):.2f})")
+    if config.boundaries or config.boundary_timesteps:
+        return f"the semantic expert owns the grid above {where}, as given"
+    if config.split == "share":
+        return f"the semantic expert owns the top {config.semantic_share:g} of the grid: above {where}"
+    asked = (f"log-SNR {config.boundary_logsnr:g}" if config.boundary_logsnr is not None else
+             f"sigma {config.boundary_sigma:g} (log-SNR {split_log_snr(config):.2f})")
+    return f"the semantic expert owns the grid above {where}, the grid point nearest {asked}"
 
 
 def temporal_coherence_loss(prediction: torch.Tensor, target: torch.Tensor, stride: int) -> torch.Tensor:
@@ -162,7 +226,12 @@ class DCMStageTask(DistillationMethod):
         self.semantic_network, self.trained_experts = semantic, list(trained or [])
         super().__init__(config, device)
         context = self.teacher_context
-        self.boundary_indices = resolve_boundaries(config, context.grid)
+        self.boundary_indices = resolve_boundaries(config, context.grid, context.schedule)
+        if os.environ.get("RANK", "0") == "0":
+            name = expert_names(config.phases)[expert]
+            say_when_ready([f"videocm: {name} stage: "
+                            f"{describe_split(config, context.grid, context.schedule, self.boundary_indices)}"],
+                           after=True)
         self.segment = segment_bounds(self.boundary_indices, config.grid_points)[expert]
         torch.manual_seed(config.seed)
         self.model = self._build_expert(device)
@@ -175,12 +244,19 @@ class DCMStageTask(DistillationMethod):
             teacher = context.teacher
             # a two-expert teacher's detail segment runs its low-noise network: its blocks are the ones to read
             owner = teacher.experts()[-1] if hasattr(teacher, "experts") else teacher
-            self.tap = FeatureTap(owner, feature_blocks(owner, config.disc_every))
+            projected = config.feature_matching_on == "projection"
+            self.tap = FeatureTap(owner, feature_blocks(owner, config.disc_every), project=projected)
+            if projected and not self.tap.projects and os.environ.get("RANK", "0") == "0":
+                print(f"videocm: feature matching reads the teacher blocks' raw features: the {owner.spec.name} "
+                      f"family's blocks do not share its output layer's width", file=sys.stderr)
             channels = context.feature_channels(owner, self.tap)
-            self.heads = FeatureDiscriminator(channels).to(next(self.model.parameters()).device)
+            self.heads = FeatureDiscriminator(channels, config.disc_head, config.disc_channels).to(
+                next(self.model.parameters()).device)
+            # where the heads started (D3: how far they move); the same on a resume, which builds them the same way
+            self.heads_at_start = [p.detach().clone() for p in self.heads.parameters()]
             betas = tuple(float(b) for b in config.disc_betas)
             self.disc_optimizer = torch.optim.AdamW(self.heads.parameters(), lr=config.disc_lr, betas=betas,
-                                                    weight_decay=0.0)
+                                                    weight_decay=config.disc_weight_decay)
         self.engine = None
 
     def _build_expert(self, device):
@@ -232,12 +308,10 @@ class DCMStageTask(DistillationMethod):
             logs["temporal"] = float(coherence.detach())
         if self.heads is not None:
             real = terms.target_estimate if c.gan_real == "target" else latents
-            adversarial, matching, disc, penalty = self._adversarial(terms.prediction, real, text, step)
+            adversarial, matching, disc_logs = self._adversarial(terms.prediction, real, text, step)
             extra = extra + c.gan_weight * adversarial + c.feature_matching_weight * matching
             logs.update({"gan_generator": float(adversarial.detach()), "feature_matching": float(matching.detach()),
-                         "gan_discriminator": disc})
-            if c.disc_gradient_penalty > 0:
-                logs["gan_penalty"] = penalty
+                         **disc_logs})
         # 5. with --dmd-weight: the distribution-matching term on the expert's estimate
         base, matching_logs = self.with_matching(terms, w, text, step, latents)
         logs.update(matching_logs)
@@ -246,7 +320,10 @@ class DCMStageTask(DistillationMethod):
         return base + extra, logs
 
     def _adversarial(self, fake, real, text, step: Step):
-        """Discriminator step, then the generator's hinge and feature-matching terms, from one teacher forward."""
+        """The generator's GAN and feature-matching terms and the discriminator's step, from one teacher forward
+        on "real" and "fake" re-noised alike; the generator reads the heads as they were before this step's
+        discriminator update (``--disc-update after``, DCM's order) or after it (``before``)."""
+        c = self.config
         n, rows, device = step.batch_size, step.rows, step.device
         low, high = self.segment
         context = self.teacher_context
@@ -258,31 +335,57 @@ class DCMStageTask(DistillationMethod):
         timestep = schedule.model_timestep(t).to(device)
         with self.tap(tuple(both.shape)) as tap:
             teacher(both, torch.cat([timestep, timestep]), **concat_conditioning(text, text))
-        real_features = [f[: len(fake)].detach() for f in tap.features]
-        fake_features = [f[len(fake):] for f in tap.features]
-        # discriminator step on detached features (its own optimiser; accelerate handles accumulation and sync)
-        gamma = self.config.disc_gradient_penalty
+        count = len(fake)
+        real_features = [f[:count].detach() for f in tap.features]
+        fake_features = [f[count:] for f in tap.features]
+        matched = tap.projections if tap.projects else tap.features  # what feature matching compares
+        matching = feature_matching_loss([f[count:] for f in matched], [f[:count].detach() for f in matched])
+        heads = self.engine.unwrap_model(self.heads) if self.engine is not None else self.heads
+        generator = None
+        if c.disc_update == "after":  # the generator's logits from the heads before they step (copies: they will)
+            generator = hinge_generator_loss(with_frozen_weights(heads, fake_features, copied=True), c.gan_generator)
+        disc, penalty, logits = self._discriminator_step(real_features, fake_features)
+        if generator is None:
+            generator = hinge_generator_loss(with_frozen_weights(heads, fake_features), c.gan_generator)
+        real_logit, fake_logit = (float(torch.cat([x.flatten() for x in part]).mean()) for part in logits)
+        moved = sum(float((p.detach() - p0).pow(2).sum()) for p, p0 in zip(heads.parameters(), self.heads_at_start))
+        scale = sum(float(p0.pow(2).sum()) for p0 in self.heads_at_start)
+        logs = {"gan_discriminator": disc, "gan_real_logit": real_logit, "gan_fake_logit": fake_logit,
+                "disc_weight_change": math.sqrt(moved / max(scale, 1e-12))}
+        if c.disc_gradient_penalty > 0:
+            logs["gan_penalty"] = penalty
+        return generator, matching, logs
+
+    def _discriminator_step(self, real_features, fake_features):
+        """One step of the heads (hinge loss on real and detached fake, optional R1 penalty, clipped, own AdamW;
+        none with ``--disc-lr 0``, the heads frozen at their start): (loss, penalty, (real logits, fake logits))."""
+        c, count = self.config, len(real_features[0])
+        gamma = c.disc_gradient_penalty
         if gamma > 0:
             real_features = [r.clone().requires_grad_(True) for r in real_features]
         logits = self.heads([torch.cat([r, f.detach()]) for r, f in zip(real_features, fake_features)])
-        real_logits = [x[: len(fake)] for x in logits]
-        disc_loss = hinge_discriminator_loss(real_logits, [x[len(fake):] for x in logits])
-        penalty = (real_gradient_penalty(real_features, real_logits) if gamma > 0 else disc_loss.new_zeros(()))
-        real_features = [r.detach() for r in real_features]
+        real_logits, fake_logits = [x[:count] for x in logits], [x[count:] for x in logits]
+        disc_loss = hinge_discriminator_loss(real_logits, fake_logits)
+        penalty = real_gradient_penalty(real_features, real_logits) if gamma > 0 else disc_loss.new_zeros(())
         if not torch.isfinite(disc_loss + penalty):
             raise VideoCMError(f"the discriminator loss became {disc_loss.item()}; lower --disc-lr and rerun with "
                                f"--resume")
+        said = (float(disc_loss.detach()), float(penalty.detach()),
+                ([x.detach() for x in real_logits], [x.detach() for x in fake_logits]))
+        if c.disc_lr == 0:
+            return said
+        total = disc_loss + gamma / 2 * penalty
         if self.engine is not None:
-            self.engine.backward(disc_loss + gamma / 2 * penalty)
+            self.engine.backward(total)
+            if c.disc_max_grad_norm > 0:
+                self.engine.clip_grad_norm_(self.heads.parameters(), c.disc_max_grad_norm)
         else:
-            (disc_loss + gamma / 2 * penalty).backward()
+            total.backward()
+            if c.disc_max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(self.heads.parameters(), c.disc_max_grad_norm)
         self.disc_optimizer.step()
         self.disc_optimizer.zero_grad(set_to_none=True)
-        # generator terms through frozen copies of the heads' weights: no gradient reaches the discriminator
-        heads = self.engine.unwrap_model(self.heads) if self.engine is not None else self.heads
-        fake_logits = with_frozen_weights(heads, fake_features)
-        return (hinge_generator_loss(fake_logits), feature_matching_loss(fake_features, real_features),
-                float(disc_loss.detach()), float(penalty.detach()))
+        return said
 
     # ---- folders and monitoring ----------------------------------------------------------------------------------
 
@@ -440,7 +543,7 @@ def _assemble(config: DCMConfig, semantic: DenoiserAdapter, experts: list[Denois
     out = Path(config.out)
     teacher = load_teacher(config, "cpu")
     grid = skipping_grid(teacher.schedule, config.grid_points)
-    phased = phased_info(config, grid, resolve_boundaries(config, grid))
+    phased = phased_info(config, grid, resolve_boundaries(config, grid, teacher.schedule))
     consistency = ConsistencyInfo(config.grid_points, config.skip, config.sigma_data, config.timestep_scaling,
                                   config.target)
     info = student_info(config, teacher.info, teacher_guidance(config, teacher), consistency, phased=phased)

@@ -426,10 +426,10 @@ def _write_logs(out: Path, logs: dict, seconds: float) -> None:
 _WAITING: list[str] = []  # lines to say once a run's task has been built (say_when_ready)
 
 
-def say_when_ready(lines: list[str]) -> None:
+def say_when_ready(lines: list[str], after: bool = False) -> None:
     """Say ``lines`` (on stderr) once the next run's task is built: its teacher, data and settings loaded, so
-    that an error in them is the only thing said."""
-    _WAITING[:] = lines
+    that an error in them is the only thing said. ``after``: after what is already waiting, not instead."""
+    _WAITING[:] = [*_WAITING, *lines] if after else lines
 
 
 def say_ready() -> None:

@@ -120,21 +120,31 @@ def feature_blocks(denoiser: DenoiserAdapter, every: int) -> list[nn.Module]:
 
 class FeatureTap:
     """Collects the outputs of ``blocks`` during forwards inside ``with tap(latent_shape):``, as
-    ``(B, D, T', H', W')`` maps (the family's ``features_as_video``)."""
+    ``(B, D, T', H', W')`` maps (the family's ``features_as_video``), and with ``project`` each one also through the
+    network's own output layer (``projections``, flattened ``(B, N)``; DCM's feature matching), where the family
+    has one (:meth:`FamilySpec.output_projection`; ``projects`` says whether it does)."""
 
-    def __init__(self, denoiser: DenoiserAdapter, blocks: list[nn.Module]) -> None:
+    def __init__(self, denoiser: DenoiserAdapter, blocks: list[nn.Module], project: bool = False) -> None:
         self.denoiser, self.blocks = denoiser, blocks
         self.features: list[torch.Tensor] = []
+        self.projections: list[torch.Tensor] = []
+        self._projection = denoiser.spec.output_projection(denoiser.network) if project else None
         self._handles: list = []
         self._shape: tuple[int, ...] = ()
+
+    @property
+    def projects(self) -> bool:
+        return self._projection is not None
 
     def __call__(self, latent_shape: tuple[int, ...]) -> "FeatureTap":
         self._shape = tuple(latent_shape)
         return self
 
     def __enter__(self) -> "FeatureTap":
-        self.features = []
+        self.features, self.projections = [], []
         self._handles = [block.register_forward_hook(self._hook) for block in self.blocks]
+        if self._projection is not None:
+            self._handles += self._projection.hooks()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -144,7 +154,10 @@ class FeatureTap:
 
     def _hook(self, module, args, output) -> None:
         hidden = output[0] if isinstance(output, tuple) else output
-        self.features.append(self._as_video(_whole_sequence(self.denoiser.network, hidden)))
+        whole = _whole_sequence(self.denoiser.network, hidden)
+        self.features.append(self._as_video(whole))
+        if self._projection is not None:
+            self.projections.append(self._projection(whole).flatten(1))
 
     def _as_video(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.denoiser.spec.features_as_video(self.denoiser.network, hidden, self._shape)

@@ -149,6 +149,13 @@ class FamilySpec:
     def patch_size(self, network: nn.Module) -> tuple[int, int, int]:
         raise NotImplementedError
 
+    def output_projection(self, network: nn.Module):
+        """The network's own output layer as a map of a block's tokens ``(B, L, D)`` (DCM's feature matching reads
+        the read blocks through it): an object with ``hooks()`` (forward hooks that capture what the layer needs
+        from the forward, e.g. its timestep embedding; returns their handles) and ``__call__(tokens)``; None for a
+        family whose blocks do not share the output layer's width (UNets)."""
+        return None
+
     # ---- control branches -----------------------------------------------------------------------------------
 
     def control_branch_class(self) -> type | None:

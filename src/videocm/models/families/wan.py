@@ -124,6 +124,41 @@ class WanSpec(FamilySpec):
     def control_branch_class(self) -> type:
         return WanControlBranch
 
+    def output_projection(self, network: nn.Module) -> "WanOutputProjection":
+        return WanOutputProjection(network)
+
+
+class WanOutputProjection:
+    """A block's tokens through a ``WanTransformer3DModel``'s output layer: ``norm_out``, modulated by the
+    ``scale_shift_table`` and this forward's timestep embedding (captured from ``condition_embedder``), then
+    ``proj_out`` (DCM's ``final_layer`` features; unpatchifying is left out, as a mean squared error does not see
+    the order)."""
+
+    def __init__(self, network: nn.Module) -> None:
+        self.network, self.temb = network, None
+
+    def hooks(self) -> list:
+        def keep(module, args, output):
+            self.temb = output[0]
+
+        return [self.network.condition_embedder.register_forward_hook(keep)]
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        network, temb = self.network, self.temb
+        if temb is None:
+            raise RuntimeError("the output projection reads the forward's timestep embedding: run the network first")
+        table = network.scale_shift_table.to(temb.device)
+        if temb.ndim == 3:  # a timestep per token (Wan 2.2 TI2V)
+            if temb.shape[1] != tokens.shape[1]:
+                raise VideoCMError("feature matching through the output layer needs the whole sequence's timestep "
+                                   "embedding; with --context-parallel give --feature-matching-on blocks")
+            shift, scale = (table.unsqueeze(0) + temb.unsqueeze(2)).chunk(2, dim=2)
+            shift, scale = shift.squeeze(2), scale.squeeze(2)
+        else:
+            shift, scale = (table + temb.unsqueeze(1)).chunk(2, dim=1)
+        modulated = network.norm_out(tokens.float()) * (1 + scale) + shift
+        return network.proj_out(modulated.type_as(tokens))
+
 
 class WanControlBranch(ControlBranch):
     """Control branch of a ``WanTransformer3DModel``: ``forward`` returns one residual ``(B, L, D)`` per copied

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Issue 37, item 3: which part of VP DCM fails (claim D1), decided by step-matched arms of the detail stage.
+# Every arm trains a detail expert with the same settings (the long VP run's: skip 5, lr 2e-4, warm-up 100,
+# batch 16, EMA target 0.95, the split at the top 30% of the grid, hinge GAN with per-frame heads on the
+# consistency target and feature matching x0.1), for 600 updates of a 1600-step schedule (--detail-stop-step), the
+# same seed, data and captions; they differ in one thing each:
+#   teacher   the frozen base is the teacher network itself (--semantic-from models/teacher-vp)
+#   shipped   the frozen base is the shipped dcm-vp semantic expert (today's; --semantic-from models/dcm-vp)
+#   nogan     as teacher, with the GAN and feature matching off
+# Then each DCM student scored at 1, 2 and 4 steps on 240 captions beside the shipped lcm-vp (paired intervals).
+# Run alone on the machine. A killed arm is continued by running this again (each arm resumes from its newest
+# checkpoint). ARMS overrides the list; EVAL=false skips the evaluation.
+set -e
+cd "$(dirname "$0")/../../.."
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+V=.venv/bin/videocm
+O=outputs/dcm-vp-arms
+R=docs/reports/dcm-vp-arms
+mkdir -p $O
+started() { [ -f "$1/config.yaml" ] && echo true || echo false; }
+[ -f $O/captions.safetensors ] || $V encode-captions --out $O/captions.safetensors
+common="--method dcm --teacher models/teacher-vp --batch-size 16 --prompt-cache $O/captions.safetensors
+  --checkpoint-every 100 --keep-checkpoints 2 --sample-every 200 --sample-clips 96 --sample-steps 4
+  --skip 5 --detail-lr 2e-4 --warmup-steps 100 --detail-steps 1600 --detail-stop-step 600 --detail-minutes 0
+  --target ema --target-decay 0.95 --semantic-share 0.3 --gan-real target --on-collapse warn"
+ARMS=${ARMS:-teacher shipped nogan}
+for arm in $ARMS; do
+  case $arm in
+    teacher) flags="--semantic-from models/teacher-vp" ;;
+    shipped) flags="--semantic-from models/dcm-vp" ;;
+    nogan) flags="--semantic-from models/teacher-vp --gan-weight 0 --feature-matching-weight 0" ;;
+    *) echo "unknown arm $arm"; exit 2 ;;
+  esac
+  [ -f $O/$arm/videocm.json ] || $V distill $common --out $O/$arm $flags --resume $(started $O/$arm) \
+    >> $O/$arm.log 2>&1
+done
+[ "${EVAL:-true}" = true ] || exit 0
+models=""
+for arm in $ARMS; do models="$models --model $O/$arm@1,2,4"; done
+$V eval $models --model models/lcm-vp@1,2,4 --steps 1,2,4 --n 240 \
+  --teacher-model models/teacher-vp --teacher-steps 50 --json $R/eval.json --clip-scores $R/clip-scores.npz \
+  --report $R/report --overwrite
