@@ -407,3 +407,50 @@ def test_shipped_flow_dcm_student_beats_its_teacher_at_four_steps():
     scores = {name: score_clips(judge, VideoPipeline.from_folder(REPO / "models" / name).generate(prompts, seeds, 4),
                                 prompts) for name in ("dcm-flow", "teacher-flow")}
     assert scores["dcm-flow"]["fidelity_all"] >= scores["teacher-flow"]["fidelity_all"] + 0.2
+
+
+def test_a_semantic_expert_hands_off_to_the_teachers_guided_solver_or_an_lcm_student_below_its_boundary():
+    """DCM's semantic-stage sample checks: the semantic expert takes its share of the steps down to the boundary,
+    then the teacher's guided solver (two rows a call: guidance) over the given number of grid points below it,
+    or a consistency student its own share; the clips differ from the student's own."""
+    repo = Path(__file__).resolve().parents[1]
+    teacher = load_model(repo / "models" / "teacher-flow")
+    lcm = load_model(repo / "models" / "lcm-flow")
+    calls = []
+
+    def watch(network, name):  # each call and its batch rows
+        def seen(module, args, kwargs):
+            calls.append((name, len(args[0]) if args else len(next(iter(kwargs.values())))))
+
+        return network.register_forward_pre_hook(seen, with_kwargs=True)
+
+    own = VideoPipeline.from_folder(repo / "models" / "dcm-flow").generate(["a red 3 moves left"], [0], 4)
+    pipeline = VideoPipeline.from_folder(repo / "models" / "dcm-flow")
+    semantic = pipeline.model.experts[0].network
+    handles = [watch(semantic, "semantic"), watch(teacher.denoiser.network, "teacher"), watch(lcm.denoiser.network, "lcm")]
+    pipeline.finish_with(teacher.denoiser, 4.0, 5, "semantic expert, then the teacher")
+    handed = pipeline.generate(["a red 3 moves left"], [0], 4)
+    assert [name for name, _ in calls] == ["semantic"] * 2 + ["teacher"] * 5
+    assert all(rows == 2 for name, rows in calls if name == "teacher")  # guided: conditional and unconditional
+    assert pipeline.sampled_as == "semantic expert, then the teacher"
+    assert not np.array_equal(handed[0], own[0])
+    calls.clear()
+    pipeline.finish_with(lcm.denoiser, None, 0, "semantic expert, then lcm-flow")
+    pipeline.generate(["a red 3 moves left"], [0], 4)
+    assert [name for name, _ in calls] == ["semantic", "semantic", "lcm", "lcm"]
+    for handle in handles:
+        handle.remove()
+    with pytest.raises(VideoCMError, match="not a phased student"):
+        VideoPipeline.from_folder(repo / "models" / "lcm-flow").finish_with(teacher.denoiser, 4.0, 5)
+
+
+def test_the_semantic_stage_sample_check_says_it_handed_off_to_the_teacher(tiny_teachers, tmp_path):
+    from conftest import JudgeMonitor
+
+    out = tmp_path / "dcm"
+    distill_dcm(tiny_dcm(tiny_teachers["wan"], out, split="share", detail_steps=0, sample_every=2, sample_clips=2,
+                         sample_steps=2), progress=False, monitor=JudgeMonitor())
+    rows = [json.loads(line) for line in
+            (out / "stages" / "expert-0-semantic" / "samples" / "scores.jsonl").read_text().splitlines()]
+    assert rows and all(r["sampled_as"].startswith("semantic expert to the boundary, then the teacher (")
+                        for r in rows)

@@ -16,7 +16,8 @@ import torch
 
 from .diffusion import consistency_times, guidance_at, sample_consistency, sample_teacher, seeded_noise, skipping_grid
 from .diffusion.consistency import NoiseSource
-from .diffusion.phased import phased_times, sample_phased, segment_bounds
+from .diffusion.phased import phased_times, sample_phased, segment_bounds, split_steps
+from .diffusion.sampling import concat_conditioning, guided_output
 from .errors import VideoCMError
 from .models.control import control_tensor, encode_control, with_control
 from .models.families import family_for_pipeline
@@ -105,6 +106,20 @@ class VideoPipeline:
         self._denoiser, self._experts = model.denoiser, model.experts
         self.decoder = model.vae  # what turns latents into frames: the VAE, or a tiny decoder (use_decoder)
         self.decoder_name = "full"
+        self._finisher = None  # (network, guidance or None, steps): what samples below the first segment
+        self.sampled_as: str | None = None  # how the clips are made, when not by the model alone (monitoring)
+
+    def finish_with(self, network, guidance: float | None = None, steps: int = 0, label: str | None = None
+                    ) -> "VideoPipeline":
+        """A phased student's first (semantic) expert samples to its boundary, and ``network`` below it: a teacher
+        (``guidance`` not None: its guided ODE solver over ``steps`` evenly spread grid points below the boundary)
+        or a consistency student (``guidance`` None: its share of the steps, as an expert would). DCM's sample
+        checks during the semantic stage; ``label`` says so in what is recorded of them."""
+        if self._experts is None:
+            raise VideoCMError(f"{self.name} is not a phased student: there is no boundary to hand off at")
+        self._finisher = (network, guidance, steps)
+        self.sampled_as = label
+        return self
 
     @classmethod
     def from_folder(cls, folder, device: str | torch.device = "cpu", decoder: str = "full",
@@ -254,6 +269,17 @@ class VideoPipeline:
                 raise VideoCMError(str(error)) from error
         else:
             times = consistency_times(grid, steps)
+        solvers = None
+        if self._finisher is not None and experts is not None:
+            network, teacher_guidance, below = self._finisher
+            experts = [experts[0], *[network] * (len(experts) - 1)]
+            if teacher_guidance is not None:  # the semantic expert's share of the steps, then the teacher's solver
+                solvers = [False] + [True] * (len(experts) - 1)
+                low, high = segments[0]
+                first = split_steps(steps, segments)[0]
+                below = max(1, min(int(below), low))
+                times = torch.stack([grid[high - (i * (high - low)) // first] for i in range(first)] +
+                                    [grid[low - (i * low) // below] for i in range(below)])
         generators = ([torch.Generator().manual_seed(int(s)) for s in seeds] if noise_mode == "diffusers" and
                       info.image_condition else None)
         with meter.phase("text"):
@@ -273,8 +299,16 @@ class VideoPipeline:
                                             info.pipeline_class, generators)
             scalings = (float(consistency.sigma_data), float(consistency.timestep_scaling))
             if experts is not None:
-                latents = sample_phased([meter.counted(e) for e in experts], noise, self.model.schedule, grid,
-                                        segments, times, cond, renoise, *scalings, progress=progress)
+                counted = [meter.counted(e) for e in experts]
+                if solvers is not None:  # the teacher below the boundary, guided as its own sampling is
+                    uncond = {k: v.to(self.device) for k, v in self.text.encode([""] * len(prompts)).items()}
+                    uncond.update({k: v for k, v in cond.items() if k not in uncond})
+                    scale, paired = float(self._finisher[1]), concat_conditioning(uncond, cond)
+                    teacher = counted[1]
+                    counted[1:] = [lambda x, t, **c: guided_output(teacher, x, t, c, uncond, scale, paired)] * (
+                        len(counted) - 1)
+                latents = sample_phased(counted, noise, self.model.schedule, grid, segments, times, cond, renoise,
+                                        *scalings, progress=progress, solvers=solvers)
             else:
                 latents = sample_consistency(meter.counted(self._denoiser), noise, self.model.schedule, times,
                                              cond, renoise, *scalings, progress=progress)

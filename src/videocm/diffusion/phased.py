@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from .consistency import NoiseSource, consistency_function, generator_noise
 from .sampling import Conditioning, Denoiser
 from .schedules import Schedule
-from .solvers import ode_step
+from .solvers import ode_step, x0_and_noise
 
 
 def segment_bounds(boundaries: Sequence[int], grid_points: int) -> list[tuple[int, int]]:
@@ -109,11 +109,15 @@ def sample_phased(
     timestep_scaling: float = 10.0,
     callback: Callable[[dict[str, Any]], None] | None = None,
     progress: bool = False,
+    solvers: Sequence[bool] | None = None,
 ) -> torch.Tensor:
     """Expert-switching sampling over ``times`` (descending): one network evaluation per step, by the expert that
-    owns the step's timestep. ``experts[j]`` serves ``segments[j]``. Returns the clean latents."""
+    owns the step's timestep. ``experts[j]`` serves ``segments[j]``. Returns the clean latents. ``solvers[j]``:
+    expert ``j`` is an ODE solver's network (a teacher, guidance folded into its callable): it steps to the next
+    time of ``times`` instead of jumping to its segment's end (a student hands off to the teacher)."""
     if len(experts) != len(segments):
         raise ValueError(f"{len(experts)} experts for {len(segments)} segments")
+    solvers = list(solvers) if solvers is not None else [False] * len(experts)
     if any(float(a) <= float(b) for a, b in zip(times[:-1], times[1:])):
         raise ValueError(f"timesteps must be strictly descending, got {[float(t) for t in times]}")
     noise_source = noise_source or generator_noise()
@@ -124,14 +128,19 @@ def sample_phased(
     following = torch.cat([times[1:], torch.as_tensor([schedule.terminal], dtype=times.dtype)])
     on_device, next_on_device = times.to(x.device), following.to(x.device)
     timesteps = schedule.model_timestep(on_device).to(x.device)
-    renoised = [i for i in range(len(times) - 1) if ends[i] <= 0]
+    renoised = [i for i in range(len(times) - 1) if ends[i] <= 0 and not solvers[owners[i]]]
     fresh = {i: noise_source(i, tuple(x.shape)) for i in renoised}  # drawn in step order, as before
     fresh = {i: v.to(device=x.device, dtype=x.dtype) for i, v in fresh.items()}
     denoised = x
     for i in tqdm(range(len(times)), desc="sampling", disable=not progress, leave=False):
         t, expert = on_device[i], owners[i]
         output = experts[expert](x, timesteps[i].expand(batch), **cond)
-        if ends[i] > 0:
+        if solvers[expert]:
+            denoised, _ = x0_and_noise(schedule, output, x, t)
+            x = ode_step(schedule, output, x, t, next_on_device[i])
+            if i + 1 == len(times):
+                denoised = x
+        elif ends[i] > 0:
             x = ode_step(schedule, output, x, t, next_on_device[i])
             denoised = x
         else:

@@ -97,6 +97,7 @@ class DCMConfig(ConsistencySettings, DistillConfig):
     detail_minutes: NonNegative = 25.0  # wall-time cap of the detail stage (0: no cap)
     semantic_stop_step: Natural = 0  # stop the stage at this step while keeping its schedule (step-matched ablations)
     detail_stop_step: Natural = 0  # stop the detail stage at this step while keeping its schedule
+    semantic_samples_below: str = "teacher"  # the semantic stage's sample checks: the semantic expert to the boundary, then the teacher (its guided solver) or this LCM student folder
     semantic_from: str | None = None  # reuse the semantic expert of a finished DCM run or student folder (or a teacher: its own network)
     # semantic expert: temporal coherence
     temporal_weight: NonNegative = 1.0  # weight of the semantic expert's temporal coherence loss
@@ -239,7 +240,7 @@ class DCMStageTask(DistillationMethod):
         self.matching = self.new_matching(device) if expert > 0 else None
         context.cast_teacher()
         self.target_network = TargetNetwork(self.model, config.target, config.target_decay, shares_frozen(config))
-        self.heads = None
+        self.heads, self._below = None, None
         if expert > 0 and (config.gan_weight > 0 or config.feature_matching_weight > 0):
             teacher = context.teacher
             # a two-expert teacher's detail segment runs its low-noise network: its blocks are the ones to read
@@ -400,15 +401,40 @@ class DCMStageTask(DistillationMethod):
                                                           self.boundary_indices))
 
     def sample(self, model, step, out, monitor: Monitor):
+        """The stage's sample check. The semantic stage's samples run the semantic expert to its boundary and,
+        below it, the teacher's guided solver (or ``--semantic-samples-below STUDENT``): what this stage trains,
+        not the semantic network standing in for experts it was never trained to be."""
         context = self.teacher_context
         with self.trained(model) as trained:
             experts = [e.eval() for e in self.experts_for_sampling(trained)]
             pipeline = context.monitoring_pipeline(experts[0], self.info(), experts)
+            if self.expert == 0 and self.config.phases > 1:
+                self._hand_off(pipeline)
             try:
                 return monitor.samples(pipeline, self.config.sample_clips, self.config.sample_steps, None, out, step,
                                        context.batches.sample_prompts(), context.sample_images())
             finally:
                 model.train()
+
+    def _hand_off(self, pipeline) -> None:
+        c, context = self.config, self.teacher_context
+        boundary = self.boundary_indices[-1]
+        name = f"{expert_names(c.phases)[0]} expert"
+        if c.semantic_samples_below == "teacher":
+            steps = max(1, round(context.teacher_model.default_steps * boundary / c.grid_points))
+            pipeline.finish_with(context.teacher, context.guidance, steps,
+                                 f"{name} to the boundary, then the teacher ({steps} steps, guidance "
+                                 f"{context.guidance:g})")
+            return
+        if self._below is None:
+            from ..models.folder import load_model
+
+            student = load_model(c.semantic_samples_below, next(self.model.parameters()).device)
+            if not student.is_student or student.experts:
+                raise VideoCMError(f"--semantic-samples-below {c.semantic_samples_below}: give 'teacher' or a "
+                                   f"one-network consistency student (an LCM student folder)")
+            self._below = student.denoiser.eval().requires_grad_(False)
+        pipeline.finish_with(self._below, None, 0, f"{name} to the boundary, then {Path(c.semantic_samples_below).name}")
 
     def save(self, model, out):
         """The stage's expert: the full network (semantic) or the LoRA and own modules (detail)."""

@@ -45,10 +45,14 @@ class JudgeMonitor:
         clips = pipeline.generate(prompts, seeds, steps, guidance, images=images)
         samples = Path(out) / "samples"
         shown = shown_indices(prompts, 8)
+        sampled_as = getattr(pipeline, "sampled_as", None)  # a hand-off (DCM's semantic stage) says what ran
         write_video(samples / f"step-{step:06d}.gif", labelled_grid(
-            [[clips[i] for i in shown]], [f"update {step}, {steps} step{'s' if steps != 1 else ''}"],
+            [[clips[i] for i in shown]], [f"update {step}, {steps} step{'s' if steps != 1 else ''}"
+                                          + (f" ({sampled_as})" if sampled_as else "")],
             [prompts[i] for i in shown], scale=2))
         scores = {"coherence": temporal_coherence(clips), **clip_health(clips)}  # the collapse guard reads these
+        if sampled_as:
+            scores["sampled_as"] = sampled_as
         try:
             judged = score_clips(self._judge(), clips, prompts)
             scores.update({k: judged[k] for k in ("fidelity_digit", "fidelity_colour", "fidelity_direction",

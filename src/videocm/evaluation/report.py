@@ -89,8 +89,8 @@ def read_monitor_scores(run: str | Path) -> list[dict]:
 
 def plot_learning_curves(runs: dict[str, list[dict]], path: str | Path,
                          references: dict[str, dict[str, float]] | None = None) -> None:
-    """Fidelity and Fréchet distance of each run's periodic samples against optimiser updates (a line per run),
-    with horizontal reference lines (``{label: {"fidelity_all": ..., "frechet_distance": ...}}``)."""
+    """Fidelity and Fréchet distance of each run's periodic samples against optimiser updates (a line per run, and
+    per way of sampling where its checks say how they sampled: DCM's semantic stage), with horizontal reference lines (``{label: {"fidelity_all": ..., "frechet_distance": ...}}``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,7 +101,11 @@ def plot_learning_curves(runs: dict[str, list[dict]], path: str | Path,
     for axis, (key, title) in zip(axes, keys):
         for label, rows in runs.items():
             mine = [r for r in rows if key in r]
-            axis.plot([r["step"] for r in mine], [r[key] for r in mine], marker="o", label=label)
+            ways = list(dict.fromkeys(r.get("sampled_as") for r in mine))  # how each check sampled, in order
+            for way in ways:
+                part = [r for r in mine if r.get("sampled_as") == way]
+                axis.plot([r["step"] for r in part], [r[key] for r in part], marker="o",
+                          label=label if len(ways) == 1 and way is None else f"{label}: {way or 'the model alone'}")
         for number, (label, values) in enumerate((references or {}).items()):
             if key in values:
                 axis.axhline(values[key], color=f"C{number + len(runs)}", linestyle="--", label=label)
