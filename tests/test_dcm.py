@@ -454,3 +454,44 @@ def test_the_semantic_stage_sample_check_says_it_handed_off_to_the_teacher(tiny_
             (out / "stages" / "expert-0-semantic" / "samples" / "scores.jsonl").read_text().splitlines()]
     assert rows and all(r["sampled_as"].startswith("semantic expert to the boundary, then the teacher (")
                         for r in rows)
+
+
+def test_vp_dcm_students_export_and_the_exported_model_and_scheduler_sample_as_videocm_does(tmp_path):
+    """A VP DCM student (DDIM jumps above the boundary, consistency steps below: what diffusers' LCMScheduler
+    cannot run) exports as an ExpertSwitchingModel and videocm's VPPhasedConsistencyScheduler; a diffusers-style
+    loop over them (set_timesteps, the model, step) gives the latents videocm's own sampler gives."""
+    import videocm
+    from videocm.diffusion.phased import sample_phased
+    from videocm.pipeline import sampling_noise
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "export"
+    assert main(["export", "--model", str(repo / "models" / "dcm-vp"), "--out", str(out)]) == 0
+    assert json.loads((out / "scheduler" / "scheduler_config.json").read_text())["_class_name"] == \
+        "VPPhasedConsistencyScheduler"
+    scheduler = videocm.VPPhasedConsistencyScheduler.from_pretrained(out, subfolder="scheduler")
+    switching = videocm.ExpertSwitchingModel.from_pretrained(out / "unet")
+    student = load_model(repo / "models" / "dcm-vp")
+    pipeline = VideoPipeline(student)
+    cond = pipeline._conditioning(["a red 3 moves left"], None)
+    noise, renoise = sampling_noise([0], student.latent_shape, "videocm")
+    info = student.info
+    grid = skipping_grid(student.schedule, int(info.consistency.grid_points))
+    segments = segment_bounds(info.phased.boundaries, int(info.consistency.grid_points))
+    boundary = float(grid[segments[-1][1]])
+    for steps in (2, 4):
+        ours = sample_phased(student.experts, noise, student.schedule, grid, segments,
+                             phased_times(grid, segments, steps), cond, renoise)
+        scheduler.set_timesteps(steps)
+        times = [float(t) for t in scheduler.sigmas[:-1]]
+        assert times == [float(t) for t in phased_times(grid, segments, steps)]
+        # the consistency steps' re-noising noise, drawn as videocm draws it (in step order)
+        fresh = {i: renoise(i, tuple(noise.shape)) for i in range(steps - 1) if times[i] <= boundary}
+        exported, denoiser = noise.clone(), student.denoiser.of(switching)
+        for i, t in enumerate(scheduler.timesteps):
+            with torch.no_grad():
+                output = denoiser(exported, t.expand(1), **cond)
+            result = scheduler.step(output, t, exported)
+            exported = (student.schedule.add_noise(result.denoised, fresh[i], scheduler.sigmas[i + 1]) if i in fresh
+                        else result.prev_sample)
+        torch.testing.assert_close(exported, ours, rtol=1e-4, atol=1e-4)

@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-_DIFFUSERS_CLASSES = ("FlowConsistencyScheduler", "ExpertSwitchingModel")
+_DIFFUSERS_CLASSES = ("FlowConsistencyScheduler", "VPPhasedConsistencyScheduler", "ExpertSwitchingModel")
 
 
 def __getattr__(name: str):

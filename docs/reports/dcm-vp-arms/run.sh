@@ -7,6 +7,8 @@
 #   teacher   the frozen base is the teacher network itself (--semantic-from models/teacher-vp)
 #   shipped   the frozen base is the shipped dcm-vp semantic expert (today's; --semantic-from models/dcm-vp)
 #   nogan     as teacher, with the GAN and feature matching off
+#   full      as teacher, a full detail expert (the whole network trained) instead of LoRA
+#   sigma     as teacher, the split at DCM's noise level (--split sigma: VP grid index 47, timestep 939)
 # Then each DCM student scored at 1, 2 and 4 steps on 240 captions beside the shipped lcm-vp (paired intervals).
 # Run alone on the machine. A killed arm is continued by running this again (each arm resumes from its newest
 # checkpoint). ARMS overrides the list; EVAL=false skips the evaluation.
@@ -22,13 +24,15 @@ started() { [ -f "$1/config.yaml" ] && echo true || echo false; }
 common="--method dcm --teacher models/teacher-vp --batch-size 16 --prompt-cache $O/captions.safetensors
   --checkpoint-every 100 --keep-checkpoints 2 --sample-every 200 --sample-clips 96 --sample-steps 4
   --skip 5 --detail-lr 2e-4 --warmup-steps 100 --detail-steps 1600 --detail-stop-step 600 --detail-minutes 0
-  --target ema --target-decay 0.95 --semantic-share 0.3 --gan-real target --on-collapse warn"
+  --target ema --target-decay 0.95 --semantic-share 0.3 --gan-real target --on-collapse warn --recipe moving-digits"
 ARMS=${ARMS:-teacher shipped nogan}
 for arm in $ARMS; do
   case $arm in
     teacher) flags="--semantic-from models/teacher-vp" ;;
     shipped) flags="--semantic-from models/dcm-vp" ;;
     nogan) flags="--semantic-from models/teacher-vp --gan-weight 0 --feature-matching-weight 0" ;;
+    full) flags="--semantic-from models/teacher-vp --detail-expert full" ;;
+    sigma) flags="--semantic-from models/teacher-vp --split sigma" ;;
     *) echo "unknown arm $arm"; exit 2 ;;
   esac
   [ -f $O/$arm/videocm.json ] || $V distill $common --out $O/$arm $flags --resume $(started $O/$arm) \

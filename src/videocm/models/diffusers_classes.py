@@ -2,7 +2,7 @@
 
 * :class:`FlowConsistencyScheduler`: the multistep consistency sampler of a flow-matching student as a
   ``SchedulerMixin`` (``set_timesteps`` / ``step``), for ``WanPipeline`` and ``HunyuanVideoPipeline``. VP students
-  use diffusers' own ``LCMScheduler``.
+  use diffusers' own ``LCMScheduler``; VP DCM students :class:`VPPhasedConsistencyScheduler`.
 * :class:`ExpertSwitchingModel`: a DCM student's experts behind one ``ModelMixin`` that runs, at each call, the
   expert owning the timestep; saved and loaded with ``save_pretrained`` / ``from_pretrained``.
 
@@ -84,7 +84,7 @@ class FlowConsistencyScheduler(SchedulerMixin, ConfigMixin):
 
         Pipelines such as ``HunyuanVideoPipeline`` always pass their own ``sigmas`` (a spacing for many-step
         samplers): by default only their number is used; ``use_given_sigmas=True`` samples at them as given."""
-        if sigmas is not None and self.config.use_given_sigmas:
+        if sigmas is not None and self.config.get("use_given_sigmas", False):
             chosen = torch.as_tensor(sigmas, dtype=torch.float32)
         else:
             count = num_inference_steps if num_inference_steps is not None else (
@@ -143,6 +143,36 @@ class FlowConsistencyScheduler(SchedulerMixin, ConfigMixin):
 
     def __len__(self) -> int:
         return self.config.num_train_timesteps
+
+
+class VPPhasedConsistencyScheduler(FlowConsistencyScheduler):
+    """The phased consistency sampler of a VP (DDIM-schedule) DCM student, which diffusers' ``LCMScheduler`` cannot
+    run: steps split between the experts' segments, a DDIM jump to the next time in segments above the clean end,
+    LCM's consistency step and re-noising in the last one. ``schedule``: the student's VP schedule, as the
+    arguments of diffusers' ``DDIMScheduler`` (``videocm.json``'s ``schedule`` section without ``type``);
+    ``timesteps`` and the times ``step`` takes are the network's integer timesteps."""
+
+    @register_to_config
+    def __init__(self, schedule: dict | None = None, original_inference_steps: int = 50, sigma_data: float = 0.5,
+                 timestep_scaling: float = 10.0, phase_boundaries: list[int] | None = None) -> None:
+        from .info import schedule_from_config
+
+        self.schedule = schedule_from_config({**(schedule or {}), "type": "vp"})
+        self.grid = skipping_grid(self.schedule, original_inference_steps)
+        self.segments = segment_bounds(phase_boundaries or [], original_inference_steps)
+        self.init_noise_sigma = 1.0
+        self.generator: torch.Generator | None = None
+        self.num_inference_steps: int | None = None
+        self._step_index: int | None = None
+        self._begin_index: int | None = None
+        self.set_timesteps(min(4, original_inference_steps))
+
+    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+                  ) -> torch.Tensor:
+        return self.schedule.add_noise(original_samples, noise, timesteps)
+
+    def __len__(self) -> int:
+        return self.schedule.num_train_timesteps
 
 
 class ExpertSwitchingModel(ModelMixin, ConfigMixin):

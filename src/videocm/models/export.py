@@ -16,7 +16,9 @@ Formats (``--format``):
   and Wan's own code read, and what diffusers' converter for such LoRAs takes).
 
 Schedulers: diffusers' ``LCMScheduler`` for VP students (same grid, scalings and timestep choice as
-``videocm sample``); :class:`FlowConsistencyScheduler` for flow-matching students. diffusers' own
+``videocm sample``); :class:`FlowConsistencyScheduler` for flow-matching students;
+:class:`VPPhasedConsistencyScheduler` for VP DCM students (DDIM jumps above the boundary, which ``LCMScheduler``
+cannot take). diffusers' own
 ``FlowMatchLCMScheduler`` was tried in its place (``tests/test_real_models.py``): it reproduces a 1-step clip but
 not a multi-step one, because it spaces the timesteps linearly from 1000 to near 0 (4 steps at shift 3: 1000, 858,
 602, 9) where the student was trained on its skipping grid and ``videocm sample`` picks from it as
@@ -57,9 +59,14 @@ def student_scheduler(info: ModelInfo):
                                         shift=float(schedule["shift"]), sigma_data=float(consistency.sigma_data),
                                         mu=float(schedule["mu"]) if schedule.get("mu") is not None else None,
                                         phase_boundaries=boundaries, **common)
-    if info.is_phased:
-        raise VideoCMError("VP DCM students switch between ODE jumps and consistency steps, which diffusers' "
-                           "LCMScheduler cannot do; sample them with `videocm sample` (flow DCM students export)")
+    if info.is_phased:  # DDIM jumps above the boundary, consistency steps below: diffusers' LCMScheduler cannot
+        from .diffusers_classes import VPPhasedConsistencyScheduler
+
+        vp = {k: v for k, v in schedule.items() if k != "type"}
+        return VPPhasedConsistencyScheduler(schedule=vp, original_inference_steps=int(consistency.grid_points),
+                                            sigma_data=float(consistency.sigma_data),
+                                            timestep_scaling=float(consistency.timestep_scaling),
+                                            phase_boundaries=[int(b) for b in info.phased.boundaries])
     if float(schedule.get("snr_shift_scale", 1.0)) != 1.0:
         raise VideoCMError("this student's schedule has CogVideoX's snr_shift_scale, which diffusers' LCMScheduler "
                            "cannot express; sample it with `videocm sample`")
@@ -243,7 +250,7 @@ def _write_pipeline(teacher: Path, out: Path, part: str, scheduler_class: str, p
         else:
             target.symlink_to(source.resolve(), target_is_directory=True)
     index = spec.export_index(index)  # one student network where the teacher had two
-    index["scheduler"] = ["videocm" if scheduler_class == "FlowConsistencyScheduler" else "diffusers", scheduler_class]
+    index["scheduler"] = ["videocm" if scheduler_class in VIDEOCM_SCHEDULERS else "diffusers", scheduler_class]
     if phased:
         index[part] = ["videocm", "ExpertSwitchingModel"]
     if boundary_ratio is not None:
@@ -253,6 +260,7 @@ def _write_pipeline(teacher: Path, out: Path, part: str, scheduler_class: str, p
 
 
 CALL_FILE = "call_arguments.json"
+VIDEOCM_SCHEDULERS = ("FlowConsistencyScheduler", "VPPhasedConsistencyScheduler")
 
 
 def call_arguments(info: ModelInfo) -> dict:
@@ -281,7 +289,7 @@ def usage(info: ModelInfo, fmt: str, out: Path, scheduler_class: str, phased: bo
     arguments = call_arguments(info) if fmt != "model" else {}
     steps = arguments.get("num_inference_steps", int(info.default_steps or 4))
     spec = get_family(info.family)
-    flow = scheduler_class == "FlowConsistencyScheduler"
+    flow = scheduler_class in VIDEOCM_SCHEDULERS  # videocm's own schedulers (flow students, VP DCM students)
     lines = [f"# Using this videocm export ({fmt})", "",
              f"Student of `{info.teacher}` ({info.method}, {info.family}); sample in {steps} steps.", ""]
     if fmt != "model":
@@ -323,7 +331,7 @@ def usage(info: ModelInfo, fmt: str, out: Path, scheduler_class: str, phased: bo
                   f"{' wrapped in videocm.ExpertSwitchingModel' if phased else ''}; `scheduler/` its "
                   f"`{scheduler_class}`."]
     if flow:
-        lines += ["", "`FlowConsistencyScheduler` comes from videocm (`pip install videocm`)."]
+        lines += ["", f"`{scheduler_class}` comes from videocm (`pip install videocm`)."]
     return "\n".join(lines) + "\n"
 
 
