@@ -35,12 +35,12 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
 
-from ..config import Count, Decay, Fraction, Natural, NonNegative, Positive, RunFolder, is_run_folder
+from ..config import Count, Decay, Fraction, Natural, NonNegative, Positive, Range, RunFolder, is_run_folder
 from ..diffusion import skipping_grid
 from ..diffusion.phased import segment_bounds
 from ..diffusion.sampling import concat_conditioning
@@ -60,6 +60,7 @@ from .checkpoints import check_resume
 from .trainer import Monitor, Step, on_cpu, run_and_summarise, say_when_ready
 
 DONE = "stage_done.json"
+LogSNR = Annotated[float, Range(-30, 30)]  # log(alpha^2 / sigma^2): float32 schedules end well inside this
 # what DCM run folders of earlier versions recorded as --steps and --lr (unused there too): resumable as they are
 LEGACY_STEPS, LEGACY_LR = 2000, 1e-4
 
@@ -84,7 +85,7 @@ class DCMConfig(ConsistencySettings, DistillConfig):
     boundary_timesteps: list[float] = field(default_factory=list)  # or in the schedule's time (VP step, flow sigma)
     split: Literal["sigma", "share"] = "sigma"  # the default split (2 phases): at noise level --boundary-sigma (DCM's), or the top --semantic-share of the grid
     boundary_sigma: Fraction = 0.975  # DCM's split: flow noise level 0.975 (grid index 35 of 50 at shift 17), placed on the teacher's schedule at the same log-SNR
-    boundary_logsnr: float | None = None  # or the split's log-SNR, log(alpha^2 / sigma^2) (given: replaces --boundary-sigma)
+    boundary_logsnr: LogSNR | None = None  # or the split's log-SNR, log(alpha^2 / sigma^2) (given: replaces --boundary-sigma)
     semantic_share: Fraction = 0.3  # --split share: the semantic expert owns this top fraction of the grid
     # stages: steps, learning rate and wall-time cap of each (minutes 0 = no cap)
     steps: Natural = 0  # not used by DCM (each stage has its own schedule): --semantic-steps, --detail-steps
