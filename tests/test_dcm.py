@@ -444,6 +444,7 @@ def test_a_semantic_expert_hands_off_to_the_teachers_guided_solver_or_an_lcm_stu
         VideoPipeline.from_folder(repo / "models" / "lcm-flow").finish_with(teacher.denoiser, 4.0, 5)
 
 
+@pytest.mark.slow
 def test_the_semantic_stage_sample_check_says_it_handed_off_to_the_teacher(tiny_teachers, tmp_path):
     from conftest import JudgeMonitor
 
