@@ -33,6 +33,13 @@ def test_demo_distils_the_shipped_flow_teacher_and_writes_a_report(tmp_path):
     for name in ("report.md", "plot.png", "samples.gif", "results.json"):
         assert (out / "report" / name).is_file()
     assert len(load_model(out / "dcm-student").experts) == 2
+    import yaml  # the main job trains with the test bench's recipe, as `videocm distill` would pick it
+
+    from videocm.config import flat_mapping
+
+    settings = flat_mapping(yaml.safe_load((out / "dcm-student" / "config.yaml").read_text()))
+    assert (settings["recipe"], settings["split"], settings["semantic_lr"], settings["disc_head"]) == (
+        "moving-digits", "share", 1e-4, "frame")
     # a rerun reuses the finished student (evaluated on fewer clips: only the reuse is checked here)
     again = run_demo(dataclasses.replace(config, eval_n=2))
     assert again["distilled"]["student"] == summary["distilled"]["student"]

@@ -94,11 +94,15 @@ def distil_and_evaluate(config: DemoConfig, out: Path) -> dict:
     student = out / "dcm-student"
     finished = is_model_folder(student) and (student / "train_summary.json").is_file()
     if not finished:  # a killed demo's run is continued
-        distill_dcm(DCMConfig(
-            teacher=config.teacher, out=str(student), semantic_minutes=config.semantic_minutes,
-            detail_minutes=config.detail_minutes, semantic_steps=config.semantic_steps,
-            detail_steps=config.detail_steps, latent_pool=config.latent_pool, batch_size=config.batch_size,
-            sample_every=0, checkpoint_every=100, seed=config.seed, resume=is_run_folder(student)))
+        from .recipes import recipe_named
+
+        # the MovingDigits recipe (the test bench's values), as `videocm distill` picks it for the built-in teacher
+        bench = {name: entry.value for name, entry in recipe_named("moving-digits").values("dcm").items()}
+        demo = dict(teacher=config.teacher, out=str(student), semantic_minutes=config.semantic_minutes,
+                    detail_minutes=config.detail_minutes, semantic_steps=config.semantic_steps,
+                    detail_steps=config.detail_steps, latent_pool=config.latent_pool, batch_size=config.batch_size,
+                    sample_every=0, checkpoint_every=100, seed=config.seed, resume=is_run_folder(student))
+        distill_dcm(DCMConfig(**{**bench, "recipe": "moving-digits", **demo}))
     steps_for = {config.teacher: sorted({50, max(config.eval_steps)}, reverse=True)}
     specs = [str(student), config.compare, config.teacher] if Path(config.compare).is_dir() else [
         str(student), config.teacher]
