@@ -302,7 +302,14 @@ def bench_distillation(config: BenchConfig, device: str, progress=print) -> list
                      **time_training(task, lcm, config.distill_warmup_steps, config.distill_timed_steps)})
         rows[-1].update(cost_floor(task, config.floor_repeats))
         progress(_distill_line(rows[-1]))
-        dcm = DCMConfig(out=str(Path(scratch) / "dcm"), disc_every=config.disc_every, **common)
+        from ..recipes import recipe_for_teacher
+
+        # the recipe `videocm distill` picks for this teacher (MovingDigits: the test bench's), so the step timed
+        # is the step a run takes
+        recipe = recipe_for_teacher(teacher)
+        picked = ({n: e.value for n, e in recipe.values("dcm").items()} if recipe and "dcm" in recipe.methods
+                  else {})
+        dcm = DCMConfig(**{**picked, "out": str(Path(scratch) / "dcm"), "disc_every": config.disc_every, **common})
         semantic = None
         for expert, name in ((0, "semantic"), (1, "detail")):
             stage = dataclasses.replace(stage_config(dcm, expert), steps=steps, checkpoint_every=10**9)
