@@ -275,11 +275,10 @@ class VideoPipeline:
             experts = [experts[0], *[network] * (len(experts) - 1)]
             if teacher_guidance is not None:  # the semantic expert's share of the steps, then the teacher's solver
                 solvers = [False] + [True] * (len(experts) - 1)
-                low, high = segments[0]
-                first = split_steps(steps, segments)[0]
+                low = segments[0][0]
                 below = max(1, min(int(below), low))
-                times = torch.stack([grid[high - (i * (high - low)) // first] for i in range(first)] +
-                                    [grid[low - (i * low) // below] for i in range(below)])
+                times = torch.cat([phased_times(grid, segments[:1], split_steps(steps, segments)[0]),
+                                   phased_times(grid, [(0, low)], below)])
         generators = ([torch.Generator().manual_seed(int(s)) for s in seeds] if noise_mode == "diffusers" and
                       info.image_condition else None)
         with meter.phase("text"):

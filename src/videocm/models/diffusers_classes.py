@@ -57,7 +57,12 @@ class FlowConsistencyScheduler(SchedulerMixin, ConfigMixin):
     def __init__(self, num_train_timesteps: int = 1000, shift: float = 1.0, original_inference_steps: int = 50,
                  sigma_data: float = 0.5, timestep_scaling: float = 10.0, use_given_sigmas: bool = False,
                  phase_boundaries: list[int] | None = None, mu: float | None = None) -> None:
-        self.schedule = FlowSchedule(shift=shift, num_train_timesteps=num_train_timesteps, mu=mu)
+        self._start(FlowSchedule(shift=shift, num_train_timesteps=num_train_timesteps, mu=mu),
+                    original_inference_steps, phase_boundaries)
+
+    def _start(self, schedule, original_inference_steps: int, phase_boundaries: list[int] | None) -> None:
+        """The sampler's state for ``schedule`` (flow or VP): its skipping grid, the experts' segments, 4 steps."""
+        self.schedule = schedule
         self.grid = skipping_grid(self.schedule, original_inference_steps)
         self.segments = segment_bounds(phase_boundaries or [], original_inference_steps)
         self.init_noise_sigma = 1.0
@@ -157,15 +162,8 @@ class VPPhasedConsistencyScheduler(FlowConsistencyScheduler):
                  timestep_scaling: float = 10.0, phase_boundaries: list[int] | None = None) -> None:
         from .info import schedule_from_config
 
-        self.schedule = schedule_from_config({**(schedule or {}), "type": "vp"})
-        self.grid = skipping_grid(self.schedule, original_inference_steps)
-        self.segments = segment_bounds(phase_boundaries or [], original_inference_steps)
-        self.init_noise_sigma = 1.0
-        self.generator: torch.Generator | None = None
-        self.num_inference_steps: int | None = None
-        self._step_index: int | None = None
-        self._begin_index: int | None = None
-        self.set_timesteps(min(4, original_inference_steps))
+        self._start(schedule_from_config({**(schedule or {}), "type": "vp"}), original_inference_steps,
+                    phase_boundaries)
 
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
                   ) -> torch.Tensor:
