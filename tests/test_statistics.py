@@ -26,6 +26,13 @@ def test_frechet_to_reference_equals_the_fid_formula():
         features = rng.normal(size=(120, 16)) * 1.3 + shift
         assert FrechetToReference(reference)(features) == pytest.approx(frechet_distance(features, reference),
                                                                          rel=1e-6, abs=1e-8)
+    # many subsets at once, repeats allowed, with fewer clips than feature dimensions (the small Gram side) and more
+    frechet = FrechetToReference(reference)
+    for n in (6, 40):
+        features = rng.normal(size=(n, 16)) + 0.3
+        index_sets = resampled_indices(n, 5, seed=n)
+        expected = [frechet_distance(features[i], reference) for i in index_sets]
+        assert frechet.many(features, index_sets, chunk=2) == pytest.approx(expected, rel=1e-6, abs=1e-6)
 
 
 def test_bootstrap_interval_of_a_mean_covers_the_truth_about_95_percent_of_the_time():
@@ -85,12 +92,16 @@ def test_paired_comparison_calls_ties_and_wins_by_each_scores_direction():
 
 def test_a_shared_cache_bootstraps_each_row_once_and_changes_no_figure():
     rng = np.random.default_rng(4)
-    reference = FrechetToReference(rng.normal(size=(300, 8)))
+    features = rng.normal(size=(300, 8))
+    reference = FrechetToReference(features)
     calls = []
 
-    def counted(features):
-        calls.append(len(features))
-        return reference(features)
+    class Counted(FrechetToReference):
+        def many(self, features, index_sets, chunk=100):
+            calls.extend([len(index_sets[0])] * len(index_sets))
+            return super().many(features, index_sets, chunk)
+
+    counted = Counted(features)
 
     rows = [fake_scores(rng, 50, accuracy) for accuracy in (0.5, 0.7, 0.9)]
     plain = [paired_comparison(a, b, reference, resamples=100) for i, a in enumerate(rows) for b in rows[i + 1:]]

@@ -9,6 +9,11 @@
 #   nogan     as teacher, with the GAN and feature matching off
 #   full      as teacher, a full detail expert (the whole network trained) instead of LoRA
 #   sigma     as teacher, the split at DCM's noise level (--split sigma: VP grid index 47, timestep 939)
+#   low       the frozen base is a semantic expert trained here at a 10x lower rate than the long run's (2e-5 for
+#             600 updates of a 2000-step schedule, temporal loss weight 1), then the same detail stage
+#   sigma-t / sigma-w0   the noise-level split end to end: a semantic expert at 2e-5 (600 of 2000 updates) with the
+#             temporal loss (weight 1) or without it (weight 0), then the detail stage with GAN and feature
+#             matching off (the nogan arm's)
 # Then each DCM student scored at 1, 2 and 4 steps on 240 captions beside the shipped lcm-vp (paired intervals).
 # Run alone on the machine. A killed arm is continued by running this again (each arm resumes from its newest
 # checkpoint). ARMS overrides the list; EVAL=false skips the evaluation.
@@ -25,6 +30,7 @@ common="--method dcm --teacher models/teacher-vp --batch-size 16 --prompt-cache 
   --checkpoint-every 100 --keep-checkpoints 2 --sample-every 200 --sample-clips 96 --sample-steps 4
   --skip 5 --detail-lr 2e-4 --warmup-steps 100 --detail-steps 1600 --detail-stop-step 600 --detail-minutes 0
   --target ema --target-decay 0.95 --semantic-share 0.3 --gan-real target --on-collapse warn --recipe moving-digits"
+semantic="--semantic-lr 2e-5 --semantic-steps 2000 --semantic-stop-step 600 --semantic-minutes 0 --temporal-weight 1"
 ARMS=${ARMS:-teacher shipped nogan}
 for arm in $ARMS; do
   case $arm in
@@ -33,6 +39,9 @@ for arm in $ARMS; do
     nogan) flags="--semantic-from models/teacher-vp --gan-weight 0 --feature-matching-weight 0" ;;
     full) flags="--semantic-from models/teacher-vp --detail-expert full" ;;
     sigma) flags="--semantic-from models/teacher-vp --split sigma" ;;
+    low) flags="$semantic" ;;
+    sigma-t) flags="$semantic --split sigma --gan-weight 0 --feature-matching-weight 0" ;;
+    sigma-w0) flags="$semantic --split sigma --temporal-weight 0 --gan-weight 0 --feature-matching-weight 0" ;;
     *) echo "unknown arm $arm"; exit 2 ;;
   esac
   [ -f $O/$arm/videocm.json ] || $V distill $common --out $O/$arm $flags --resume $(started $O/$arm) \
