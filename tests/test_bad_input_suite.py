@@ -135,6 +135,8 @@ CASES = [
     (["encode", "--teacher", TF, "--data", "notrun", "--out", "cache", "--batch-size", "0"], "--batch-size must be at least 1"),
     (["encode", "--teacher", TF, "--data", "notrun", "--out", "file.txt"], "is a file; give a folder"),
     (["encode", "--teacher", "damaged-teacher", "--data", "clips", "--out", "cache"], 'cannot be read'),
+    (["encode", "--teacher", TF, "--data", "clips", "--out", "cache", "--frames", "16", "--height", "64", "--width", "64"],
+     "is a videocm model folder, which encodes at the shape it was made for: leave --frames out"),
     # export
     (["export", "--model", LF, "--out", "clips"], "is a folder that is not empty"),
     (["export", "--model", "nothere", "--out", "new"], 'does not exist'),
@@ -170,6 +172,9 @@ CASES = [
     (["check", "--teacher", TF, "--data", "nothere"], "check: clips: video folder nothere does not exist"),
     (["demo", "--out", "file.txt"], "is a file; give a folder"),
     (["demo", "--n", "0"], "--n must be at least 1"),
+    (["demo", "--n", "1", "--out", "d"], "a Fréchet distance needs at least 2; give --n 2 or more"),
+    (["demo", "--generate", "1", "--distill", "false", "--out", "d"], "give --generate 2 or more, or 0 for none"),
+    (["demo", "--models-dir", "nothere", "--distill", "false", "--out", "d"], "no model folders (a folder with videocm.json) in --models-dir nothere"),
     # the command line itself
     (["nosuchcommand"], "unknown command"),
     (["sample", "--config"], "needs a value"),

@@ -149,7 +149,9 @@ def run_encode(config: EncodeConfig) -> int:
     from .distill.batches import encode_video_folder
     from .distill.core import teacher_text
     from .models.folder import load_model
+    from .sampling_cli import refuse_shape_flags
 
+    refuse_shape_flags(config.shape, Path(config.teacher), does="encodes at")
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     teacher = load_model(config.teacher, device, config.shape.override(), config.shape.max_sequence_length)
     encode_video_folder(teacher, teacher_text(teacher, device=device), Path(config.data), Path(config.out),

@@ -18,6 +18,7 @@ from .config import Count, Natural, NonNegative, ReusedFolder, write_config
 from .data import export_moving_digits, read_clip_folder, write_video
 from .data.video_io import labelled_grid
 from .data.clip_folder import clip_name
+from .errors import VideoCMError
 from .models.info import INFO_FILE, ModelInfo, is_model_folder
 from .models import TextEncoder
 
@@ -122,6 +123,16 @@ def with_shipped_models(config: DemoConfig) -> DemoConfig:
     from .locations import models_dir, shipped_model
 
     folder = models_dir(config.models_dir)
+    if config.n < 2:
+        raise VideoCMError(f"--n {config.n}: the demo judges its clips, and a Fréchet distance needs at least 2; give "
+                           f"--n 2 or more")
+    if config.generate == 1:
+        raise VideoCMError("--generate 1: each model's clips are judged, and a Fréchet distance needs at least 2; "
+                           "give --generate 2 or more, or 0 for none")
+    if not config.distill and config.generate and not find_models(folder):
+        where = f"--models-dir {config.models_dir}" if config.models_dir else f"{folder} (the default)"
+        raise VideoCMError(f"no model folders (a folder with videocm.json) in {where}, so --distill false has nothing "
+                           f"to generate with; point --models-dir at the shipped models/ folder, or give --generate 0")
     teacher = config.teacher or str(shipped_model("teacher-flow", config.models_dir, "--teacher") if config.distill
                                     else folder / "teacher-flow")
     return dataclasses.replace(config, models_dir=str(folder), teacher=teacher,

@@ -62,10 +62,20 @@ class SampleConfig:
                                f"is {len(self.timesteps)} steps)")
 
 
+def refuse_shape_flags(shape, folder: Path, does: str = "generates") -> None:
+    """The shape flags (``--frames``/``--height``/``--width``/``--max-sequence-length``) size a diffusers pipeline
+    teacher's clips; a videocm model folder has its own shape, so giving them there is refused, not ignored."""
+    from .models.info import is_model_folder
+
+    sized = [flag for flag, value in (("--frames", shape.frames), ("--height", shape.height), ("--width", shape.width),
+                                      ("--max-sequence-length", shape.max_sequence_length)) if value is not None]
+    if sized and is_model_folder(folder):  # (a folder that does not exist is refused by the load, by name)
+        raise VideoCMError(f"{', '.join(sized)} size a diffusers pipeline teacher's clips; {folder} is a videocm "
+                           f"model folder, which {does} the shape it was made for: leave {sized[0]} out")
+
+
 def run_sample(config: SampleConfig) -> int:
     from .models.folder import load_model
-    from .models.info import is_model_folder
-    from .models.pipelines import is_pipeline_folder
     from .pipeline import VideoPipeline
 
     if config.steps is not None and config.steps < 1:
@@ -92,12 +102,7 @@ def run_sample(config: SampleConfig) -> int:
         raise VideoCMError("give --control-model and --control together (the branch and the control video)")
     video_shape = config.shape.override()
     model_folder = Path(config.model) if config.model else shipped_model(DEFAULT_MODEL, config.models_dir)
-    sized = [flag for flag, value in (("--frames", config.shape.frames), ("--height", config.shape.height),
-                                      ("--width", config.shape.width),
-                                      ("--max-sequence-length", config.shape.max_sequence_length)) if value is not None]
-    if sized and not (is_pipeline_folder(model_folder) and not is_model_folder(model_folder)):
-        raise VideoCMError(f"{', '.join(sized)} size a diffusers pipeline teacher's clips; {model_folder} is a videocm "
-                           f"model folder, which generates the shape it was made for: leave {sized[0]} out")
+    refuse_shape_flags(config.shape, model_folder)
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(model_folder, device, video_shape=video_shape,
                        max_sequence_length=config.shape.max_sequence_length)

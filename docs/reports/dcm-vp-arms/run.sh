@@ -16,7 +16,8 @@
 #             matching off (the nogan arm's)
 # Then each DCM student scored at 1, 2 and 4 steps on 240 captions beside the shipped lcm-vp (paired intervals).
 # Run alone on the machine. A killed arm is continued by running this again (each arm resumes from its newest
-# checkpoint). ARMS overrides the list; EVAL=false skips the evaluation.
+# checkpoint). ARMS overrides the list; EVAL=false skips the evaluation; EVAL_ARMS (default: ARMS) the arms it scores,
+# beside lcm-vp and the 50-step teacher (its row is the reference clips, so it costs nothing more).
 set -e
 cd "$(dirname "$0")/../../.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
@@ -49,7 +50,7 @@ for arm in $ARMS; do
 done
 [ "${EVAL:-true}" = true ] || exit 0
 models=""
-for arm in $ARMS; do models="$models --model $O/$arm@1,2,4"; done
-$V eval $models --model models/lcm-vp@1,2,4 --steps 1,2,4 --n 240 \
+for arm in ${EVAL_ARMS:-$ARMS}; do models="$models --model $O/$arm@1,2,4"; done
+$V eval $models --model models/lcm-vp@1,2,4 --model models/teacher-vp@50 --steps 1,2,4 --n 240 \
   --teacher-model models/teacher-vp --teacher-steps 50 --json $R/eval.json --clip-scores $R/clip-scores.npz \
   --report $R/report --overwrite
