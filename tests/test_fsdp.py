@@ -201,8 +201,28 @@ def test_gather_full_leaves_plain_state_whole_and_on_the_cpu():
 def test_gathering_a_plain_folder_is_one_line_error(tmp_path):
     from videocm.training.gather import gather_checkpoint
 
-    with pytest.raises(VideoCMError, match="not a complete sharded checkpoint"):
+    with pytest.raises(VideoCMError, match="is not a complete checkpoint"):
         gather_checkpoint(tmp_path, tmp_path / "out")
+
+
+def test_a_plain_checkpoint_exports_as_the_student_its_run_saved_and_an_unfinished_run_names_it(tmp_path, capsys):
+    from videocm.cli import main
+
+    teacher = Path(__file__).resolve().parents[1] / "models" / "teacher-flow"
+    run = tmp_path / "run"
+    assert main(["distill", "--teacher", str(teacher), "--out", str(run), "--steps", "2", "--batch-size", "2",
+                 "--latent-pool", "8", "--checkpoint-every", "1", "--sample-every", "0"]) == 0
+    checkpoint = run / "checkpoints" / "step-2"
+    assert not (checkpoint / ".metadata").exists()  # a plain (unsharded) checkpoint
+    assert main(["export", "--model", str(checkpoint), "--out", str(tmp_path / "exported"), "--format", "model",
+                 "--gathered", str(tmp_path / "gathered")]) == 0
+    assert (tmp_path / "exported" / "scheduler").is_dir()
+    assert_same_weights(run, tmp_path / "gathered", atol=0, rtol=0)  # the EMA weights the run saved at step 2
+    (run / "videocm.json").unlink()  # as while the run still trains: no student written yet
+    capsys.readouterr()
+    assert main(["export", "--model", str(run), "--out", str(tmp_path / "again")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a run that has not finished" in err and f"--model {checkpoint}" in err and "\n" not in err
 
 
 def test_unknown_parallel_mode_is_one_line_error():

@@ -174,3 +174,17 @@ def test_two_requests_at_once_both_finish(server):
         teacher_video, teacher_caption, student_video, student_caption, summary = result
         assert "Speed-up" in summary and "2 steps" in student_caption
     assert results[0][0] != results[1][0] and results[0][2] != results[1][2]  # each request its own files
+
+
+def test_a_busy_port_is_refused_in_one_line_before_any_model_loads(capsys):
+    from videocm.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # a models folder that does not exist: the port is checked first, so its error is the one given
+        assert main(["serve", "--port", str(port), "--models-dir", "/nonexistent"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"videocm: error: cannot listen on 127.0.0.1:{port}") and "\n" not in err
+    assert "pass a free --port" in err

@@ -72,7 +72,7 @@ class ExportConfig:
     format: Literal["pipeline", "model", "lora", "lora-original"] | None = None  # default: pipeline for students of diffusers pipelines, else model
     copy: bool = False  # copy the teacher's other parts instead of linking them
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # weights' storage dtype
-    gathered: OutputPath | None = None  # a sharded checkpoint's student folder is written here (default: RUN/gathered-step-N)
+    gathered: OutputPath | None = None  # an LCM checkpoint's student folder is written here (default: RUN/gathered-step-N)
     decoder: str | None = None  # also export a tiny decoder as tiny_decoder/: tiny (the model's or the shipped one) or a decoder folder
     overwrite: bool = False  # replace what an output path already holds (without it, one that exists is refused)
 
@@ -160,15 +160,30 @@ def run_encode(config: EncodeConfig) -> int:
 
 
 def run_export(config: ExportConfig) -> int:
-    from .training.gather import gather_checkpoint, is_sharded_checkpoint
+    from .config import is_run_folder
+    from .distill.checkpoints import latest_checkpoint
     from .models.export import USAGE_FILE, export_student
+    from .models.info import is_model_folder
+    from .training.gather import gather_checkpoint, is_checkpoint
 
     model = Path(config.model)
-    if is_sharded_checkpoint(model):  # a --parallel fsdp checkpoint: its shards gathered into a student folder
+    if is_checkpoint(model):  # RUN/checkpoints/step-N (sharded or not): gathered into a student folder first
         gathered = Path(config.gathered or model.parent.parent / f"gathered-{model.name}")
         gather_checkpoint(model, gathered)
         print(f"gathered {model} into {gathered}")
         model = gathered
+    elif is_run_folder(model) and not is_model_folder(model):
+        from .runs import run_values
+
+        method = run_values(model).get("method", "lcm")
+        if method != "lcm":
+            raise VideoCMError(f"{model} is a --method {method} run that has not finished: its student folder is "
+                               f"written when the run ends; wait for it, or continue it with the same command and "
+                               f"--resume if it stopped")
+        newest = latest_checkpoint(model)
+        fix = (f"export its newest checkpoint with --model {newest}, or wait for the run to end" if newest else
+               "it has no complete checkpoint yet either: wait for one (--checkpoint-every) or for the run to end")
+        raise VideoCMError(f"{model} is a run that has not finished (no student written there yet); {fix}")
     out = export_student(model, config.out, config.format, config.copy, config.dtype, config.decoder)
     print(f"exported {config.model} to {out}; see {out / USAGE_FILE}")
     return 0

@@ -70,6 +70,7 @@ class Range:
 
 
 Count = Annotated[int, Range(1)]  # a count of steps, clips, rows ...: at least 1
+AtLeastTwo = Annotated[int, Range(2)]  # a count of clips that a Fréchet distance or an interval is computed over
 Natural = Annotated[int, Range(0)]  # 0 or more (0 often meaning "off" or "none")
 Positive = Annotated[float, Range(0, open_low=True)]  # a scale or rate above 0
 NonNegative = Annotated[float, Range(0)]  # 0 (off) or more

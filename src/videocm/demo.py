@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Count, Natural, NonNegative, ReusedFolder, write_config
+from .config import AtLeastTwo, Count, Natural, NonNegative, ReusedFolder, write_config
 from .data import export_moving_digits, read_clip_folder, write_video
 from .data.video_io import labelled_grid
 from .data.clip_folder import clip_name
@@ -26,7 +26,7 @@ from .models import TextEncoder
 @dataclass
 class DemoConfig:
     out: ReusedFolder = "outputs/demo"  # output folder (clips, GIFs, the student, the report, summary.json); a second demo reuses its student
-    n: Count = 24  # MovingDigits clips rendered and judged
+    n: AtLeastTwo = 24  # MovingDigits clips rendered and judged (2 or more: a Fréchet distance needs 2)
     seed: Natural = 0  # seed of the clips, the generated clips and the distillation
     split: str = "test"  # which split's sprites ("train" or "test")
     frames: Count = 8  # frames per clip
@@ -123,9 +123,6 @@ def with_shipped_models(config: DemoConfig) -> DemoConfig:
     from .locations import models_dir, shipped_model
 
     folder = models_dir(config.models_dir)
-    if config.n < 2:
-        raise VideoCMError(f"--n {config.n}: the demo judges its clips, and a Fréchet distance needs at least 2; give "
-                           f"--n 2 or more")
     if config.generate == 1:
         raise VideoCMError("--generate 1: each model's clips are judged, and a Fréchet distance needs at least 2; "
                            "give --generate 2 or more, or 0 for none")

@@ -14,12 +14,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
-from .config import Count, DeviceName
+from .config import Count, DeviceName, Range
 from .errors import VideoCMError
 
 SHIPPED = ("teacher-flow", "lcm-flow", "dcm-flow", "teacher-vp", "lcm-vp", "dcm-vp")
 EXAMPLES = ["a red 3 moving left", "a blue 7 moving up", "a green 0 moving right", "a yellow 5 moving down"]
+
+
+Port = Annotated[int, Range(1, 65535)]
 
 
 @dataclass
@@ -29,7 +33,7 @@ class ServeConfig:
     model: list[str] = field(default_factory=list, metadata={"repeat": True})  # teacher, student or control folders (repeat; default: the shipped ones in --models-dir)
     models_dir: str | None = None  # folder of the shipped models (default: $VIDEOCM_MODELS, else ./models)
     host: str = "127.0.0.1"  # address to listen on (0.0.0.0: every interface)
-    port: Count = 7860  # port to listen on
+    port: Port = 7860  # port to listen on (1-65535)
     decoder: str = "full"  # the students' default decoder: full (their VAE) or tiny (the page can switch it)
     max_steps: Count = 100  # the largest step count the page accepts
     concurrency: Count = 2  # requests generated at once (more wait in the queue)
@@ -231,10 +235,26 @@ def build_app(config: ServeConfig):
     return app
 
 
+def refuse_busy_port(host: str, port: int) -> None:
+    """A one-line error, before any model loads, when ``host:port`` cannot be listened on (in use, or no such
+    address), instead of the web server's traceback after the page's address was printed."""
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, port))
+    except OSError as error:
+        reason, other = error.strerror or str(error), port + 1 if port < 65535 else 7860
+        raise VideoCMError(f"cannot listen on {host}:{port} ({reason}): pass a free --port (e.g. --port {other}) or "
+                           f"stop what listens there; --host must be an address of this machine") from None
+
+
 def run_serve(config: ServeConfig) -> int:
     import os
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    refuse_busy_port(config.host, config.port)
     app = build_app(config)
     print(f"videocm serve: http://{config.host}:{config.port} (Ctrl+C stops it)", flush=True)
     app.launch(server_name=config.host, server_port=config.port, ssr_mode=False, quiet=True, footer_links=[],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import Count, Natural, NonNegative, OutputPath, ReportFolder
+from ..config import AtLeastTwo, Count, Natural, NonNegative, OutputPath, ReportFolder
 from ..data.clip_folder import read_clip_folder
 from ..errors import VideoCMError
 from ..models.info import read_json_object
@@ -24,7 +24,7 @@ class EvalConfig:
     model: list[str] = field(default_factory=list, metadata={"repeat": True})  # model folder or stand-in (real, real-blurred); DIR@4,50: its own step counts
     steps: list[Count] = field(default_factory=lambda: [1, 2, 4, 8])  # comma-separated step counts
     guidance: NonNegative | None = None  # guidance scale (default: the model's)
-    n: Count = 240  # clips per (model, steps)
+    n: AtLeastTwo = 240  # clips per (model, steps): 2 or more (a Fréchet distance needs 2)
     seed: Natural = 0  # picks the test captions and each clip's noise seed
     teacher_model: str | None = None  # model whose many-step clips PSNR/SSIM are measured against
     teacher_steps: Count = 50  # steps of --teacher-model's reference clips
@@ -44,20 +44,21 @@ class EvalConfig:
             raise VideoCMError("give --clips DIR or --model DIR, not both")
 
 
-def parse_steps(text: str) -> list[int]:
+def parse_steps(text: str, where: str = "--steps") -> list[int]:
+    """``"1,2,4"`` -> ``[1, 2, 4]``; ``where`` names the input in the error (``--steps``, or a --model's ``@...``)."""
     try:
         steps = [int(s) for s in text.split(",") if s.strip()]
     except ValueError as error:
-        raise VideoCMError(f"--steps {text!r}: give comma-separated whole numbers, e.g. 1,2,4,8") from error
+        raise VideoCMError(f"{where}: give comma-separated whole numbers, e.g. 1,2,4,8") from error
     if not steps or min(steps) < 1:
-        raise VideoCMError(f"--steps {text!r}: every step count must be at least 1")
+        raise VideoCMError(f"{where}: every step count must be at least 1")
     return steps
 
 
 def parse_model_spec(spec: str) -> tuple[str, list[int] | None]:
     """``DIR@1,2,4`` -> (``DIR``, [1, 2, 4]); ``DIR`` alone -> (``DIR``, None)."""
     path, _, steps = spec.rpartition("@") if "@" in spec else (spec, "", "")
-    return path, parse_steps(steps) if steps else None
+    return path, parse_steps(steps, f"--model {spec!r} (its own step counts after @)") if steps else None
 
 
 def print_and_save(table: str, result: dict, json_path: str | None, report=None) -> int:

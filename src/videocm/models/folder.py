@@ -88,7 +88,7 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu", video_sha
     if info.kind not in ("teacher", "student"):
         raise VideoCMError(f"{folder} holds a {info.kind} model, not a network that generates clips; give a "
                            f"teacher or student folder")
-    spec = get_family(info.family)
+    spec = get_family(info.family, Path(folder) / INFO_FILE)
     network = spec.load_network(_require(folder, spec.subfolder))
     base = DenoiserAdapter(spec, network, info.embedded_guidance, info.network_options).to(device).eval(
     ).requires_grad_(False)

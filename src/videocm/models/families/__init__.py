@@ -25,10 +25,12 @@ def _discover() -> dict[str, FamilySpec]:
 FAMILIES: dict[str, FamilySpec] = _discover()
 
 
-def get_family(name: str | None) -> FamilySpec:
-    """The family called ``name``, or a one-line error naming the known ones."""
+def get_family(name: str | None, source=None) -> FamilySpec:
+    """The family called ``name``, or a one-line error naming the known ones (and ``source``, the file that named
+    it, e.g. a folder's ``videocm.json``)."""
     if name not in FAMILIES:
-        raise VideoCMError(f"unknown model family {name!r}: videocm loads {', '.join(FAMILIES)}")
+        where = f" (the \"family\" of {source})" if source is not None else ""
+        raise VideoCMError(f"unknown model family {name!r}{where}: videocm loads {', '.join(FAMILIES)}")
     return FAMILIES[name]
 
 
