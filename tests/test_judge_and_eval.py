@@ -138,6 +138,8 @@ def test_eval_models_compares_generators_and_writes_a_report(tmp_path):
         assert (report / name).stat().st_size > 0
     text = (report / "report.md").read_text()
     assert "real-blurred" in text and "samples.gif" in text and "| model |" in text
+    assert "generated 16 at a time, after one untimed warm-up clip" in text  # what the cost columns cover
+    assert all(row["seconds_warmup"] >= 0 for row in result["rows"])
     reference = next(line for line in text.splitlines() if line.startswith("| real | 4 |"))
     assert "100.00" not in reference and "—" in reference
     from videocm.data import read_video
@@ -188,7 +190,33 @@ def test_an_image_to_video_model_is_evaluated_from_the_real_clips_first_frames()
     i2v = Recording("channels")
     generate_with_cost(i2v, prompts, seeds, 2, None, 4, "x")
     real = real_clips_for(prompts, Geometry(8, 32))
-    assert len(i2v.images) == 6 and all(np.array_equal(a, clip[0]) for a, clip in zip(i2v.images, real))
+    warmup, *timed = i2v.images  # the untimed warm-up clip is clip 0's
+    assert np.array_equal(warmup, real[0][0])
+    assert len(timed) == 6 and all(np.array_equal(a, clip[0]) for a, clip in zip(timed, real))
     t2v = Recording(None)
     generate_with_cost(t2v, prompts, seeds, 2, None, 4, "x")
     assert t2v.images == []
+
+
+def test_cost_columns_leave_out_the_first_calls_warm_up():
+    """A source whose first call pays a one-off set-up: the row's seconds per clip are its clips' own, and the
+    set-up is reported apart (issue 38: the first model's 1- and 2-step rows showed 15x the 4-step cost)."""
+    import time
+
+    from videocm.evaluation.evaluate import eval_prompts, generate_with_cost
+
+    class SlowFirstCall:
+        name = "slow-start"
+        calls = 0
+
+        def generate(self, prompts, seeds, steps, guidance, meter, images=None):
+            with meter.phase("denoise"):
+                time.sleep(0.4 if self.calls == 0 else 0.001 * len(prompts))
+            self.calls += 1
+            meter.clips += len(prompts)
+            return [np.zeros((8, 32, 32, 3), np.uint8) for _ in prompts]
+
+    prompts, seeds = eval_prompts(8)
+    clips, cost = generate_with_cost(SlowFirstCall(), prompts, seeds, 4, None, 4, "x")
+    assert len(clips) == 8
+    assert cost["seconds_warmup"] >= 0.4 and cost["seconds_total"] < 0.05, cost

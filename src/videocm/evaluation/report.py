@@ -145,6 +145,11 @@ def write_report(result: dict, runs, real: list[np.ndarray], folder: str | Path,
         "Flicker: mean absolute difference (grey levels) of consecutive frames after undoing the motion, 0 for "
         "real clips. Brackets: 95% bootstrap intervals over clips."
     )
+    if any("seconds_total" in row for row in rows):
+        batch = result.get("batch_size")
+        intro += (" Cost columns (s/clip): wall time per clip over all the row's clips"
+                  + (f", generated {batch} at a time" if batch else "") + ", after one untimed warm-up clip at the "
+                  "same step count (its time is seconds_warmup in the JSON); peak MB over the row.")
     if result.get("teacher"):
         intro += f" PSNR/SSIM against the teacher ({result['teacher']}, {result['teacher_steps']} steps), same seeds."
     verdict = result.get("verdict") or []
