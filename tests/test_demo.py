@@ -33,6 +33,16 @@ def test_demo_distils_the_shipped_flow_teacher_and_writes_a_report(tmp_path):
     for name in ("report.md", "plot.png", "samples.gif", "results.json"):
         assert (out / "report" / name).is_file()
     assert len(load_model(out / "dcm-student").experts) == 2
+    # the demo's run opens in TensorBoard with its curves: each stage's loss and learning rate, step by step
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for stage in ("expert-0-semantic", "expert-1-detail"):
+        files = sorted((out / "dcm-student" / "stages" / stage / "logs").rglob("events.out.tfevents.*"))
+        assert files, stage
+        board = EventAccumulator(str(files[0]))
+        board.Reload()
+        assert {"loss", "lr", "grad_norm"} <= set(board.Tags()["scalars"]), stage
+        assert [e.step for e in board.Scalars("loss")] == [1, 2], stage
     import yaml  # the main job trains with the test bench's recipe, as `videocm distill` would pick it
 
     from videocm.config import flat_mapping

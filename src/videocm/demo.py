@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass, field
+from typing import Literal
 from pathlib import Path
 
 from .config import AtLeastTwo, Count, Natural, NonNegative, ReusedFolder, write_config
@@ -47,6 +48,7 @@ class DemoConfig:
     batch_size: Count = 16  # distillation batch
     eval_n: Count = 48  # clips per (model, steps) in the evaluation
     eval_steps: list[Count] = field(default_factory=lambda: [1, 2, 4])  # the students' step counts evaluated
+    report_to: Literal["none", "tensorboard", "wandb"] = "tensorboard"  # the DCM run's dashboards (tensorboard --logdir OUT/dcm-student)
 
 
 def find_models(models_dir: Path) -> list[Path]:
@@ -102,7 +104,8 @@ def distil_and_evaluate(config: DemoConfig, out: Path) -> dict:
         demo = dict(teacher=config.teacher, out=str(student), semantic_minutes=config.semantic_minutes,
                     detail_minutes=config.detail_minutes, semantic_steps=config.semantic_steps,
                     detail_steps=config.detail_steps, latent_pool=config.latent_pool, batch_size=config.batch_size,
-                    sample_every=0, checkpoint_every=100, seed=config.seed, resume=is_run_folder(student))
+                    sample_every=0, checkpoint_every=100, seed=config.seed, resume=is_run_folder(student),
+                    report_to=config.report_to)
         distill_dcm(DCMConfig(**{**bench, "recipe": "moving-digits", **demo}))
     steps_for = {config.teacher: sorted({50, max(config.eval_steps)}, reverse=True)}
     specs = [str(student), config.compare, config.teacher] if Path(config.compare).is_dir() else [

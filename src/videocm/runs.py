@@ -38,7 +38,7 @@ CHANGEABLE_ON_RESUME = frozenset({
     "sample_clips", "sample_steps", "max_minutes", "on_collapse", "cpu",
     "teacher_offload", "offload_encoders", "gradient_checkpointing", "fsdp_shard_teacher", "fsdp_reshard_after_forward",
     "semantic_steps", "detail_steps", "semantic_lr", "detail_lr", "semantic_minutes", "detail_minutes",
-    "semantic_stop_step", "detail_stop_step", "fake_lr", "disc_lr", "preflight"})
+    "semantic_stop_step", "detail_stop_step", "fake_lr", "disc_lr", "preflight", "report_to"})
 
 
 def run_values(out: str | Path) -> dict[str, Any] | None:

@@ -68,6 +68,7 @@ class TrainConfig:
     on_collapse: Literal["stop", "rollback", "warn"] = "stop"  # distillation: a periodic sample check that finds a collapsed student stops the run (keeping the last good checkpoint), rolls back to it with the learning rate halved, or warns
     cpu: bool = False  # force the CPU even when a GPU is there
     parallel: Literal["ddp", "fsdp"] = "ddp"  # ddp (every process holds every weight) or fsdp (FSDP2: weights sharded per block)
+    report_to: Literal["none", "tensorboard", "wandb"] = "none"  # dashboards: also log losses, learning rate, gradient norm, sample scores and sample grids to TensorBoard (OUT/logs) or Weights & Biases (accelerate's trackers)
     fsdp_shard_teacher: bool = True  # --parallel fsdp: shard the frozen teacher too (false: a whole copy each)
     fsdp_reshard_after_forward: bool = True  # --parallel fsdp: free gathered weights after each block's forward
     context_parallel: Count = 1  # --parallel fsdp: split each clip's tokens over this many processes (Wan networks)
@@ -218,14 +219,18 @@ class _Training:
     def __init__(self, task: TrainTask, config: TrainConfig, progress: bool, monitor: Monitor | None,
                  make_plain_task) -> None:
         from accelerate import Accelerator
+        from accelerate.utils import ProjectConfiguration
 
         self.task, self.config, self.monitor = task, config, monitor
         self.out = out = Path(config.out)
         if torch.cuda.is_available():
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        self.accelerator = accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=on_cpu(config),
-                                                     gradient_accumulation_steps=config.gradient_accumulation_steps)
+        tracker = dashboard(config.report_to)
+        self.accelerator = accelerator = Accelerator(
+            mixed_precision=config.mixed_precision, cpu=on_cpu(config),
+            gradient_accumulation_steps=config.gradient_accumulation_steps, log_with=tracker,
+            project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
         resume_from = resume_point(out, config.resume, accelerator)
         self.engine = engine = make_engine(config, accelerator, make_plain_task)
         self.shard_index, self.shard_count = engine.data_shard()  # ranks of one context-parallel group share rows
@@ -266,6 +271,29 @@ class _Training:
             self.guard.previous = json.loads((resume_from / COMPLETE).read_text()).get("collapse_check")
         self.bar = progress_bar(config, self.start, out.name,
                                 disable=not (progress and accelerator.is_main_process))
+        if tracker is not None:
+            accelerator.init_trackers("videocm", config=hyperparameters(config),
+                                      init_kwargs={"wandb": {"name": out.name, "dir": str(out)}})
+
+    @property
+    def tracking(self) -> bool:
+        return bool(self.accelerator.trackers)
+
+    def track(self, logs: dict, step: int) -> None:
+        """This step's figures to the dashboards, and after a sample check its grid (the clips' frames)."""
+        figures = {k: float(v) for k, v in logs.items()
+                   if isinstance(v, (int, float, np.integer, np.floating)) and k != "step"}
+        for key, value in logs.items():  # a 95% interval as two curves beside its figure
+            if key.endswith("_ci") and isinstance(value, (list, tuple)) and len(value) == 2:
+                figures[f"{key[:-3]}_low"], figures[f"{key[:-3]}_high"] = value
+        self.accelerator.log(figures, step=step)
+        grid = getattr(self.monitor, "last_grid", None) if self.monitor is not None else None
+        if grid is not None and self.accelerator.is_main_process:
+            frames = np.ascontiguousarray(grid)
+            for tracker in self.accelerator.trackers:
+                extra = {"dataformats": "NHWC"} if tracker.name == "tensorboard" else {}
+                tracker.log_images({"samples": frames}, step=step, **extra)
+            self.monitor.last_grid = None
 
     def _resume(self, resume_from: Path | None) -> int:
         """Load ``resume_from`` (a new ``--lr`` replacing the run's from there), or start fresh; the first step."""
@@ -307,8 +335,9 @@ class _Training:
                 if not torch.isfinite(loss):
                     break
                 self.engine.backward(loss)
-                if accelerator.sync_gradients and config.grad_clip > 0:
-                    self.engine.clip_grad_norm_(self.trainable, config.grad_clip)
+                if accelerator.sync_gradients:  # the norm before clipping (inf: measured, not clipped)
+                    norm = self.engine.clip_grad_norm_(self.trainable, config.grad_clip or float("inf"))
+                    logs = {**logs, "grad_norm": float(norm)}
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
             total += float(loss.item()) / micro_steps
@@ -398,15 +427,41 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=N
                 guard.stop(done, evidence)
         if accelerator.is_main_process and (done % 10 == 0 or done == config.steps):
             _write_logs(out, logs, time.time() - began)
+        if run.tracking:
+            run.track(logs, done)
         if done % config.checkpoint_every == 0 or done == config.steps:
             checkpoints.save(done, run.run, guard)
         step = done
     run.bar.close()
+    if run.tracking:
+        accelerator.end_training()
     run.save()
     return {"final_loss": logs.get("loss"), "seconds_this_run": round(time.time() - began, 1),
             "resumed_from_step": run.start, "steps_done": stopped_at if stopped_at is not None else config.steps,
             "stopped_by_time_limit": stopped_at is not None, "processes": accelerator.num_processes,
             "parallel": run.engine.mode, "context_parallel": getattr(run.engine, "context", 1)}
+
+
+def dashboard(report_to: str) -> str | None:
+    """accelerate's tracker name for ``--report-to`` (None: none), or a one-line error when its package is
+    missing."""
+    if report_to == "none":
+        return None
+    import importlib.util
+
+    package = {"tensorboard": "tensorboard", "wandb": "wandb"}[report_to]
+    if importlib.util.find_spec(package) is None:
+        hint = " (WANDB_MODE=offline logs without an account or network)" if report_to == "wandb" else ""
+        raise VideoCMError(f"--report-to {report_to} needs the {package} package: pip install {package}{hint}, "
+                           f"or pass --report-to none")
+    return report_to
+
+
+def hyperparameters(config) -> dict:
+    """The run's settings as a dashboard's hyperparameters (numbers, text and booleans; anything else as text)."""
+    import dataclasses
+
+    return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in dataclasses.asdict(config).items()}
 
 
 def _write_logs(out: Path, logs: dict, seconds: float) -> None:

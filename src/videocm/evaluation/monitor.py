@@ -23,6 +23,7 @@ class JudgeMonitor:
     def __init__(self, judge_folder: str | Path | None = None) -> None:
         self.judge_folder = judge_folder
         self._loaded: Judge | None = None
+        self.last_grid: np.ndarray | None = None  # the newest sample check's grid (frames), for the dashboards
 
     def _judge(self) -> Judge:
         """The judge, loaded once (its reference features are cached on it)."""
@@ -46,10 +47,11 @@ class JudgeMonitor:
         samples = Path(out) / "samples"
         shown = shown_indices(prompts, 8)
         sampled_as = getattr(pipeline, "sampled_as", None)  # a hand-off (DCM's semantic stage) says what ran
-        write_video(samples / f"step-{step:06d}.gif", labelled_grid(
-            [[clips[i] for i in shown]], [f"update {step}, {steps} step{'s' if steps != 1 else ''}"
-                                          + (f" ({sampled_as})" if sampled_as else "")],
-            [prompts[i] for i in shown], scale=2))
+        grid = labelled_grid([[clips[i] for i in shown]], [f"update {step}, {steps} step{'s' if steps != 1 else ''}"
+                                                           + (f" ({sampled_as})" if sampled_as else "")],
+                             [prompts[i] for i in shown], scale=2)
+        write_video(samples / f"step-{step:06d}.gif", grid)
+        self.last_grid = grid  # the trainer's dashboards show it (--report-to)
         scores = {"coherence": temporal_coherence(clips), **clip_health(clips)}  # the collapse guard reads these
         if sampled_as:
             scores["sampled_as"] = sampled_as
