@@ -17,6 +17,7 @@ checks, skipping a damaged checkpoint (a truncated or missing file) for the one 
 
 from __future__ import annotations
 
+import contextvars
 import csv
 import dataclasses
 import json
@@ -429,6 +430,9 @@ def train(task: TrainTask, config: TrainConfig, progress: bool = True, on_step=N
             _write_logs(out, logs, time.time() - began)
         if run.tracking:
             run.track(logs, done)
+        callback = STEP_CALLBACK.get()
+        if callback is not None and accelerator.is_main_process:
+            callback(done, dict(logs))
         if done % config.checkpoint_every == 0 or done == config.steps:
             checkpoints.save(done, run.run, guard)
         step = done
@@ -479,6 +483,9 @@ def _write_logs(out: Path, logs: dict, seconds: float) -> None:
 
 
 _WAITING: list[str] = []  # lines to say once a run's task has been built (say_when_ready)
+# ``callback(step, logs)`` after every optimiser step of the runs started inside ``STEP_CALLBACK.set`` (the Python
+# API's ``videocm.distill(..., callback=...)``; each DCM stage counts its own steps)
+STEP_CALLBACK: contextvars.ContextVar = contextvars.ContextVar("videocm_step_callback", default=None)
 
 
 def say_when_ready(lines: list[str], after: bool = False) -> None:
