@@ -1,5 +1,6 @@
 # Entry points: `make demo` and `make test` (the whole suite; CI runs it), plus `make test-fast` (the quick inner
-# loop: tests not marked slow) and `make test-slow` (only those). All install into .venv first (idempotent).
+# loop: tests not marked slow), `make test-slow` (only those) and `make docs` (the documentation site; CI builds
+# it). All install into .venv first (idempotent).
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: install demo test test-fast test-slow clean
+.PHONY: install demo test test-fast test-slow docs clean
 
 install: $(STAMP)
 
@@ -17,7 +18,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,docs]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -33,8 +34,12 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q $(XDIST) -m "not slow" --durations=15
 
+# The documentation site (mkdocs.yml) into site/, offline; strict: a broken link fails it. `mkdocs serve` previews.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
 test-slow: $(STAMP)
 	$(PY) -m pytest -q $(XDIST) -m slow --durations=15
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache
+	rm -rf $(VENV) outputs .pytest_cache site
