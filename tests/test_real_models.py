@@ -622,6 +622,20 @@ def test_lcm_student_of_each_layout_matches_in_the_diffusers_pipeline(pipelines,
         one = videocm_clip(student, tmp_path / "one.npy", steps=1).astype(np.float32) / 255
         assert np.abs(diffusers_clip(stock, layout, 1.0, steps=1) - one).max() <= TOLERANCE
         assert np.abs(diffusers_clip(stock, layout, 1.0, steps=2) - ours).max() > 4 * TOLERANCE
+        # --scheduler stock: an export that needs no videocm. Its HOW_TO_USE snippet runs with videocm unimportable,
+        # and at 1 step (no re-noising) gives `videocm sample --times stock`'s clip
+        assert main(["export", "--model", str(student), "--out", str(tmp_path / "stock"), "--scheduler", "stock"]) == 0
+        index = json.loads((tmp_path / "stock" / "model_index.json").read_text())
+        assert index["scheduler"] == ["diffusers", "FlowMatchLCMScheduler"] and "videocm" not in json.dumps(index)
+        code, _, seed = usage_snippet(tmp_path / "stock")
+        assert "import videocm" not in code
+        code = code.replace("num_inference_steps=4,", "num_inference_steps=1,")
+        video = run_snippet("import sys\nsys.modules['videocm'] = None  # videocm unimportable\n" + code, True)
+        assert main(["sample", "--model", str(student), "--prompt", PROMPT, "--out", str(tmp_path / "stock1.npy"),
+                     "--steps", "1", "--seed", str(seed), "--times", "stock"]) == 0
+        assert np.abs(video - np.load(tmp_path / "stock1.npy").astype(np.float32) / 255).max() <= TOLERANCE
+        four = run_snippet("import sys\nsys.modules['videocm'] = None\n" + usage_snippet(tmp_path / "stock")[0], True)
+        assert four.shape == video.shape and np.isfinite(four).all()
 
 
 @pytest.mark.parametrize("layout", ["wan", "hunyuan", "unet3d", "ltx"])  # VP DCM's refusal: unet3d stands for both

@@ -74,6 +74,7 @@ class ExportConfig:
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # weights' storage dtype
     gathered: OutputPath | None = None  # an LCM checkpoint's student folder is written here (default: RUN/gathered-step-N)
     decoder: str | None = None  # also export a tiny decoder as tiny_decoder/: tiny (the model's or the shipped one) or a decoder folder
+    scheduler: Literal["auto", "own", "stock"] = "own"  # flow LCM students: own = videocm's FlowConsistencyScheduler (the student's own times, needs videocm), stock = diffusers' FlowMatchLCMScheduler (no videocm needed; its times, docs/reports/stock-times), auto: stock where it can sample the student
     overwrite: bool = False  # replace what an output path already holds (without it, one that exists is refused)
 
 
@@ -184,7 +185,8 @@ def run_export(config: ExportConfig) -> int:
         fix = (f"export its newest checkpoint with --model {newest}, or wait for the run to end" if newest else
                "it has no complete checkpoint yet either: wait for one (--checkpoint-every) or for the run to end")
         raise VideoCMError(f"{model} is a run that has not finished (no student written there yet); {fix}")
-    out = export_student(model, config.out, config.format, config.copy, config.dtype, config.decoder)
+    out = export_student(model, config.out, config.format, config.copy, config.dtype, config.decoder,
+                         config.scheduler)
     print(f"exported {config.model} to {out}; see {out / USAGE_FILE}")
     return 0
 

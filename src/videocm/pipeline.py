@@ -108,6 +108,7 @@ class VideoPipeline:
         self.decoder_name = "full"
         self._finisher = None  # (network, guidance or None, steps): what samples below the first segment
         self.sampled_as: str | None = None  # how the clips are made, when not by the model alone (monitoring)
+        self.times = "own"  # a flow student's sampling times: its grid's ("own") or diffusers' FlowMatchLCMScheduler's
 
     def finish_with(self, network, guidance: float | None = None, steps: int = 0, label: str | None = None
                     ) -> "VideoPipeline":
@@ -125,6 +126,21 @@ class VideoPipeline:
     def from_folder(cls, folder, device: str | torch.device = "cpu", decoder: str = "full",
                     models_dir: str | None = None) -> "VideoPipeline":
         return cls(load_model(folder, device), device).use_decoder(decoder, models_dir)
+
+    def use_times(self, times: str = "own") -> "VideoPipeline":
+        """Sample a student at its own times (its grid's, as it was distilled) or, for a flow student with one
+        network, at the times diffusers' stock ``FlowMatchLCMScheduler`` gives (what an export that needs no
+        videocm samples with; :func:`models.export.stock_times`)."""
+        if times not in ("own", "stock"):
+            raise VideoCMError(f"times {times!r}: use own or stock")
+        if times == "stock":
+            from .models.export import stock_flow_scheduler
+
+            if not self.model.is_student:
+                raise VideoCMError(f"{self.name} is a teacher: stock times are a student's")
+            stock_flow_scheduler(self.model.info)  # refused here for a student it cannot express
+        self.times = times
+        return self
 
     def use_decoder(self, choice: str = "full", models_dir: str | None = None) -> "VideoPipeline":
         """Decode with the model's VAE (``full``), a tiny decoder distilled from it (``tiny``: the model folder's
@@ -256,6 +272,10 @@ class VideoPipeline:
         experts = self._experts
         segments = (segment_bounds(info.phased.boundaries, int(consistency.grid_points))
                     if experts is not None else None)
+        if timesteps is None and self.times == "stock":
+            from .models.export import stock_times
+
+            timesteps = stock_times(info, steps)
         if timesteps is not None:
             times = torch.as_tensor(timesteps, dtype=grid.dtype)
             values = [float(t) for t in times]

@@ -46,6 +46,7 @@ class SampleConfig:
     batch_size: Count = 16  # clips generated together
     format: Literal["mp4", "gif", "npy", "png"] | None = None  # default: from --out's suffix (npy with --prompts)
     device: DeviceName | None = None  # cpu or cuda (default: cuda when available)
+    times: Literal["own", "stock"] = "own"  # flow students: their own sampling times, or those of diffusers' stock FlowMatchLCMScheduler (what an export without videocm samples at)
     noise: Literal["diffusers", "videocm"] = "diffusers"  # students' re-noising: clip i's generator as in diffusers, or a seed per step as in eval
     shape: VideoShape = field(default_factory=VideoShape)  # diffusers pipeline teachers' clip shape
     control_input: ControlInput = field(default_factory=ControlInput)  # optional control branch
@@ -107,6 +108,10 @@ def run_sample(config: SampleConfig) -> int:
     model = load_model(model_folder, device, video_shape=video_shape,
                        max_sequence_length=config.shape.max_sequence_length)
     pipeline = VideoPipeline(model, device).use_decoder(config.decoder, config.models_dir)
+    if config.times != "own":
+        if config.timesteps:
+            raise VideoCMError("give --times or --timesteps, not both")
+        pipeline.use_times(config.times)
     if config.compile:
         pipeline.compile()
     controls = None

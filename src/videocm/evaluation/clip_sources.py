@@ -63,6 +63,9 @@ STAND_INS: dict[str, Callable[[], ClipSource]] = {
 DECODER_SUFFIXES = ("+tiny", "+full")  # DIR+tiny: that model with its tiny decoder (a row of its own)
 
 
+STOCK_TIMES = "+stock-times"
+
+
 def split_decoder(spec: str, decoder: str = "full") -> tuple[str, str]:
     """``DIR+tiny`` -> (``DIR``, ``tiny``); ``DIR`` -> (``DIR``, ``decoder``)."""
     for suffix in DECODER_SUFFIXES:
@@ -74,7 +77,10 @@ def split_decoder(spec: str, decoder: str = "full") -> tuple[str, str]:
 def load_clip_source(spec: str, decoder: str = "full") -> ClipSource:
     """A stand-in by name, or a teacher or student folder decoding with ``decoder`` (``full``, ``tiny`` or a
     decoder folder; ``DIR+tiny`` / ``DIR+full`` choose it for one model). A model decoding with anything but
-    its VAE is named ``NAME+DECODER``."""
+    its VAE is named ``NAME+DECODER``; ``DIR+stock-times`` (last) samples a flow student at the times diffusers'
+    stock ``FlowMatchLCMScheduler`` gives, named ``NAME+stock-times``."""
+    stock = spec.endswith(STOCK_TIMES)  # DIR+stock-times: a flow student at diffusers' FlowMatchLCMScheduler times
+    spec = spec[: -len(STOCK_TIMES)] if stock else spec
     spec, decoder = split_decoder(spec, decoder)
     if spec in STAND_INS:
         return STAND_INS[spec]()
@@ -93,4 +99,7 @@ def load_clip_source(spec: str, decoder: str = "full") -> ClipSource:
         raise VideoCMError(f"--model {spec}: {folder} holds a {info.kind} model, which does not generate clips")
     generator = VideoPipeline.from_folder(folder, decoder=decoder)
     generator.name = folder.name if decoder == "full" else f"{folder.name}+{Path(decoder).name}"
+    if stock:
+        generator.use_times("stock")
+        generator.name += STOCK_TIMES
     return generator

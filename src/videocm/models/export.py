@@ -46,6 +46,55 @@ USAGE_FILE = "HOW_TO_USE.md"
 TINY_DECODER_PART = "tiny_decoder"  # an optional component beside the pipeline's, not in model_index.json
 
 
+def stock_flow_scheduler(info: ModelInfo):
+    """diffusers' own ``FlowMatchLCMScheduler`` for a flow consistency student with one network and a static
+    shift, configured as the teacher's scheduler (its ``shift``): what a stock pipeline (``WanPipeline``) samples
+    the student with when the export needs no videocm. Its N times run from 1 to about 0 (the last one at sigma
+    0.001, where a consistency step changes almost nothing), where the student's own end at its grid's ``1/N``;
+    ``docs/reports/stock-times/`` measures what that costs. A one-line error for students it cannot express."""
+    schedule = info.schedule
+    if schedule["type"] != "flow":
+        raise VideoCMError("stock flow times are for flow-matching students; a VP student exports with diffusers' "
+                           "LCMScheduler already")
+    if info.is_phased:
+        raise VideoCMError("a DCM student switches experts at its boundary, which FlowMatchLCMScheduler cannot do; "
+                           "it samples with its own times (FlowConsistencyScheduler)")
+    if schedule.get("mu") is not None:
+        raise VideoCMError("this student's schedule uses a dynamic shift (mu), whose pipelines pass their own sigmas; "
+                           "it samples with its own times (FlowConsistencyScheduler)")
+    from diffusers import FlowMatchLCMScheduler
+
+    return FlowMatchLCMScheduler(num_train_timesteps=int(schedule.get("num_train_timesteps", 1000)),
+                                 shift=float(schedule["shift"]))
+
+
+def stock_times(info: ModelInfo, steps: int) -> list[float]:
+    """The ``steps`` sampling times (sigmas) :func:`stock_flow_scheduler` gives, in the schedule's time."""
+    scheduler = stock_flow_scheduler(info)
+    scheduler.set_timesteps(steps)
+    return [float(s) for s in scheduler.sigmas[:steps]]
+
+
+def can_use_stock_times(info: ModelInfo) -> bool:
+    """Whether :func:`stock_flow_scheduler` can sample this student (a flow student, one network, static shift)."""
+    try:
+        stock_flow_scheduler(info)
+    except VideoCMError:
+        return False
+    return True
+
+
+def export_scheduler(info: ModelInfo, choice: str = "auto"):
+    """The exported scheduler: ``own`` (:func:`student_scheduler`: the student's own times, videocm's class for
+    flow students), ``stock`` (:func:`stock_flow_scheduler`: diffusers' own class, no videocm needed) or ``auto``
+    (stock where it can sample the student, else own)."""
+    if choice not in ("auto", "own", "stock"):
+        raise VideoCMError(f"--scheduler {choice!r}: use auto, own or stock")
+    if choice == "stock" or (choice == "auto" and can_use_stock_times(info)):
+        return stock_flow_scheduler(info)
+    return student_scheduler(info)
+
+
 def student_scheduler(info: ModelInfo):
     """The diffusers scheduler that samples this student as ``videocm sample`` does."""
     schedule, consistency = info.schedule, info.consistency
@@ -146,7 +195,7 @@ def _lora_state(model, layout: str = "lora") -> dict[str, torch.Tensor]:
 
 
 def export_student(student: str | Path, out: str | Path, fmt: str | None = None, copy: bool = False,
-                   dtype: str = "float32", decoder: str | None = None) -> Path:
+                   dtype: str = "float32", decoder: str | None = None, scheduler: str = "own") -> Path:
     """Write ``student`` to ``out`` in ``fmt`` (see the module docstring); returns ``out``. ``decoder``
     (``tiny`` or a decoder folder, :func:`models.tiny_decoder.resolve_decoder`) adds a tiny decoder as the
     separate component ``tiny_decoder/`` (a diffusers ``AutoencoderTiny``), described in ``HOW_TO_USE.md``."""
@@ -169,7 +218,7 @@ def export_student(student: str | Path, out: str | Path, fmt: str | None = None,
     out.mkdir(parents=True, exist_ok=True)
     if tiny is not None:
         tiny.autoencoder.save_pretrained(out / TINY_DECODER_PART)
-    scheduler = student_scheduler(info)
+    scheduler = export_scheduler(info, scheduler)
     scheduler.save_pretrained(out / "scheduler")
     part = get_family(info.family).subfolder
     if fmt.startswith("lora"):
@@ -310,6 +359,8 @@ def usage(info: ModelInfo, fmt: str, out: Path, scheduler_class: str, phased: bo
             if not flow:
                 lines.insert(lines.index("from diffusers import DiffusionPipeline"), "import diffusers")
         lines.append("generator = torch.Generator().manual_seed(0)")
+        if scheduler_class == "FlowMatchLCMScheduler":
+            lines.append("torch.manual_seed(0)  # the stock scheduler re-noises from torch's global generator")
         if flow:
             lines.append("pipe.scheduler.generator = generator  # re-noising noise (pipelines do not pass theirs)")
         if arguments.get("guidance_scale") == 1.0:
@@ -332,6 +383,11 @@ def usage(info: ModelInfo, fmt: str, out: Path, scheduler_class: str, phased: bo
                   f"`{scheduler_class}`."]
     if flow:
         lines += ["", f"`{scheduler_class}` comes from videocm (`pip install videocm`)."]
+    if scheduler_class == "FlowMatchLCMScheduler":
+        lines += ["", "The scheduler is diffusers' own `FlowMatchLCMScheduler` (no videocm needed). Its times run "
+                  "from 1 to about 0, where the student's own end at its grid's 1/N: `videocm sample --times stock` "
+                  "samples as this export does, `--times own` as the student was distilled "
+                  "(`videocm export --scheduler own` exports those, with videocm's scheduler)."]
     return "\n".join(lines) + "\n"
 
 
