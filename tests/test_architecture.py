@@ -18,8 +18,11 @@ LAYERS = [
     {"data", "models"},
     {"pipeline"},
     {"distill", "training", "evaluation", "recipes"},
-    {"demo", "sampling_cli", "serve", "cli", "__init__"},
+    {"demo", "sampling_cli", "serve", "cli", "api", "__init__"},
 ]
+# the one import against the layers, on purpose: the ``videocm.distill`` package is callable as the Python API's
+# ``videocm.distill(...)`` (a subpackage and a function cannot share the name otherwise)
+UPWARD = {("videocm.distill", "videocm.api")}
 
 
 def module_name(path: Path) -> str:
@@ -91,7 +94,7 @@ def test_no_import_cycle_between_modules():
 
 def test_dependencies_point_down_the_layers():
     wrong = [(source, target) for source, targets in graph().items() for target in targets
-             if target != "videocm" and layer(target) > layer(source)]
+             if target != "videocm" and layer(target) > layer(source) and (source, target) not in UPWARD]
     assert not wrong, f"imports against the layers: {wrong}"
 
 
