@@ -389,7 +389,8 @@ def test_bad_dcm_settings_are_one_line_errors(tiny_teachers, tmp_path):
 @pytest.mark.parametrize("name", ["dcm-flow", "dcm-vp"])
 def test_shipped_dcm_students_are_small_two_expert_folders(name):
     folder = REPO / "models" / name
-    assert sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) < 10 * 2**20
+    # dcm-vp's detail expert is a full network (docs/reports/dcm-vp-arms/), dcm-flow's a LoRA
+    assert sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) < (16 if name == "dcm-vp" else 10) * 2**20
     info = json.loads((folder / "videocm.json").read_text())
     assert info["method"] == "dcm" and info["phased"]["boundaries"] == [35] and info["default_steps"] == 4
     model = load_model(folder)
