@@ -383,6 +383,11 @@ def usage(info: ModelInfo, fmt: str, out: Path, scheduler_class: str, phased: bo
                   f"`{scheduler_class}`."]
     if flow:
         lines += ["", f"`{scheduler_class}` comes from videocm (`pip install videocm`)."]
+        if scheduler_class == "FlowConsistencyScheduler" and not phased:
+            lines += ["Why not diffusers' own `FlowMatchLCMScheduler`: it spaces N steps down to sigma 0.001, where a "
+                      "consistency step changes nothing, so at 2 steps it gives this student's 1-step clip (at 4 and 8 "
+                      "steps it ties; videocm's docs/reports/stock-times). `videocm export --scheduler stock` writes "
+                      "that scheduler instead, for an export that needs no videocm."]
     if scheduler_class == "FlowMatchLCMScheduler":
         lines += ["", "The scheduler is diffusers' own `FlowMatchLCMScheduler` (no videocm needed). Its times run "
                   "from 1 to about 0, where the student's own end at its grid's 1/N: `videocm sample --times stock` "
