@@ -153,19 +153,14 @@ def evaluate(models: Sequence[str | Path], steps: Sequence[int] = (1, 2, 4), n: 
     with its ``teacher_steps``-step clips. A model given as ``"DIR@1,4"`` uses its own step counts. ``report``:
     a folder to write ``report.md``/``report.html``/``plot.png``/``samples.gif`` into. Returns the result (the
     JSON ``videocm eval --json`` writes)."""
-    from .evaluation.cli import parse_model_spec
+    from .evaluation.cli import model_specs
     from .evaluation.evaluate import evaluate_models
     from .evaluation.judge import Judge
     from .errors import VideoCMError
 
     if n < 2:
         raise VideoCMError(f"n must be at least 2 for a Fréchet distance, got {n}")
-    specs, steps_for = [], {}
-    for spec in models:
-        path, own = parse_model_spec(str(spec))
-        specs.append(path)
-        if own:
-            steps_for[path] = own
+    specs, steps_for = model_specs(models)
     result, runs, real = evaluate_models(specs, list(steps), Judge.load(), guidance, n, seed,
                                          str(teacher) if teacher is not None else None, teacher_steps,
                                          steps_for=steps_for)
@@ -180,10 +175,6 @@ def export(student: str | Path, out: str | Path, format: str | None = None, dtyp
     """Write ``student`` (a student folder, or an LCM run's ``checkpoints/step-N``) for diffusers, as ``videocm
     export`` does: ``format`` "pipeline" (a student of a diffusers pipeline teacher), "model" (the denoiser and
     scheduler) or "lora"; returns ``out`` (its ``HOW_TO_USE.md`` says how to load it)."""
-    from .models.export import export_student
-    from .training.gather import gather_checkpoint, is_checkpoint
+    from .cli import export_model
 
-    student, out = Path(student), Path(out)
-    if is_checkpoint(student):
-        student = gather_checkpoint(student, student.parent.parent / f"gathered-{student.name}")
-    return export_student(student, out, format, dtype=dtype)
+    return export_model(Path(student), Path(out), format, dtype=dtype)

@@ -161,21 +161,30 @@ def run_encode(config: EncodeConfig) -> int:
 
 
 def run_export(config: ExportConfig) -> int:
+    from .models.export import USAGE_FILE
+
+    out = export_model(Path(config.model), Path(config.out), config.format, config.copy, config.dtype,
+                       config.decoder, config.scheduler, config.gathered)
+    print(f"exported {config.model} to {out}; see {out / USAGE_FILE}")
+    return 0
+
+
+def export_model(model: Path, out: Path, fmt: str | None = None, copy: bool = False, dtype: str = "float32",
+                 decoder: str | None = None, scheduler: str = "own", gathered: str | None = None) -> Path:
+    """``videocm export`` (and ``videocm.export``): a student folder, or an LCM run's complete checkpoint gathered
+    into one first; an unfinished run's folder is refused naming its newest checkpoint."""
     from .config import is_run_folder
     from .distill.checkpoints import latest_checkpoint
-    from .models.export import USAGE_FILE, export_student
+    from .models.export import export_student
     from .models.info import is_model_folder
     from .training.gather import gather_checkpoint, is_checkpoint
 
-    model = Path(config.model)
     if is_checkpoint(model):  # RUN/checkpoints/step-N (sharded or not): gathered into a student folder first
-        gathered = Path(config.gathered or model.parent.parent / f"gathered-{model.name}")
-        gather_checkpoint(model, gathered)
-        print(f"gathered {model} into {gathered}")
-        model = gathered
+        folder = Path(gathered or model.parent.parent / f"gathered-{model.name}")
+        gather_checkpoint(model, folder)
+        print(f"gathered {model} into {folder}")
+        model = folder
     elif is_run_folder(model) and not is_model_folder(model):
-        from .runs import run_values
-
         method = run_values(model).get("method", "lcm")
         if method != "lcm":
             raise VideoCMError(f"{model} is a --method {method} run that has not finished: its student folder is "
@@ -185,10 +194,7 @@ def run_export(config: ExportConfig) -> int:
         fix = (f"export its newest checkpoint with --model {newest}, or wait for the run to end" if newest else
                "it has no complete checkpoint yet either: wait for one (--checkpoint-every) or for the run to end")
         raise VideoCMError(f"{model} is a run that has not finished (no student written there yet); {fix}")
-    out = export_student(model, config.out, config.format, config.copy, config.dtype, config.decoder,
-                         config.scheduler)
-    print(f"exported {config.model} to {out}; see {out / USAGE_FILE}")
-    return 0
+    return export_student(model, out, fmt, copy, dtype, decoder, scheduler)
 
 
 # --- the table ---

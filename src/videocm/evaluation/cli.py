@@ -61,6 +61,17 @@ def parse_model_spec(spec: str) -> tuple[str, list[int] | None]:
     return path, parse_steps(steps, f"--model {spec!r} (its own step counts after @)") if steps else None
 
 
+def model_specs(models) -> tuple[list[str], dict[str, list[int]]]:
+    """``--model`` values -> (the folders or stand-ins, each one's own step counts where ``@...`` gives them)."""
+    specs, steps_for = [], {}
+    for spec in models:
+        path, own = parse_model_spec(str(spec))
+        specs.append(path)
+        if own:
+            steps_for[path] = own
+    return specs, steps_for
+
+
 def print_and_save(table: str, result: dict, json_path: str | None, report=None) -> int:
     """What every evaluation command ends with: the table, then the JSON and the report folder when asked."""
     print(table)
@@ -91,12 +102,7 @@ def run_eval(config: EvalConfig) -> int:
         return 0
     if config.n < 2:
         raise VideoCMError(f"--n must be at least 2 for a Fréchet distance, got {config.n}")
-    specs, steps_for = [], {}
-    for spec in config.model:
-        path, own = parse_model_spec(spec)
-        specs.append(path)
-        if own:
-            steps_for[path] = own
+    specs, steps_for = model_specs(config.model)
     result, runs, real = evaluate_models(
         specs, list(config.steps), judge, config.guidance, config.n, config.seed, config.teacher_model,
         config.teacher_steps, config.batch_size, steps_for=steps_for, decoder=config.decoder,
