@@ -7,7 +7,7 @@
 # the schedule helps. Run alone on the machine; resumable (run it again). EVAL=false skips the evaluations: 240
 # test captions at 1, 2 and 4 steps (seed 0, the captions and noise of docs/reports/dcm-vp-long and dcm-vp-arms, so
 # `videocm compare` pairs it with lcm-vp and the 50-step teacher there), and the quality bar's second set: 120
-# captions with seed 1 beside lcm-vp and the 50-step teacher.
+# captions with seed 1, compared with lcm-vp and the 50-step teacher scored on them in docs/reports/dcm-vp-arms/.
 set -e
 cd "$(dirname "$0")/../../.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
@@ -26,9 +26,16 @@ started() { [ -f "$1/config.yaml" ] && echo true || echo false; }
 [ "${EVAL:-true}" = true ] || exit 0
 $V eval --model $O@1,2,4 --steps 1,2,4 --n 240 --json $R/eval.json --clip-scores $R/clip-scores.npz \
   --report $R/report --overwrite
-for pair in "lcm-vp@4" "teacher-vp@50"; do
-  $V compare --first $R/clip-scores.npz#dcm-vp@4 --second docs/reports/dcm-vp-long/clip-scores.npz#$pair \
-    --json $R/compare-$pair.json --overwrite
+for pair in "4 lcm-vp@4" "4 teacher-vp@50" "2 lcm-vp@2" "1 lcm-vp@1"; do
+  set -- $pair
+  $V compare --first $R/clip-scores.npz#dcm-vp@$1 --second docs/reports/dcm-vp-long/clip-scores.npz#$2 \
+    --json $R/compare-$1-$2.json --overwrite
 done
-$V eval --model $O@4 --model models/lcm-vp@4 --model models/teacher-vp@50 --steps 4 --n 120 --seed 1 \
-  --json $R/eval-seed1.json --clip-scores $R/clip-scores-seed1.npz --overwrite
+# the second set: only this student is scored; lcm-vp@4 and teacher-vp@50 on the same 120 captions and seed are the
+# rows of docs/reports/dcm-vp-arms/clip-scores-seed1.npz (scored there with the same --n and --seed)
+$V eval --model $O@4 --steps 4 --n 120 --seed 1 --json $R/eval-seed1.json --clip-scores $R/clip-scores-seed1.npz \
+  --overwrite
+for pair in "lcm-vp@4" "teacher-vp@50"; do
+  $V compare --first $R/clip-scores-seed1.npz#dcm-vp@4 --second docs/reports/dcm-vp-arms/clip-scores-seed1.npz#$pair \
+    --json $R/compare-seed1-$pair.json --overwrite
+done
