@@ -20,7 +20,7 @@ SCHEDULES = {
 
 def toy_denoiser(x, timestep, **cond):
     """A smooth stand-in for a network: depends on its input and (continuously) on its timestep."""
-    return torch.tanh(0.7 * x + torch.sin(timestep.float() / 300).reshape(-1, *[1] * (x.dim() - 1))) + 0.1 * x
+    return torch.tanh(0.7 * x + torch.sin(timestep.to(x.dtype) / 300).reshape(-1, *[1] * (x.dim() - 1))) + 0.1 * x
 
 
 @pytest.mark.parametrize("name", SCHEDULES)

@@ -18,6 +18,7 @@ from .diffusion import consistency_times, guidance_at, sample_consistency, sampl
 from .diffusion.consistency import NoiseSource
 from .diffusion.phased import phased_times, sample_phased, segment_bounds, split_steps
 from .diffusion.sampling import concat_conditioning, guided_output
+from .diffusion.trigflow import TrigFlow, sample_trigflow, scm_times
 from .errors import VideoCMError
 from .models.control import control_tensor, encode_control, with_control
 from .models.families import family_for_pipeline
@@ -266,6 +267,9 @@ class VideoPipeline:
         step, guidance folded in or embedded."""
         info = self.model.info
         consistency = info.consistency
+        if consistency.parameterization == "trigflow":
+            return self._generate_trigflow(prompts, seeds, steps, guidance, meter, progress, timesteps, noise_mode,
+                                           controls, images)
         grid = skipping_grid(self.model.schedule, int(consistency.grid_points))
         if not 1 <= steps <= len(grid) - 1:
             raise VideoCMError(f"steps must be between 1 and {len(grid) - 1} for this student (its grid), got {steps}")
@@ -331,6 +335,47 @@ class VideoPipeline:
             else:
                 latents = sample_consistency(meter.counted(self._denoiser), noise, self.model.schedule, times,
                                              cond, renoise, *scalings, progress=progress)
+            latents = with_first_frame(latents, cond)
+        with meter.phase("decode"):
+            clips = to_uint8_frames(self.decoder.decode(latents))
+        meter.clips += len(prompts)
+        return clips
+
+    def _generate_trigflow(self, prompts, seeds, steps, guidance, meter, progress, timesteps=None,
+                           noise_mode: str = "videocm", controls=None, images=None) -> list[np.ndarray]:
+        """An sCM student: the multistep sampler in TrigFlow time (one network evaluation per step), from
+        ``atan(sigma_max / sd)`` through the folder's intermediate times (or ``timesteps``, TrigFlow times)."""
+        info = self.model.info
+        consistency = info.consistency
+        trigflow = TrigFlow(self.model.schedule, float(consistency.trigflow_sigma_data))
+        most = len(consistency.mid_times) + 1
+        if timesteps is not None:
+            values = [float(t) for t in timesteps]
+            if not values or any(a <= b for a, b in zip(values, values[1:])) or not 0 < values[-1] <= values[0] <= (
+                    trigflow.t_top + 1e-6):
+                raise VideoCMError(f"--timesteps {values}: give strictly descending TrigFlow times in (0, "
+                                   f"{trigflow.t_top:.4f}] for this sCM student")
+            times = torch.tensor([*values, 0.0], dtype=torch.float64)
+        else:
+            if not 1 <= steps <= most:
+                raise VideoCMError(f"steps must be between 1 and {most} for this sCM student (its {most - 1} "
+                                   f"intermediate times), got {steps}")
+            times = scm_times(trigflow, steps, float(consistency.sigma_max), list(consistency.mid_times))
+        if self.times == "stock":
+            raise VideoCMError("this sCM student samples at its own TrigFlow times; leave --times out")
+        generators = ([torch.Generator().manual_seed(int(s)) for s in seeds] if noise_mode == "diffusers" and
+                      info.image_condition else None)
+        with meter.phase("text"):
+            cond = self._conditioning(prompts, controls)
+            cond.update(self.image_inputs(images, len(prompts), generators))
+        if guidance is not None and float(guidance) != float(info.guidance.scale):
+            raise VideoCMError(f"this student has guidance {info.guidance.scale} folded into its weights; "
+                               f"leave --guidance out")
+        with meter.phase("denoise"):
+            noise, renoise = sampling_noise(seeds, self.model.latent_shape, noise_mode, self.device,
+                                            info.pipeline_class, generators)
+            latents = sample_trigflow(meter.counted(self._denoiser), noise, trigflow, times, cond, renoise,
+                                      progress=progress)
             latents = with_first_frame(latents, cond)
         with meter.phase("decode"):
             clips = to_uint8_frames(self.decoder.decode(latents))

@@ -26,6 +26,7 @@ differentiable in ``t`` (forward mode included), which the continuous-time objec
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -143,7 +144,8 @@ class TrigFlow:
         """``x0_hat`` of ``denoiser`` (a teacher-parameterised network) at the TrigFlow point ``(x, t)``; ``t``
         ``(B,)``."""
         point = self.native(t)
-        output = denoiser(_like(point.scale, x) * x, point.timestep.to(torch.float32), **cond)
+        timestep = point.timestep.to(torch.float64 if x.dtype == torch.float64 else torch.float32)  # never bf16
+        output = denoiser(_like(point.scale, x) * x, timestep, **cond)
         return self.clean(output.to(x.dtype), x, point)
 
     def ddim_step(self, x: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -215,11 +217,27 @@ def velocity_jvp(denoiser: Denoiser, trigflow: TrigFlow, x: torch.Tensor, t: tor
     forward-mode pass (``torch.func.jvp``) through the time conversion and the network.
 
     Attention runs on PyTorch's math kernel inside: the fused ones (flash, memory-efficient; the CPU's flash
-    kernel too) have no forward-mode rule in PyTorch, and the math kernel computes the same attention with one."""
+    kernel too) have no forward-mode rule in PyTorch, and the math kernel computes the same attention with one.
+    Group norms get contiguous inputs: PyTorch's forward-mode group norm fails on a permuted tensor, which
+    diffusers' temporal transformer (UNet3D) hands it."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     def velocity(x, t):
         return trigflow.velocity(trigflow.call(denoiser, x, t, cond), x, t)
 
-    with sdpa_kernel([SDPBackend.MATH]):
+    with sdpa_kernel([SDPBackend.MATH]), contiguous_group_norm_inputs(denoiser):
         return torch.func.jvp(velocity, (x, t), (tangent_x, tangent_t))
+
+
+@contextlib.contextmanager
+def contiguous_group_norm_inputs(network):
+    """For the ``with`` block, every ``GroupNorm`` of ``network`` (an ``nn.Module``; anything else is left alone)
+    gets its input made contiguous first."""
+    norms = [m for m in network.modules() if isinstance(m, torch.nn.GroupNorm)] if isinstance(
+        network, torch.nn.Module) else []
+    handles = [m.register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:])) for m in norms]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

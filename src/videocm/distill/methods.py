@@ -10,6 +10,7 @@ METHODS = {  # --method: (its config class, its run function)
     "lcm": ("distill.lcm:LCMConfig", "distill.lcm:distill"),
     "dcm": ("distill.dcm:DCMConfig", "distill.dcm:distill_dcm"),
     "dmd": ("distill.dmd:DMDConfig", "distill.dmd:distill_dmd"),
+    "scm": ("distill.scm:SCMConfig", "distill.scm:distill_scm"),
 }
 
 DISTILL_CONFIG = OneOf("method", tuple((method, config) for method, (config, _) in METHODS.items()), default="lcm")

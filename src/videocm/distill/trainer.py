@@ -24,7 +24,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -53,6 +53,7 @@ class TrainConfig:
     gradient_accumulation_steps: Count = 1  # micro-steps per optimiser step (the batch is split over them)
     lr: Positive = 3e-4  # peak AdamW learning rate
     weight_decay: NonNegative = 0.01  # AdamW weight decay
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW betas (beta1, beta2)
     warmup_steps: Natural = 100  # linear learning-rate warm-up steps, then cosine decay
     min_lr_ratio: Fraction = 0.1  # the cosine decay ends at lr times this
     grad_clip: NonNegative = 1.0  # gradient-norm clipping (0: off)
@@ -164,6 +165,14 @@ def shard_rows(total: int, shard: tuple[int, int]) -> slice:
     return slice(index * size, (index + 1) * size)
 
 
+def adam_betas(config: TrainConfig) -> tuple[float, float]:
+    """``--adam-betas`` as AdamW takes them; a one-line error unless they are two values in [0, 1)."""
+    betas = [float(b) for b in config.adam_betas]
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        raise VideoCMError(f"--adam-betas {config.adam_betas}: give two values in [0, 1), e.g. --adam-betas 0.9,0.999")
+    return betas[0], betas[1]
+
+
 def learning_rate_factor(step: int, config: TrainConfig) -> float:
     """Linear warm-up, then cosine decay to ``min_lr_ratio``."""
     if step < config.warmup_steps:
@@ -248,7 +257,8 @@ class _Training:
         optimizers = []
 
         def make_optimizer(parameters):
-            optimizers.append(torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay))
+            optimizers.append(torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay,
+                                                betas=adam_betas(config)))
             return optimizers[-1]
 
         self.model, self.optimizer = engine.prepare_student(task.model, make_optimizer)

@@ -50,6 +50,12 @@ class ConsistencyInfo:
     sigma_data: float = 0.5
     timestep_scaling: float = 10.0
     target: str = "ema"
+    # lcm: c_skip x + c_out x0_hat on the grid (LCM, DCM, DMD); trigflow: the network's clean estimate in continuous
+    # TrigFlow time (sCM), sampled from atan(sigma_max / trigflow_sigma_data) through mid_times
+    parameterization: str = "lcm"
+    trigflow_sigma_data: float = 1.0
+    sigma_max: float = 80.0
+    mid_times: list[float] = field(default_factory=lambda: [1.5, 1.4, 1.0])
 
 
 @dataclass
