@@ -4,6 +4,7 @@ samples on both teacher kinds."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -165,3 +166,35 @@ def test_scm_on_a_vp_teacher_and_bad_settings(tiny_teachers, tmp_path):
         distill_scm(tiny(tiny_teachers["unet3d"], tmp_path / "b", adam_betas=[0.9]), progress=False)
     with pytest.raises(VideoCMError, match="--mid-times"):
         SCMTask(tiny(tiny_teachers["unet3d"], tmp_path / "m", mid_times=[1.0, 1.2]))
+
+
+def test_rcm_adds_the_term_after_the_warmup_on_the_students_own_samples(tiny_teachers, tmp_path):
+    from videocm.distill.scm import RCMConfig, RCMTask, distill_rcm
+    from videocm.distill.trainer import Step
+
+    config = RCMConfig(teacher=str(tiny_teachers["wan"]), out=str(tmp_path / "r"), steps=4, batch_size=2,
+                       latent_pool=8, sample_every=0, checkpoint_every=2, warmup_steps=1, lr=1e-4, tangent_warmup=2,
+                       fake_updates=1, simulation_steps=3, fake_lr=1e-4)
+    task = RCMTask(config)
+    seen = []
+    for number in range(2, 6):
+        step = Step(number=number, rng=np.random.default_rng(number), generator=torch.Generator().manual_seed(number),
+                    device=torch.device("cpu"), batch_size=2)
+        loss, logs = task.loss(task.model, step)
+        seen.append(logs.get("simulation_steps"))
+        assert np.isfinite(float(loss)) and logs["dmd_gradient"] >= 0 and "fake_score" in logs
+    assert seen == [1, 2, 3, 1]  # 1 to --simulation-steps in turn, from the end of the warm-up
+    early = task.loss(task.model, Step(number=1, rng=np.random.default_rng(0), generator=torch.Generator(),
+                                       device=torch.device("cpu"), batch_size=2))[1]
+    assert "dmd" not in early  # the term waits for the tangent warm-up, as rCM's does
+    # the simulated sample carries the student's gradient only through its last step
+    step = Step(number=9, rng=np.random.default_rng(9), generator=torch.Generator().manual_seed(9),
+                device=torch.device("cpu"), batch_size=2)
+    latents, text = task.teacher_context.draw(step)
+    sample = task.simulated_sample(task.model, text, 3, step)
+    assert sample.requires_grad and sample.shape == latents.shape
+    summary = distill_rcm(config, progress=False)
+    assert summary["steps_done"] == 4
+    assert json.loads((tmp_path / "r" / "videocm.json").read_text())["consistency"]["parameterization"] == "trigflow"
+    with pytest.raises(VideoCMError, match="--dmd-weight"):
+        RCMTask(dataclasses.replace(config, dmd_weight=0.0, out=str(tmp_path / "z")))

@@ -134,7 +134,7 @@ class DistillConfig(MatchingSettings, GuidanceSettings, StudentSettings, DataSet
 
     SECTION = "run"
 
-    method: Literal["lcm", "dcm", "dmd", "scm"] = "lcm"  # lcm (VideoLCM), dcm (dual-expert consistency model), dmd (DMD2) or scm (continuous-time consistency, TrigFlow): picks the config
+    method: Literal["lcm", "dcm", "dmd", "scm", "rcm"] = "lcm"  # lcm (VideoLCM), dcm (dual-expert consistency model), dmd (DMD2), scm (continuous-time consistency, TrigFlow) or rcm (sCM with score distillation): picks the config
     recipe: str = "auto"  # the recipe the run starts from: auto (picked from the teacher folder), a name (videocm recipes) or none (the built-in defaults)
     preflight: Literal["auto", "true", "false"] = "auto"  # videocm check before training: auto = a new one-process run of a teacher a real layout's recipe matched
     out: RunFolder = "outputs/lcm"

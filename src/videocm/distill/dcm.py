@@ -77,7 +77,7 @@ class DCMConfig(ConsistencySettings, DistillConfig):
     OLDER_RUNS = {"split": "share", "disc_head": "frame", "gan_generator": "linear", "feature_matching_on": "blocks",
                   "disc_weight_decay": 0.0, "disc_update": "before", "disc_max_grad_norm": 0.0}
 
-    method: Literal["lcm", "dcm", "dmd", "scm"] = "dcm"  # dcm: this config (lcm, dmd, scm: theirs)
+    method: Literal["lcm", "dcm", "dmd", "scm", "rcm"] = "dcm"  # dcm: this config (lcm, dmd, scm, rcm: theirs)
     out: RunFolder = "outputs/dcm"
     target: Literal["ema", "online"] = "online"  # DCM's: the online expert (--use_ema not passed); the MovingDigits recipe uses ema (the online target collapsed our VP LCM run)
     phases: Count = 2  # K segments, one expert each (1 = LCM with phased bookkeeping, 2 = DCM)

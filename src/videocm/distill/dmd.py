@@ -44,7 +44,7 @@ class DMDConfig(StudentKindSettings, DistillConfig):
 
     SECTION = "dmd"
 
-    method: Literal["lcm", "dcm", "dmd", "scm"] = "dmd"  # dmd: this config (lcm, dcm, scm: theirs)
+    method: Literal["lcm", "dcm", "dmd", "scm", "rcm"] = "dmd"  # dmd: this config (lcm, dcm, scm, rcm: theirs)
     out: RunFolder = "outputs/dmd"
     lr: Positive = 5e-5  # the student's peak learning rate (the shipped dmd-flow's; not tuned)
     dmd_weight: NonNegative = 1.0  # weight of the distribution-matching loss (the student's whole loss)

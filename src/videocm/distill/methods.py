@@ -11,6 +11,7 @@ METHODS = {  # --method: (its config class, its run function)
     "dcm": ("distill.dcm:DCMConfig", "distill.dcm:distill_dcm"),
     "dmd": ("distill.dmd:DMDConfig", "distill.dmd:distill_dmd"),
     "scm": ("distill.scm:SCMConfig", "distill.scm:distill_scm"),
+    "rcm": ("distill.scm:RCMConfig", "distill.scm:distill_rcm"),
 }
 
 DISTILL_CONFIG = OneOf("method", tuple((method, config) for method, (config, _) in METHODS.items()), default="lcm")

@@ -32,7 +32,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..config import Fraction, Natural, NonNegative, Positive, RunFolder
+from ..config import Count, Fraction, Natural, NonNegative, Positive, RunFolder
 from ..diffusion import guidance_at, guided_output
 from ..diffusion.trigflow import RCM_MID_TIMES, RCM_SIGMA_MAX, TrigFlow, velocity_jvp
 from ..errors import VideoCMError
@@ -70,7 +70,7 @@ class SCMConfig(SCMSettings, StudentKindSettings, DistillConfig):
 
     SECTION = "scm"
 
-    method: Literal["lcm", "dcm", "dmd", "scm"] = "scm"  # scm: this config (lcm, dcm, dmd: theirs)
+    method: Literal["lcm", "dcm", "dmd", "scm", "rcm"] = "scm"  # scm: this config (lcm, dcm, dmd, rcm: theirs)
     out: RunFolder = "outputs/scm"
     lr: Positive = 2e-6  # the student's peak learning rate (rCM Wan 2.1 1.3B: 2e-6)
     weight_decay: NonNegative = 0.01  # AdamW weight decay (rCM: 0.01)
@@ -200,7 +200,9 @@ class SCMTask(DistillationMethod):
         x0 = trig.clean(output.float(), x, point)
         return trig.sigma_data * trig.velocity(x0, x, t)
 
-    def loss(self, model, step: Step):
+    def consistency_loss(self, model, step: Step):
+        """sCM's loss of this micro-step and its logs, with what a regulariser reuses: the student's clean estimate
+        (with its graph), the text, each clip's guidance weight and the clips' latents."""
         c, context, trig = self.config, self.teacher_context, self.trigflow
         # 1. this micro-step's clips and text; each clip's time, the noise, the point x_t
         latents, text = context.draw(step)
@@ -217,7 +219,7 @@ class SCMTask(DistillationMethod):
             # 3. the student's F and cos t sin t dF/dt along the ODE, by forward mode (no gradient)
             velocity, tangent = velocity_jvp(self._unwrapped(model), trig, x, t, text,
                                              cos_sin.reshape(shape) * ode_velocity, cos_sin)
-            # 4. the tangent g, warmed up and normalised
+            # 4. the tangent g, warmed up and normalised (a clip whose g is not finite is left out, as rCM does)
             r = warmup_ratio(step.number, c.tangent_warmup)
             g = scm_tangent(velocity, tangent, x, ode_velocity, t, trig.sigma_data, r, c.warmup_form)
             finite = torch.isfinite(g).flatten(1).all(dim=1) & torch.isfinite(velocity).flatten(1).all(dim=1)
@@ -235,14 +237,80 @@ class SCMTask(DistillationMethod):
             loss = c.scm_loss_scale * per_clip.mean()
         logs = {"tangent_norm": float(g.flatten(1).norm(dim=1).mean()), "warmup": r,
                 "skipped_clips": float((~finite).sum())}
+        return loss, logs, (x0, text, w, latents)
+
+    def loss(self, model, step: Step):
+        loss, logs, (x0, text, w, latents) = self.consistency_loss(model, step)
         if self.matching is None:
             return loss, logs
-        # with --dmd-weight: the distribution-matching term on the student's clean estimate (rCM's regulariser)
+        # with --dmd-weight: the distribution-matching term on the student's clean estimate
+        context = self.teacher_context
         term, matching_logs = self.matching.step(x0, text, context.unconditional(text, len(x0)), w, step.rng,
                                                  step.generator, step.batch_size, step.rows, latents)
         return loss + term, {**logs, "scm": float(loss.detach()), **matching_logs}
 
 
+@dataclass
+class RCMConfig(SCMConfig):
+    """``videocm distill --method rcm``: sCM plus rCM's score-distillation regulariser (the distribution-matching
+    term of :mod:`.matching` on the student's own few-step samples). Every field is a ``--key value`` flag; the
+    defaults are rCM's for Wan 2.1 1.3B (NVlabs/rcm)."""
+
+    SECTION = "rcm"
+
+    method: Literal["lcm", "dcm", "dmd", "scm", "rcm"] = "rcm"  # rcm: this config (lcm, dcm, dmd, scm: theirs)
+    out: RunFolder = "outputs/rcm"
+    dmd_weight: NonNegative = 2.0  # the distribution-matching term's weight (rCM: 1 on its summed loss; ours is half a mean, so 2 keeps rCM's ratio to the sCM term)
+    fake_updates: Natural = 4  # fake-score updates per student update (rCM: student_update_freq 5, the other 4 iterations update the fake score)
+    fake_lr: Positive = 4e-7  # the fake score's learning rate (rCM Wan 1.3B: 4e-7)
+    simulation_steps: Count = 4  # the student's samples for the term take 1, 2, ... this many steps in turn (rCM: max_simulation_steps_fake 4)
+
+
+class RCMTask(SCMTask):
+    """rCM: the sCM objective, and after the tangent warm-up the distribution-matching term on the student's own
+    samples (backward simulation: from noise, its sampler for 1 to ``--simulation-steps`` steps in turn, at
+    intermediate times drawn as the term draws its own and never rising; the last step with gradient)."""
+
+    def __init__(self, config: RCMConfig, device: torch.device | str | None = None) -> None:
+        if config.dmd_weight <= 0:
+            raise VideoCMError("--method rcm is sCM plus the distribution-matching term: give --dmd-weight above 0 "
+                               "(or use --method scm)")
+        super().__init__(config, device)
+
+    def simulated_sample(self, model, text: dict, steps: int, step: Step) -> torch.Tensor:
+        """The student's clean sample after ``steps`` of its sampler from noise (gradient through the last)."""
+        trig, matching = self.trigflow, self.matching
+        n, rows, device = step.batch_size, step.rows, step.device
+        shape = (n, *self.latent_shape)
+        t = torch.full((n,), trig.t_top, dtype=torch.float32)  # every draw is the global batch's (any process)
+        noise = torch.randn(shape, generator=step.generator)[rows].to(device)
+        x = trig.sigma_data * math.sin(trig.t_top) * noise
+        for i in range(steps - 1):
+            with torch.no_grad():
+                x0 = trig.call(self._unwrapped(model), x, t[rows].to(device), text)
+            index = torch.from_numpy(step.rng.integers(matching.range[0], matching.range[1] + 1, size=n))
+            t = torch.minimum(trig.time_of(matching.grid[index]).to(torch.float32), t)
+            fresh = torch.randn(shape, generator=step.generator)[rows].to(device)
+            x = trig.add_noise(x0, fresh, t[rows].to(device))
+        return trig.call(model, x, t[rows].to(device), text)
+
+    def loss(self, model, step: Step):
+        c, context = self.config, self.teacher_context
+        loss, logs, (_, text, w, latents) = self.consistency_loss(model, step)
+        if step.number < c.tangent_warmup:  # rCM: the term and the fake score start after the tangent warm-up
+            return loss, logs
+        steps = (step.number - c.tangent_warmup) % c.simulation_steps + 1
+        x0 = self.simulated_sample(model, text, steps, step)
+        term, matching_logs = self.matching.step(x0, text, context.unconditional(text, len(x0)), w, step.rng,
+                                                 step.generator, step.batch_size, step.rows, latents)
+        return loss + term, {**logs, "scm": float(loss.detach()), "simulation_steps": steps, **matching_logs}
+
+
 def distill_scm(config: SCMConfig, progress: bool = True, monitor: Monitor | None = None) -> dict:
     """Run (or resume) an sCM distillation; writes the resolved config, the student folder and a summary."""
     return run_and_summarise(config, SCMTask, progress, monitor)
+
+
+def distill_rcm(config: RCMConfig, progress: bool = True, monitor: Monitor | None = None) -> dict:
+    """Run (or resume) an rCM distillation; writes the resolved config, the student folder and a summary."""
+    return run_and_summarise(config, RCMTask, progress, monitor)

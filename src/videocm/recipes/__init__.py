@@ -27,7 +27,7 @@ import yaml
 from ..errors import VideoCMError
 
 FOLDER = Path(__file__).resolve().parent
-METHOD_KEYS = ("lcm-full", "lcm-lora", "dcm", "dmd", "scm")
+METHOD_KEYS = ("lcm-full", "lcm-lora", "dcm", "dmd", "scm", "rcm")
 AUTO, NONE = "auto", "none"
 LARGE_BYTES = 100 * 2**20  # a denoiser whose weight files are smaller is a toy: it gets the test bench's recipe
 
