@@ -62,7 +62,7 @@ def video_folder(tmp_path_factory) -> Path:
 
 
 def distil(layout, method, teacher, data, out, *extra) -> None:
-    steps = (["--steps", "2"] if method == "lcm" else
+    steps = (["--steps", "2"] if method in ("lcm", "scm", "rcm") else
              ["--semantic-steps", "1", "--detail-steps", "1", "--grid-points", "20"])
     code = main(["distill", "--method", method, "--teacher", str(teacher), "--data", str(data), "--out", str(out),
                  *SHAPE, *TEXT[layout], *steps, "--batch-size", "2", "--sample-every", "0", "--cpu", "true", *extra])
@@ -752,3 +752,30 @@ def test_a_pipeline_run_resumes_from_its_own_settings(pipelines, video_folder, t
     changes = [json.loads(line) for line in (out / "resume_changes.jsonl").read_text().splitlines()]
     assert changes == [{"step": 1, "setting": "steps", "from": 2, "to": 3}]
     assert json.loads((out / "train_summary.json").read_text())["steps_done"] == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout,method", [("wan", "scm"), ("unet3d", "rcm")])
+def test_continuous_time_student_exports_and_matches_in_the_diffusers_pipeline(pipelines, video_folder, tmp_path,
+                                                                                layout, method):
+    """An sCM / rCM student of a pipeline teacher (flow and VP) trains from a video folder, samples with the sCM
+    sampler, and its export (videocm's TrigFlowConsistencyScheduler; no stock scheduler feeds these networks)
+    gives `videocm sample`'s clips in the diffusers pipeline, the HOW_TO_USE snippet included."""
+    from diffusers import DiffusionPipeline
+
+    student = tmp_path / "student"
+    extra = ["--tangent-warmup", "1", "--lr", "1e-4"] + (["--fake-updates", "1"] if method == "rcm" else [])
+    distil(layout, method, pipelines[layout], video_folder, student, *extra)
+    info = json.loads((student / "videocm.json").read_text())
+    assert info["method"] == method and info["consistency"]["parameterization"] == "trigflow"
+    ours = videocm_clip(student, tmp_path / "clip.npy").astype(np.float32) / 255
+    assert main(["export", "--model", str(student), "--out", str(tmp_path / "export")]) == 0
+    pipe = DiffusionPipeline.from_pretrained(tmp_path / "export")
+    assert type(pipe.scheduler).__name__ == "TrigFlowConsistencyScheduler"
+    theirs = diffusers_clip(pipe, layout, info.get("embedded_guidance", 1.0))
+    assert theirs.shape == ours.shape and np.abs(theirs - ours).max() <= TOLERANCE
+    code, steps, seed = usage_snippet(tmp_path / "export")
+    video = run_snippet(code, fresh_interpreter=False)
+    expected = videocm_clip(student, tmp_path / "usage.npy", seed=seed, steps=steps).astype(np.float32) / 255
+    assert np.abs(video - expected).max() <= TOLERANCE
+    assert main(["export", "--model", str(student), "--out", str(tmp_path / "stock"), "--scheduler", "stock"]) == 2

@@ -105,7 +105,9 @@ def test_one_step_sampler_is_the_networks_clean_estimate(name):
     noise = torch.randn(2, 4, 3, 2, 2, generator=torch.Generator().manual_seed(3))
     times = scm_times(trig, 1)
     out = sample_trigflow(toy_denoiser, noise, trig, times, {})
-    start = math.sin(float(times[0])) * noise
+    start = noise / float(trig.native(times[0]).scale)  # the teacher's own starting point, noise
+    assert float(trig.native(times[0]).scale) == pytest.approx(
+        1 / (math.cos(float(times[0])) + math.sin(float(times[0]))) if name == "flow" else 1.0)
     torch.testing.assert_close(out, trig.call(toy_denoiser, start, times[0].float().expand(2), {}))
     seen = []
     sample_trigflow(toy_denoiser, noise, trig, scm_times(trig, 3), {}, callback=lambda info: seen.append(info))

@@ -4,7 +4,7 @@ The Python API (``docs/python-api.md``), on the same code paths as the ``videocm
 
 - :func:`load` a teacher or student folder; call the result with a prompt (``.to(device)``, ``.export(out)``);
 - :func:`distill` a teacher (keywords are the command's flags; or a :class:`LCMConfig`, :class:`DCMConfig`,
-  :class:`DMDConfig`), with an optional per-step ``callback``;
+  :class:`DMDConfig`, :class:`SCMConfig`, :class:`RCMConfig`), with an optional per-step ``callback``;
 - :func:`evaluate` models on the MovingDigits judge, :func:`export` a student for diffusers, :func:`save_video`.
 
 Names are imported when first used, so ``import videocm`` stays quick.
@@ -12,12 +12,14 @@ Names are imported when first used, so ``import videocm`` stays quick.
 
 __version__ = "0.1.0"
 
-_DIFFUSERS_CLASSES = ("FlowConsistencyScheduler", "VPPhasedConsistencyScheduler", "ExpertSwitchingModel")
+_DIFFUSERS_CLASSES = ("FlowConsistencyScheduler", "VPPhasedConsistencyScheduler", "TrigFlowConsistencyScheduler",
+                      "ExpertSwitchingModel")
 _API = {  # public name: (module, attribute)
     "load": ("api", "load"), "Generator": ("api", "Generator"),
     "evaluate": ("api", "evaluate"), "export": ("api", "export"), "save_video": ("api", "save_video"),
     "LCMConfig": ("distill.lcm", "LCMConfig"), "DCMConfig": ("distill.dcm", "DCMConfig"),
-    "DMDConfig": ("distill.dmd", "DMDConfig"), "VideoCMError": ("errors", "VideoCMError"),
+    "DMDConfig": ("distill.dmd", "DMDConfig"), "SCMConfig": ("distill.scm", "SCMConfig"),
+    "RCMConfig": ("distill.scm", "RCMConfig"), "VideoCMError": ("errors", "VideoCMError"),
 }
 __all__ = [*_API, "distill", *_DIFFUSERS_CLASSES]
 

@@ -3,6 +3,7 @@
 * :class:`FlowConsistencyScheduler`: the multistep consistency sampler of a flow-matching student as a
   ``SchedulerMixin`` (``set_timesteps`` / ``step``), for ``WanPipeline`` and ``HunyuanVideoPipeline``. VP students
   use diffusers' own ``LCMScheduler``; VP DCM students :class:`VPPhasedConsistencyScheduler`.
+* :class:`TrigFlowConsistencyScheduler`: the sCM sampler of a continuous-time (sCM, rCM) student, VP or flow.
 * :class:`ExpertSwitchingModel`: a DCM student's experts behind one ``ModelMixin`` that runs, at each call, the
   expert owning the timestep; saved and loaded with ``save_pretrained`` / ``from_pretrained``.
 
@@ -212,3 +213,82 @@ class ExpertSwitchingModel(ModelMixin, ConfigMixin):
     def cache_context(self, name: str, **kwargs):
         """Pipelines open a cache context per call; the experts cache nothing across calls here."""
         yield
+
+
+class TrigFlowConsistencyScheduler(FlowConsistencyScheduler):
+    """The sCM multistep sampler of a continuous-time (``--method scm`` / ``rcm``) student, in the network's own
+    units, as a ``SchedulerMixin``: ``set_timesteps(n)`` gives the TrigFlow times of
+    :func:`videocm.diffusion.trigflow.scm_times` (from ``atan(sigma_max / trigflow_sigma_data)`` through
+    ``mid_times``) as the network's timesteps (``1000 s`` for flow; a continuous timestep for VP); ``step`` takes the
+    network's clean estimate and, unless it is the last step, re-noises it to the next time with noise from
+    ``generator`` (or :attr:`generator`). ``schedule``: the student's ``videocm.json`` schedule section. The start
+    is the pipeline's own ``noise``, as ``videocm sample`` starts, so the clips are the same.
+
+    Why not diffusers' ``SCMScheduler``: it takes TrigFlow inputs and a TrigFlow output (``x`` scaled by
+    ``sigma_data``, the time in radians), while these networks keep their teacher's inputs and prediction (a Wan
+    transformer: the flow velocity at ``1000 s``), so a stock pipeline cannot feed it."""
+
+    @register_to_config
+    def __init__(self, schedule: dict | None = None, trigflow_sigma_data: float = 1.0, sigma_max: float = 80.0,
+                 mid_times: list[float] | None = None) -> None:
+        from ..diffusion.trigflow import RCM_MID_TIMES, TrigFlow
+        from .info import schedule_from_config
+
+        self.schedule = schedule_from_config(schedule or {"type": "flow"})
+        self.trigflow = TrigFlow(self.schedule, trigflow_sigma_data)
+        self.mid_times = list(mid_times if mid_times is not None else RCM_MID_TIMES)
+        self.init_noise_sigma = 1.0
+        self.generator: torch.Generator | None = None
+        self.num_inference_steps: int | None = None
+        self._step_index: int | None = None
+        self._begin_index: int | None = None
+        self.set_timesteps(min(4, len(self.mid_times) + 1))
+
+    def set_timesteps(self, num_inference_steps: int | None = None, device: str | torch.device | None = None,
+                      sigmas: list[float] | None = None, **unused) -> None:
+        """``num_inference_steps`` (1 to ``len(mid_times) + 1``) of the student's sampler times (a pipeline's own
+        ``sigmas`` count as their number only)."""
+        from ..diffusion.trigflow import scm_times
+
+        count = num_inference_steps if num_inference_steps is not None else (len(sigmas) if sigmas else None)
+        if count is None:
+            raise ValueError("give num_inference_steps")
+        self.times = scm_times(self.trigflow, int(count), self.config.sigma_max, self.mid_times)
+        self.num_inference_steps = len(self.times) - 1
+        point = self.trigflow.native(self.times)
+        self.native = point
+        self.sigmas = point.sigma.to(torch.float32).to(device)
+        self.timesteps = point.timestep[:-1].to(torch.float32).to(device)
+        self._step_index = None
+        self._begin_index = None
+
+    def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
+             generator: torch.Generator | None = None, return_dict: bool = True):
+        from ..diffusion.predictions import predicted_x0
+
+        if self.num_inference_steps is None:
+            raise ValueError("call set_timesteps before step")
+        if self._step_index is None:
+            self._step_index = self._index_for(timestep)
+        i = self._step_index
+        alpha, sigma = (float(v[i]) for v in (self.native.alpha, self.native.sigma))
+        denoised = predicted_x0(model_output.float(), sample.float(), torch.tensor(alpha), torch.tensor(sigma),
+                                self.schedule.prediction_type).to(sample.dtype)
+        if i + 1 < self.num_inference_steps:
+            noise = randn_tensor(model_output.shape, generator=generator or self.generator,
+                                 device=model_output.device, dtype=denoised.dtype)
+            prev_sample = float(self.native.alpha[i + 1]) * denoised + float(self.native.sigma[i + 1]) * noise
+        else:
+            prev_sample = denoised
+        self._step_index += 1
+        if not return_dict:
+            return prev_sample, denoised
+        return FlowConsistencySchedulerOutput(prev_sample=prev_sample, denoised=denoised)
+
+    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+                  ) -> torch.Tensor:
+        raise NotImplementedError("a continuous-time student's sampler starts from noise; it does not add noise "
+                                  "to a clip (no image-to-image strength)")
+
+    def __len__(self) -> int:
+        return self.schedule.num_train_timesteps

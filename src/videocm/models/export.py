@@ -53,6 +53,10 @@ def stock_flow_scheduler(info: ModelInfo):
     0.001, where a consistency step changes almost nothing), where the student's own end at its grid's ``1/N``;
     ``docs/reports/stock-times/`` measures what that costs. A one-line error for students it cannot express."""
     schedule = info.schedule
+    if info.consistency is not None and info.consistency.parameterization == "trigflow":
+        raise VideoCMError("a continuous-time (sCM, rCM) student samples at its own TrigFlow times, which no diffusers "
+                           "scheduler takes with these networks' inputs (SCMScheduler expects TrigFlow inputs and "
+                           "outputs): it exports with videocm's TrigFlowConsistencyScheduler (--scheduler own)")
     if schedule["type"] != "flow":
         raise VideoCMError("stock flow times are for flow-matching students; a VP student exports with diffusers' "
                            "LCMScheduler already")
@@ -98,6 +102,13 @@ def export_scheduler(info: ModelInfo, choice: str = "auto"):
 def student_scheduler(info: ModelInfo):
     """The diffusers scheduler that samples this student as ``videocm sample`` does."""
     schedule, consistency = info.schedule, info.consistency
+    if consistency.parameterization == "trigflow":
+        from .diffusers_classes import TrigFlowConsistencyScheduler
+
+        return TrigFlowConsistencyScheduler(schedule=dict(schedule),
+                                            trigflow_sigma_data=float(consistency.trigflow_sigma_data),
+                                            sigma_max=float(consistency.sigma_max),
+                                            mid_times=[float(m) for m in consistency.mid_times])
     common = {"original_inference_steps": int(consistency.grid_points),
               "timestep_scaling": float(consistency.timestep_scaling)}
     if schedule["type"] == "flow":
@@ -309,7 +320,7 @@ def _write_pipeline(teacher: Path, out: Path, part: str, scheduler_class: str, p
 
 
 CALL_FILE = "call_arguments.json"
-VIDEOCM_SCHEDULERS = ("FlowConsistencyScheduler", "VPPhasedConsistencyScheduler")
+VIDEOCM_SCHEDULERS = ("FlowConsistencyScheduler", "VPPhasedConsistencyScheduler", "TrigFlowConsistencyScheduler")
 
 
 def call_arguments(info: ModelInfo) -> dict:
@@ -383,6 +394,11 @@ def usage(info: ModelInfo, fmt: str, out: Path, scheduler_class: str, phased: bo
                   f"`{scheduler_class}`."]
     if flow:
         lines += ["", f"`{scheduler_class}` comes from videocm (`pip install videocm`)."]
+        if scheduler_class == "TrigFlowConsistencyScheduler":
+            lines += [f"It runs the sCM sampler at this student's TrigFlow times (1 to "
+                      f"{len(info.consistency.mid_times) + 1} steps). Why not diffusers' own `SCMScheduler`: it "
+                      f"takes TrigFlow inputs and outputs, while this network keeps its teacher's inputs and "
+                      f"prediction, so a stock pipeline cannot feed it."]
         if scheduler_class == "FlowConsistencyScheduler" and not phased:
             lines += ["Why not diffusers' own `FlowMatchLCMScheduler`: it spaces N steps down to sigma 0.001, where a "
                       "consistency step changes nothing, so at 2 steps it gives this student's 1-step clip (at 4 and 8 "

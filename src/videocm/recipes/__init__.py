@@ -2,7 +2,7 @@
 
 A recipe is a YAML file in this folder: the teacher layout it is for (``match``: the pipeline class and denoiser
 config keys that pick it from a teacher folder), the teacher's own conventions (``teacher``: its scheduler shift,
-guidance and clip; read by checks, not applied), and per method (``lcm-full``, ``lcm-lora``, ``dcm``, ``dmd``)
+guidance and clip; read by checks, not applied), and per method (``lcm-full``, ``lcm-lora``, ``dcm``, ``dmd``, ``scm``, ``rcm``)
 the value of each ``videocm distill`` setting with its source: the public repository, commit, file and flag it
 was read from, or our own measurement, or, where no public value exists, what it was taken from instead.
 
