@@ -52,13 +52,23 @@ def test_bench_measures_sampling_and_distillation_against_their_limits(tiny_teac
         assert row["denoise_speedup"] == pytest.approx(teacher["seconds_denoise"] / row["seconds_denoise"])
         assert row["denoise_share_of_limit"] == pytest.approx(row["denoise_speedup"] / row["nfe_limit"])
     distilled = saved["distillation"]
-    assert [(r["method"], r["stage"]) for r in distilled] == [("lcm", "-"), ("dcm", "semantic"), ("dcm", "detail")]
+    assert [(r["method"], r["stage"]) for r in distilled] == [
+        ("lcm", "-"), ("scm", "-"), ("rcm", "-"), ("dcm", "semantic"), ("dcm", "detail")]
     for row in distilled:
         assert row["ratio_to_floor"] == pytest.approx(row["seconds_per_step"] / row["floor"])
         assert row["seconds_per_step"] > 0 and row["floor"] > 0 and row["peak_memory_mb"] > 0
     # only the detail stage has discriminator heads, so only it pays the adversarial passes
-    assert "floor_with_adversarial" in distilled[2]
-    assert "floor_with_adversarial" not in distilled[0] and "floor_with_adversarial" not in distilled[1]
+    assert "floor_with_adversarial" in distilled[4]
+    assert not any("floor_with_adversarial" in distilled[i] for i in range(4))
+    # sCM's floor has the student's JVP in the target's place, timed against a plain forward; rCM's adds the
+    # matching term's passes
+    scm, rcm = distilled[1], distilled[2]
+    assert scm["jvp_to_forward"] == pytest.approx(scm["student_jvp"] / scm["student_forward"])
+    assert scm["floor"] == pytest.approx(scm["student_forward_backward"] + scm["teacher_guided_forward"]
+                                         + scm["student_jvp"])
+    assert rcm["floor"] == pytest.approx(rcm["student_forward_backward"] + rcm["teacher_guided_forward"]
+                                         + rcm["student_jvp"] + rcm["matching_passes"])
+    assert "matching_passes" not in scm and "JVP" in distillation_table(distilled)
     assert "| lcm | - | 2 |" in distillation_table(distilled)
     assert sampling_table(rows).count("\n") == len(rows) + 1
 

@@ -89,6 +89,30 @@ def test_nothing_fits_on_a_tiny_gpu_and_dcm_plans_both_stages(tiny_teachers):
     assert stages[1]["activations_per_clip"] > stages[0]["activations_per_clip"]
 
 
+def test_scm_and_rcm_plan_the_jvps_attention_and_the_fake_score():
+    """sCM's forward-mode JVP runs attention on the math kernel: the plan counts its score matrices (heads x
+    queries x keys, with softmax and tangents) per clip, divided by context parallelism; no EMA target; rCM adds
+    its fake score and its passes."""
+    from videocm.models.families import family_for_network
+
+    spec = family_for_network("WanTransformer3DModel")
+    network = build_on_meta(spec, SMALL_WAN, torch.bfloat16)
+    cost = measure_network(spec, network, (4, 3, 16, 16), 8)
+    tokens = 3 * 8 * 8  # patch 1x2x2
+    assert cost.attention_scores == 2 * tokens * tokens  # two heads of self-attention, the largest
+    lcm, scm, rcm = (plan_rows(cost, PlanConfig(teacher="x", method=m, gpus=4)) for m in ("lcm", "scm", "rcm"))
+    by_mode = {r["mode"]: r["stages"][0] for r in scm if not r["gradient_checkpointing"]}
+    assert by_mode["ddp"]["ema_target"] == 0.0
+    jvp = 4 * cost.attention_scores * 2 / 2**30
+    assert by_mode["ddp"]["activations_per_clip"] == pytest.approx(max(jvp, cost.saved_bytes / 2**30))
+    assert by_mode["fsdp+cp4"]["activations_per_clip"] == pytest.approx(max(jvp, cost.saved_bytes / 2**30) / 4)
+    fake = rcm[0]["stages"][0]["fake_score"]
+    assert fake == pytest.approx(16 * cost.parameters / 2**30) and "fake_score" not in scm[0]["stages"][0]
+    ratio = scm[0]["stages"][0]["seconds_per_step"] / lcm[0]["stages"][0]["seconds_per_step"]
+    assert ratio == pytest.approx((5 + 4.0) / 5.8 * (scm[0]["stages"][0]["largest_global_batch"] /
+                                                     lcm[0]["stages"][0]["largest_global_batch"]))
+
+
 @pytest.mark.parametrize("args,message", [
     (["--method", "gan"], "--method 'gan': use one of lcm, dcm"),
     (["--gpus", "0"], "--gpus must be at least 1"),

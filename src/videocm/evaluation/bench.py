@@ -8,11 +8,13 @@ carries its speed-up over the guided teacher measured in the same run, end to en
 beside the NFE limit (teacher NFE / student NFE): the speed-up the step count alone would give. The median of
 ``repeats`` runs after one warm-up run is reported.
 
-Distillation (LCM and each DCM stage): seconds per optimiser step of the real trainer (after warm-up steps) and
+Distillation (LCM, sCM, rCM and each DCM stage): seconds per optimiser step of the real trainer (after warm-up steps) and
 peak memory (on the CPU the process's resident set, whole and above what it held when the run began: ``run
 MB``), and the ratio of one step to its cost floor measured on the same batch: one student forward and
-backward, one guided teacher forward (conditional and unconditional in one batch) and one target forward. A ratio
-near 1 means the step does nothing beyond the three network passes it cannot avoid.
+backward, one guided teacher forward (conditional and unconditional in one batch) and one target forward (sCM: the
+student's forward-mode JVP in its place, with its cost in plain forwards; rCM: plus the distribution-matching
+term's fake-score updates and passes). A ratio near 1 means the step does nothing beyond the network passes it
+cannot avoid.
 """
 
 from __future__ import annotations
@@ -246,6 +248,9 @@ def cost_floor(task, repeats: int) -> dict:
         with torch.no_grad():
             task.target_network(model)(x, timestep, **text, **extra)
 
+    if getattr(task, "trigflow", None) is not None:
+        return result_with_matching(task, continuous_time_floor(task, x, text, uncond, w, repeats), x, text,
+                                    uncond, w, repeats)
     parts = {"student_forward_backward": _timed(student_pass, repeats),
              "teacher_guided_forward": _timed(teacher_pass, repeats),
              "target_forward": _timed(target_pass, repeats)}
@@ -262,6 +267,65 @@ def cost_floor(task, repeats: int) -> dict:
         result["teacher_features_forward_backward"] = _timed(adversarial_pass, repeats)
         result["floor_with_adversarial"] = result["floor"] + result["teacher_features_forward_backward"]
     return result
+
+
+def continuous_time_floor(task, x, text: dict, uncond: dict, w, repeats: int) -> dict:
+    """An sCM step's floor: the student's forward and backward, the guided teacher's forward, and the student's
+    forward-mode pass (its F and dF/dt in one JVP); and that JVP's cost in plain (no-gradient) forwards."""
+    from ..diffusion.sampling import guided_output
+    from ..diffusion.trigflow import velocity_jvp
+
+    trig, model = task.trigflow, task.model
+    t = torch.full((len(x),), 1.0, device=x.device)
+    point = trig.native(t)
+
+    def student_pass():
+        trig.call(model, x, t, text).float().square().mean().backward()
+        model.zero_grad(set_to_none=True)
+
+    def teacher_pass():
+        with torch.inference_mode():
+            guided_output(task.teacher_context.teacher, x, point.timestep, text, uncond, w)
+
+    def forward_pass():
+        with torch.no_grad():
+            trig.call(model, x, t, text)
+
+    def jvp_pass():
+        with torch.no_grad():
+            velocity_jvp(model, trig, x, t, text, torch.ones_like(x), torch.ones_like(t))
+
+    parts = {"student_forward_backward": _timed(student_pass, repeats),
+             "teacher_guided_forward": _timed(teacher_pass, repeats),
+             "student_jvp": _timed(jvp_pass, repeats)}
+    forward = _timed(forward_pass, repeats)
+    return {**parts, "student_forward": forward, "jvp_to_forward": parts["student_jvp"] / forward,
+            "floor": sum(parts.values())}
+
+
+def result_with_matching(task, result: dict, x, text: dict, uncond: dict, w, repeats: int) -> dict:
+    """rCM's floor adds the distribution-matching term's passes: ``--fake-updates`` fake-score forwards and
+    backwards, the guided teacher's and the fake score's forward on the re-noised sample, and the student's
+    forward and backward on its simulated sample (its no-gradient simulation steps left out)."""
+    matching = getattr(task, "matching", None)
+    if matching is None:
+        return result
+    from ..diffusion.sampling import guided_output
+
+    timestep = task.trigflow.native(torch.full((len(x),), 1.0, device=x.device)).timestep
+
+    def fake_update():
+        matching.fake(x, timestep, **text).float().square().mean().backward()
+        matching.fake.zero_grad(set_to_none=True)
+
+    def term_pass():
+        with torch.no_grad():
+            guided_output(task.teacher_context.teacher, x, timestep, text, uncond, w)
+            matching.fake(x, timestep, **text)
+
+    extra = (task.config.fake_updates * _timed(fake_update, repeats) + _timed(term_pass, repeats)
+             + result["student_forward_backward"])
+    return {**result, "matching_passes": extra, "floor": result["floor"] + extra}
 
 
 def time_training(task, config, warmup: int, timed: int, make_plain_task=None) -> dict:
@@ -302,6 +366,16 @@ def bench_distillation(config: BenchConfig, device: str, progress=print) -> list
                      **time_training(task, lcm, config.distill_warmup_steps, config.distill_timed_steps)})
         rows[-1].update(cost_floor(task, config.floor_repeats))
         progress(_distill_line(rows[-1]))
+        from ..distill.scm import RCMConfig, RCMTask, SCMConfig, SCMTask
+
+        for method, config_class, task_class in (("scm", SCMConfig, SCMTask), ("rcm", RCMConfig, RCMTask)):
+            # rCM's term from the first step (no tangent warm-up), so the timed steps are its full steps
+            continuous = config_class(out=str(Path(scratch) / method), tangent_warmup=0, **common)
+            task = task_class(continuous, device)
+            rows.append({"method": method, "stage": "-", "batch": continuous.batch_size,
+                         **time_training(task, continuous, config.distill_warmup_steps, config.distill_timed_steps)})
+            rows[-1].update(cost_floor(task, config.floor_repeats))
+            progress(_distill_line(rows[-1]))
         from ..recipes import recipe_for_teacher
 
         # the recipe `videocm distill` picks for this teacher (MovingDigits: the test bench's), so the step timed
@@ -372,14 +446,18 @@ def sampling_table(rows: list[dict]) -> str:
 
 def distillation_table(rows: list[dict]) -> str:
     lines = ["| method | stage | batch | s/step | steps/s | peak MB | run MB | student fwd+bwd | teacher guided fwd | "
-             "target fwd | floor | step / floor | + GAN teacher pass | step / floor with it |", "|" + "---|" * 14]
+             "target fwd (sCM: student JVP) | floor | step / floor | + GAN teacher pass (rCM: matching passes) | "
+             "step / floor with it |", "|" + "---|" * 14]
     for r in rows:
         gan = (f"{r['teacher_features_forward_backward']:.3f} | {r['ratio_to_floor_with_adversarial']:.2f}"
-               if "floor_with_adversarial" in r else "- | -")
+               if "floor_with_adversarial" in r else
+               f"{r['matching_passes']:.3f} (in the floor) | -" if "matching_passes" in r else "- | -")
+        third = (f"{r['student_jvp']:.3f} (JVP {r['jvp_to_forward']:.2f}x a forward)" if "student_jvp" in r
+                 else f"{r['target_forward']:.3f}")
         lines.append(f"| {r['method']} | {r['stage']} | {r['batch']} | {r['seconds_per_step']:.3f} | "
                      f"{r['steps_per_second']:.2f} | {r['peak_memory_mb']:.0f} | {r['memory_above_start_mb']:.0f} | "
                      f"{r['student_forward_backward']:.3f} | "
-                     f"{r['teacher_guided_forward']:.3f} | {r['target_forward']:.3f} | {r['floor']:.3f} | "
+                     f"{r['teacher_guided_forward']:.3f} | {third} | {r['floor']:.3f} | "
                      f"{r['ratio_to_floor']:.2f} | {gan} |")
     return "\n".join(lines)
 

@@ -12,6 +12,9 @@ the bytes autograd keeps for the backward, attributed to the block that saved th
   block's saved bytes (it is recomputed in the backward); context parallelism of degree c splits them c ways;
   DCM's detail stage adds the teacher's forward with autograd on real and fake clips (its discriminator features);
 * the largest batch that fits the GPU's memory less a reserve (CUDA context, allocator slack);
+* sCM / rCM (``--method scm|rcm``): no EMA target; the forward-mode JVP's attention on PyTorch's math kernel holds
+  a score matrix and its softmax with their tangents (4 x heads x queries x keys per clip, one attention at a
+  time), which context parallelism divides; rCM adds its trained fake score (a full float32 copy);
 * time per step: the measured cost of an LCM step in forwards (``benchmarks/wan_1p3b_estimate.py``: 5.8 on this
   CPU, theory 6; checkpointing adds one forward) times the counted FLOPs, over the GPUs' assumed throughput.
 
@@ -31,7 +34,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..config import Count, Fraction, NonNegative, OutputPath, PlannedDevice, Positive, check_values
+from ..config import Count, Fraction, Natural, NonNegative, OutputPath, PlannedDevice, Positive, check_values
 from ..errors import VideoCMError
 from ..models.experts import DETAIL_LORA_TARGETS, _is_own
 from ..models.families import FamilySpec, family_for_network, family_for_pipeline, get_family
@@ -52,7 +55,7 @@ class PlanConfig:
     frames: Count | None = None  # clip frames (default: the teacher's)
     height: Count | None = None  # clip height in pixels (default: the teacher's)
     width: Count | None = None  # clip width in pixels (default: the teacher's)
-    method: Literal["lcm", "dcm"] = "lcm"  # lcm or dcm
+    method: Literal["lcm", "dcm", "scm", "rcm"] = "lcm"  # lcm, dcm, scm or rcm
     student: Literal["full", "lora"] = "full"  # full fine-tune or LoRA (lcm; a DCM detail expert is always LoRA)
     gpus: Count = 8  # GPUs in the run
     gpu_memory: Positive = 80.0  # GiB of each GPU
@@ -63,6 +66,8 @@ class PlanConfig:
     gpu_tflops: Positive = 989.0  # each GPU's dense bf16 peak (H100 SXM: 989), an assumption
     mfu: Fraction = 0.35  # the fraction of that peak reached, an assumption
     step_cost: Positive = 5.8  # one LCM step in forwards of the student (measured; see the module docstring)
+    jvp_cost: Positive = 4.0  # sCM / rCM: the student's forward-mode JVP in forwards (measured: 4.0 flow, 4.9 VP; docs/scm.md)
+    fake_updates: Natural = 4  # rcm: fake-score updates per student step (rCM's 1.3B recipe: 4)
     reserve: NonNegative = 2.0  # GiB per GPU kept free (CUDA context, allocator slack)
     json: OutputPath | None = None  # write the figures here
     overwrite: bool = False  # replace what an output path already holds (without it, one that exists is refused)
@@ -83,6 +88,7 @@ class NetworkCost:
     encoder_parameters: int = 0  # a pipeline's text encoder(s) and VAE (held in float32 on the CPU)
     lora_saved_bytes: int | None = None  # saved bytes of a LoRA student (its base frozen); None: as a full one
     lora_checkpointed_bytes: int | None = None
+    attention_scores: int = 0  # elements of the largest attention's score matrix (heads x queries x keys) of a clip
 
 
 def encoder_parameters(path: str | Path) -> int:
@@ -228,8 +234,19 @@ def measure_network(spec: FamilySpec, network: nn.Module, latent_shape: tuple[in
     blocks = spec.shard_blocks(network)
     network.requires_grad_(True)
     example = spec.example_inputs(network, 1, latent_shape, text_tokens, device, dtype)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        spec.run(network, **example)
+    largest = [0]
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def recording_sdpa(query, key, value, *args, **kwargs):  # the math kernel's score matrix, per call
+        largest[0] = max(largest[0], query.shape[:-1].numel() * key.shape[-2])
+        return sdpa(query, key, value, *args, **kwargs)
+
+    torch.nn.functional.scaled_dot_product_attention = recording_sdpa
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            spec.run(network, **example)
+    finally:
+        torch.nn.functional.scaled_dot_product_attention = sdpa
     saved, checkpointed, _ = _saved_bytes(spec, network, latent_shape, text_tokens, fused_attention)
     lora = copy.deepcopy(network)
     add_lora(spec, lora, rank, float(rank))  # on the meta device too; only the adapters train
@@ -243,7 +260,7 @@ def measure_network(spec: FamilySpec, network: nn.Module, latent_shape: tuple[in
                        saved_bytes=saved, checkpointed_bytes=checkpointed,
                        lora_parameters=_lora_parameters(network, spec.lora_targets, rank),
                        detail_parameters=detail, blocks=len(blocks), lora_saved_bytes=lora_saved,
-                       lora_checkpointed_bytes=lora_checkpointed)
+                       lora_checkpointed_bytes=lora_checkpointed, attention_scores=largest[0])
 
 
 def memory_per_gpu(cost: NetworkCost, config: PlanConfig, mode: str, context: int, checkpointing: bool,
@@ -252,7 +269,8 @@ def memory_per_gpu(cost: NetworkCost, config: PlanConfig, mode: str, context: in
     gpus = config.gpus
     shard = 1 if mode == "ddp" else gpus
     on_gpu = config.device == "cuda"
-    trainable = {"full": cost.parameters, "lora": cost.lora_parameters, "detail": cost.detail_parameters}[stage]
+    trainable = {"full": cost.parameters, "lora": cost.lora_parameters, "detail": cost.detail_parameters,
+                 "scm": cost.parameters, "rcm": cost.parameters}[stage]
     p = cost.parameters
     if stage == "lora" and cost.lora_saved_bytes is not None:
         activations = (cost.lora_checkpointed_bytes if checkpointing else cost.lora_saved_bytes) / context
@@ -260,14 +278,22 @@ def memory_per_gpu(cost: NetworkCost, config: PlanConfig, mode: str, context: in
         activations = (cost.checkpointed_bytes if checkpointing else cost.saved_bytes) / context
     if stage == "detail":  # the teacher's forward with autograd on real and fake clips, for the heads
         activations += 2 * cost.saved_bytes / context
+    if stage in ("scm", "rcm"):
+        # the forward-mode JVP runs attention on PyTorch's math kernel (no fused kernel has a forward-mode rule): its
+        # score matrix and softmax, each with a tangent, held one attention at a time, before the backward's forward
+        jvp = 4 * cost.attention_scores * (2 if on_gpu else 4) / context
+        activations = max(activations, jvp)
     # without sharding, a LoRA student's frozen base is the teacher's own weights and an EMA target of a student
     # with frozen parts (LoRA, DCM's detail expert) holds its trainable weights alone (distill/core.py)
     shared = mode == "ddp" and stage in ("lora", "detail")
     parts = {"student_weights": 4 * (trainable if shared and stage == "lora" else p) / shard,
              "gradients": 4 * trainable / shard,
-             "optimiser": 8 * trainable / shard, "ema_target": 4 * (trainable if shared else p) / shard,
+             "optimiser": 8 * trainable / shard,
+             "ema_target": 0.0 if stage in ("scm", "rcm") else 4 * (trainable if shared else p) / shard,
              "teacher": (2 if on_gpu else 4) * p / shard,
              "gathered_blocks": 2 * cost.largest_block_parameters * (2 if on_gpu else 4) if mode != "ddp" else 0.0}
+    if stage == "rcm":  # the fake score: a full float32 copy of the teacher's network, trained (weights, gradients, AdamW)
+        parts["fake_score"] = 16 * p / shard
     if not on_gpu:  # the process itself, and the encoders (on a GPU they are offloaded to the CPU)
         parts["runtime"] = RUNTIME_GIB * GIB
         parts["encoders"] = 4 * cost.encoder_parameters
@@ -282,7 +308,8 @@ def memory_per_gpu(cost: NetworkCost, config: PlanConfig, mode: str, context: in
 
 def plan_rows(cost: NetworkCost, config: PlanConfig) -> list[dict]:
     """One row per (mode, context degree, checkpointing, stage): memory, largest batch, seconds per step."""
-    stages = ["full" if config.student == "full" else "lora"] if config.method == "lcm" else ["full", "detail"]
+    stages = ({"lcm": ["full" if config.student == "full" else "lora"], "scm": ["scm"], "rcm": ["rcm"]}
+              .get(config.method, ["full", "detail"]))
     contexts = [c for c in (1, 2, 4, 8) if c <= config.gpus and config.gpus % c == 0]
     rows = []
     for mode, context in [("ddp", 1), *[("fsdp", c) for c in contexts]]:
@@ -297,7 +324,7 @@ def plan_rows(cost: NetworkCost, config: PlanConfig) -> list[dict]:
                     per_gpu = 0  # trains, but cannot write its student
                 groups = config.gpus // context  # data-parallel groups; a clip is split over its group
                 largest = per_gpu * groups
-                flops = (config.step_cost + (1 if checkpointing else 0)) * cost.forward_flops
+                flops = (step_forwards(config, stage) + (1 if checkpointing else 0)) * cost.forward_flops
                 seconds_per_clip = flops / (config.gpus * config.gpu_tflops * 1e12 * config.mfu)
                 batch = config.batch_size or largest
                 at_batch = fixed + parts["activations_per_clip"] * math.ceil(batch / groups) if batch else None
@@ -312,6 +339,18 @@ def plan_rows(cost: NetworkCost, config: PlanConfig) -> list[dict]:
                          "fits": (worst["largest_global_batch"] >= (config.batch_size or 1)),
                          "seconds_per_step": max((r["seconds_per_step"] or 0) for r in stage_rows)})
     return rows
+
+
+def step_forwards(config: PlanConfig, stage: str) -> float:
+    """One step's cost in forwards of the student: LCM's and DCM's measured ``step_cost``; sCM: the student's
+    forward and backward (3), the guided teacher (2) and the JVP (``jvp_cost``); rCM adds per step the fake
+    score's updates (3 each), the term's teacher and fake forwards (3) and the simulated sample's student forward
+    and backward (3; its no-gradient steps, 1.5 on average, too)."""
+    if stage == "scm":
+        return 5 + config.jvp_cost
+    if stage == "rcm":
+        return 5 + config.jvp_cost + 3 * config.fake_updates + 3 + 3 + 1.5
+    return config.step_cost
 
 
 def cheapest(rows: list[dict]) -> dict | None:
@@ -357,7 +396,9 @@ def run_plan(config: PlanConfig) -> int:
     result = {"teacher": config.teacher, "family": spec.name, "clip": [frames, height, width],
               "latent": list(latent), "gpus": config.gpus, "gpu_memory_gib": config.gpu_memory,
               "parameters": cost.parameters, "forward_tflops_per_clip": cost.forward_flops / 1e12,
-              "assumed": {"gpu_tflops": config.gpu_tflops, "mfu": config.mfu, "step_cost": config.step_cost},
+              "assumed": {"gpu_tflops": config.gpu_tflops, "mfu": config.mfu, "step_cost": config.step_cost,
+                          "jvp_cost": config.jvp_cost},
+              "attention_scores_per_clip": cost.attention_scores,
               "rows": rows,
               "cheapest": best and {k: best[k] for k in ("mode", "context_parallel", "gradient_checkpointing")},
               "instead": instead}
