@@ -138,6 +138,16 @@ def test_scm_student_folder_samples_and_resumes(tiny_teachers, tmp_path):
     info = json.loads((out / "videocm.json").read_text())
     assert info["kind"] == "student" and info["consistency"]["parameterization"] == "trigflow"
     assert info["consistency"]["mid_times"] == [1.5, 1.4, 1.0] and summary["steps_done"] == 4
+    header = (out / "train_log.csv").read_text().splitlines()[0].split(",")
+    assert {"tangent_norm", "warmup", "skipped_clips"} <= set(header)
+    teacher = load_model(tiny_teachers["wan"]).denoiser.network.state_dict()
+    trained = load_model(out).denoiser.network.state_dict()
+    assert any(not torch.allclose(trained[k].float(), teacher[k].float()) for k in teacher)  # it trained
+    from videocm.cli import main
+
+    scores = tmp_path / "scores.json"
+    assert main(["eval", "--model", str(out), "--steps", "1,2,4", "--n", "4", "--json", str(scores)]) == 0
+    assert [row["nfe"] for row in json.loads(scores.read_text())["rows"]] == [1, 2, 4]
     model = load_model(out)
     pipeline = VideoPipeline(model, "cpu")
     clips = {steps: pipeline.generate(["a 3 moving left"], seeds=[0], steps=steps) for steps in (1, 2, 4)}
@@ -195,6 +205,16 @@ def test_rcm_adds_the_term_after_the_warmup_on_the_students_own_samples(tiny_tea
     assert sample.requires_grad and sample.shape == latents.shape
     summary = distill_rcm(config, progress=False)
     assert summary["steps_done"] == 4
+    # it resumes exactly, its fake score and the term's schedule with it
+    parts = dataclasses.replace(config, out=str(tmp_path / "parts"), stop_at_step=3)
+    distill_rcm(parts, progress=False)
+    distill_rcm(dataclasses.replace(parts, stop_at_step=0, resume=True), progress=False)
+    from safetensors.torch import load_file
+
+    whole = load_file(next((tmp_path / "r").glob("transformer/*.safetensors")))
+    resumed = load_file(next((tmp_path / "parts").glob("transformer/*.safetensors")))
+    for key in whole:
+        torch.testing.assert_close(whole[key], resumed[key], msg=key)
     assert json.loads((tmp_path / "r" / "videocm.json").read_text())["consistency"]["parameterization"] == "trigflow"
     with pytest.raises(VideoCMError, match="--dmd-weight"):
         RCMTask(dataclasses.replace(config, dmd_weight=0.0, out=str(tmp_path / "z")))

@@ -255,10 +255,24 @@ class VideoPipeline:
             noise = initial_noise(seeds, self.model.latent_shape, self.device)
             latents = sample_teacher(meter.counted(self._denoiser), noise, self.model.schedule, steps, cond,
                                      uncond, scales, progress=progress)
-            latents = with_first_frame(latents, cond)
+        return self._decoded(latents, cond, meter, len(prompts))
+
+    def _student_conditioning(self, prompts, seeds, noise_mode, controls, images, meter):
+        """A student's conditioning (text, control, first-frame inputs) and the per-clip generators diffusers'
+        noise mode draws an image-to-video clip's inputs with (None otherwise)."""
+        generators = ([torch.Generator().manual_seed(int(s)) for s in seeds] if noise_mode == "diffusers" and
+                      self.model.info.image_condition else None)
+        with meter.phase("text"):
+            cond = self._conditioning(prompts, controls)
+            cond.update(self.image_inputs(images, len(prompts), generators))
+        return cond, generators
+
+    def _decoded(self, latents, cond, meter, count: int) -> list[np.ndarray]:
+        """The clips of sampled ``latents`` (an image-to-video clip's first frame put back), counted."""
+        latents = with_first_frame(latents, cond)
         with meter.phase("decode"):
             clips = to_uint8_frames(self.decoder.decode(latents))
-        meter.clips += len(prompts)
+        meter.clips += count
         return clips
 
     def _generate_student(self, prompts, seeds, steps, guidance, meter, progress, timesteps=None,
@@ -303,20 +317,15 @@ class VideoPipeline:
                 below = max(1, min(int(below), low))
                 times = torch.cat([phased_times(grid, segments[:1], split_steps(steps, segments)[0]),
                                    phased_times(grid, [(0, low)], below)])
-        generators = ([torch.Generator().manual_seed(int(s)) for s in seeds] if noise_mode == "diffusers" and
-                      info.image_condition else None)
-        with meter.phase("text"):
-            cond = self._conditioning(prompts, controls)
-            cond.update(self.image_inputs(images, len(prompts), generators))
+        cond, generators = self._student_conditioning(prompts, seeds, noise_mode, controls, images, meter)
         if info.guidance_embedded:
             low, high = info.guidance.range
             w = float(info.guidance.default if guidance is None else guidance)
             if not low <= w <= high:
                 raise VideoCMError(f"guidance {w} is outside this student's distilled range [{low}, {high}]")
             cond["guidance"] = torch.full((len(prompts),), w, device=self.device)
-        elif guidance is not None and float(guidance) != float(info.guidance.scale):
-            raise VideoCMError(f"this student has guidance {info.guidance.scale} folded into its weights; "
-                               f"leave --guidance out (or distil with --guidance-range to choose it when sampling)")
+        else:
+            check_folded_guidance(info, guidance)
         with meter.phase("denoise"):
             noise, renoise = sampling_noise(seeds, self.model.latent_shape, noise_mode, self.device,
                                             info.pipeline_class, generators)
@@ -335,11 +344,7 @@ class VideoPipeline:
             else:
                 latents = sample_consistency(meter.counted(self._denoiser), noise, self.model.schedule, times,
                                              cond, renoise, *scalings, progress=progress)
-            latents = with_first_frame(latents, cond)
-        with meter.phase("decode"):
-            clips = to_uint8_frames(self.decoder.decode(latents))
-        meter.clips += len(prompts)
-        return clips
+        return self._decoded(latents, cond, meter, len(prompts))
 
     def _generate_trigflow(self, prompts, seeds, steps, guidance, meter, progress, timesteps=None,
                            noise_mode: str = "videocm", controls=None, images=None) -> list[np.ndarray]:
@@ -363,21 +368,18 @@ class VideoPipeline:
             times = scm_times(trigflow, steps, float(consistency.sigma_max), list(consistency.mid_times))
         if self.times == "stock":
             raise VideoCMError("this sCM student samples at its own TrigFlow times; leave --times out")
-        generators = ([torch.Generator().manual_seed(int(s)) for s in seeds] if noise_mode == "diffusers" and
-                      info.image_condition else None)
-        with meter.phase("text"):
-            cond = self._conditioning(prompts, controls)
-            cond.update(self.image_inputs(images, len(prompts), generators))
-        if guidance is not None and float(guidance) != float(info.guidance.scale):
-            raise VideoCMError(f"this student has guidance {info.guidance.scale} folded into its weights; "
-                               f"leave --guidance out")
+        cond, generators = self._student_conditioning(prompts, seeds, noise_mode, controls, images, meter)
+        check_folded_guidance(info, guidance)
         with meter.phase("denoise"):
             noise, renoise = sampling_noise(seeds, self.model.latent_shape, noise_mode, self.device,
                                             info.pipeline_class, generators)
             latents = sample_trigflow(meter.counted(self._denoiser), noise, trigflow, times, cond, renoise,
                                       progress=progress)
-            latents = with_first_frame(latents, cond)
-        with meter.phase("decode"):
-            clips = to_uint8_frames(self.decoder.decode(latents))
-        meter.clips += len(prompts)
-        return clips
+        return self._decoded(latents, cond, meter, len(prompts))
+
+
+def check_folded_guidance(info, guidance) -> None:
+    """A one-line error when sampling asks a student with its guidance folded in for another scale."""
+    if guidance is not None and float(guidance) != float(info.guidance.scale):
+        raise VideoCMError(f"this student has guidance {info.guidance.scale} folded into its weights; "
+                           f"leave --guidance out (or distil with --guidance-range to choose it when sampling)")

@@ -108,6 +108,14 @@ class FlowConsistencyScheduler(SchedulerMixin, ConfigMixin):
     def scale_model_input(self, sample: torch.Tensor, timestep=None) -> torch.Tensor:
         return sample
 
+    def _begin_step(self, timestep) -> int:
+        """The index of the step ``timestep`` starts (found on the first step)."""
+        if self.num_inference_steps is None:
+            raise ValueError("call set_timesteps before step")
+        if self._step_index is None:
+            self._step_index = self._index_for(timestep)
+        return self._step_index
+
     def _index_for(self, timestep) -> int:
         if self._begin_index is not None:
             return self._begin_index
@@ -116,11 +124,7 @@ class FlowConsistencyScheduler(SchedulerMixin, ConfigMixin):
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
              generator: torch.Generator | None = None, return_dict: bool = True):
-        if self.num_inference_steps is None:
-            raise ValueError("call set_timesteps before step")
-        if self._step_index is None:
-            self._step_index = self._index_for(timestep)
-        i = self._step_index
+        i = self._begin_step(timestep)
         sigma = self.sigmas[i].cpu()
         segment_end = self.grid[self.segments[owning_expert(sigma, self.grid, self.segments)][0]]
         if float(segment_end) > 0:  # a DCM segment above the clean end: one deterministic ODE jump
@@ -132,10 +136,16 @@ class FlowConsistencyScheduler(SchedulerMixin, ConfigMixin):
                 prev_sample=prev_sample, denoised=prev_sample)
         denoised = consistency_function(self.schedule, model_output.float(), sample.float(), sigma,
                                         self.config.sigma_data, self.config.timestep_scaling).to(sample.dtype)
-        if i + 1 < self.num_inference_steps:
-            noise = randn_tensor(model_output.shape, generator=generator or self.generator,
-                                 device=model_output.device, dtype=denoised.dtype)
-            prev_sample = self.schedule.add_noise(denoised, noise, self.sigmas[i + 1].cpu())
+        return self._advance(denoised, generator, return_dict,
+                             lambda noise: self.schedule.add_noise(denoised, noise, self.sigmas[i + 1].cpu()))
+
+    def _advance(self, denoised: torch.Tensor, generator, return_dict: bool, renoise):
+        """The step's end: unless it is the last step, ``renoise(noise)`` with fresh noise from ``generator`` (or
+        :attr:`generator`) is the next sample, else the clean estimate itself."""
+        if self._step_index + 1 < self.num_inference_steps:
+            noise = randn_tensor(denoised.shape, generator=generator or self.generator, device=denoised.device,
+                                 dtype=denoised.dtype)
+            prev_sample = renoise(noise)
         else:
             prev_sample = denoised
         self._step_index += 1
@@ -266,24 +276,12 @@ class TrigFlowConsistencyScheduler(FlowConsistencyScheduler):
              generator: torch.Generator | None = None, return_dict: bool = True):
         from ..diffusion.predictions import predicted_x0
 
-        if self.num_inference_steps is None:
-            raise ValueError("call set_timesteps before step")
-        if self._step_index is None:
-            self._step_index = self._index_for(timestep)
-        i = self._step_index
+        i = self._begin_step(timestep)
         alpha, sigma = (float(v[i]) for v in (self.native.alpha, self.native.sigma))
         denoised = predicted_x0(model_output.float(), sample.float(), torch.tensor(alpha), torch.tensor(sigma),
                                 self.schedule.prediction_type).to(sample.dtype)
-        if i + 1 < self.num_inference_steps:
-            noise = randn_tensor(model_output.shape, generator=generator or self.generator,
-                                 device=model_output.device, dtype=denoised.dtype)
-            prev_sample = float(self.native.alpha[i + 1]) * denoised + float(self.native.sigma[i + 1]) * noise
-        else:
-            prev_sample = denoised
-        self._step_index += 1
-        if not return_dict:
-            return prev_sample, denoised
-        return FlowConsistencySchedulerOutput(prev_sample=prev_sample, denoised=denoised)
+        alpha, sigma = (float(v[min(i + 1, self.num_inference_steps)]) for v in (self.native.alpha, self.native.sigma))
+        return self._advance(denoised, generator, return_dict, lambda noise: alpha * denoised + sigma * noise)
 
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
                   ) -> torch.Tensor:
