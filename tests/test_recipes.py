@@ -15,11 +15,14 @@ from videocm.config import config_from_dict, settings
 from videocm.distill.dcm import DCMConfig
 from videocm.distill.dmd import DMDConfig
 from videocm.distill.lcm import LCMConfig
+from videocm.distill.scm import RCMConfig, SCMConfig
 from videocm.errors import VideoCMError
 from videocm.recipes import LARGE_BYTES, all_recipes, recipe_for_teacher, recipe_lines, recipe_named
 
 REPO = Path(__file__).resolve().parents[1]
-CLASSES = {"lcm-full": LCMConfig, "lcm-lora": LCMConfig, "dcm": DCMConfig, "dmd": DMDConfig}
+CLASSES = {"lcm-full": LCMConfig, "lcm-lora": LCMConfig, "dcm": DCMConfig, "dmd": DMDConfig, "scm": SCMConfig,
+           "rcm": RCMConfig}
+AUTHORS = {"dcm": "DCM", "scm": "rCM", "rcm": "rCM"}  # methods whose built-in defaults are their authors' values
 
 
 def fake_pipeline(folder: Path, pipeline: str, config: dict, two_experts: bool = False,
@@ -55,17 +58,18 @@ def test_every_recipe_value_is_a_valid_setting_of_its_method_with_a_source():
 
 
 def test_the_moving_digits_recipe_is_the_built_in_defaults_or_says_why_not_beside_dcms_value():
-    """LCM and DMD: the built-in defaults are the test bench's values. DCM: the defaults are the DCM authors'; each
-    value the test bench uses instead is ours, with DCM's value named beside it."""
+    """LCM and DMD: the built-in defaults are the test bench's values. DCM, sCM and rCM: the defaults are the
+    authors' (DCM's, rCM's); each value the test bench uses instead is ours, with the authors' value named beside it."""
     recipe = recipe_named("moving-digits")
     departures = set()
     for key, values in recipe.methods.items():
         defaults = CLASSES[key]()
         for name, value in values.items():
             if getattr(defaults, name) != value.value:
-                assert key == "dcm" and value.source.startswith("ours") and "DCM" in value.source, (key, name)
-                departures.add(name)
-    assert {"semantic_lr", "detail_lr", "target", "split", "disc_head", "disc_lr"} <= departures
+                assert key in AUTHORS and value.source.startswith("ours") and AUTHORS[key] in value.source, (key, name)
+                departures.add((key, name))
+    assert {("dcm", n) for n in ("semantic_lr", "detail_lr", "target", "split", "disc_head", "disc_lr")} <= departures
+    assert {("scm", "lr"), ("rcm", "lr"), ("rcm", "fake_lr")} <= departures
 
 
 def test_the_teacher_folder_picks_its_recipe_by_layout(tmp_path):

@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
 
-from ..config import Count, Fraction, Natural, NonNegative, Positive, RunFolder
+from ..config import Count, Fraction, Natural, NonNegative, Positive, Range, RunFolder
 from ..diffusion import guidance_at, guided_output
 from ..diffusion.trigflow import RCM_MID_TIMES, RCM_SIGMA_MAX, TrigFlow, velocity_jvp
 from ..errors import VideoCMError
@@ -40,6 +40,7 @@ from ..models.info import ConsistencyInfo
 from .core import DistillationMethod, DistillConfig, StudentKindSettings, new_student, training_device
 from .trainer import Monitor, Step, adam_betas, run_and_summarise
 
+LogSigma = Annotated[float, Range(-10, 10)]  # an EDM log noise level (sigma from 4.5e-5 to 22000)
 SIGMA_MIN = 0.002  # the smallest EDM noise level a training time is drawn at (EDM's sigma_min)
 
 
@@ -52,7 +53,7 @@ class SCMSettings:
     SECTION = "scm"
 
     trigflow_sigma_data: Positive = 1.0  # TrigFlow's sigma_d (rCM: 1.0 on video latents; sCM: 0.5 on pixels)
-    time_mean: float = 0.7  # mean of the training time's log-sigma, t = atan(e^tau / sigma_d) (rCM Wan: 0.7; sCM: -0.8 at ImageNet 512, -1.0 on CIFAR-10)
+    time_mean: LogSigma = 0.7  # mean of the training time's log-sigma, t = atan(e^tau / sigma_d) (rCM Wan: 0.7; sCM: -0.8 at ImageNet 512, -1.0 on CIFAR-10)
     time_std: Positive = 1.6  # its standard deviation (rCM Wan: 1.6; sCM: 1.6 at ImageNet 512, 1.4 on CIFAR-10)
     tangent_warmup: Natural = 1000  # steps over which the tangent's warm-up factor r ramps from 0 to 1 (rCM Wan: 1000; sCM: 10000; 0: off)
     warmup_form: Literal["scm", "rcm"] = "rcm"  # scm: r multiplies the whole time-derivative term (sCM's Algorithm 1); rcm: only the x_t term, the rest scaled by sqrt(1 - r^2 sin^2 t) (NVlabs/rcm)
@@ -61,7 +62,7 @@ class SCMSettings:
     adaptive_weighting: bool = False  # sCM's learned weighting e^{w(t)} L - w(t) (sCM: on; rCM: off, a fixed scale)
     scm_loss_scale: Positive = 100.0  # without adaptive weighting: the loss's scale on the mean over elements (rCM: 100 on the sum, the same ratio to its DMD term)
     sigma_max: Positive = RCM_SIGMA_MAX  # the sampler's starting noise level, t = atan(sigma_max / sigma_d) (rCM: 80)
-    mid_times: list[float] = field(default_factory=lambda: list(RCM_MID_TIMES))  # the sampler's intermediate TrigFlow times for 2, 3, 4 steps (rCM: 1.5, 1.4, 1.0; its faster-looking alternative 1.3, 1.0, 0.6)
+    mid_times: list[Positive] = field(default_factory=lambda: list(RCM_MID_TIMES))  # the sampler's intermediate TrigFlow times for 2, 3, 4 steps (rCM: 1.5, 1.4, 1.0; its faster-looking alternative 1.3, 1.0, 0.6)
 
 
 @dataclass
@@ -74,7 +75,7 @@ class SCMConfig(SCMSettings, StudentKindSettings, DistillConfig):
     out: RunFolder = "outputs/scm"
     lr: Positive = 2e-6  # the student's peak learning rate (rCM Wan 2.1 1.3B: 2e-6)
     weight_decay: NonNegative = 0.01  # AdamW weight decay (rCM: 0.01)
-    adam_betas: list[float] = field(default_factory=lambda: [0.0, 0.999])  # AdamW betas (rCM: 0, 0.999)
+    adam_betas: list[Fraction] = field(default_factory=lambda: [0.0, 0.999])  # AdamW betas (rCM: 0, 0.999)
     grad_clip: NonNegative = 0.0  # gradient-norm clipping (rCM: off)
     warmup_steps: Natural = 100  # linear learning-rate warm-up steps (rCM: 100, then constant)
     min_lr_ratio: Fraction = 1.0  # the cosine decay ends at lr times this (rCM: 1, a constant rate)

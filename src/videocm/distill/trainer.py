@@ -53,7 +53,7 @@ class TrainConfig:
     gradient_accumulation_steps: Count = 1  # micro-steps per optimiser step (the batch is split over them)
     lr: Positive = 3e-4  # peak AdamW learning rate
     weight_decay: NonNegative = 0.01  # AdamW weight decay
-    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW betas (beta1, beta2)
+    adam_betas: list[Fraction] = field(default_factory=lambda: [0.9, 0.999])  # AdamW betas (beta1, beta2)
     warmup_steps: Natural = 100  # linear learning-rate warm-up steps, then cosine decay
     min_lr_ratio: Fraction = 0.1  # the cosine decay ends at lr times this
     grad_clip: NonNegative = 1.0  # gradient-norm clipping (0: off)

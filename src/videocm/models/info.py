@@ -68,6 +68,7 @@ class PhasedInfo:
     experts: list[str] = field(default_factory=list)
 
 
+TRIGFLOW_KEYS = ("parameterization", "trigflow_sigma_data", "sigma_max", "mid_times")
 _SECTIONS = {"guidance": GuidanceInfo, "consistency": ConsistencyInfo, "phased": PhasedInfo}
 
 
@@ -162,6 +163,10 @@ class ModelInfo:
             if value is None:
                 continue
             result[item.name] = _plain(dataclasses.asdict(value)) if dataclasses.is_dataclass(value) else value
+        consistency = result.get("consistency")
+        if consistency is not None and consistency.get("parameterization") == "lcm":
+            for key in TRIGFLOW_KEYS:  # written for continuous-time (sCM, rCM) students only
+                consistency.pop(key, None)
         result.update(self.extra)
         return result
 
