@@ -105,8 +105,8 @@ def consistency_defect(task, latents, text, noise, t, h=0.1):
 @pytest.mark.parametrize("family,lr,shrink", [("unet3d", 1e-4, 0.85), ("wan", 3e-4, 0.97)])
 def test_training_shrinks_the_consistency_defect_along_the_teachers_ode(tiny_teachers, tmp_path, family, lr, shrink):
     """The property sCM's gradient is for: the student's clean estimate stops changing along the guided teacher's
-    ODE (with the loss's sign flipped the same steps grow the gap: 0.0063 to 0.0101 on the VP teacher, where these
-    take it to 0.0049). Adam on the loss alone, 60 steps of 4 clips."""
+    ODE (with the loss's sign flipped the same steps grow the gap: 0.0063 to 0.0098 on the VP teacher, where these
+    take it to 0.0051). Adam on the loss alone, 60 steps of 2 clips."""
     from videocm.distill.trainer import Step
 
     task = SCMTask(tiny(tiny_teachers[family], tmp_path / "run", guidance=3.0, tangent_warmup=0))
@@ -119,7 +119,7 @@ def test_training_shrinks_the_consistency_defect_along_the_teachers_ode(tiny_tea
     optimiser = torch.optim.Adam([p for p in task.model.parameters() if p.requires_grad], lr=lr)
     for number in range(60):
         step = Step(number=number, rng=np.random.default_rng(number),
-                    generator=torch.Generator().manual_seed(number), device=torch.device("cpu"), batch_size=4)
+                    generator=torch.Generator().manual_seed(number), device=torch.device("cpu"), batch_size=2)
         loss, logs = task.loss(task.model, step)
         assert logs["skipped_clips"] == 0.0 and 0 < logs["tangent_norm"] < 1.0  # normalised, finite
         loss.backward()
