@@ -34,7 +34,7 @@ from torch import nn
 
 from ..config import Count, Fraction, Natural, NonNegative, Positive, Range, RunFolder
 from ..diffusion import guidance_at, guided_output
-from ..diffusion.trigflow import RCM_MID_TIMES, RCM_SIGMA_MAX, TrigFlow, velocity_jvp
+from ..diffusion.trigflow import RCM_MID_TIMES, RCM_SIGMA_MAX, TrigFlow, scm_times, velocity_jvp
 from ..errors import VideoCMError
 from ..models.info import ConsistencyInfo
 from .core import DistillationMethod, DistillConfig, StudentKindSettings, new_student, training_device
@@ -139,8 +139,6 @@ class SCMTask(DistillationMethod):
                                f"function no boundary condition: distil it with --method lcm")
         self.trigflow = TrigFlow(context.schedule, config.trigflow_sigma_data)
         try:  # the sampler's times, checked before anything trains
-            from ..diffusion.trigflow import scm_times
-
             scm_times(self.trigflow, len(config.mid_times) + 1, config.sigma_max, config.mid_times)
         except ValueError as error:
             raise VideoCMError(f"--mid-times {config.mid_times}: {error}") from error
