@@ -135,6 +135,12 @@ class TrigFlow:
         cos, sin = _like(torch.cos(t), x), _like(torch.sin(t), x)
         return (cos * x - x0) / (self.sigma_data * sin)
 
+    def start(self, noise: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+        """The TrigFlow point at time ``t`` (the top) where the teacher's own samplers and the diffusers pipelines
+        start from ``noise``: ``noise / scale(t)`` (``sd noise`` at pi/2 on a flow or zero-terminal-SNR teacher)."""
+        scale = self.native(torch.as_tensor(t, dtype=torch.float64)).scale
+        return noise / _like(scale, noise) if scale.ndim else noise / float(scale)
+
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``cos t x0 + sd sin t noise`` (``noise`` of unit variance)."""
         cos, sin = _like(torch.cos(t), x0), _like(torch.sin(t), x0)
@@ -196,7 +202,7 @@ def sample_trigflow(
     noise_source = noise_source or (lambda step, shape: torch.randn(shape))
     batch = noise.shape[0]
     times = times.to(torch.float64)
-    x = noise / float(trigflow.native(times[0]).scale)
+    x = trigflow.start(noise, times[0])
     x0 = x
     for i in tqdm(range(len(times) - 1), desc="sampling", disable=not progress, leave=False):
         t = times[i].to(noise.device).expand(batch)

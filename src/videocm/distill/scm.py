@@ -236,6 +236,10 @@ class SCMTask(DistillationMethod):
             loss = c.scm_loss_scale * per_clip.mean()
         logs = {"tangent_norm": float(g.flatten(1).norm(dim=1).mean()), "warmup": r,
                 "skipped_clips": float((~finite).sum())}
+        if self.weighting is not None:  # w's mean over fixed times: the same on every process of a run
+            with torch.no_grad():
+                probe = torch.linspace(0.05, trig.t_top - 0.05, 8, device=t.device)
+                logs["adaptive_weight"] = float(self.weighting(probe).mean())
         return loss, logs, (x0, text, w, latents)
 
     def loss(self, model, step: Step):
@@ -283,7 +287,7 @@ class RCMTask(SCMTask):
         shape = (n, *self.latent_shape)
         t = torch.full((n,), trig.t_top, dtype=torch.float32)  # every draw is the global batch's (any process)
         noise = torch.randn(shape, generator=step.generator)[rows].to(device)
-        x = trig.sigma_data * math.sin(trig.t_top) * noise
+        x = trig.start(noise, trig.t_top)  # where the sampler starts from the same noise (the teacher's point)
         for i in range(steps - 1):
             with torch.no_grad():
                 x0 = trig.call(self._unwrapped(model), x, t[rows].to(device), text)
