@@ -98,6 +98,19 @@ def reference_frechet(judge: Judge) -> FrechetToReference:
     return cached
 
 
+def real_reference(judge: Judge, prompts: list[str]) -> float:
+    """The real-vs-real Fréchet distance for these captions: real test clips with them (:func:`real_clips_for`)
+    against the reference set. Cached on the judge, since every row of an evaluation shares its captions."""
+    cache = getattr(judge, "_real_reference", None)
+    if cache is None:
+        cache = judge._real_reference = {}  # type: ignore[attr-defined]
+    key = tuple(prompts)
+    if key not in cache:
+        real = judge.run(real_clips_for(prompts, Geometry(judge.frames, judge.size)))["features"]
+        cache[key] = reference_frechet(judge)(real)
+    return cache[key]
+
+
 def summarise(judge: Judge, per_clip: ClipScores, heads: dict[str, float], prompts: list[str]) -> dict:
     """A row's scores: fidelity (all and per head), Fréchet distance to real test clips with the real-vs-real
     value for the same captions and count beside it, coherence, flicker (and PSNR against the teacher when
@@ -105,7 +118,6 @@ def summarise(judge: Judge, per_clip: ClipScores, heads: dict[str, float], promp
     frechet = reference_frechet(judge)
     everything = np.arange(len(per_clip))
     whole = per_clip.scores(everything, frechet)
-    real = judge.run(real_clips_for(prompts, Geometry(judge.frames, judge.size)))["features"]
     row = {
         "n": len(per_clip),
         "fidelity_all": whole["fidelity_all"],
@@ -113,7 +125,7 @@ def summarise(judge: Judge, per_clip: ClipScores, heads: dict[str, float], promp
         "fidelity_colour": heads["colour"],
         "fidelity_direction": heads["direction"],
         "frechet_distance": whole["frechet_distance"],
-        "frechet_real_reference": frechet(real),
+        "frechet_real_reference": real_reference(judge, prompts),
         "coherence": whole["coherence"],
         "flicker": whole["flicker"],
     }

@@ -48,10 +48,12 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(root))
 
 
-def _align_shift(reference_fft: np.ndarray, frame: np.ndarray) -> tuple[int, int]:
-    """Integer (circular) shift that best lays ``frame`` over the reference, by FFT cross-correlation."""
-    correlation = np.fft.ifft2(reference_fft * np.conj(np.fft.fft2(frame))).real
-    return tuple(int(v) for v in np.unravel_index(np.argmax(correlation), correlation.shape))  # type: ignore
+def _align_shifts(reference_fft: np.ndarray, frames_fft: np.ndarray) -> list[tuple[int, int]]:
+    """For each frame (its 2-D FFT in ``frames_fft`` ``(F, H, W)``), the integer (circular) shift that best lays
+    it over its reference (``reference_fft``: one, or one per frame), by FFT cross-correlation."""
+    correlation = np.fft.ifft2(reference_fft * np.conj(frames_fft)).real
+    best = correlation.reshape(len(correlation), -1).argmax(axis=1)
+    return [(int(i) // correlation.shape[2], int(i) % correlation.shape[2]) for i in best]
 
 
 def clip_coherence(video: np.ndarray) -> float:
@@ -67,8 +69,9 @@ def clip_coherence(video: np.ndarray) -> float:
     frames, height, width = grey.shape
     padded = np.zeros((frames, 2 * height, 2 * width))
     padded[:, :height, :width] = grey
-    reference_fft = np.fft.fft2(padded[frames // 2])
-    aligned = np.stack([np.roll(f, _align_shift(reference_fft, f), axis=(0, 1)) for f in padded])
+    spectra = np.fft.fft2(padded)
+    shifts = _align_shifts(spectra[frames // 2], spectra)
+    aligned = np.stack([np.roll(f, shift, axis=(0, 1)) for f, shift in zip(padded, shifts)])
     # Correlate inside the box that holds any content, so the zero padding does not count as agreement.
     rows, cols = np.nonzero(aligned.max(axis=0) > 0.05)
     if len(rows) == 0:
@@ -105,9 +108,9 @@ def clip_flicker(video: np.ndarray) -> float:
     padded = np.zeros((frames, 2 * height, 2 * width, video.shape[-1]))
     padded[:, :height, :width] = video.astype(np.float64)
     grey = padded.max(axis=-1)
+    spectra = np.fft.fft2(grey)
     differences = []
-    for t in range(frames - 1):
-        shift = _align_shift(np.fft.fft2(grey[t]), grey[t + 1])
+    for t, shift in enumerate(_align_shifts(spectra[:-1], spectra[1:])):
         aligned = np.roll(padded[t + 1], shift, axis=(0, 1))
         differences.append(np.abs(aligned - padded[t]).sum() / (height * width * video.shape[-1]))
     return float(np.mean(differences))
