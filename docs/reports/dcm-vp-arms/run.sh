@@ -8,6 +8,7 @@
 #   shipped   the frozen base is the shipped dcm-vp semantic expert (today's; --semantic-from models/dcm-vp)
 #   nogan     as teacher, with the GAN and feature matching off
 #   full      as teacher, a full detail expert (the whole network trained) instead of LoRA
+#   full-s1   the same, training seed 1 (the deciding arm's second seed)
 #   sigma     as teacher, the split at DCM's noise level (--split sigma: VP grid index 47, timestep 939)
 #   low       the frozen base is a semantic expert trained here at a 10x lower rate than the long run's (2e-5 for
 #             600 updates of a 2000-step schedule, temporal loss weight 1), then the same detail stage
@@ -39,6 +40,7 @@ for arm in $ARMS; do
     shipped) flags="--semantic-from models/dcm-vp" ;;
     nogan) flags="--semantic-from models/teacher-vp --gan-weight 0 --feature-matching-weight 0" ;;
     full) flags="--semantic-from models/teacher-vp --detail-expert full" ;;
+    full-s1) flags="--semantic-from models/teacher-vp --detail-expert full --seed 1" ;;
     sigma) flags="--semantic-from models/teacher-vp --split sigma" ;;
     low) flags="$semantic" ;;
     sigma-t) flags="$semantic --split sigma --gan-weight 0 --feature-matching-weight 0" ;;
