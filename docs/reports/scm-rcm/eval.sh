@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Scores issue 39's arms (run.sh, both seeds) on the 240 test captions and noise of every flow report, at 1, 2 and
 # 4 steps, with each row's diversity over 30 captions x 4 seeds, as docs/reports/dmd-compare/eval.sh scores
-# LCM, DCM and DMD; then compares each arm paired with those rows (clip-scores.npz there) and the 50-step teacher.
+# LCM, DCM and DMD; then summarise.py pairs each arm with those rows (clip-scores.npz there), rCM with sCM, and
+# each arm with the 50-step teacher (summary.md, comparisons.json).
 set -e
 cd "$(dirname "$0")/../../.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
@@ -20,18 +21,4 @@ done
 .venv/bin/videocm eval "${models[@]}" --steps 1,2,4 --n 240 --diversity 30 --teacher-model models/teacher-flow \
   --teacher-steps 50 \
   --json $R/eval.json --clip-scores $R/clip-scores.npz --report $R/report --overwrite
-C=docs/reports/dmd-compare/clip-scores.npz
-mkdir -p $R/compare
-for seed in 0 1; do
-  for arm in $ARMS; do
-    [ -e $L/$arm-s$seed ] || continue
-    for steps in 1 2 4; do
-      for other in lcm dcm dmd; do
-        .venv/bin/videocm compare --first $R/clip-scores.npz#$arm-s$seed@$steps \
-          --second $C#$other-s$seed@$steps --json $R/compare/$arm-s$seed-$other@$steps.json --overwrite
-      done
-      .venv/bin/videocm compare --first $R/clip-scores.npz#$arm-s$seed@$steps \
-        --second $C#teacher-flow@50 --json $R/compare/$arm-s$seed-teacher@$steps.json --overwrite
-    done
-  done
-done
+.venv/bin/python $R/summarise.py > /dev/null

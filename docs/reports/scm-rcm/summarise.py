@@ -1,0 +1,72 @@
+"""Issue 39's paired comparisons from eval.sh's per-clip scores: on each seed and at 1, 2 and 4 steps, each sCM
+and rCM arm against issue 22's LCM, DCM and DMD arms of the same seed (docs/reports/dmd-compare, the same 240
+captions and noise, 5 minutes each), rCM against sCM (the regulariser's effect) and every arm against the 50-step
+teacher (first minus second, 95% paired bootstrap over clips; diversity over its 30 captions). Writes
+comparisons.json and summary.md beside this file; `python docs/reports/scm-rcm/summarise.py`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from videocm.evaluation.evaluate import read_clip_scores, reference_frechet
+from videocm.evaluation.judge import Judge
+from videocm.evaluation.statistics import paired_comparison
+
+HERE = Path(__file__).resolve().parent
+OURS = HERE / "clip-scores.npz"
+THEIRS = HERE.parent / "dmd-compare" / "clip-scores.npz"  # lcm-sN, dcm-sN, dmd-sN and teacher-flow@50
+ARMS = ["scm", "rcm", "scm-updates", "rcm-updates"]
+PAIRS = [(arm, other) for arm in ARMS for other in ("lcm", "dcm", "dmd", "teacher")] + [
+    ("rcm", "scm"), ("rcm-updates", "scm-updates")]
+TEACHER = "teacher-flow@50"
+FIGURES = [("fidelity_all", 3), ("frechet_distance", 2), ("coherence", 4), ("flicker", 2), ("diversity", 2)]
+
+
+def cell(comparison: dict, key: str, digits: int) -> str:
+    if key not in comparison:
+        return "—"
+    value = comparison[key]
+    low, high = value["ci"]
+    return f"{value['difference']:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}] {value['verdict']}"
+
+
+def main() -> None:
+    frechet = reference_frechet(Judge.load())
+    ours = {row["model"] for row in json.loads((HERE / "eval.json").read_text())["rows"]}
+    read, cache = {}, {}  # each row read and bootstrapped once
+
+    def scores_of(name: str, seed: int, steps: int):
+        if name == "teacher":
+            key = (THEIRS, TEACHER)
+        else:
+            label = f"{name}-s{seed}@{steps}"
+            key = (OURS, label) if name in ARMS else (THEIRS, label)
+        if key not in read:
+            read[key] = read_clip_scores(*key)
+        return read[key]
+
+    found, lines = [], ["| first | second | seed | steps | " + " | ".join(k for k, _ in FIGURES) + " |",
+                        "|---|---|---|---|" + "---|" * len(FIGURES)]
+    for first, second in PAIRS:
+        for seed in (0, 1):
+            if f"{first}-s{seed}" not in ours or (second in ARMS and f"{second}-s{seed}" not in ours):
+                continue
+            for steps in (1, 2, 4):
+                comparison = {"first": f"{first}-s{seed}@{steps}",
+                              "second": TEACHER if second == "teacher" else f"{second}-s{seed}@{steps}",
+                              "seed": seed, "steps": steps,
+                              **paired_comparison(scores_of(first, seed, steps), scores_of(second, seed, steps),
+                                                  frechet, cache=cache)}
+                found.append(comparison)
+                lines.append(f"| {first} | {second if second != 'teacher' else TEACHER} | {seed} | {steps} | "
+                             + " | ".join(cell(comparison, k, d) for k, d in FIGURES) + " |")
+    (HERE / "comparisons.json").write_text(json.dumps(found, indent=2))
+    (HERE / "summary.md").write_text("Paired comparisons, first minus second (95% interval over the 240 clips; "
+                                     "diversity over its 30 captions); the verdict is the first row's.\n\n"
+                                     + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
