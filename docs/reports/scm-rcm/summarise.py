@@ -2,7 +2,7 @@
 and rCM arm against issue 22's LCM, DCM and DMD arms of the same seed (docs/reports/dmd-compare, the same 240
 captions and noise, 5 minutes each), rCM against sCM (the regulariser's effect) and every arm against the 50-step
 teacher (first minus second, 95% paired bootstrap over clips; diversity over its 30 captions). Writes
-comparisons.json and summary.md beside this file; `python docs/reports/scm-rcm/summarise.py`."""
+comparisons.json and summary.md beside this file, and prints the updates arms' learning curves; `python docs/reports/scm-rcm/summarise.py`."""
 
 from __future__ import annotations
 
@@ -64,8 +64,28 @@ def main() -> None:
     (HERE / "comparisons.json").write_text(json.dumps(found, indent=2))
     (HERE / "summary.md").write_text("Paired comparisons, first minus second (95% interval over the 240 clips; "
                                      "diversity over its 30 captions); the verdict is the first row's.\n\n"
-                                     + "\n".join(lines) + "\n")
+                                     + "\n".join(lines) + "\n\nLearning curves:\n\n" + learning_curves() + "\n")
     print("\n".join(lines))
+    print()
+    print(learning_curves())
+
+
+def learning_curves() -> str:
+    """The updates arms' sample checks (48 clips at 2 steps every 200 updates; run.sh), both seeds."""
+    runs = HERE.parents[2] / "outputs" / "scm-rcm"
+    lines = ["| arm | seed | update | fidelity (48 clips, 2 steps) | Fréchet | coherence | flicker |",
+             "|---|---|---|---|---|---|---|"]
+    for arm in ("scm-updates", "rcm-updates"):
+        for seed in (0, 1):
+            scores = runs / f"s{seed}" / arm / "samples" / "scores.jsonl"
+            if not scores.exists():
+                continue
+            for line in scores.read_text().splitlines():
+                row = json.loads(line)
+                low, high = row["fidelity_all_ci"]
+                lines.append(f"| {arm} | {seed} | {row['step']} | {row['fidelity_all']:.3f} [{low:.3f}, {high:.3f}] | "
+                             f"{row['frechet_distance']:.2f} | {row['coherence']:.3f} | {row['flicker']:.2f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
