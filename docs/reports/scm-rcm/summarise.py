@@ -6,6 +6,7 @@ comparisons.json and summary.md beside this file, and prints the updates arms' l
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -19,16 +20,11 @@ THEIRS = HERE.parent / "dmd-compare" / "clip-scores.npz"  # lcm-sN, dcm-sN, dmd-
 ARMS = ["scm", "rcm", "scm-updates", "rcm-updates"]
 PAIRS = [(arm, other) for arm in ARMS for other in ("lcm", "dcm", "dmd", "teacher")] + [
     ("rcm", "scm"), ("rcm-updates", "scm-updates")]
-TEACHER = "teacher-flow@50"
-FIGURES = [("fidelity_all", 3), ("frechet_distance", 2), ("coherence", 4), ("flicker", 2), ("diversity", 2)]
-
-
-def cell(comparison: dict, key: str, digits: int) -> str:
-    if key not in comparison:
-        return "—"
-    value = comparison[key]
-    low, high = value["ci"]
-    return f"{value['difference']:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}] {value['verdict']}"
+# issue 22's table format (its figures, cells and teacher row), so the two reports read alike
+_spec = importlib.util.spec_from_file_location("dmd_compare_summarise", HERE.parent / "dmd-compare" / "summarise.py")
+_dmd = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_dmd)
+TEACHER, FIGURES, cell = _dmd.TEACHER, _dmd.FIGURES, _dmd.cell
 
 
 def main() -> None:
