@@ -60,10 +60,34 @@ def main() -> None:
     (HERE / "comparisons.json").write_text(json.dumps(found, indent=2))
     (HERE / "summary.md").write_text("Paired comparisons, first minus second (95% interval over the 240 clips; "
                                      "diversity over its 30 captions); the verdict is the first row's.\n\n"
-                                     + "\n".join(lines) + "\n\nLearning curves:\n\n" + learning_curves() + "\n")
+                                     + "\n".join(lines) + "\n\nRows (seed 0 / seed 1):\n\n" + rows_table()
+                                     + "\n\nLearning curves:\n\n" + learning_curves() + "\n")
     print("\n".join(lines))
     print()
+    print(rows_table())
+    print()
     print(learning_curves())
+
+
+def rows_table() -> str:
+    """Every arm's figures at 1, 2 and 4 steps beside issue 22's lcm, dcm and dmd rows, seed 0 / seed 1."""
+    rows = {f"{row['model']}@{row['steps']}": row for source in (HERE / "eval.json", THEIRS.parent / "eval.json")
+            for row in json.loads(source.read_text())["rows"]}
+    lines = ["| arm | steps | fidelity | Fréchet | coherence | flicker | diversity |", "|---|---|---|---|---|---|---|"]
+
+    def figure(row: dict | None, key: str, digits: int) -> str:
+        return "—" if row is None or row.get(key) is None else f"{row[key]:.{digits}f}"
+
+    for arm in [*ARMS, "lcm", "dcm", "dmd"]:
+        for steps in (1, 2, 4):
+            pair = [rows.get(f"{arm}-s{seed}@{steps}") for seed in (0, 1)]
+            if pair == [None, None]:
+                continue
+            lines.append(f"| `{arm}` | {steps} | " + " | ".join(
+                " / ".join(figure(row, key, digits) for row in pair) for key, digits in FIGURES) + " |")
+    lines.append("| teacher@50 | 50 | " + " | ".join(figure(rows.get(TEACHER), key, digits) for key, digits in FIGURES)
+                 + " |")
+    return "\n".join(lines)
 
 
 def learning_curves() -> str:
