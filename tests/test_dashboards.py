@@ -59,3 +59,20 @@ def test_report_to_a_missing_package_is_one_line_error(tmp_path, capsys, monkeyp
 def test_an_unknown_dashboard_is_refused(tmp_path, capsys):
     assert main([*RUN, "--out", str(tmp_path / "run"), "--report-to", "mlflow"]) == 2
     assert "--report-to 'mlflow': use one of none, tensorboard, wandb" in capsys.readouterr().err
+
+
+def test_the_csv_log_widens_for_a_column_that_appears_later(tmp_path):
+    """rCM's matching term logs from the end of the tangent warm-up, the sample checks at their steps: their
+    columns join train_log.csv when they first appear (they were dropped when the first row fixed the header)."""
+    import csv
+
+    from videocm.distill.trainer import _write_logs
+
+    _write_logs(tmp_path, {"step": 10, "loss": 0.5}, 1.0)
+    _write_logs(tmp_path, {"step": 20, "loss": 0.4, "dmd": 0.8}, 2.0)
+    _write_logs(tmp_path, {"step": 30, "loss": 0.3}, 3.0)
+    with (tmp_path / "train_log.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["step", "loss", "seconds", "dmd"]
+    assert [row["dmd"] for row in rows] == ["", "0.8", ""]
+    assert [row["step"] for row in rows] == ["10", "20", "30"] and rows[2]["seconds"] == "3.0"

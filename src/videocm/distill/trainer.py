@@ -479,14 +479,27 @@ def hyperparameters(config) -> dict:
 
 
 def _write_logs(out: Path, logs: dict, seconds: float) -> None:
-    """One line per logged step, as JSON lines and as CSV (columns fixed by the first row written)."""
+    """One line per logged step, as JSON lines and as CSV. A column that first appears later (rCM's matching term
+    after the tangent warm-up, the sample checks' scores) widens the CSV's header; earlier rows leave it empty."""
     row = {**logs, "seconds": round(seconds, 1)}
     with open(out / "train_log.jsonl", "a") as handle:
         handle.write(json.dumps(row) + "\n")
     path = out / "train_log.csv"
-    fields = list(row) if not path.exists() else path.open().readline().strip().split(",")
+    fields = [name for name in path.open().readline().strip().split(",") if name] if path.exists() else []
+    added = [name for name in row if name not in fields]
+    if fields and added:
+        with path.open(newline="") as handle:
+            earlier = list(csv.DictReader(handle))
+        fields += added
+        widened = path.with_suffix(".csv.tmp")
+        with widened.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(earlier)
+        widened.replace(path)
+    fields = fields or list(row)
     with open(path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+        writer = csv.DictWriter(handle, fieldnames=fields)
         if handle.tell() == 0:
             writer.writeheader()
         writer.writerow(row)
