@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The learning-rate departure, measured: the MovingDigits recipe gives sCM and rCM lr 1e-4 (the other MovingDigits
+# students' rate; rCM's own is 2e-6 for Wan 2.1 1.3B). Each arm here is an updates arm of run.sh (seed 0, 873
+# updates, the same checks every 200) at a 10x lower rate:
+#   scm-lr   --method scm --lr 1e-5
+#   rcm-lr   --method rcm --lr 1e-5 --fake-lr 2e-6 (the recipe's ratio of fake-score to student rate)
+# then scored as eval.sh scores the arms (240 captions, 1, 2 and 4 steps, diversity 30 x 4) into eval-lr.json and
+# clip-scores-lr.npz, and paired with the same method at 1e-4 (compare-lr/). Usage: lr.sh (ARMS overrides the
+# list: default scm-lr). Run alone on the machine, after run.sh 0 and eval.sh; an arm resumes where it stopped.
+set -e
+cd "$(dirname "$0")/../../.."
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+V=.venv/bin/videocm
+R=docs/reports/scm-rcm
+O=outputs/scm-rcm/s0
+L=outputs/scm-rcm/rows
+CAPTIONS=outputs/scm-rcm/captions.safetensors
+common="--teacher models/teacher-flow --batch-size 16 --prompt-cache $CAPTIONS --checkpoint-every 100 --seed 0
+  --on-collapse warn --steps 873 --sample-every 200 --sample-clips 48 --sample-steps 2"
+models=()
+for arm in ${ARMS:-scm-lr}; do
+  case $arm in
+    scm-lr) flags="--method scm --lr 1e-5" ;;
+    rcm-lr) flags="--method rcm --lr 1e-5 --fake-lr 2e-6" ;;
+    *) echo "unknown arm $arm" >&2; exit 2 ;;
+  esac
+  if [ ! -f $O/$arm/videocm.json ]; then
+    resume=$([ -f $O/$arm/config.yaml ] && echo true || echo false)
+    echo "$(date -u +%FT%TZ) $arm starts" >> $O/$arm.log
+    $V distill $common $flags --resume $resume --out $O/$arm >> $O/$arm.log 2>&1
+    echo "$(date -u +%FT%TZ) $arm done" >> $O/$arm.log
+  fi
+  mkdir -p $L && ln -sfn ../s0/$arm $L/$arm-s0
+  models+=(--model $L/$arm-s0@1,2,4)
+done
+$V eval "${models[@]}" --steps 1,2,4 --n 240 --diversity 30 --json $R/eval-lr.json --clip-scores $R/clip-scores-lr.npz \
+  --overwrite
+mkdir -p $R/compare-lr
+for arm in ${ARMS:-scm-lr}; do
+  base=${arm%-lr}-updates
+  for k in 1 2 4; do
+    $V compare --first $R/clip-scores-lr.npz#$arm-s0@$k --second $R/clip-scores.npz#$base-s0@$k \
+      --json $R/compare-lr/$arm-vs-$base@$k.json --overwrite > /dev/null
+  done
+done
