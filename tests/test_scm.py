@@ -218,3 +218,22 @@ def test_rcm_adds_the_term_after_the_warmup_on_the_students_own_samples(tiny_tea
     assert json.loads((tmp_path / "r" / "videocm.json").read_text())["consistency"]["parameterization"] == "trigflow"
     with pytest.raises(VideoCMError, match="--dmd-weight"):
         RCMTask(dataclasses.replace(config, dmd_weight=0.0, out=str(tmp_path / "z")))
+
+
+def test_shipped_rcm_flow_student_is_a_small_trigflow_student_with_its_log(tmp_path):
+    from pathlib import Path
+
+    from videocm.cli import main
+
+    folder = Path(__file__).resolve().parents[1] / "models" / "rcm-flow"
+    info = json.loads((folder / "videocm.json").read_text())
+    assert info["kind"] == "student" and info["method"] == "rcm" and info["default_steps"] == 4
+    assert info["consistency"]["parameterization"] == "trigflow"
+    assert sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) < 12 * 2**20
+    header = (folder / "train_log.csv").read_text().splitlines()[0].split(",")
+    assert {"scm", "dmd", "dmd_gradient", "fake_score", "tangent_norm"} <= set(header)  # the term's columns too
+    clip = tmp_path / "clip.npy"
+    assert main(["sample", "--model", str(folder), "--prompt", "a red 3 moving left", "--steps", "2", "--out",
+                 str(clip)]) == 0
+    frames = np.load(clip)
+    assert frames.shape == (8, 32, 32, 3) and frames.std() > 1  # a clip, not a flat frame
