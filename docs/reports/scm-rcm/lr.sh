@@ -4,9 +4,11 @@
 # updates, the same checks every 200) at a 10x lower rate:
 #   scm-lr   --method scm --lr 1e-5
 #   rcm-lr   --method rcm --lr 1e-5 --fake-lr 2e-6 (the recipe's ratio of fake-score to student rate)
-# then scored as eval.sh scores the arms (240 captions, 1, 2 and 4 steps, diversity 30 x 4) into eval-lr.json and
-# clip-scores-lr.npz, and paired with the same method at 1e-4 (compare-lr/). Usage: lr.sh (ARMS overrides the
-# list: default scm-lr). Run alone on the machine, after run.sh 0 and eval.sh; an arm resumes where it stopped.
+# then each scored as eval.sh scores the arms (240 captions, 1, 2 and 4 steps, diversity 30 x 4) into eval-ARM.json
+# and clip-scores-ARM.npz, and paired with the same method at 1e-4 and with issue 22's lcm and dmd (seed 0) and
+# the 50-step teacher (compare-lr/). Usage: lr.sh (ARMS overrides the
+# list: default scm-lr rcm-lr). Run alone on the machine, after run.sh 0 and eval.sh; an arm resumes where it
+# stopped, and one already scored is not scored again.
 set -e
 cd "$(dirname "$0")/../../.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
@@ -17,8 +19,7 @@ L=outputs/scm-rcm/rows
 CAPTIONS=outputs/scm-rcm/captions.safetensors
 common="--teacher models/teacher-flow --batch-size 16 --prompt-cache $CAPTIONS --checkpoint-every 100 --seed 0
   --on-collapse warn --steps 873 --sample-every 200 --sample-clips 48 --sample-steps 2"
-models=()
-for arm in ${ARMS:-scm-lr}; do
+for arm in ${ARMS:-scm-lr rcm-lr}; do
   case $arm in
     scm-lr) flags="--method scm --lr 1e-5" ;;
     rcm-lr) flags="--method rcm --lr 1e-5 --fake-lr 2e-6" ;;
@@ -30,16 +31,18 @@ for arm in ${ARMS:-scm-lr}; do
     $V distill $common $flags --resume $resume --out $O/$arm >> $O/$arm.log 2>&1
     echo "$(date -u +%FT%TZ) $arm done" >> $O/$arm.log
   fi
-  mkdir -p $L && ln -sfn ../s0/$arm $L/$arm-s0
-  models+=(--model $L/$arm-s0@1,2,4)
-done
-$V eval "${models[@]}" --steps 1,2,4 --n 240 --diversity 30 --json $R/eval-lr.json --clip-scores $R/clip-scores-lr.npz \
-  --overwrite
-mkdir -p $R/compare-lr
-for arm in ${ARMS:-scm-lr}; do
+  [ -f $R/clip-scores-$arm.npz ] && continue
+  mkdir -p $L $R/compare-lr && ln -sfn ../s0/$arm $L/$arm-s0
+  $V eval --model $L/$arm-s0@1,2,4 --steps 1,2,4 --n 240 --diversity 30 --json $R/eval-$arm.json \
+    --clip-scores $R/clip-scores-$arm.npz --overwrite
   base=${arm%-lr}-updates
+  T=docs/reports/dmd-compare/clip-scores.npz  # issue 22's lcm, dmd (seed 0) and teacher@50 rows
+  run() { $V compare --first $R/clip-scores-$arm.npz#$arm-s0@$1 --second $2 --json $R/compare-lr/$arm-vs-$3.json \
+    --overwrite > /dev/null; }
   for k in 1 2 4; do
-    $V compare --first $R/clip-scores-lr.npz#$arm-s0@$k --second $R/clip-scores.npz#$base-s0@$k \
-      --json $R/compare-lr/$arm-vs-$base@$k.json --overwrite > /dev/null
+    run $k $R/clip-scores.npz#$base-s0@$k $base@$k
+    run $k $T#lcm-s0@$k lcm@$k
+    run $k $T#dmd-s0@$k dmd@$k
+    run $k $T#teacher-flow@50 teacher-flow@50-$k
   done
 done
