@@ -6,7 +6,8 @@
 #   rcm          --method rcm, the same budget (the term starts after the tangent warm-up)
 #   scm-updates  --method scm for as many updates as that seed's LCM arm made in its budget (873 / 855)
 #   rcm-updates  --method rcm for the same number of updates
-# The updates arms check 48 clips at 2 steps every 200 updates (their learning curves; outside any budget).
+# The updates arms check 48 clips at 2 steps every 200 updates (their learning curves; outside any budget). Every arm
+# ran at lr 1e-4 (the recipe's value then; pinned here, since lr.sh moved the recipe's sCM rate to 1e-5).
 # Usage: run.sh SEED. Run alone on the machine. A budget arm that did not finish starts again from scratch (no arm
 # gets more than its budget); an updates arm resumes. ARMS overrides the list. eval.sh scores the arms.
 set -e
@@ -21,7 +22,7 @@ CAPTIONS=outputs/scm-rcm/captions.safetensors
 [ -f $CAPTIONS ] || $V encode-captions --out $CAPTIONS
 UPDATES=$([ "$SEED" = 0 ] && echo 873 || echo 855)  # docs/reports/dmd-compare/README.md: the lcm arm's steps
 common="--teacher models/teacher-flow --batch-size 16 --prompt-cache $CAPTIONS --checkpoint-every 100
-  --seed $SEED --on-collapse warn"
+  --seed $SEED --on-collapse warn --lr 1e-4"
 curve="--sample-every 200 --sample-clips 48 --sample-steps 2"  # the updates arms' learning curves (samples/scores.jsonl)
 started() { [ -f "$1/config.yaml" ] && echo true || echo false; }
 for arm in ${ARMS:-scm rcm scm-updates rcm-updates}; do
