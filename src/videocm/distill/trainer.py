@@ -485,7 +485,10 @@ def _write_logs(out: Path, logs: dict, seconds: float) -> None:
     with open(out / "train_log.jsonl", "a") as handle:
         handle.write(json.dumps(row) + "\n")
     path = out / "train_log.csv"
-    fields = [name for name in path.open().readline().strip().split(",") if name] if path.exists() else []
+    fields = []
+    if path.exists():
+        with path.open() as handle:
+            fields = [name for name in handle.readline().strip().split(",") if name]
     added = [name for name in row if name not in fields]
     if fields and added:
         with path.open(newline="") as handle:
