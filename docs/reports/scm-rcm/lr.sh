@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The learning-rate departure, measured: the MovingDigits recipe gives sCM and rCM lr 1e-4 (the other MovingDigits
+# The learning-rate departure, measured: the MovingDigits recipe gave sCM and rCM lr 1e-4 (the other MovingDigits
 # students' rate; rCM's own is 2e-6 for Wan 2.1 1.3B). Each arm here is an updates arm of run.sh (seed 0, 873
-# updates, the same checks every 200) at a 10x lower rate:
+# updates, the same checks every 200) at a 10x lower rate, trained by `ARMS=ARM run.sh 0`:
 #   scm-lr   --method scm --lr 1e-5
 #   rcm-lr   --method rcm --lr 1e-5 --fake-lr 2e-6 (the recipe's ratio of fake-score to student rate)
 # then each scored as eval.sh scores the arms (240 captions, 1, 2 and 4 steps, diversity 30 x 4) into eval-ARM.json
@@ -14,23 +14,12 @@ cd "$(dirname "$0")/../../.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 V=.venv/bin/videocm
 R=docs/reports/scm-rcm
-O=outputs/scm-rcm/s0
 L=outputs/scm-rcm/rows
-CAPTIONS=outputs/scm-rcm/captions.safetensors
-common="--teacher models/teacher-flow --batch-size 16 --prompt-cache $CAPTIONS --checkpoint-every 100 --seed 0
-  --on-collapse warn --steps 873 --sample-every 200 --sample-clips 48 --sample-steps 2"
 for arm in ${ARMS:-scm-lr rcm-lr}; do
   case $arm in
-    scm-lr) flags="--method scm --lr 1e-5" ;;
-    rcm-lr) flags="--method rcm --lr 1e-5 --fake-lr 2e-6" ;;
+    scm-lr|rcm-lr) ARMS=$arm $R/run.sh 0 ;;
     *) echo "unknown arm $arm" >&2; exit 2 ;;
   esac
-  if [ ! -f $O/$arm/videocm.json ]; then
-    resume=$([ -f $O/$arm/config.yaml ] && echo true || echo false)
-    echo "$(date -u +%FT%TZ) $arm starts" >> $O/$arm.log
-    $V distill $common $flags --resume $resume --out $O/$arm >> $O/$arm.log 2>&1
-    echo "$(date -u +%FT%TZ) $arm done" >> $O/$arm.log
-  fi
   [ -f $R/clip-scores-$arm.npz ] && continue
   mkdir -p $L $R/compare-lr && ln -sfn ../s0/$arm $L/$arm-s0
   $V eval --model $L/$arm-s0@1,2,4 --steps 1,2,4 --n 240 --diversity 30 --json $R/eval-$arm.json \

@@ -6,8 +6,10 @@
 #   rcm          --method rcm, the same budget (the term starts after the tangent warm-up)
 #   scm-updates  --method scm for as many updates as that seed's LCM arm made in its budget (873 / 855)
 #   rcm-updates  --method rcm for the same number of updates
+#   scm-lr, rcm-lr  the updates arms at lr 1e-5 (rCM's fake score at 2e-6, the recipe's ratio): lr.sh's arms
 # The updates arms check 48 clips at 2 steps every 200 updates (their learning curves; outside any budget). Every arm
-# ran at lr 1e-4 (the recipe's value then; pinned here, since lr.sh moved the recipe's sCM rate to 1e-5).
+# but the -lr ones ran at lr 1e-4 (the recipe's value then; pinned here, since lr.sh moved the recipe's sCM rate to
+# 1e-5; a flag given twice takes its last value).
 # Usage: run.sh SEED. Run alone on the machine. A budget arm that did not finish starts again from scratch (no arm
 # gets more than its budget); an updates arm resumes. ARMS overrides the list. eval.sh scores the arms.
 set -e
@@ -31,6 +33,8 @@ for arm in ${ARMS:-scm rcm scm-updates rcm-updates}; do
     rcm) flags="--method rcm --steps 20000 --max-minutes $BUDGET --overwrite true --sample-every 0" ;;
     scm-updates) flags="--method scm --steps $UPDATES --resume $(started $O/$arm) $curve" ;;
     rcm-updates) flags="--method rcm --steps $UPDATES --resume $(started $O/$arm) $curve" ;;
+    scm-lr) flags="--method scm --lr 1e-5 --steps $UPDATES --resume $(started $O/$arm) $curve" ;;
+    rcm-lr) flags="--method rcm --lr 1e-5 --fake-lr 2e-6 --steps $UPDATES --resume $(started $O/$arm) $curve" ;;
     *) echo "unknown arm $arm" >&2; exit 2 ;;
   esac
   if [ ! -f $O/$arm/videocm.json ]; then
