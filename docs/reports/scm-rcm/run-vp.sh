@@ -8,10 +8,12 @@
 #   scm, rcm     --method scm / rcm, the same budget
 #   scm-updates  --method scm for as many updates as that seed's lcm arm made in its budget
 #   rcm-updates  --method rcm for the same number (both check 48 clips at 2 steps every 50 updates: learning curves)
-# A VP update costs 2-5 s here (the flow teacher's 0.3-1.5 s), so a 5-minute arm makes 60-150 updates. Two warm-ups
-# are shortened for every arm alike so that they do not fill such a run: the learning-rate warm-up is 10 updates
-# (the methods' 50 and 100), and sCM/rCM's tangent warm-up is 10 (the recipe's 200, a tenth of a 2000-step run;
-# rCM's regulariser starts after it, so at 200 a 5-minute rCM arm would never reach it).
+#   scm-lr-1e-4  scm-updates at rCM's rate, 1e-4 (the recipe's sCM rate is 1e-5): rcm-updates against it is the
+#                regulariser alone
+# A VP update costs 1.3-6.2 s here (the flow teacher's 0.3-1.5 s), so a 5-minute arm makes 50-225 updates. Two
+# warm-ups are shortened for every arm alike so that they do not fill such a run: the learning-rate warm-up is 10
+# updates (the methods' 50 and 100), and sCM/rCM's tangent warm-up is 10 (the recipe's 200, a tenth of a 2000-step
+# run; rCM's regulariser starts after it, so at 200 a 5-minute rCM arm would never reach it).
 # Usage: run-vp.sh SEED. Run alone on the machine. A budget arm that did not finish starts again from scratch; an
 # updates arm resumes. ARMS overrides the list. eval-vp.sh scores the arms.
 set -e
@@ -44,6 +46,8 @@ for arm in ${ARMS:-lcm dcm dmd scm rcm scm-updates rcm-updates}; do
     rcm) flags="--method rcm --tangent-warmup 10 $budget" ;;
     scm-updates) flags="--method scm --tangent-warmup 10 --steps $(updates) --resume $(started $O/$arm) $curve" ;;
     rcm-updates) flags="--method rcm --tangent-warmup 10 --steps $(updates) --resume $(started $O/$arm) $curve" ;;
+    scm-lr-1e-4) flags="--method scm --lr 1e-4 --tangent-warmup 10 --steps $(updates) --resume $(started $O/$arm)
+                   $curve" ;;
     *) echo "unknown arm $arm" >&2; exit 2 ;;
   esac
   if [ ! -f $O/$arm/videocm.json ]; then

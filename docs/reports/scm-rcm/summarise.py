@@ -20,10 +20,10 @@ from videocm.evaluation.judge import Judge
 from videocm.evaluation.statistics import paired_comparison
 
 HERE = Path(__file__).resolve().parent
-ARMS = ["scm", "rcm", "scm-updates", "rcm-updates"]
+ARMS = ["scm", "rcm", "scm-updates", "rcm-updates", "scm-lr-1e-4"]  # the last: VP only (run-vp.sh)
 BASELINES = ["lcm", "dcm", "dmd"]
 PAIRS = [(arm, other) for arm in ARMS for other in (*BASELINES, "teacher")] + [
-    ("rcm", "scm"), ("rcm-updates", "scm-updates")]
+    ("rcm", "scm"), ("rcm-updates", "scm-updates"), ("rcm-updates", "scm-lr-1e-4"), ("scm-lr-1e-4", "scm-updates")]
 # issue 22's table format (its figures and cells), so the reports read alike
 _spec = importlib.util.spec_from_file_location("dmd_compare_summarise", HERE.parent / "dmd-compare" / "summarise.py")
 _dmd = importlib.util.module_from_spec(_spec)
@@ -40,27 +40,34 @@ class Setting:
     theirs: Path  # the LCM/DCM/DMD arms' and the teacher row's eval folder
     teacher: str  # the 50-step teacher's row
     runs: Path  # the training runs (learning curves)
+    added: bool = False  # also read arms scored later (eval-vp.sh with ARMS: eval-ARMS.json, clip-scores-ARMS.npz)
 
 
 SETTINGS = {
-    "flow": Setting(HERE, HERE, HERE.parent / "dmd-compare", "teacher-flow@50", HERE.parents[2] / "outputs" / "scm-rcm"),
-    "vp": Setting(HERE / "vp", HERE / "vp", HERE / "vp", "teacher-vp@50", HERE.parents[2] / "outputs" / "scm-rcm-vp"),
+    "flow": Setting(HERE, HERE, HERE.parent / "dmd-compare", "teacher-flow@50",
+                    HERE.parents[2] / "outputs" / "scm-rcm"),
+    "vp": Setting(HERE / "vp", HERE / "vp", HERE / "vp", "teacher-vp@50", HERE.parents[2] / "outputs" / "scm-rcm-vp",
+                  added=True),
 }
 
 
 def main(setting: Setting) -> None:
     frechet = reference_frechet(Judge.load())
-    rows = {f"{row['model']}@{row['steps']}": row for folder in dict.fromkeys((setting.ours, setting.theirs))
-            for row in json.loads((folder / "eval.json").read_text())["rows"]}
+    sources = [folder / "eval.json" for folder in dict.fromkeys((setting.ours, setting.theirs))]
+    if setting.added:
+        sources += sorted(setting.ours.glob("eval-*.json"))
+    rows, npz = {}, {}  # each row's figures, and the per-clip scores file it is in
+    for source in sources:
+        for row in json.loads(source.read_text())["rows"]:
+            label = f"{row['model']}@{row['steps']}"
+            rows[label] = row
+            npz[label] = source.with_name("clip-scores" + source.stem[len("eval"):] + ".npz")
     ours = {label.split("@")[0] for label in rows}
     read, cache = {}, {}  # each row read and bootstrapped once
 
     def scores_of(name: str, seed: int, steps: int):
-        if name == "teacher":
-            key = (setting.theirs / "clip-scores.npz", setting.teacher)
-        else:
-            label = f"{name}-s{seed}@{steps}"
-            key = (((setting.ours if name in ARMS else setting.theirs) / "clip-scores.npz"), label)
+        label = setting.teacher if name == "teacher" else f"{name}-s{seed}@{steps}"
+        key = (npz[label], label)
         if key not in read:
             read[key] = read_clip_scores(*key)
         return read[key]
@@ -112,7 +119,7 @@ def learning_curves(runs: Path) -> str:
     """The updates arms' sample checks (48 clips at 2 steps; run.sh, run-vp.sh), both seeds."""
     lines = ["| arm | seed | update | fidelity (48 clips, 2 steps) | Fréchet | coherence | flicker |",
              "|---|---|---|---|---|---|---|"]
-    for arm in ("scm-updates", "rcm-updates"):
+    for arm in ("scm-updates", "rcm-updates", "scm-lr-1e-4"):
         for seed in (0, 1):
             scores = runs / f"s{seed}" / arm / "samples" / "scores.jsonl"
             if not scores.exists():
