@@ -14,6 +14,7 @@
 # no arm gets more than its budget; ARMS overrides the list. eval.sh scores the arms.
 set -e
 cd "$(dirname "$0")/../../.."
+source docs/reports/arms.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 SEED=${1:?usage: run.sh SEED}
 BUDGET=${BUDGET:-5}
@@ -45,9 +46,5 @@ for arm in ${ARMS:-dmd lcm lcm-dmd dcm dcm-dmd lcm-prompts dcm-prompts}; do
     dcm-prompts) flags="$dcm $prompts" ;;
     *) echo "unknown arm $arm" >&2; exit 2 ;;
   esac
-  if [ ! -f $O/$arm/videocm.json ]; then
-    echo "$(date -u +%FT%TZ) $arm starts" >> $O/$arm.log
-    $V distill $common $flags --out $O/$arm >> $O/$arm.log 2>&1
-    echo "$(date -u +%FT%TZ) $arm done" >> $O/$arm.log
-  fi
+  distill_arm $O $arm $common $flags
 done

@@ -18,6 +18,7 @@
 # updates arm resumes. ARMS overrides the list. eval-vp.sh scores the arms.
 set -e
 cd "$(dirname "$0")/../../.."
+source docs/reports/arms.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 SEED=${1:?usage: run-vp.sh SEED}
 BUDGET=${BUDGET:-5}
@@ -32,7 +33,6 @@ common="--teacher models/teacher-vp --batch-size 16 --prompt-cache $CAPTIONS --c
   --seed $SEED --on-collapse warn --warmup-steps 10"
 budget="--steps 20000 --max-minutes $BUDGET --overwrite true --sample-every 0"
 curve="--sample-every 50 --sample-clips 48 --sample-steps 2"
-started() { [ -f "$1/config.yaml" ] && echo true || echo false; }
 updates() {  # the lcm arm's update count in its budget
   .venv/bin/python -c "import json; print(json.load(open('$O/lcm/train_summary.json'))['steps_done'])"
 }
@@ -50,9 +50,5 @@ for arm in ${ARMS:-lcm dcm dmd scm rcm scm-updates rcm-updates}; do
                    $curve" ;;
     *) echo "unknown arm $arm" >&2; exit 2 ;;
   esac
-  if [ ! -f $O/$arm/videocm.json ]; then
-    echo "$(date -u +%FT%TZ) $arm starts" >> $O/$arm.log
-    $V distill $common $flags --out $O/$arm >> $O/$arm.log 2>&1
-    echo "$(date -u +%FT%TZ) $arm done" >> $O/$arm.log
-  fi
+  distill_arm $O $arm $common $flags
 done

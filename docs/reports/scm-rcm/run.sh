@@ -14,6 +14,7 @@
 # gets more than its budget); an updates arm resumes. ARMS overrides the list. eval.sh scores the arms.
 set -e
 cd "$(dirname "$0")/../../.."
+source docs/reports/arms.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 SEED=${1:?usage: run.sh SEED}
 BUDGET=${BUDGET:-5}
@@ -26,7 +27,6 @@ UPDATES=$([ "$SEED" = 0 ] && echo 873 || echo 855)  # docs/reports/dmd-compare/R
 common="--teacher models/teacher-flow --batch-size 16 --prompt-cache $CAPTIONS --checkpoint-every 100
   --seed $SEED --on-collapse warn --lr 1e-4"
 curve="--sample-every 200 --sample-clips 48 --sample-steps 2"  # the updates arms' learning curves (samples/scores.jsonl)
-started() { [ -f "$1/config.yaml" ] && echo true || echo false; }
 for arm in ${ARMS:-scm rcm scm-updates rcm-updates}; do
   case $arm in
     scm) flags="--method scm --steps 20000 --max-minutes $BUDGET --overwrite true --sample-every 0" ;;
@@ -37,9 +37,5 @@ for arm in ${ARMS:-scm rcm scm-updates rcm-updates}; do
     rcm-lr) flags="--method rcm --lr 1e-5 --fake-lr 2e-6 --steps $UPDATES --resume $(started $O/$arm) $curve" ;;
     *) echo "unknown arm $arm" >&2; exit 2 ;;
   esac
-  if [ ! -f $O/$arm/videocm.json ]; then
-    echo "$(date -u +%FT%TZ) $arm starts" >> $O/$arm.log
-    $V distill $common $flags --out $O/$arm >> $O/$arm.log 2>&1
-    echo "$(date -u +%FT%TZ) $arm done" >> $O/$arm.log
-  fi
+  distill_arm $O $arm $common $flags
 done
